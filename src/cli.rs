@@ -1,0 +1,505 @@
+//! The command line: parse, load the config, call the engine, print. No engine logic here.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use color_eyre::eyre::{Result, WrapErr};
+
+use crate::config::{Config, DEFAULT_CONFIG_PATH};
+use crate::demo::{ensure_demo_lake, DemoOptions};
+use crate::runner::{Engine, Outcome, RunOptions, RunReport};
+use crate::status::{self, Status};
+
+#[derive(Parser, Debug)]
+#[command(name = "deltalink", version, about = "Delta Lake change-data pipelines: CDF → per-pipeline link tables, with an operations console")]
+pub struct Cli {
+    /// Config file (TOML).
+    #[arg(long, global = true, env = "DELTALINK_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
+    pub config: PathBuf,
+    /// Refuse every command that writes.
+    #[arg(long, global = true)]
+    pub read_only: bool,
+    #[command(flatten)]
+    pub console: ConsoleArgs,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct ConsoleArgs {
+    /// Console theme: a name from themes/ (dark, light, mono) or a path to a theme TOML.
+    #[arg(long, global = true)]
+    pub theme: Option<String>,
+    /// Capture the mouse in the console (off by default: it breaks copy/paste over SSH).
+    #[arg(long, global = true)]
+    pub mouse: bool,
+    /// Where the console writes its log (tracing output never goes to the terminal it draws on).
+    #[arg(long, global = true)]
+    pub log_file: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Versions, lag and link-table sizes of every upstream and pipeline.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run pipelines once: read new changes and merge their keys into the link tables.
+    Run {
+        /// Pipelines to run (all with --all or when none is named).
+        pipelines: Vec<String>,
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The keys the next run of PIPELINE would write, with provenance. Writes nothing.
+    Preview {
+        pipeline: String,
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Tracker rows and their audit trail; resets.
+    Tracker {
+        #[command(subcommand)]
+        command: TrackerCommand,
+    },
+    /// Re-derive keys for an explicit version range without moving the tracker.
+    Replay {
+        pipeline: String,
+        #[arg(long)]
+        from_version: u64,
+        #[arg(long)]
+        to_version: Option<u64>,
+        /// Upstreams to replay (all of the pipeline's when omitted).
+        #[arg(long = "upstream")]
+        upstreams: Vec<String>,
+        /// Write into a scratch link table at this location instead of the pipeline's.
+        #[arg(long)]
+        into: Option<String>,
+        /// Write (without it: a dry run that writes nothing).
+        #[arg(long)]
+        execute: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run pipelines whenever their upstreams move. Ctrl-C stops after the in-flight run.
+    Watch {
+        pipelines: Vec<String>,
+        /// Poll interval, e.g. 10s, 500ms, 2m.
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        interval: std::time::Duration,
+    },
+    /// Create (or reuse) the demo lake under DIR and open the console on it.
+    Demo {
+        #[arg(default_value = "demo-lake")]
+        dir: PathBuf,
+        /// Only create the lake and print its config path; do not open the console.
+        #[arg(long)]
+        no_console: bool,
+        /// Commits of history to write when the lake is new.
+        #[arg(long, default_value_t = 240)]
+        commits: usize,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TrackerCommand {
+    /// Tracker rows (of one pipeline) and the tracker's recent history.
+    Show {
+        pipeline: Option<String>,
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value_t = 20)]
+        history: usize,
+    },
+    /// Move a pipeline's tracker position. Dry run unless --execute.
+    Reset(ResetArgs),
+}
+
+#[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("target").required(true).multiple(false)))]
+pub struct ResetArgs {
+    pub pipeline: String,
+    #[arg(long = "upstream")]
+    pub upstreams: Vec<String>,
+    /// Processed through version N (the next run reads N+1 onwards); -1 re-reads everything.
+    #[arg(long, group = "target", allow_negative_numbers = true)]
+    pub to_version: Option<i64>,
+    #[arg(long, group = "target")]
+    pub to_earliest: bool,
+    #[arg(long, group = "target")]
+    pub to_latest: bool,
+    /// Move by N versions (negative re-reads).
+    #[arg(long, group = "target", allow_negative_numbers = true)]
+    pub shift_by: Option<i64>,
+    /// Processed through the last version committed at or before this RFC 3339 time.
+    #[arg(long, group = "target")]
+    pub to_datetime: Option<String>,
+    /// Commit the reset (without it: a dry run that writes nothing).
+    #[arg(long)]
+    pub execute: bool,
+    /// Why (recorded in the tracker's commit info with $USER).
+    #[arg(long)]
+    pub reason: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_duration(s: &str) -> std::result::Result<std::time::Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len()));
+    let n: f64 = num.parse().map_err(|_| format!("`{s}` is not a duration; use e.g. 10s, 500ms, 2m"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "" | "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("`{s}`: unknown unit `{unit}`; use ms, s, m or h")),
+    };
+    Ok(std::time::Duration::from_secs_f64(secs))
+}
+
+pub fn main() -> Result<()> {
+    color_eyre::install()?;
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .wrap_err("cannot start the tokio runtime")?;
+    runtime.block_on(dispatch(cli))
+}
+
+fn init_stderr_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("DELTALINK_LOG").unwrap_or_else(|_| "warn".into());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+fn load_engine(cli: &Cli) -> Result<Engine> {
+    let config = Config::load(&cli.config)?;
+    Ok(Engine::new(config).with_read_only(cli.read_only))
+}
+
+async fn dispatch(cli: Cli) -> Result<()> {
+    match &cli.command {
+        None => {
+            let engine = load_engine(&cli)?;
+            crate::console::run_console(engine, cli.console.clone(), None).await
+        }
+        Some(Command::Demo { dir, no_console, commits }) => {
+            init_stderr_logging();
+            let opts = DemoOptions::new(dir).with_commits(*commits);
+            let config_path = build_demo(&opts).await?;
+            if *no_console {
+                println!("{}", config_path.display());
+                return Ok(());
+            }
+            let engine = Engine::new(Config::load(&config_path)?).with_read_only(cli.read_only);
+            crate::console::run_console(engine, cli.console.clone(), Some(opts)).await
+        }
+        Some(cmd) => {
+            init_stderr_logging();
+            let engine = load_engine(&cli)?;
+            run_command(&engine, cmd).await
+        }
+    }
+}
+
+async fn build_demo(opts: &DemoOptions) -> Result<PathBuf> {
+    let progress = |done: usize, total: usize| {
+        if done == 1 || done % 20 == 0 || done == total {
+            eprint!("\rbuilding demo lake: {done}/{total} commits");
+            let _ = std::io::stderr().flush();
+            if done == total {
+                eprintln!();
+            }
+        }
+    };
+    ensure_demo_lake(opts, &progress).await
+}
+
+async fn run_command(engine: &Engine, cmd: &Command) -> Result<()> {
+    if matches!(cmd, Command::Run { .. } | Command::Preview { .. } | Command::Watch { .. } | Command::Replay { .. }) {
+        // A typo in a mapping query fails here, at start-up, not at 3 a.m.
+        engine.validate_sql().await?;
+    }
+    match cmd {
+        Command::Status { json } => {
+            let st = status::status(engine).await?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&st)?);
+            } else {
+                print_status(&st);
+            }
+            Ok(())
+        }
+        Command::Run { pipelines, all, json } => {
+            let names = if *all { vec![] } else { pipelines.clone() };
+            let results = engine.run_many(&names, &RunOptions::default()).await;
+            let mut failed = Vec::new();
+            let mut reports = Vec::new();
+            for (name, r) in results {
+                match r {
+                    Ok(rep) => {
+                        if !json {
+                            print_run(&rep);
+                        }
+                        reports.push(rep);
+                    }
+                    Err(e) => {
+                        eprintln!("pipeline {name}: FAILED\n{e:?}\n");
+                        failed.push(name);
+                    }
+                }
+            }
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&reports)?);
+            } else {
+                println!("{} CDF scans for {} pipeline(s) (ranges shared by pipelines are read once)", engine.scans.get(), reports.len() + failed.len());
+            }
+            if !failed.is_empty() {
+                return Err(color_eyre::eyre::eyre!("{} pipeline(s) failed: {}", failed.len(), failed.join(", ")));
+            }
+            Ok(())
+        }
+        Command::Preview { pipeline, json, limit } => {
+            let p = engine.preview(pipeline, Some(*limit)).await?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&p)?);
+                return Ok(());
+            }
+            println!(
+                "pipeline {}: {} change rows → {} distinct keys ({} rows with NULL key skipped)",
+                p.pipeline, p.change_rows, p.distinct_keys, p.null_key_rows
+            );
+            for u in &p.upstreams {
+                println!("  {:<32} {}", u.upstream, describe_range(u));
+            }
+            println!("\n  {:<30} {:<30} {:>8}  change", p.key.join(", "), "upstream", "version");
+            for r in &p.rows {
+                println!("  {:<30} {:<30} {:>8}  {}", r.key.join(", "), r.upstream, r.commit_version, r.change_type);
+            }
+            if p.rows.len() as u64 >= *limit as u64 {
+                println!("  … (showing {limit}; use --limit N)");
+            }
+            Ok(())
+        }
+        Command::Tracker { command: TrackerCommand::Show { pipeline, json, history } } => {
+            tracker_show(engine, pipeline.as_deref(), *json, *history).await
+        }
+        Command::Tracker { command: TrackerCommand::Reset(args) } => tracker_reset(engine, args).await,
+        Command::Replay { pipeline, from_version, to_version, upstreams, into, execute, json } => {
+            let into = match into {
+                Some(u) => Some(
+                    crate::config::resolve_table_uri(u, &std::env::current_dir()?).map_err(color_eyre::eyre::Report::msg)?,
+                ),
+                None => None,
+            };
+            let replay = crate::runner::Replay {
+                pipeline: pipeline.clone(),
+                from_version: *from_version,
+                to_version: *to_version,
+                upstreams: upstreams.clone(),
+                into,
+                execute: *execute,
+            };
+            let r = engine.replay(&replay).await?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+                return Ok(());
+            }
+            for u in &r.upstreams {
+                println!("  {:<32} {}", u.upstream, describe_range(u));
+            }
+            if r.written {
+                println!("replay of {} written into {} as run {}: {} change rows → {} keys", r.pipeline, r.target, r.run_id.unwrap_or_default(), r.change_rows, r.distinct_keys);
+            } else {
+                println!("DRY RUN: replay of {} into {} would write {} keys from {} change rows; add --execute to write", r.pipeline, r.target, r.distinct_keys, r.change_rows);
+            }
+            Ok(())
+        }
+        Command::Watch { pipelines, interval } => {
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let flag = stop.clone();
+            tokio::spawn(async move {
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    eprintln!("Ctrl-C: stopping after the in-flight run");
+                    flag.store(true, std::sync::atomic::Ordering::SeqCst);
+                }
+            });
+            eprintln!("watching every {:?}; Ctrl-C to stop", interval);
+            let mut w = crate::watch::Watcher::new(engine.clone(), pipelines.clone(), *interval);
+            w.run(stop, |p, r| match r {
+                Ok(rep) => print_run(rep),
+                Err(e) => eprintln!("pipeline {p}: FAILED\n{e:?}"),
+            })
+            .await
+        }
+        Command::Demo { .. } => unreachable!("handled in dispatch"),
+    }
+}
+
+fn describe_range(u: &crate::runner::UpstreamRead) -> String {
+    let from = u.processed.map_or("never read".to_string(), |p| format!("processed {p}"));
+    match u.range {
+        None if u.processed.is_none() => format!("{from}, starts at latest {}", u.pinned),
+        None => format!("{from}, latest {}: nothing new", u.pinned),
+        Some(r) => match r.snapshot {
+            Some(s) => format!("{from}: snapshot at {s} + changes {}..={}", r.from, r.to),
+            None => format!("{from}: changes {}..={} ({} commits)", r.from, r.to, r.to + 1 - r.from),
+        },
+    }
+}
+
+fn print_run(r: &RunReport) {
+    let outcome = match r.outcome {
+        Outcome::NothingNew => "nothing new, nothing written".to_string(),
+        Outcome::Written => format!("run {} written", r.run_id.unwrap_or_default()),
+        Outcome::Recovered => format!("run {} recovered (tracker completed)", r.run_id.unwrap_or_default()),
+    };
+    println!("pipeline {}: {outcome} in {:.2}s", r.pipeline, r.duration.as_secs_f64());
+    for u in &r.upstreams {
+        println!("  {:<32} {}", u.upstream, describe_range(u));
+    }
+    if r.outcome == Outcome::Written {
+        println!(
+            "  {} change rows → {} distinct keys ({} new, {} updated); {} NULL-key rows skipped; {} CDF scans",
+            r.change_rows, r.distinct_keys, r.keys_inserted, r.keys_updated, r.null_key_rows, r.cdf_scans
+        );
+    }
+}
+
+fn print_status(st: &Status) {
+    println!("{:<32} {:>8}  {:<4} {:<21} last operation", "UPSTREAM", "LATEST", "CDF", "LAST COMMIT");
+    for u in &st.upstreams {
+        match &u.error {
+            Some(e) => println!("{:<32} ERROR: {}", u.name, e.lines().next().unwrap_or_default()),
+            None => println!(
+                "{:<32} {:>8}  {:<4} {:<21} {}",
+                u.name,
+                u.latest_version.map_or("-".into(), |v| v.to_string()),
+                if u.cdf_enabled { "on" } else { "OFF" },
+                u.last_commit_ts.clone().unwrap_or_default(),
+                u.last_operation.clone().unwrap_or_default()
+            ),
+        }
+    }
+    println!();
+    for p in &st.pipelines {
+        println!(
+            "PIPELINE {}  key ({})  link rows {}  last run {}",
+            p.name,
+            p.key.join(", "),
+            p.link_rows.map_or("?".into(), |n| n.to_string()),
+            p.last_run_id.map_or("-".into(), |n| n.to_string())
+        );
+        for u in &p.upstreams {
+            println!(
+                "  {:<30} processed {:>6}  latest {:>6}  lag {:>5} versions {:>9}{}",
+                u.upstream,
+                u.processed_version.map_or("-".into(), |v| v.to_string()),
+                u.latest_version.map_or("-".into(), |v| v.to_string()),
+                u.lag_versions.map_or("?".into(), |v| v.to_string()),
+                u.lag_seconds.map_or("".into(), |s| format!("{s:.0}s")),
+                u.pending_run_id.map_or(String::new(), |r| format!("  (run {r} pending)"))
+            );
+        }
+    }
+}
+
+async fn tracker_show(engine: &Engine, pipeline: Option<&str>, json: bool, history: usize) -> Result<()> {
+    if let Some(p) = pipeline {
+        engine.config.pipeline(p)?;
+    }
+    let tracker = engine.tracker().await?;
+    let rows = tracker.rows(pipeline).await?;
+    let mut hist = tracker.history(history * 4).await?;
+    hist.retain(|h| pipeline.is_none() || h.pipeline.as_deref() == pipeline);
+    hist.truncate(history);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "rows": rows, "history": hist }))?);
+        return Ok(());
+    }
+    println!("{:<28} {:<30} {:>9} {:>6} {:<21} updated by", "PIPELINE", "UPSTREAM", "PROCESSED", "RUN", "UPDATED");
+    for r in &rows {
+        println!(
+            "{:<28} {:<30} {:>9} {:>6} {:<21} {}{}",
+            r.pipeline_name,
+            r.upstream,
+            r.last_processed_version.map_or("-".into(), |v| v.to_string()),
+            r.run_id.map_or("-".into(), |v| v.to_string()),
+            r.updated_at.and_then(status::format_ms).unwrap_or_default(),
+            r.updated_by.clone().unwrap_or_default(),
+            r.pending_run_id.map_or(String::new(), |p| format!("  (run {p} pending at version {})", r.pending_version.unwrap_or_default()))
+        );
+    }
+    println!("\nHISTORY (newest first)");
+    for h in &hist {
+        println!(
+            "  v{:<5} {:<21} {:<14} {:<24} {:<10} {}",
+            h.version,
+            h.timestamp_ms.and_then(status::format_ms).unwrap_or_default(),
+            h.action.clone().unwrap_or_else(|| h.operation.clone()),
+            h.pipeline.clone().unwrap_or_default(),
+            h.operator.clone().unwrap_or_default(),
+            h.reason.clone().map(|r| format!("reason: {r}")).unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+fn reset_target(args: &ResetArgs) -> Result<crate::reset::ResetTarget> {
+    use crate::reset::ResetTarget;
+    Ok(if let Some(v) = args.to_version {
+        ResetTarget::Version(v)
+    } else if args.to_earliest {
+        ResetTarget::Earliest
+    } else if args.to_latest {
+        ResetTarget::Latest
+    } else if let Some(n) = args.shift_by {
+        ResetTarget::ShiftBy(n)
+    } else if let Some(t) = &args.to_datetime {
+        let t = chrono::DateTime::parse_from_rfc3339(t)
+            .map_err(|e| color_eyre::eyre::eyre!("--to-datetime `{t}` is not RFC 3339 (e.g. 2026-11-25T10:00:00Z): {e}"))?;
+        ResetTarget::DateTime(t.with_timezone(&chrono::Utc))
+    } else {
+        return Err(color_eyre::eyre::eyre!("give one of --to-version, --to-earliest, --to-latest, --shift-by, --to-datetime"));
+    })
+}
+
+async fn tracker_reset(engine: &Engine, args: &ResetArgs) -> Result<()> {
+    let target = reset_target(args)?;
+    if args.execute && engine.read_only {
+        return Err(crate::Error::ReadOnly { what: "tracker reset".into() }.into());
+    }
+    let plan = crate::reset::plan_reset(engine, &args.pipeline, &args.upstreams, target).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&plan)?);
+    } else {
+        for c in &plan.changes {
+            let what = match c.commits_delta {
+                0 => "no change".to_string(),
+                d if d > 0 => format!("re-reads {d} commits ({} change rows)", c.change_rows),
+                d => format!("SKIPS {} commits ({} change rows)", -d, c.change_rows),
+            };
+            println!(
+                "  {:<30} {} → {}   {what}",
+                c.upstream,
+                c.current.map_or("never".into(), |v| v.to_string()),
+                c.new.map_or("earliest snapshot".into(), |v| v.to_string())
+            );
+        }
+    }
+    if !args.execute {
+        eprintln!("DRY RUN: nothing written; add --execute --reason TEXT to commit");
+        return Ok(());
+    }
+    let reason = args.reason.clone().unwrap_or_else(|| "(no reason given)".into());
+    crate::reset::execute_reset(engine, &plan, &reason).await?;
+    eprintln!("reset committed to the tracker (operator {}, reason: {reason})", crate::tracker::operator());
+    Ok(())
+}

@@ -1,0 +1,374 @@
+//! Configuration: the TOML contract that users and scripts rely on.
+//!
+//! Parsing happens in two passes. Serde (with `deny_unknown_fields`) rejects malformed TOML,
+//! duplicate tables and unknown fields, and `toml` reports those with file line and column.
+//! A second pass checks what serde cannot (unknown upstream names, empty or duplicate key lists)
+//! and reports the line of the offending field from the spans it kept.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+use url::Url;
+
+/// Where the configuration came from when the user did not say.
+pub const DEFAULT_CONFIG_PATH: &str = "configs/deltalink.toml";
+
+/// A configuration error: always names the file, and the line and field when known.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}\n  fix: pass --config PATH or set DELTALINK_CONFIG")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}:{line}: field `{field}`: {message}")]
+    Invalid { path: PathBuf, line: usize, field: String, message: String },
+}
+
+/// Where a new pipeline starts reading an upstream it has never read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum StartFrom {
+    /// All history still readable (see README: truncated logs start from a snapshot).
+    #[default]
+    Earliest,
+    /// Only commits after the first run.
+    Latest,
+}
+
+/// How a source turns change rows into entity keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyMapping {
+    /// Upstream columns giving the entity key, in the pipeline's `key` order.
+    Columns(Vec<String>),
+    /// A SQL query over `changes` and the other upstreams (join mapping).
+    Sql(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub upstream: String,
+    pub mapping: KeyMapping,
+}
+
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    pub name: String,
+    pub link_table: Url,
+    pub key: Vec<String>,
+    pub start: StartFrom,
+    pub reset_allowed: bool,
+    pub sources: Vec<Source>,
+}
+
+impl Pipeline {
+    /// Distinct upstream names this pipeline reads, in first-listed order.
+    pub fn upstream_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = Vec::new();
+        for s in &self.sources {
+            if !names.contains(&s.upstream) {
+                names.push(s.upstream.clone());
+            }
+        }
+        names
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    pub name: String,
+    pub uri: Url,
+}
+
+/// A validated configuration with every table location resolved to a URL.
+#[derive(Clone)]
+pub struct Config {
+    pub path: PathBuf,
+    pub tracker_uri: Url,
+    pub upstreams: BTreeMap<String, Upstream>,
+    pub pipelines: BTreeMap<String, Pipeline>,
+    /// Object-store options (credentials, endpoints). Never printed: see the `Debug` impl.
+    pub storage_options: HashMap<String, String>,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("path", &self.path)
+            .field("tracker_uri", &self.tracker_uri.as_str())
+            .field("upstreams", &self.upstreams.keys().collect::<Vec<_>>())
+            .field("pipelines", &self.pipelines.keys().collect::<Vec<_>>())
+            .field("storage_options", &format!("<{} hidden>", self.storage_options.len()))
+            .finish()
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    tracker: RawTracker,
+    #[serde(default)]
+    upstreams: BTreeMap<String, RawUpstream>,
+    #[serde(default)]
+    pipelines: BTreeMap<String, RawPipeline>,
+    #[serde(default)]
+    storage: HashMap<String, String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTracker {
+    uri: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpstream {
+    uri: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPipeline {
+    link_table: Spanned<String>,
+    key: Spanned<Vec<String>>,
+    #[serde(default)]
+    start: StartFrom,
+    #[serde(default = "default_true")]
+    reset_allowed: bool,
+    sources: Spanned<Vec<RawSource>>,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSource {
+    upstream: Spanned<String>,
+    keys: Option<Spanned<Vec<String>>>,
+    sql: Option<Spanned<String>>,
+}
+
+impl Config {
+    /// Load and validate a config file.
+    pub fn load(path: impl AsRef<Path>) -> Result<Config, ConfigError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parse config text; `path` names the file in errors and anchors relative table paths.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        let base = path
+            .parent()
+            .map(Path::to_path_buf)
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or_else(|| PathBuf::from("."));
+        let v = Validator { path, text, base: &base };
+        v.build(raw)
+    }
+
+    pub fn pipeline(&self, name: &str) -> Result<&Pipeline, crate::Error> {
+        self.pipelines.get(name).ok_or_else(|| crate::Error::UnknownPipeline {
+            name: name.to_string(),
+            known: self.pipelines.keys().cloned().collect::<Vec<_>>().join(", "),
+        })
+    }
+
+    pub fn upstream(&self, name: &str) -> Result<&Upstream, crate::Error> {
+        self.upstreams.get(name).ok_or_else(|| crate::Error::UnknownUpstream {
+            name: name.to_string(),
+            known: self.upstreams.keys().cloned().collect::<Vec<_>>().join(", "),
+        })
+    }
+}
+
+struct Validator<'a> {
+    path: &'a Path,
+    text: &'a str,
+    base: &'a Path,
+}
+
+impl Validator<'_> {
+    fn invalid(&self, span: std::ops::Range<usize>, field: &str, message: impl Into<String>) -> ConfigError {
+        let line = self.text[..span.start.min(self.text.len())].matches('\n').count() + 1;
+        ConfigError::Invalid {
+            path: self.path.to_path_buf(),
+            line,
+            field: field.to_string(),
+            message: message.into(),
+        }
+    }
+
+    fn build(&self, raw: RawConfig) -> Result<Config, ConfigError> {
+        let tracker_uri = self.resolve(&raw.tracker.uri, "tracker.uri")?;
+        let mut upstreams = BTreeMap::new();
+        for (name, u) in &raw.upstreams {
+            let field = format!("upstreams.{name}.uri");
+            let uri = self.resolve(&u.uri, &field)?;
+            upstreams.insert(name.clone(), Upstream { name: name.clone(), uri });
+        }
+        let mut pipelines = BTreeMap::new();
+        for (name, p) in raw.pipelines {
+            let pipeline = self.pipeline(&name, p, &upstreams)?;
+            pipelines.insert(name, pipeline);
+        }
+        Ok(Config {
+            path: self.path.to_path_buf(),
+            tracker_uri,
+            upstreams,
+            pipelines,
+            storage_options: raw.storage,
+        })
+    }
+
+    fn pipeline(
+        &self,
+        name: &str,
+        p: RawPipeline,
+        upstreams: &BTreeMap<String, Upstream>,
+    ) -> Result<Pipeline, ConfigError> {
+        let field = |f: &str| format!("pipelines.{name}.{f}");
+        let link_table = self.resolve(&p.link_table, &field("link_table"))?;
+        self.check_columns(&p.key, &field("key"))?;
+        let key = p.key.into_inner();
+        if p.sources.get_ref().is_empty() {
+            return Err(self.invalid(p.sources.span(), &field("sources"), "a pipeline needs at least one source"));
+        }
+        let mut sources = Vec::new();
+        for (i, s) in p.sources.into_inner().into_iter().enumerate() {
+            let sfield = |f: &str| format!("pipelines.{name}.sources[{i}].{f}");
+            let upstream = s.upstream.get_ref().clone();
+            if !upstreams.contains_key(&upstream) {
+                let known = upstreams.keys().cloned().collect::<Vec<_>>().join(", ");
+                return Err(self.invalid(
+                    s.upstream.span(),
+                    &sfield("upstream"),
+                    format!("unknown upstream `{upstream}`; declare it as [upstreams.{upstream}] (known: {known})"),
+                ));
+            }
+            let mapping = match (s.keys, s.sql) {
+                (Some(keys), None) => {
+                    self.check_columns(&keys, &sfield("keys"))?;
+                    if keys.get_ref().len() != key.len() {
+                        return Err(self.invalid(
+                            keys.span(),
+                            &sfield("keys"),
+                            format!(
+                                "gives {} column(s) but the pipeline key {:?} has {}; list one upstream column per key column, in key order",
+                                keys.get_ref().len(),
+                                key,
+                                key.len()
+                            ),
+                        ));
+                    }
+                    KeyMapping::Columns(keys.into_inner())
+                }
+                (None, Some(sql)) => {
+                    if sql.get_ref().trim().is_empty() {
+                        return Err(self.invalid(sql.span(), &sfield("sql"), "is empty"));
+                    }
+                    KeyMapping::Sql(sql.into_inner())
+                }
+                (Some(keys), Some(_)) => {
+                    return Err(self.invalid(keys.span(), &sfield("keys"), "give either `keys` or `sql`, not both"))
+                }
+                (None, None) => {
+                    return Err(self.invalid(
+                        s.upstream.span(),
+                        &format!("pipelines.{name}.sources[{i}]"),
+                        "needs `keys = [...]` (upstream columns in key order) or `sql = \"...\"`",
+                    ))
+                }
+            };
+            sources.push(Source { upstream, mapping });
+        }
+        Ok(Pipeline {
+            name: name.to_string(),
+            link_table,
+            key,
+            start: p.start,
+            reset_allowed: p.reset_allowed,
+            sources,
+        })
+    }
+
+    fn check_columns(&self, cols: &Spanned<Vec<String>>, field: &str) -> Result<(), ConfigError> {
+        let list = cols.get_ref();
+        if list.is_empty() {
+            return Err(self.invalid(cols.span(), field, "is empty; list at least one column"));
+        }
+        for (i, c) in list.iter().enumerate() {
+            if c.trim().is_empty() {
+                return Err(self.invalid(cols.span(), field, "contains an empty column name"));
+            }
+            if list[..i].contains(c) {
+                return Err(self.invalid(cols.span(), field, format!("column `{c}` is listed twice")));
+            }
+        }
+        Ok(())
+    }
+
+    fn resolve(&self, uri: &Spanned<String>, field: &str) -> Result<Url, ConfigError> {
+        let s = uri.get_ref().trim();
+        if s.is_empty() {
+            return Err(self.invalid(uri.span(), field, "is empty"));
+        }
+        resolve_table_uri(s, self.base).map_err(|m| self.invalid(uri.span(), field, m))
+    }
+}
+
+/// Resolve a table location: URLs as they are, local paths against `base` (the config's folder).
+pub fn resolve_table_uri(s: &str, base: &Path) -> Result<Url, String> {
+    if s.contains("://") {
+        let mut url = Url::parse(s).map_err(|e| format!("`{s}` is not a valid URL: {e}"))?;
+        if !url.path().ends_with('/') {
+            let p = format!("{}/", url.path());
+            url.set_path(&p);
+        }
+        return Ok(url);
+    }
+    let p = Path::new(s);
+    let abs = if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
+    let abs = if abs.is_absolute() {
+        abs
+    } else {
+        std::env::current_dir().map_err(|e| format!("cannot resolve `{s}`: {e}"))?.join(abs)
+    };
+    let abs = normalize_path(&abs);
+    Url::from_directory_path(&abs).map_err(|_| format!("cannot turn path `{}` into a URL", abs.display()))
+}
+
+/// Lexically remove `.` and `..` so URLs are stable without touching the file system.
+fn normalize_path(p: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other.as_os_str()),
+        }
+    }
+    out
+}
+
+/// Show a table URL the way a user wrote it: local paths as paths.
+pub fn display_uri(url: &Url) -> String {
+    if url.scheme() == "file" {
+        if let Ok(p) = url.to_file_path() {
+            return p.display().to_string();
+        }
+    }
+    url.to_string()
+}

@@ -1,0 +1,200 @@
+//! Opening Delta tables and reading the facts deltalink needs from their logs
+//! (latest version, commit info, earliest readable version, CDF enablement).
+
+use std::collections::{BTreeSet, HashMap};
+
+use color_eyre::eyre::{eyre, Result, WrapErr};
+use deltalake::kernel::{Action, CommitInfo};
+use deltalake::logstore::get_actions;
+use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
+use futures::TryStreamExt;
+use url::Url;
+
+use crate::config::display_uri;
+use crate::Error;
+
+/// The table property that turns the Change Data Feed on.
+pub const CDF_PROPERTY: &str = "delta.enableChangeDataFeed";
+
+/// Open an upstream table at its latest version, turning "not there" and "not Delta" into
+/// errors that say which upstream and how to fix the config.
+pub async fn open_upstream(name: &str, uri: &Url, storage: &HashMap<String, String>) -> Result<DeltaTable> {
+    if uri.scheme() == "file" {
+        let exists = uri.to_file_path().map(|p| p.exists()).unwrap_or(false);
+        if !exists {
+            return Err(Error::UpstreamMissing { name: name.into(), uri: display_uri(uri) }.into());
+        }
+    }
+    let mut table = builder(uri, storage)?.build().map_err(|e| not_delta(name, uri, e))?;
+    match table.load().await {
+        Ok(()) => Ok(table),
+        Err(DeltaTableError::NotATable(_)) if uri.scheme() != "file" => {
+            Err(Error::UpstreamMissing { name: name.into(), uri: display_uri(uri) }.into())
+        }
+        Err(e) => Err(not_delta(name, uri, e).into()),
+    }
+}
+
+fn not_delta(name: &str, uri: &Url, e: DeltaTableError) -> Error {
+    Error::NotDelta { name: name.into(), uri: display_uri(uri), detail: e.to_string() }
+}
+
+pub fn builder(uri: &Url, storage: &HashMap<String, String>) -> Result<DeltaTableBuilder> {
+    DeltaTableBuilder::from_url(uri.clone())
+        .map(|b| b.with_storage_options(storage.clone()))
+        .wrap_err_with(|| format!("invalid table location {}", display_uri(uri)))
+}
+
+/// Open a table deltalink owns (tracker, link table); `None` when it does not exist yet.
+pub async fn open_owned(uri: &Url, storage: &HashMap<String, String>) -> Result<Option<DeltaTable>> {
+    if uri.scheme() == "file" {
+        let log = uri.to_file_path().map(|p| p.join("_delta_log")).ok();
+        if !log.map(|l| l.exists()).unwrap_or(false) {
+            return Ok(None);
+        }
+    }
+    let mut table = builder(uri, storage)?.build()?;
+    match table.load().await {
+        Ok(()) => Ok(Some(table)),
+        Err(DeltaTableError::NotATable(_)) => Ok(None),
+        Err(e) => Err(e).wrap_err_with(|| format!("cannot open {}", display_uri(uri))),
+    }
+}
+
+/// An uninitialised handle at `uri`, ready for `create()`; local folders are created.
+pub async fn table_for_create(uri: &Url, storage: &HashMap<String, String>) -> Result<DeltaTable> {
+    if uri.scheme() == "file" {
+        if let Ok(p) = uri.to_file_path() {
+            std::fs::create_dir_all(&p).wrap_err_with(|| format!("cannot create folder {}", p.display()))?;
+        }
+    }
+    Ok(builder(uri, storage)?.build()?)
+}
+
+pub fn table_version(table: &DeltaTable) -> Result<u64> {
+    table.version().ok_or_else(|| eyre!("table {} has no loaded version", table.table_url()))
+}
+
+pub fn cdf_enabled(table: &DeltaTable) -> bool {
+    table
+        .snapshot()
+        .ok()
+        .and_then(|s| s.metadata().configuration().get(CDF_PROPERTY).cloned())
+        .map(|v| v.eq_ignore_ascii_case("true"))
+        .unwrap_or(false)
+}
+
+/// What a commit says about itself.
+#[derive(Debug, Clone, Default)]
+pub struct CommitSummary {
+    pub version: u64,
+    /// Milliseconds since the epoch (in-commit timestamp when the writer records one).
+    pub timestamp_ms: Option<i64>,
+    pub operation: Option<String>,
+    pub info: Option<CommitInfo>,
+    /// `Some(true/false)` when the commit changes table metadata and says whether CDF is on.
+    pub cdf_setting: Option<bool>,
+    pub has_metadata: bool,
+}
+
+/// Read one commit's actions; `None` when the commit file is gone (log retention).
+pub async fn read_commit(table: &DeltaTable, version: u64) -> Result<Option<CommitSummary>> {
+    let store = table.log_store();
+    let Some(bytes) = store.read_commit_entry(version).await? else {
+        return Ok(None);
+    };
+    let actions = get_actions(version, &bytes)?;
+    let mut summary = CommitSummary { version, ..Default::default() };
+    for action in actions {
+        match action {
+            Action::CommitInfo(ci) => {
+                summary.timestamp_ms = ci.in_commit_timestamp.or(ci.timestamp);
+                summary.operation = ci.operation.clone();
+                summary.info = Some(ci);
+            }
+            Action::Metadata(md) => {
+                summary.has_metadata = true;
+                summary.cdf_setting = Some(
+                    md.configuration()
+                        .get(CDF_PROPERTY)
+                        .map(|v| v.eq_ignore_ascii_case("true"))
+                        .unwrap_or(false),
+                );
+            }
+            _ => {}
+        }
+    }
+    Ok(Some(summary))
+}
+
+/// The versions still present in `_delta_log`: commit files and checkpoints.
+#[derive(Debug, Clone, Default)]
+pub struct LogListing {
+    pub commits: BTreeSet<u64>,
+    pub checkpoints: BTreeSet<u64>,
+}
+
+impl LogListing {
+    /// Earliest version from which a reader can reconstruct history up to `latest`:
+    /// `Changes(0)` when the whole log is there, else `Snapshot(v)` for the oldest checkpoint
+    /// followed by an unbroken run of commit files.
+    pub fn earliest_readable(&self, latest: u64) -> EarliestReadable {
+        if self.contiguous_from(0, latest) {
+            return EarliestReadable::FullHistory;
+        }
+        for &cp in &self.checkpoints {
+            if cp <= latest && self.contiguous_from(cp + 1, latest) {
+                return EarliestReadable::FromSnapshot(cp);
+            }
+        }
+        EarliestReadable::FromSnapshot(latest)
+    }
+
+    fn contiguous_from(&self, from: u64, latest: u64) -> bool {
+        (from..=latest).all(|v| self.commits.contains(&v))
+    }
+}
+
+/// Where the oldest readable state of a table is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EarliestReadable {
+    /// Commit 0 onwards is present: the change feed covers the whole history.
+    FullHistory,
+    /// Commits before this version are gone; a snapshot at it is the oldest full state.
+    FromSnapshot(u64),
+}
+
+impl EarliestReadable {
+    /// The lowest version whose change rows can be read.
+    pub fn first_change_version(&self) -> u64 {
+        match self {
+            EarliestReadable::FullHistory => 0,
+            EarliestReadable::FromSnapshot(v) => v + 1,
+        }
+    }
+    /// The lowest version a tracker may point at (processed through it).
+    pub fn lowest_processed(&self) -> Option<u64> {
+        match self {
+            EarliestReadable::FullHistory => None,
+            EarliestReadable::FromSnapshot(v) => Some(*v),
+        }
+    }
+}
+
+pub async fn list_log(table: &DeltaTable) -> Result<LogListing> {
+    let store = table.log_store();
+    let object_store = store.object_store(None);
+    let mut listing = LogListing::default();
+    let mut entries = object_store.list(Some(store.log_path()));
+    while let Some(meta) = entries.try_next().await? {
+        let Some(file) = meta.location.filename() else { continue };
+        let Some((stem, rest)) = file.split_once('.') else { continue };
+        let Ok(v) = stem.parse::<u64>() else { continue };
+        if rest == "json" {
+            listing.commits.insert(v);
+        } else if rest.starts_with("checkpoint") {
+            listing.checkpoints.insert(v);
+        }
+    }
+    Ok(listing)
+}

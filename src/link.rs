@@ -1,0 +1,329 @@
+//! The link table: one Delta table per pipeline holding the keys that changed upstream.
+//!
+//! Columns: `pipeline_name`, the key columns (upstream types), `run_id` (monotonic per
+//! pipeline), `last_change_ts`, `upstreams`, `provenance` (`upstream@version:change_type`),
+//! `created_at`, `updated_at`. CDF is enabled so downstream readers can stream it.
+
+use std::collections::HashMap;
+
+use color_eyre::eyre::{eyre, Result, WrapErr};
+use deltalake::arrow::array::RecordBatch;
+use deltalake::arrow::datatypes::DataType;
+use deltalake::datafusion::common::Column;
+use deltalake::datafusion::logical_expr::{cast, col, ident, lit, Expr};
+use deltalake::datafusion::prelude::{DataFrame, SessionContext};
+use deltalake::datafusion::scalar::ScalarValue;
+use deltalake::kernel::transaction::CommitProperties;
+use deltalake::kernel::Transaction;
+use deltalake::operations::merge::MergeMetrics;
+use deltalake::schema::{ArrayType, DataType as DeltaType, StructField};
+use deltalake::{DeltaTable, TableProperty};
+use url::Url;
+
+use crate::config::display_uri;
+use crate::keymap::{display_value, string_list_type, timestamp_type};
+use crate::lake;
+
+pub const PIPELINE_COL: &str = "pipeline_name";
+pub const RUN_ID_COL: &str = "run_id";
+pub const LAST_CHANGE_COL: &str = "last_change_ts";
+pub const UPSTREAMS_COL: &str = "upstreams";
+pub const PROVENANCE_COL: &str = "provenance";
+pub const CREATED_COL: &str = "created_at";
+pub const UPDATED_COL: &str = "updated_at";
+
+/// The application id under which a pipeline's link-table commits record their run_id.
+pub fn app_id(pipeline: &str) -> String {
+    format!("deltalink:{pipeline}")
+}
+
+/// Why a link-table commit happened (recorded in the commit metadata).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteKind {
+    Run,
+    Replay,
+}
+
+impl WriteKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            WriteKind::Run => "run",
+            WriteKind::Replay => "replay",
+        }
+    }
+}
+
+/// Link-table schema for a pipeline whose key columns have the given Delta types.
+pub fn link_columns(key: &[(String, DeltaType)]) -> Vec<StructField> {
+    let mut cols = vec![StructField::new(PIPELINE_COL, DeltaType::STRING, false)];
+    cols.extend(key.iter().map(|(k, t)| StructField::new(k.clone(), t.clone(), true)));
+    let list = || DeltaType::Array(Box::new(ArrayType::new(DeltaType::STRING, true)));
+    cols.extend([
+        StructField::new(RUN_ID_COL, DeltaType::LONG, false),
+        StructField::new(LAST_CHANGE_COL, DeltaType::TIMESTAMP, true),
+        StructField::new(UPSTREAMS_COL, list(), true),
+        StructField::new(PROVENANCE_COL, list(), true),
+        StructField::new(CREATED_COL, DeltaType::TIMESTAMP, true),
+        StructField::new(UPDATED_COL, DeltaType::TIMESTAMP, true),
+    ]);
+    cols
+}
+
+/// Open the link table, creating it (CDF on) when missing.
+pub async fn open_or_create(
+    uri: &Url,
+    pipeline: &str,
+    key: &[(String, DeltaType)],
+    storage: &HashMap<String, String>,
+) -> Result<DeltaTable> {
+    if let Some(t) = lake::open_owned(uri, storage).await? {
+        check_schema(&t, pipeline, key)?;
+        return Ok(t);
+    }
+    let table = lake::table_for_create(uri, storage).await?;
+    let created = table
+        .create()
+        .with_table_name(format!("deltalink_link_{pipeline}"))
+        .with_comment(format!("deltalink link table of pipeline {pipeline}"))
+        .with_columns(link_columns(key))
+        .with_configuration_property(TableProperty::EnableChangeDataFeed, Some("true"))
+        .await;
+    match created {
+        Ok(t) => Ok(t),
+        // Another process created it between our check and our create: use theirs.
+        Err(_) if lake::open_owned(uri, storage).await?.is_some() => lake::open_owned(uri, storage)
+            .await?
+            .ok_or_else(|| eyre!("link table {} vanished", display_uri(uri))),
+        Err(e) => Err(e).wrap_err_with(|| format!("cannot create link table {} of pipeline `{pipeline}`", display_uri(uri))),
+    }
+}
+
+/// Refuse a link table whose columns were changed by hand: writing into it would mix schemas.
+fn check_schema(table: &DeltaTable, pipeline: &str, key: &[(String, DeltaType)]) -> Result<()> {
+    let schema = table.snapshot()?.schema();
+    for want in link_columns(key) {
+        match schema.field(want.name()) {
+            Some(f) if f.data_type() == want.data_type() => {}
+            Some(f) => {
+                return Err(eyre!(
+                    "link table {} of pipeline `{pipeline}`: column `{}` has type {} but deltalink expects {}\n  fix: restore the column, or move the table away so deltalink recreates it (then replay the pipeline)",
+                    display_uri(table.table_url()),
+                    want.name(),
+                    f.data_type(),
+                    want.data_type()
+                ))
+            }
+            None => {
+                return Err(eyre!(
+                    "link table {} of pipeline `{pipeline}` has no column `{}`; was its schema changed by hand?\n  fix: restore the column, or move the table away so deltalink recreates it (then replay the pipeline)",
+                    display_uri(table.table_url()),
+                    want.name()
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The run_id last committed into the link table for `pipeline` (its application transaction).
+pub async fn committed_run_id(table: &DeltaTable, pipeline: &str) -> Result<Option<i64>> {
+    Ok(table.snapshot()?.transaction_version(table.log_store().as_ref(), app_id(pipeline)).await?)
+}
+
+/// MERGE the affected keys into the link table in one commit that also records `run_id` as the
+/// pipeline's application transaction (so a crash after this commit is detected on restart).
+pub struct LinkMerge<'a> {
+    pub pipeline: &'a str,
+    pub key: &'a [String],
+    pub run_id: i64,
+    pub kind: WriteKind,
+    pub now_us: i64,
+}
+
+impl LinkMerge<'_> {
+    pub async fn execute(self, table: DeltaTable, per_key: DataFrame) -> Result<(DeltaTable, MergeMetrics)> {
+        let now = || lit(ScalarValue::TimestampMicrosecond(Some(self.now_us), Some("UTC".into())));
+        let mut exprs: Vec<Expr> = vec![lit(self.pipeline.to_string()).alias(PIPELINE_COL)];
+        exprs.extend(self.key.iter().map(|k| ident(k)));
+        exprs.push(lit(self.run_id).alias(RUN_ID_COL));
+        exprs.push(cast(ident(LAST_CHANGE_COL), timestamp_type()).alias(LAST_CHANGE_COL));
+        exprs.push(cast(ident(UPSTREAMS_COL), string_list_type()).alias(UPSTREAMS_COL));
+        exprs.push(cast(ident(PROVENANCE_COL), string_list_type()).alias(PROVENANCE_COL));
+        exprs.push(now().alias(CREATED_COL));
+        exprs.push(now().alias(UPDATED_COL));
+        let source = per_key.select(exprs)?;
+
+        let on = |k: &str| {
+            Expr::Column(Column::new(Some("target"), k)).eq(Expr::Column(Column::new(Some("source"), k)))
+        };
+        let predicate = self.key.iter().map(|k| on(k)).reduce(Expr::and).ok_or_else(|| eyre!("empty key"))?;
+        let src = |c: &str| Expr::Column(Column::new(Some("source"), c));
+        let updated = [RUN_ID_COL, LAST_CHANGE_COL, UPSTREAMS_COL, PROVENANCE_COL, UPDATED_COL];
+        let mut inserted: Vec<String> = vec![PIPELINE_COL.into()];
+        inserted.extend(self.key.iter().cloned());
+        inserted.extend([RUN_ID_COL, LAST_CHANGE_COL, UPSTREAMS_COL, PROVENANCE_COL, CREATED_COL, UPDATED_COL].map(String::from));
+
+        let metadata = [
+            ("deltalink.pipeline".to_string(), serde_json::json!(self.pipeline)),
+            ("deltalink.run_id".to_string(), serde_json::json!(self.run_id)),
+            ("deltalink.kind".to_string(), serde_json::json!(self.kind.as_str())),
+        ];
+        let props = CommitProperties::default()
+            .with_application_transaction(Transaction::new(app_id(self.pipeline), self.run_id))
+            .with_metadata(metadata);
+        let (table, metrics) = table
+            .merge(source, predicate)
+            .with_source_alias("source")
+            .with_target_alias("target")
+            .with_commit_properties(props)
+            .when_matched_update(|u| updated.iter().fold(u, |u, c| u.update(*c, src(c))))?
+            .when_not_matched_insert(|i| {
+                inserted.iter().fold(i, |i, c| i.set(Column::new_unqualified(c.as_str()), src(c)))
+            })?
+            .await
+            .wrap_err_with(|| format!("MERGE into the link table of pipeline `{}` failed", self.pipeline))?;
+        Ok((table, metrics))
+    }
+}
+
+/// Number of rows in a link table (from the Delta log's file statistics where possible).
+pub async fn row_count(table: &DeltaTable) -> Result<u64> {
+    let ctx = SessionContext::new();
+    table.update_datafusion_session(&ctx.state())?;
+    let df = ctx.read_table(table.table_provider().await?)?;
+    Ok(df.count().await? as u64)
+}
+
+/// How the console pages through a link table.
+#[derive(Debug, Clone, Default)]
+pub struct LinkQuery {
+    /// Case-insensitive substring matched against the key columns rendered as text.
+    pub filter: Option<String>,
+    pub sort: LinkSort,
+    pub offset: usize,
+    pub limit: usize,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LinkSort {
+    #[default]
+    RunIdDesc,
+    ChangeTimeDesc,
+    Key,
+}
+
+/// One page of link rows, rendered as text for display.
+#[derive(Debug, Clone, Default)]
+pub struct LinkPage {
+    pub columns: Vec<String>,
+    pub rows: Vec<Vec<String>>,
+    pub total_matching: u64,
+}
+
+/// Read one page of a link table; only the page is materialised, never the whole table.
+pub async fn browse(table: &DeltaTable, key: &[String], q: &LinkQuery) -> Result<LinkPage> {
+    let ctx = SessionContext::new();
+    table.update_datafusion_session(&ctx.state())?;
+    let mut df = ctx.read_table(table.table_provider().await?)?;
+    if let Some(f) = q.filter.as_ref().filter(|f| !f.is_empty()) {
+        let pattern = format!("%{}%", f.to_lowercase());
+        let m = key
+            .iter()
+            .map(|k| {
+                deltalake::datafusion::functions::expr_fn::lower(cast(ident(k), DataType::Utf8)).like(lit(pattern.clone()))
+            })
+            .reduce(Expr::or)
+            .unwrap_or_else(|| lit(true));
+        df = df.filter(m)?;
+    }
+    let total_matching = df.clone().count().await? as u64;
+    let mut order = match q.sort {
+        LinkSort::RunIdDesc => vec![col(RUN_ID_COL).sort(false, true)],
+        LinkSort::ChangeTimeDesc => vec![col(LAST_CHANGE_COL).sort(false, true)],
+        LinkSort::Key => vec![],
+    };
+    order.extend(key.iter().map(|k| ident(k).sort(true, false)));
+    let df = df.sort(order)?.limit(q.offset, Some(q.limit.max(1)))?;
+    let shown: Vec<String> = key
+        .iter()
+        .cloned()
+        .chain([RUN_ID_COL, LAST_CHANGE_COL, UPSTREAMS_COL, PROVENANCE_COL].map(String::from))
+        .collect();
+    let df = df.select(shown.iter().map(|c| ident(c)).collect::<Vec<Expr>>())?;
+    let batches: Vec<RecordBatch> = df.collect().await?;
+    let mut rows = Vec::new();
+    for b in &batches {
+        for i in 0..b.num_rows() {
+            rows.push((0..b.num_columns()).map(|c| display_value(b.column(c), i)).collect());
+        }
+    }
+    Ok(LinkPage { columns: shown, rows, total_matching })
+}
+
+/// Every key in the link table (as display strings) — for tests and small tables.
+pub async fn all_keys(table: &DeltaTable, key: &[String]) -> Result<Vec<(Vec<String>, i64)>> {
+    let ctx = SessionContext::new();
+    table.update_datafusion_session(&ctx.state())?;
+    let df = ctx.read_table(table.table_provider().await?)?;
+    let mut cols: Vec<Expr> = key.iter().map(|k| ident(k)).collect();
+    cols.push(ident(RUN_ID_COL));
+    let batches = df.select(cols)?.collect().await?;
+    let n = key.len();
+    let mut out = Vec::new();
+    for b in &batches {
+        let run = b.column(n).as_any().downcast_ref::<deltalake::arrow::array::Int64Array>();
+        for i in 0..b.num_rows() {
+            let k = (0..n).map(|c| display_value(b.column(c), i)).collect();
+            out.push((k, run.map(|r| r.value(i)).unwrap_or(-1)));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Delta types of the key columns as found in an upstream's schema, for creating a link table.
+pub fn key_types_from(table: &DeltaTable, upstream: &str, pipeline: &str, columns: &[String], key: &[String]) -> Result<Vec<(String, DeltaType)>> {
+    let schema = table.snapshot()?.schema();
+    columns
+        .iter()
+        .zip(key)
+        .map(|(src, dst)| {
+            let f = schema.field(src).ok_or_else(|| crate::Error::KeyColumnMissing {
+                name: upstream.into(),
+                column: src.clone(),
+                pipeline: pipeline.into(),
+                available: schema.fields().map(|f| f.name().clone()).collect::<Vec<_>>().join(", "),
+            })?;
+            Ok((dst.clone(), f.data_type().clone()))
+        })
+        .collect()
+}
+
+/// Delta types for key columns produced by a `sql` source (a pipeline without `keys` sources).
+pub fn delta_key_types(schema: &deltalake::arrow::datatypes::Schema, key: &[String]) -> Result<Vec<(String, DeltaType)>> {
+    key.iter()
+        .map(|k| {
+            let f = schema.field_with_name(k).map_err(|_| eyre!("key column `{k}` missing from the mapping output"))?;
+            let t = match f.data_type() {
+                DataType::Int64 | DataType::UInt32 => DeltaType::LONG,
+                DataType::Int32 | DataType::UInt16 => DeltaType::INTEGER,
+                DataType::Int16 | DataType::UInt8 => DeltaType::SHORT,
+                DataType::Int8 => DeltaType::BYTE,
+                DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => DeltaType::STRING,
+                DataType::Boolean => DeltaType::BOOLEAN,
+                DataType::Date32 => DeltaType::DATE,
+                DataType::Float64 => DeltaType::DOUBLE,
+                other => return Err(eyre!("key column `{k}` has type {other}, which a link table cannot hold; cast it in the `sql`")),
+            };
+            Ok((k.clone(), t))
+        })
+        .collect()
+}
+
+/// Arrow types matching the link table's key columns (what change rows are cast to).
+pub fn arrow_key_types(table: &DeltaTable, key: &[String]) -> Result<Vec<DataType>> {
+    let schema = table.snapshot()?.snapshot().arrow_schema();
+    key.iter()
+        .map(|k| Ok(schema.field_with_name(k).map_err(|_| eyre!("link table has no key column `{k}`"))?.data_type().clone()))
+        .collect()
+}

@@ -1,0 +1,3 @@
+fn main() -> color_eyre::Result<()> {
+    deltalink::cli::main()
+}

@@ -1,0 +1,1008 @@
+//! A run: pin upstream versions, read their change feed, map to keys, MERGE into the link
+//! table, advance the tracker — exactly once across crashes.
+//!
+//! Protocol (see README "Exactly once"):
+//! 1. pin `to = latest` per upstream;
+//! 2. tracker commit "intent": `pending_version = to`, `pending_run_id = R` for every upstream;
+//! 3. read `(processed, to]`, group keys;
+//! 4. link-table MERGE carrying the application transaction (`deltalink:<pipeline>`, R);
+//! 5. tracker commit "run": `last_processed_version = to`, `run_id = R`, intent cleared.
+//!
+//! On start, a pending intent is resolved first: if the link table's transaction version is
+//! already R, step 4 happened and only step 5 is redone; otherwise the run is redone with the
+//! same pinned versions and the same R. A run that dies anywhere converges to one clean run.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use color_eyre::eyre::{eyre, Result, WrapErr};
+use deltalake::arrow::datatypes::DataType;
+use deltalake::datafusion::prelude::{DataFrame, SessionContext};
+use deltalake::delta_datafusion::DeltaSessionContext;
+use deltalake::schema::DataType as DeltaType;
+use deltalake::DeltaTable;
+use serde::Serialize;
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::cdf::{self, ReadRange, ScanCounter};
+use crate::config::{Config, KeyMapping, Pipeline, StartFrom};
+use crate::keymap::{self, AffectedKeys, PreviewRow};
+use crate::lake;
+use crate::link::{self, LinkMerge, WriteKind};
+use crate::sqlmap;
+use crate::tracker::{now_ms, Audit, Tracker, TrackerRow};
+use crate::Error;
+
+/// The steps of a run, named so faults can be injected between them in tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Step {
+    Pinned,
+    IntentRecorded,
+    ChangesRead,
+    LinkCommitted,
+    TrackerCommitted,
+}
+
+/// Progress a run reports while it works (the console shows these).
+#[derive(Debug, Clone)]
+pub enum RunEvent {
+    Step { pipeline: String, step: Step },
+    Message { pipeline: String, text: String },
+}
+
+/// Options of a run, built like delta-rs's operation builders.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    fail_after: Option<Step>,
+    events: Option<UnboundedSender<RunEvent>>,
+}
+
+impl RunOptions {
+    /// Testing: return an error right after `step` (the process state is as if it died there).
+    pub fn with_fault_after(mut self, step: Step) -> Self {
+        self.fail_after = Some(step);
+        self
+    }
+    pub fn with_events(mut self, tx: UnboundedSender<RunEvent>) -> Self {
+        self.events = Some(tx);
+        self
+    }
+    fn reached(&self, pipeline: &str, step: Step) -> Result<()> {
+        if let Some(tx) = &self.events {
+            let _ = tx.send(RunEvent::Step { pipeline: pipeline.into(), step });
+        }
+        if self.fail_after == Some(step) {
+            return Err(Error::InjectedFault(step).into());
+        }
+        if std::env::var("DELTALINK_FAULT_AFTER").ok().as_deref() == Some(step_name(step)) {
+            // A real crash (for kill tests): the process dies with no unwinding or cleanup.
+            std::process::abort();
+        }
+        Ok(())
+    }
+}
+
+pub fn step_name(step: Step) -> &'static str {
+    match step {
+        Step::Pinned => "pinned",
+        Step::IntentRecorded => "intent",
+        Step::ChangesRead => "read",
+        Step::LinkCommitted => "link",
+        Step::TrackerCommitted => "tracker",
+    }
+}
+
+/// What one upstream contributes to a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct UpstreamRead {
+    pub upstream: String,
+    /// Version processed before this run (`None` = never read, -1 = read from version 0 on).
+    pub processed: Option<i64>,
+    /// The tracker has a row for this upstream (a reset to earliest leaves `processed` empty).
+    pub tracked: bool,
+    pub pinned: u64,
+    /// Commit time of the pinned version (ms).
+    pub pinned_ts: Option<i64>,
+    /// What is read; `None` when nothing is new (or a `start = "latest"` pipeline starts).
+    pub range: Option<ReadRangeView>,
+}
+
+/// Serializable view of a [`ReadRange`].
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct ReadRangeView {
+    pub snapshot: Option<u64>,
+    pub from: u64,
+    pub to: u64,
+}
+
+impl From<ReadRange> for ReadRangeView {
+    fn from(r: ReadRange) -> Self {
+        match r {
+            ReadRange::Changes { start, end } => ReadRangeView { snapshot: None, from: start, to: end },
+            ReadRange::SnapshotThenChanges { snapshot, end } => {
+                ReadRangeView { snapshot: Some(snapshot), from: snapshot + 1, to: end }
+            }
+        }
+    }
+}
+
+impl ReadRangeView {
+    fn to_range(self) -> ReadRange {
+        match self.snapshot {
+            Some(s) => ReadRange::SnapshotThenChanges { snapshot: s, end: self.to },
+            None => ReadRange::Changes { start: self.from, end: self.to },
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Nothing new upstream: nothing was written.
+    NothingNew,
+    /// Keys merged (possibly zero) and the tracker advanced.
+    Written,
+    /// A previous run had committed its keys but died before the tracker: only the tracker was completed.
+    Recovered,
+}
+
+/// What a run did, as `run` prints it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    pub pipeline: String,
+    pub run_id: Option<i64>,
+    pub outcome: Outcome,
+    pub resumed: bool,
+    pub upstreams: Vec<UpstreamRead>,
+    pub change_rows: u64,
+    pub null_key_rows: u64,
+    pub distinct_keys: u64,
+    pub keys_inserted: u64,
+    pub keys_updated: u64,
+    pub cdf_scans: u64,
+    #[serde(serialize_with = "ser_duration")]
+    pub duration: Duration,
+}
+
+fn ser_duration<S: serde::Serializer>(d: &Duration, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
+}
+
+/// The engine: a validated config plus shared state. Cheap to clone into tasks.
+#[derive(Clone)]
+pub struct Engine {
+    pub config: Arc<Config>,
+    pub read_only: bool,
+    pub scans: Arc<ScanCounter>,
+    /// Set while `run_many` runs a cycle: shared pins and shared change reads.
+    cycle: Option<Arc<Cycle>>,
+}
+
+/// One cycle of `run_many`: every upstream is pinned once, and a range that several pipelines
+/// read is scanned once and fanned out from memory (central reads).
+#[derive(Default)]
+struct Cycle {
+    pins: tokio::sync::Mutex<HashMap<String, DeltaTable>>,
+    /// Upstreams read by two or more of the cycle's pipelines: their change reads are cached.
+    shared: std::collections::HashSet<String>,
+    reads: tokio::sync::Mutex<HashMap<(String, u64, u64), Arc<Vec<deltalake::arrow::array::RecordBatch>>>>,
+}
+
+/// A planned run: versions pinned, ranges decided, nothing written.
+struct Plan {
+    pipeline: Pipeline,
+    run_id: i64,
+    resumed: bool,
+    reads: Vec<UpstreamRead>,
+    tables: HashMap<String, DeltaTable>,
+    prior: HashMap<String, TrackerRow>,
+}
+
+impl Plan {
+    fn has_work(&self) -> bool {
+        self.resumed || self.reads.iter().any(|r| r.processed != Some(r.pinned as i64))
+    }
+}
+
+impl Engine {
+    pub fn new(config: Config) -> Self {
+        Engine { config: Arc::new(config), read_only: false, scans: Arc::new(ScanCounter::default()), cycle: None }
+    }
+
+    pub fn with_read_only(mut self, read_only: bool) -> Self {
+        self.read_only = read_only;
+        self
+    }
+
+    fn storage(&self) -> &HashMap<String, String> {
+        &self.config.storage_options
+    }
+
+    pub async fn tracker(&self) -> Result<Tracker> {
+        Tracker::open(&self.config.tracker_uri, self.storage()).await
+    }
+
+    fn refuse_if_read_only(&self, what: &str) -> Result<()> {
+        if self.read_only {
+            return Err(Error::ReadOnly { what: what.into() }.into());
+        }
+        Ok(())
+    }
+
+    /// Run one pipeline once, holding its lease so no other process runs or resets it meanwhile.
+    pub async fn run(&self, name: &str, opts: &RunOptions) -> Result<RunReport> {
+        self.refuse_if_read_only(&format!("run of pipeline `{name}`"))?;
+        self.config.pipeline(name)?;
+        let lease = crate::lease::acquire(self, name, "run").await?;
+        let result = self.run_leased(name, opts).await;
+        lease.release().await;
+        result
+    }
+
+    async fn run_leased(&self, name: &str, opts: &RunOptions) -> Result<RunReport> {
+        let started = Instant::now();
+        let scans_before = self.scans.get();
+        let pipeline = self.config.pipeline(name)?.clone();
+        let mut tracker = self.tracker().await?;
+        let rows = tracker.rows(Some(name)).await?;
+
+        if let Some(report) = self.complete_if_committed(&pipeline, &mut tracker, &rows, started).await? {
+            return Ok(report);
+        }
+        let plan = self.plan(&pipeline, &rows).await?;
+        opts.reached(name, Step::Pinned)?;
+        let mut report = RunReport {
+            pipeline: name.into(),
+            run_id: None,
+            outcome: Outcome::NothingNew,
+            resumed: plan.resumed,
+            upstreams: plan.reads.clone(),
+            change_rows: 0,
+            null_key_rows: 0,
+            distinct_keys: 0,
+            keys_inserted: 0,
+            keys_updated: 0,
+            cdf_scans: 0,
+            duration: Duration::ZERO,
+        };
+        if !plan.has_work() {
+            report.duration = started.elapsed();
+            return Ok(report);
+        }
+        if !plan.resumed {
+            let intent = plan_rows(&plan, RowState::Intent);
+            tracker.upsert(&intent, &audit("run-intent", &plan)).await?;
+        }
+        if first_column_source(&plan.pipeline).is_ok() {
+            // Created even by a run without keys, so a missing link table later means lost data.
+            self.link_table_for(&plan, None).await?;
+        }
+        opts.reached(name, Step::IntentRecorded)?;
+
+        let ctx = session();
+        let affected = self.read_keys(&ctx, &plan).await?;
+        opts.reached(name, Step::ChangesRead)?;
+        report.change_rows = affected.as_ref().map_or(0, |a| a.change_rows);
+        report.null_key_rows = affected.as_ref().map_or(0, |a| a.null_key_rows);
+        report.distinct_keys = affected.as_ref().map_or(0, |a| a.distinct_keys);
+        if report.null_key_rows > 0 {
+            tracing::warn!(pipeline = name, rows = report.null_key_rows, "change rows with a NULL key were skipped");
+            send(opts, name, format!("{} change rows had a NULL key and were not written", report.null_key_rows));
+        }
+
+        if let Some(affected) = affected.filter(|a| a.distinct_keys > 0) {
+            let per_key = affected.per_key(&ctx).await?;
+            let link_table = self.link_table_for(&plan, Some(&per_key)).await?;
+            let merge = LinkMerge {
+                pipeline: name,
+                key: &plan.pipeline.key,
+                run_id: plan.run_id,
+                kind: WriteKind::Run,
+                now_us: now_ms() * 1000,
+            };
+            let (_, metrics) = merge.execute(link_table, per_key).await?;
+            report.keys_inserted = metrics.num_target_rows_inserted as u64;
+            report.keys_updated = metrics.num_target_rows_updated as u64;
+        }
+        opts.reached(name, Step::LinkCommitted)?;
+
+        let done = plan_rows(&plan, RowState::Done);
+        tracker.upsert(&done, &audit("run", &plan)).await?;
+        opts.reached(name, Step::TrackerCommitted)?;
+
+        report.run_id = Some(plan.run_id);
+        report.outcome = Outcome::Written;
+        report.cdf_scans = self.scans.get() - scans_before;
+        report.duration = started.elapsed();
+        Ok(report)
+    }
+
+    /// The keys the next run would write, with provenance; writes nothing (same code path).
+    pub async fn preview(&self, name: &str, limit: Option<usize>) -> Result<Preview> {
+        let pipeline = self.config.pipeline(name)?.clone();
+        let tracker = self.tracker().await?;
+        let rows = tracker.rows(Some(name)).await?;
+        let plan = self.plan(&pipeline, &rows).await?;
+        let ctx = session();
+        let affected = self.read_keys(&ctx, &plan).await?;
+        let (rows, change_rows, null_key_rows, distinct_keys) = match &affected {
+            Some(a) => (a.preview_rows(&ctx, limit).await?, a.change_rows, a.null_key_rows, a.distinct_keys),
+            None => (vec![], 0, 0, 0),
+        };
+        Ok(Preview {
+            pipeline: name.into(),
+            key: pipeline.key.clone(),
+            upstreams: plan.reads,
+            change_rows,
+            null_key_rows,
+            distinct_keys,
+            rows,
+        })
+    }
+
+    /// A run whose link commit landed but whose tracker commit did not: finish it.
+    async fn complete_if_committed(
+        &self,
+        pipeline: &Pipeline,
+        tracker: &mut Tracker,
+        rows: &[TrackerRow],
+        started: Instant,
+    ) -> Result<Option<RunReport>> {
+        let Some(pending) = rows.iter().filter_map(|r| r.pending_run_id).max() else {
+            return Ok(None);
+        };
+        let committed = match lake::open_owned(&pipeline.link_table, self.storage()).await? {
+            Some(t) => link::committed_run_id(&t, &pipeline.name).await?,
+            None => None,
+        };
+        if committed.unwrap_or(0) < pending {
+            return Ok(None);
+        }
+        let done: Vec<TrackerRow> = rows
+            .iter()
+            .filter(|r| r.pending_run_id == Some(pending))
+            .map(|r| {
+                let mut d = r.clone();
+                d.last_processed_version = r.pending_version;
+                d.last_processed_ts = r.note.as_deref().and_then(|n| n.strip_prefix("pending_ts=")).and_then(|s| s.parse().ok());
+                d.run_id = Some(pending);
+                d.pending_version = None;
+                d.pending_run_id = None;
+                d.updated_at = Some(now_ms());
+                d.updated_by = Some(crate::tracker::operator());
+                d.note = Some("run (recovered)".into());
+                d
+            })
+            .collect();
+        let mut a = Audit::new("run-recovered", &pipeline.name);
+        a.details = serde_json::json!({ "run_id": pending });
+        tracker.upsert(&done, &a).await?;
+        Ok(Some(RunReport {
+            pipeline: pipeline.name.clone(),
+            run_id: Some(pending),
+            outcome: Outcome::Recovered,
+            resumed: true,
+            upstreams: vec![],
+            change_rows: 0,
+            null_key_rows: 0,
+            distinct_keys: 0,
+            keys_inserted: 0,
+            keys_updated: 0,
+            cdf_scans: 0,
+            duration: started.elapsed(),
+        }))
+    }
+
+    /// Pin versions and decide ranges; resume a pending intent with its own pins and run_id.
+    async fn plan(&self, pipeline: &Pipeline, rows: &[TrackerRow]) -> Result<Plan> {
+        let prior: HashMap<String, TrackerRow> = rows.iter().map(|r| (r.upstream.clone(), r.clone())).collect();
+        let pending_run = rows.iter().filter_map(|r| r.pending_run_id).max();
+        let names = pipeline.upstream_names();
+        let opened = futures::future::try_join_all(names.iter().map(|n| self.open_pinned(n, prior.get(n), pending_run))).await?;
+        let mut reads = Vec::new();
+        let mut tables = HashMap::new();
+        for (name, (table, read)) in names.iter().zip(opened) {
+            reads.push(decide_range(pipeline, &table, read).await?);
+            tables.insert(name.clone(), table);
+        }
+        self.open_sql_tables(pipeline, &mut tables).await?;
+        self.check_link_table_present(pipeline, rows).await?;
+        let run_id = match pending_run {
+            Some(r) => r,
+            None => {
+                let last = rows.iter().filter_map(|r| r.run_id).max().unwrap_or(0);
+                let committed = match lake::open_owned(&pipeline.link_table, self.storage()).await? {
+                    Some(t) => link::committed_run_id(&t, &pipeline.name).await?.unwrap_or(0),
+                    None => 0,
+                };
+                last.max(committed) + 1
+            }
+        };
+        Ok(Plan { pipeline: pipeline.clone(), run_id, resumed: pending_run.is_some(), reads, tables, prior })
+    }
+
+    /// A link table deleted by hand while the tracker says runs happened would silently lose
+    /// every key written so far: refuse and say how to rebuild it.
+    async fn check_link_table_present(&self, pipeline: &Pipeline, rows: &[TrackerRow]) -> Result<()> {
+        let ran = rows.iter().filter_map(|r| r.run_id).max();
+        let creates_eagerly = first_column_source(pipeline).is_ok();
+        if let (Some(run), true) = (ran, creates_eagerly) {
+            if lake::open_owned(&pipeline.link_table, self.storage()).await?.is_none() {
+                return Err(eyre!(
+                    "pipeline `{}`: its link table {} is missing, but the tracker records run {run}; the keys written so far are gone\n  fix: rebuild it from history with  deltalink tracker reset {} --to-earliest --execute --reason \"link table lost\"  then  deltalink run {}",
+                    pipeline.name,
+                    crate::config::display_uri(&pipeline.link_table),
+                    pipeline.name,
+                    pipeline.name
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Upstreams that `sql` sources read without being sources themselves: pinned at latest.
+    async fn open_sql_tables(&self, pipeline: &Pipeline, tables: &mut HashMap<String, DeltaTable>) -> Result<()> {
+        let names: Vec<String> = self.config.upstreams.keys().cloned().collect();
+        for source in &pipeline.sources {
+            let KeyMapping::Sql(sql) = &source.mapping else { continue };
+            let prepared = sqlmap::prepare(sql, &pipeline.name, &source.upstream, &names)?;
+            for t in prepared.tables {
+                if !tables.contains_key(&t) {
+                    let u = self.config.upstream(&t)?;
+                    tables.insert(t.clone(), lake::open_upstream(&t, &u.uri, self.storage()).await?);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Check every `sql` source against the upstream schemas (unknown tables, syntax, output
+    /// columns) so a typo fails at start-up, not at 3 a.m. Reads schemas only.
+    pub async fn validate_sql(&self) -> Result<()> {
+        let names: Vec<String> = self.config.upstreams.keys().cloned().collect();
+        for pipeline in self.config.pipelines.values() {
+            for source in &pipeline.sources {
+                let KeyMapping::Sql(sql) = &source.mapping else { continue };
+                let prepared = sqlmap::prepare(sql, &pipeline.name, &source.upstream, &names)?;
+                let ctx = session();
+                let changes = self.empty_relation(&source.upstream, true).await?;
+                ctx.register_table(sqlmap::CHANGES, changes)?;
+                for t in &prepared.tables {
+                    ctx.register_table(t.as_str(), self.empty_relation(t, false).await?)?;
+                }
+                let df = ctx.sql(&prepared.sql).await.wrap_err_with(|| {
+                    format!("pipeline `{}`, source `{}`: the `sql` does not plan against the upstream schemas", pipeline.name, source.upstream)
+                })?;
+                let columns: Vec<String> = df.schema().fields().iter().map(|f| f.name().clone()).collect();
+                sqlmap::check_output(&columns, &pipeline.key, &pipeline.name, &source.upstream)?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn empty_relation(&self, name: &str, with_cdf_columns: bool) -> Result<Arc<dyn deltalake::datafusion::catalog::TableProvider>> {
+        use deltalake::arrow::datatypes::{Field, Schema, TimeUnit};
+        let u = self.config.upstream(name)?;
+        let table = lake::open_upstream(name, &u.uri, self.storage()).await?;
+        let schema = table.snapshot()?.snapshot().arrow_schema();
+        let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+        if with_cdf_columns {
+            fields.push(Field::new(cdf::CHANGE_TYPE, DataType::Utf8, true));
+            fields.push(Field::new(cdf::COMMIT_VERSION, DataType::UInt64, true));
+            fields.push(Field::new(cdf::COMMIT_TIMESTAMP, DataType::Timestamp(TimeUnit::Millisecond, None), true));
+        }
+        let schema = Arc::new(Schema::new(fields));
+        Ok(Arc::new(deltalake::datafusion::datasource::MemTable::try_new(schema, vec![vec![]])?))
+    }
+
+    /// Open an upstream at the version this run reads up to: the latest, or the intent's pin.
+    async fn open_pinned(
+        &self,
+        name: &str,
+        prior: Option<&TrackerRow>,
+        pending_run: Option<i64>,
+    ) -> Result<(DeltaTable, UpstreamRead)> {
+        let upstream = self.config.upstream(name)?;
+        let mut table = match (&self.cycle, pending_run) {
+            (Some(cycle), None) => {
+                let mut pins = cycle.pins.lock().await;
+                match pins.get(name) {
+                    Some(t) => t.clone(),
+                    None => {
+                        let t = lake::open_upstream(name, &upstream.uri, self.storage()).await?;
+                        pins.insert(name.to_string(), t.clone());
+                        t
+                    }
+                }
+            }
+            _ => lake::open_upstream(name, &upstream.uri, self.storage()).await?,
+        };
+        let latest = lake::table_version(&table)?;
+        let pinned = match prior.and_then(|r| r.pending_version).filter(|_| pending_run.is_some()) {
+            Some(p) => p as u64,
+            None => latest,
+        };
+        if pinned != latest {
+            table.load_version(pinned).await.wrap_err_with(|| format!("upstream `{name}`: cannot load pinned version {pinned}"))?;
+        }
+        let processed = prior.and_then(|r| r.last_processed_version);
+        if let Some(p) = processed.filter(|p| *p > latest as i64) {
+            return Err(Error::TrackerAhead {
+                pipeline: prior.map(|r| r.pipeline_name.clone()).unwrap_or_default(),
+                upstream: name.into(),
+                processed: p as u64,
+                latest,
+            }
+            .into());
+        }
+        let pinned_ts = lake::read_commit(&table, pinned).await?.and_then(|c| c.timestamp_ms);
+        Ok((table, UpstreamRead { upstream: name.into(), processed, tracked: prior.is_some(), pinned, pinned_ts, range: None }))
+    }
+
+    /// Read every source's change rows for the plan and group them per key.
+    async fn read_keys(&self, ctx: &SessionContext, plan: &Plan) -> Result<Option<AffectedKeys>> {
+        let key_types = self.arrow_key_types(plan).await?;
+        let mut raw: HashMap<String, Vec<DataFrame>> = HashMap::new();
+        for read in &plan.reads {
+            let Some(range) = read.range.map(ReadRangeView::to_range) else { continue };
+            let table = &plan.tables[&read.upstream];
+            raw.insert(read.upstream.clone(), self.read_range(ctx, &read.upstream, table, range).await?);
+        }
+        let mut frames: Vec<DataFrame> = Vec::new();
+        for source in &plan.pipeline.sources {
+            let Some(changes) = raw.get(&source.upstream) else { continue };
+            match &source.mapping {
+                KeyMapping::Columns(cols) => {
+                    for df in changes {
+                        frames.push(keymap::project_source(
+                            df.clone(),
+                            &source.upstream,
+                            &plan.pipeline.name,
+                            cols,
+                            &plan.pipeline.key,
+                            key_types.as_deref(),
+                        )?);
+                    }
+                }
+                KeyMapping::Sql(sql) => {
+                    let df = self.sql_source(ctx, plan, &source.upstream, sql, changes, &raw).await?;
+                    frames.push(df);
+                }
+            }
+        }
+        let Some(first) = frames.pop() else { return Ok(None) };
+        let union = frames.into_iter().try_fold(first, |acc, f| acc.union(f))?;
+        let affected = keymap::group_changes(ctx, union, &plan.pipeline.key)
+            .await
+            .map_err(|e| explain(e, plan))?;
+        Ok(Some(affected))
+    }
+
+    /// Run one `sql` source: `changes` is this upstream's change rows; every other upstream the
+    /// query names is its snapshot at the pinned version plus its pre-images and deleted rows of
+    /// this run (the delta rule, made complete when both sides change in one run).
+    async fn sql_source(
+        &self,
+        ctx: &SessionContext,
+        plan: &Plan,
+        upstream: &str,
+        sql: &str,
+        changes: &[DataFrame],
+        raw: &HashMap<String, Vec<DataFrame>>,
+    ) -> Result<DataFrame> {
+        let names: Vec<String> = self.config.upstreams.keys().cloned().collect();
+        let prepared = sqlmap::prepare(sql, &plan.pipeline.name, upstream, &names)?;
+        let changes_df = union_by_name(changes.to_vec())?.ok_or_else(|| eyre!("no change frames for `{upstream}`"))?;
+        let mut registered = vec![sqlmap::CHANGES.to_string()];
+        ctx.register_table(sqlmap::CHANGES, changes_df.into_view())?;
+        let result = async {
+            for t in &prepared.tables {
+                let relation = self.relation_with_images(ctx, plan, t, raw.get(t)).await?;
+                ctx.register_table(t.as_str(), relation.into_view())?;
+                registered.push(t.clone());
+            }
+            ctx.sql(&prepared.sql).await.map_err(color_eyre::Report::from)
+        }
+        .await;
+        for r in &registered {
+            ctx.deregister_table(r.as_str())?;
+        }
+        let df = result.wrap_err_with(|| format!("pipeline `{}`, source `{upstream}`: the `sql` failed", plan.pipeline.name))?;
+        let columns: Vec<String> = df.schema().fields().iter().map(|f| f.name().clone()).collect();
+        sqlmap::check_output(&columns, &plan.pipeline.key, &plan.pipeline.name, upstream)?;
+        let read = plan.reads.iter().find(|r| r.upstream == upstream);
+        keymap::project_sql_output(df, upstream, &plan.pipeline.key, None, prepared.provenance, read.map(|r| (r.pinned, r.pinned_ts)))
+    }
+
+    /// Another upstream as a SQL source sees it: snapshot at the pin ∪ this run's pre-images/deletes.
+    async fn relation_with_images(
+        &self,
+        ctx: &SessionContext,
+        plan: &Plan,
+        name: &str,
+        images: Option<&Vec<DataFrame>>,
+    ) -> Result<DataFrame> {
+        let table = plan.tables.get(name).ok_or_else(|| eyre!("upstream `{name}` was not pinned for this run"))?;
+        table.update_datafusion_session(&ctx.state())?;
+        let snapshot = ctx.read_table(table.table_provider().await?)?;
+        let columns: Vec<String> = snapshot.schema().fields().iter().map(|f| f.name().clone()).collect();
+        let mut all = vec![snapshot];
+        for df in images.into_iter().flatten() {
+            let before = df
+                .clone()
+                .filter(
+                    deltalake::datafusion::prelude::ident(cdf::CHANGE_TYPE)
+                        .in_list(vec![deltalake::datafusion::prelude::lit("delete"), deltalake::datafusion::prelude::lit("update_preimage")], false),
+                )?
+                .select(columns.iter().map(|c| deltalake::datafusion::prelude::ident(c)).collect::<Vec<_>>())?;
+            all.push(before);
+        }
+        union_by_name(all)?.ok_or_else(|| eyre!("no relation for `{name}`"))
+    }
+
+    async fn read_range(&self, ctx: &SessionContext, name: &str, table: &DeltaTable, range: ReadRange) -> Result<Vec<DataFrame>> {
+        match range {
+            ReadRange::Changes { start, end } => {
+                cdf::check_range(name, table, start, end).await?;
+                match self.cycle.as_ref().filter(|c| c.shared.contains(name)) {
+                    Some(cycle) => Ok(vec![self.shared_changes(ctx, cycle, name, table, start, end).await?]),
+                    None => Ok(vec![cdf::changes_frame(ctx, name, table, start, end, &self.scans).await?]),
+                }
+            }
+            ReadRange::SnapshotThenChanges { snapshot, end } => {
+                let mut frames = vec![cdf::snapshot_frame(ctx, name, table, snapshot, &self.scans).await?];
+                if end > snapshot {
+                    cdf::check_range(name, table, snapshot + 1, end).await?;
+                    frames.push(cdf::changes_frame(ctx, name, table, snapshot + 1, end, &self.scans).await?);
+                }
+                Ok(frames)
+            }
+        }
+    }
+
+    /// A change range read once per cycle and served from memory to every pipeline that reads it.
+    async fn shared_changes(
+        &self,
+        ctx: &SessionContext,
+        cycle: &Cycle,
+        name: &str,
+        table: &DeltaTable,
+        start: u64,
+        end: u64,
+    ) -> Result<DataFrame> {
+        let mut reads = cycle.reads.lock().await;
+        let key = (name.to_string(), start, end);
+        let batches = match reads.get(&key) {
+            Some(b) => b.clone(),
+            None => {
+                let df = cdf::changes_frame(ctx, name, table, start, end, &self.scans).await?;
+                let b = Arc::new(df.collect().await.map_err(|e| cdf::explain_read_error(name, start, end, e.into()))?);
+                reads.insert(key, b.clone());
+                b
+            }
+        };
+        let schema = match batches.first() {
+            Some(b) => b.schema(),
+            None => cdf::changes_frame(ctx, name, table, start, end, &ScanCounter::default()).await?.schema().inner().clone(),
+        };
+        let mem = deltalake::datafusion::datasource::MemTable::try_new(schema, vec![batches.as_ref().clone()])?;
+        Ok(ctx.read_table(Arc::new(mem))?)
+    }
+
+    /// Key column types: the link table's when it exists, else the first `keys` source's
+    /// upstream's; `None` for a pipeline of `sql` sources only (their output types are used).
+    async fn arrow_key_types(&self, plan: &Plan) -> Result<Option<Vec<DataType>>> {
+        if let Some(t) = lake::open_owned(&plan.pipeline.link_table, self.storage()).await? {
+            return link::arrow_key_types(&t, &plan.pipeline.key).map(Some);
+        }
+        let Ok((upstream, cols)) = first_column_source(&plan.pipeline) else { return Ok(None) };
+        let schema = plan.tables[upstream].snapshot()?.snapshot().arrow_schema();
+        cols.iter()
+            .map(|c| {
+                schema.field_with_name(c).map(|f| f.data_type().clone()).map_err(|_| {
+                    Error::KeyColumnMissing {
+                        name: upstream.into(),
+                        column: c.clone(),
+                        pipeline: plan.pipeline.name.clone(),
+                        available: schema.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", "),
+                    }
+                    .into()
+                })
+            })
+            .collect::<Result<Vec<_>>>()
+            .map(Some)
+    }
+
+    async fn link_table_for(&self, plan: &Plan, per_key: Option<&DataFrame>) -> Result<DeltaTable> {
+        let key_types: Vec<(String, DeltaType)> = match first_column_source(&plan.pipeline) {
+            Ok((upstream, cols)) => {
+                link::key_types_from(&plan.tables[upstream], upstream, &plan.pipeline.name, cols, &plan.pipeline.key)?
+            }
+            Err(_) => {
+                let df = per_key.ok_or_else(|| eyre!("pipeline `{}` has only `sql` sources: key types come from its first keys", plan.pipeline.name))?;
+                link::delta_key_types(df.schema().as_arrow(), &plan.pipeline.key)?
+            }
+        };
+        link::open_or_create(&plan.pipeline.link_table, &plan.pipeline.name, &key_types, self.storage()).await
+    }
+
+    /// Re-derive keys for an explicit version range without moving the tracker: into the
+    /// pipeline's link table (a new run_id, provenance marked as replay) or into a scratch
+    /// link table. A dry run (nothing written) unless `replay.execute`.
+    pub async fn replay(&self, replay: &Replay) -> Result<ReplayReport> {
+        let started = Instant::now();
+        let mut pipeline = self.config.pipeline(&replay.pipeline)?.clone();
+        if replay.into.is_none() && !pipeline.reset_allowed && replay.execute {
+            return Err(eyre!(
+                "pipeline `{}` has `reset_allowed = false` in {}: replays into its link table are refused (use --into URI for a scratch table)",
+                pipeline.name,
+                self.config.path.display()
+            ));
+        }
+        if replay.execute {
+            self.refuse_if_read_only(&format!("replay of pipeline `{}`", pipeline.name))?;
+        }
+        if let Some(into) = &replay.into {
+            pipeline.link_table = into.clone();
+        }
+        let names = if replay.upstreams.is_empty() { pipeline.upstream_names() } else { replay.upstreams.clone() };
+        let mut reads = Vec::new();
+        let mut tables = HashMap::new();
+        for name in names {
+            if !pipeline.sources.iter().any(|s| s.upstream == name) {
+                return Err(eyre!("pipeline `{}` does not read upstream `{name}`", pipeline.name));
+            }
+            let u = self.config.upstream(&name)?;
+            let mut table = lake::open_upstream(&name, &u.uri, self.storage()).await?;
+            let latest = lake::table_version(&table)?;
+            let to = replay.to_version.unwrap_or(latest);
+            if to > latest || replay.from_version > to {
+                return Err(eyre!(
+                    "upstream `{name}`: cannot replay {}..={to}; its versions are 0..={latest} and --from-version must not exceed --to-version",
+                    replay.from_version
+                ));
+            }
+            if to != latest {
+                table.load_version(to).await?;
+            }
+            let range = ReadRange::Changes { start: replay.from_version, end: to };
+            let pinned_ts = lake::read_commit(&table, to).await?.and_then(|c| c.timestamp_ms);
+            reads.push(UpstreamRead {
+                upstream: name.clone(),
+                processed: Some(replay.from_version as i64 - 1),
+                tracked: true,
+                pinned: to,
+                pinned_ts,
+                range: Some(range.into()),
+            });
+            tables.insert(name, table);
+        }
+        let mut plan = Plan { pipeline, run_id: 0, resumed: false, reads, tables, prior: HashMap::new() };
+        let ctx = session();
+        let affected = self.read_keys(&ctx, &plan).await?;
+        let mut report = ReplayReport {
+            pipeline: replay.pipeline.clone(),
+            target: crate::config::display_uri(&plan.pipeline.link_table),
+            upstreams: plan.reads.clone(),
+            change_rows: affected.as_ref().map_or(0, |a| a.change_rows),
+            distinct_keys: affected.as_ref().map_or(0, |a| a.distinct_keys),
+            run_id: None,
+            written: false,
+            duration: Duration::ZERO,
+        };
+        if !replay.execute {
+            report.duration = started.elapsed();
+            return Ok(report);
+        }
+        let lease = crate::lease::acquire(self, &replay.pipeline, "replay").await?;
+        let result = async {
+            plan.run_id = self.next_run_id_for_replay(&plan, replay.into.is_none()).await?;
+            if let Some(a) = affected.filter(|a| a.distinct_keys > 0) {
+                let per_key = a.per_key(&ctx).await?;
+                let table = self.link_table_for(&plan, Some(&per_key)).await?;
+                let merge = LinkMerge {
+                    pipeline: &plan.pipeline.name,
+                    key: &plan.pipeline.key,
+                    run_id: plan.run_id,
+                    kind: WriteKind::Replay,
+                    now_us: now_ms() * 1000,
+                };
+                merge.execute(table, per_key).await?;
+            }
+            Ok::<_, color_eyre::Report>(())
+        }
+        .await;
+        lease.release().await;
+        result?;
+        report.run_id = Some(plan.run_id);
+        report.written = true;
+        report.duration = started.elapsed();
+        Ok(report)
+    }
+
+    async fn next_run_id_for_replay(&self, plan: &Plan, production: bool) -> Result<i64> {
+        let committed = match lake::open_owned(&plan.pipeline.link_table, self.storage()).await? {
+            Some(t) => link::committed_run_id(&t, &plan.pipeline.name).await?.unwrap_or(0),
+            None => 0,
+        };
+        if !production {
+            return Ok(committed + 1);
+        }
+        let rows = self.tracker().await?.rows(Some(&plan.pipeline.name)).await?;
+        if rows.iter().any(|r| r.pending_run_id.is_some()) {
+            return Err(eyre!(
+                "pipeline `{}` has an unfinished run; run it first (`deltalink run {}`) so it completes, then replay",
+                plan.pipeline.name,
+                plan.pipeline.name
+            ));
+        }
+        Ok(rows.iter().filter_map(|r| r.run_id).max().unwrap_or(0).max(committed) + 1)
+    }
+
+    /// Run several pipelines (all when `names` is empty), one after another.
+    pub async fn run_many(&self, names: &[String], opts: &RunOptions) -> Vec<(String, Result<RunReport>)> {
+        let names: Vec<String> =
+            if names.is_empty() { self.config.pipelines.keys().cloned().collect() } else { names.to_vec() };
+        let mut readers: HashMap<String, usize> = HashMap::new();
+        for n in &names {
+            if let Ok(p) = self.config.pipeline(n) {
+                for u in p.upstream_names() {
+                    *readers.entry(u).or_default() += 1;
+                }
+            }
+        }
+        let cycle = Cycle {
+            shared: readers.into_iter().filter(|(_, n)| *n > 1).map(|(u, _)| u).collect(),
+            ..Default::default()
+        };
+        let engine = Engine { cycle: Some(Arc::new(cycle)), ..self.clone() };
+        let mut out = Vec::new();
+        for n in names {
+            let r = engine.run(&n, opts).await;
+            out.push((n, r));
+        }
+        out
+    }
+}
+
+async fn decide_range(pipeline: &Pipeline, table: &DeltaTable, mut read: UpstreamRead) -> Result<UpstreamRead> {
+    if !read.tracked && pipeline.start == StartFrom::Latest {
+        return Ok(read); // a new `latest` pipeline records the pin and reads nothing
+    }
+    let earliest = match read.processed {
+        None => lake::list_log(table).await?.earliest_readable(read.pinned),
+        Some(_) => lake::EarliestReadable::FullHistory,
+    };
+    read.range = cdf::plan_range(read.processed, read.pinned, earliest).map(Into::into);
+    Ok(read)
+}
+
+fn first_column_source(p: &Pipeline) -> Result<(&str, &Vec<String>)> {
+    p.sources
+        .iter()
+        .find_map(|s| match &s.mapping {
+            KeyMapping::Columns(c) => Some((s.upstream.as_str(), c)),
+            KeyMapping::Sql(_) => None,
+        })
+        .ok_or_else(|| eyre!("pipeline `{}` has no `keys` source to take key types from", p.name))
+}
+
+fn explain(e: color_eyre::Report, plan: &Plan) -> color_eyre::Report {
+    let ranges: Vec<String> = plan
+        .reads
+        .iter()
+        .filter_map(|r| r.range.map(|g| format!("{} {}..={}", r.upstream, g.from, g.to)))
+        .collect();
+    let text = format!("{e:#}");
+    if text.contains("not found") || text.contains("No such file") {
+        return e.wrap_err(format!(
+            "pipeline `{}`: a data file referenced by the change feed is gone (VACUUM?) while reading {}\n  fix: deltalink tracker reset {} --to-latest for the affected upstream, and backfill those keys downstream",
+            plan.pipeline.name,
+            ranges.join(", "),
+            plan.pipeline.name
+        ));
+    }
+    e.wrap_err(format!("pipeline `{}`: reading changes ({}) failed", plan.pipeline.name, ranges.join(", ")))
+}
+
+fn union_by_name(frames: Vec<DataFrame>) -> Result<Option<DataFrame>> {
+    let mut it = frames.into_iter();
+    let Some(first) = it.next() else { return Ok(None) };
+    Ok(Some(it.try_fold(first, |acc, f| acc.union_by_name(f))?))
+}
+
+pub fn session() -> SessionContext {
+    DeltaSessionContext::new().into_inner()
+}
+
+fn send(opts: &RunOptions, pipeline: &str, text: String) {
+    if let Some(tx) = &opts.events {
+        let _ = tx.send(RunEvent::Message { pipeline: pipeline.into(), text });
+    }
+}
+
+#[derive(Clone, Copy)]
+enum RowState {
+    Intent,
+    Done,
+}
+
+fn plan_rows(plan: &Plan, state: RowState) -> Vec<TrackerRow> {
+    plan.reads
+        .iter()
+        .map(|r| {
+            let mut row = plan
+                .prior
+                .get(&r.upstream)
+                .cloned()
+                .unwrap_or_else(|| TrackerRow::new(&plan.pipeline.name, &r.upstream));
+            match state {
+                RowState::Intent => {
+                    row.pending_version = Some(r.pinned as i64);
+                    row.pending_run_id = Some(plan.run_id);
+                    // Kept so a recovery that only completes the tracker still records the commit time.
+                    row.note = r.pinned_ts.map(|t| format!("pending_ts={t}"));
+                }
+                RowState::Done => {
+                    row.last_processed_version = Some(r.pinned as i64);
+                    row.last_processed_ts = r.pinned_ts;
+                    row.run_id = Some(plan.run_id);
+                    row.pending_version = None;
+                    row.pending_run_id = None;
+                    row.note = Some("run".into());
+                }
+            }
+            row.updated_at = Some(now_ms());
+            row.updated_by = Some(crate::tracker::operator());
+            row
+        })
+        .collect()
+}
+
+fn audit(action: &'static str, plan: &Plan) -> Audit {
+    let mut a = Audit::new(action, &plan.pipeline.name);
+    a.details = serde_json::json!({
+        "run_id": plan.run_id,
+        "upstreams": plan.reads.iter().map(|r| serde_json::json!({
+            "upstream": r.upstream, "from": r.processed, "to": r.pinned,
+        })).collect::<Vec<_>>(),
+    });
+    a
+}
+
+/// What `preview` shows: the keys of the next run with provenance.
+#[derive(Debug, Clone, Serialize)]
+pub struct Preview {
+    pub pipeline: String,
+    pub key: Vec<String>,
+    pub upstreams: Vec<UpstreamRead>,
+    pub change_rows: u64,
+    pub null_key_rows: u64,
+    pub distinct_keys: u64,
+    pub rows: Vec<PreviewRow>,
+}
+
+/// A replay request: re-derive keys over an explicit range.
+#[derive(Debug, Clone)]
+pub struct Replay {
+    pub pipeline: String,
+    pub from_version: u64,
+    pub to_version: Option<u64>,
+    pub upstreams: Vec<String>,
+    pub into: Option<url::Url>,
+    pub execute: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ReplayReport {
+    pub pipeline: String,
+    pub target: String,
+    pub upstreams: Vec<UpstreamRead>,
+    pub change_rows: u64,
+    pub distinct_keys: u64,
+    pub run_id: Option<i64>,
+    pub written: bool,
+    #[serde(serialize_with = "ser_duration")]
+    pub duration: Duration,
+}

@@ -1,0 +1,179 @@
+//! Status: per upstream its latest version and last commit, per pipeline its progress and lag.
+//! Upstreams are probed concurrently (bounded), so 100+ tables stay cheap to refresh.
+
+use std::collections::HashMap;
+
+use color_eyre::eyre::Result;
+use futures::StreamExt;
+use serde::Serialize;
+
+use crate::config::display_uri;
+use crate::lake;
+use crate::link;
+use crate::runner::Engine;
+use crate::tracker::TrackerRow;
+
+/// How many upstream tables are probed at once.
+const PROBE_CONCURRENCY: usize = 16;
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct UpstreamStatus {
+    pub name: String,
+    pub uri: String,
+    pub latest_version: Option<u64>,
+    pub cdf_enabled: bool,
+    pub last_commit_ts: Option<String>,
+    #[serde(skip)]
+    pub last_commit_ms: Option<i64>,
+    pub last_operation: Option<String>,
+    /// Why the table could not be probed (missing, not Delta, no access).
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct PipelineUpstreamStatus {
+    pub upstream: String,
+    pub processed_version: Option<i64>,
+    pub latest_version: Option<u64>,
+    pub lag_versions: Option<u64>,
+    pub lag_seconds: Option<f64>,
+    /// A run is in flight (or died) with this run_id pending.
+    pub pending_run_id: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct PipelineStatus {
+    pub name: String,
+    pub link_table: String,
+    pub key: Vec<String>,
+    pub link_rows: Option<u64>,
+    pub last_run_id: Option<i64>,
+    pub upstreams: Vec<PipelineUpstreamStatus>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Status {
+    pub upstreams: Vec<UpstreamStatus>,
+    pub pipelines: Vec<PipelineStatus>,
+}
+
+impl Status {
+    pub fn upstream(&self, name: &str) -> Option<&UpstreamStatus> {
+        self.upstreams.iter().find(|u| u.name == name)
+    }
+}
+
+/// Probe one upstream: latest version, CDF flag, last commit.
+pub async fn probe_upstream(engine: &Engine, name: &str) -> UpstreamStatus {
+    let uri = match engine.config.upstream(name) {
+        Ok(u) => u.uri.clone(),
+        Err(e) => return failed(name, String::new(), e.to_string()),
+    };
+    let shown = display_uri(&uri);
+    let table = match lake::open_upstream(name, &uri, &engine.config.storage_options).await {
+        Ok(t) => t,
+        Err(e) => return failed(name, shown, format!("{e}")),
+    };
+    let latest = table.version();
+    let commit = match latest {
+        Some(v) => lake::read_commit(&table, v).await.ok().flatten(),
+        None => None,
+    };
+    let ms = commit.as_ref().and_then(|c| c.timestamp_ms);
+    UpstreamStatus {
+        name: name.into(),
+        uri: shown,
+        latest_version: latest,
+        cdf_enabled: lake::cdf_enabled(&table),
+        last_commit_ts: ms.and_then(format_ms),
+        last_commit_ms: ms,
+        last_operation: commit.and_then(|c| c.operation),
+        error: None,
+    }
+}
+
+fn failed(name: &str, uri: String, error: String) -> UpstreamStatus {
+    UpstreamStatus {
+        name: name.into(),
+        uri,
+        latest_version: None,
+        cdf_enabled: false,
+        last_commit_ts: None,
+        last_commit_ms: None,
+        last_operation: None,
+        error: Some(error),
+    }
+}
+
+pub fn format_ms(ms: i64) -> Option<String> {
+    chrono::DateTime::from_timestamp_millis(ms).map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+}
+
+/// Gather the whole status: upstream probes and link counts run concurrently.
+pub async fn status(engine: &Engine) -> Result<Status> {
+    let names: Vec<String> = engine.config.upstreams.keys().cloned().collect();
+    let mut upstreams: Vec<UpstreamStatus> = futures::stream::iter(names.iter())
+        .map(|n| probe_upstream(engine, n))
+        .buffer_unordered(PROBE_CONCURRENCY)
+        .collect()
+        .await;
+    upstreams.sort_by(|a, b| a.name.cmp(&b.name));
+    let tracker = engine.tracker().await?;
+    let rows = tracker.rows(None).await?;
+    let by_name: HashMap<&str, &UpstreamStatus> = upstreams.iter().map(|u| (u.name.as_str(), u)).collect();
+    let pipelines = futures::stream::iter(engine.config.pipelines.values())
+        .map(|p| pipeline_status(engine, p, &rows, &by_name))
+        .buffered(PROBE_CONCURRENCY)
+        .collect::<Vec<_>>()
+        .await;
+    Ok(Status { upstreams, pipelines })
+}
+
+async fn pipeline_status(
+    engine: &Engine,
+    p: &crate::config::Pipeline,
+    rows: &[TrackerRow],
+    upstreams: &HashMap<&str, &UpstreamStatus>,
+) -> PipelineStatus {
+    let link_rows = match lake::open_owned(&p.link_table, &engine.config.storage_options).await {
+        Ok(Some(t)) => link::row_count(&t).await.ok(),
+        Ok(None) => Some(0),
+        Err(_) => None,
+    };
+    let mine: Vec<&TrackerRow> = rows.iter().filter(|r| r.pipeline_name == p.name).collect();
+    let ups = p
+        .upstream_names()
+        .into_iter()
+        .map(|u| {
+            let row = mine.iter().find(|r| r.upstream == u);
+            let processed = row.and_then(|r| r.processed());
+            let st = upstreams.get(u.as_str());
+            let latest = st.and_then(|s| s.latest_version);
+            let lag_versions = latest.map(|l| match processed {
+                Some(p) => (l as i64 - p).max(0) as u64,
+                None => l + 1,
+            });
+            let lag_seconds = match (st.and_then(|s| s.last_commit_ms), row.and_then(|r| r.last_processed_ts)) {
+                (Some(latest_ms), Some(done_ms)) => Some(((latest_ms - done_ms).max(0)) as f64 / 1000.0),
+                (Some(_), None) if lag_versions == Some(0) => Some(0.0),
+                _ => None,
+            };
+            PipelineUpstreamStatus {
+                upstream: u,
+                processed_version: processed,
+                latest_version: latest,
+                lag_versions,
+                lag_seconds: if lag_versions == Some(0) { Some(0.0) } else { lag_seconds },
+                pending_run_id: row.and_then(|r| r.pending_run_id),
+            }
+        })
+        .collect();
+    PipelineStatus {
+        name: p.name.clone(),
+        link_table: display_uri(&p.link_table),
+        key: p.key.clone(),
+        link_rows,
+        last_run_id: mine.iter().filter_map(|r| r.run_id).max(),
+        upstreams: ups,
+    }
+}

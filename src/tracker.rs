@@ -1,0 +1,401 @@
+//! The tracker: a Delta table with one row per (pipeline, upstream) recording how far the
+//! pipeline has read that upstream, plus the intent of an in-flight run.
+//!
+//! Every change is one MERGE commit whose commit info says what and why
+//! (`deltalink.action`, `deltalink.pipeline`, operator, reason): the tracker's own Delta
+//! history is the audit log.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use color_eyre::eyre::{eyre, Result, WrapErr};
+use deltalake::arrow::array::{
+    Array, ArrayRef, AsArray, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
+use deltalake::arrow::datatypes::{Field, Int64Type, Schema, TimestampMicrosecondType};
+use deltalake::datafusion::common::Column;
+use deltalake::datafusion::logical_expr::Expr;
+use deltalake::datafusion::prelude::SessionContext;
+use deltalake::kernel::transaction::CommitProperties;
+use deltalake::schema::{DataType as DeltaType, StructField};
+use deltalake::DeltaTable;
+use url::Url;
+
+use crate::config::display_uri;
+use crate::keymap::timestamp_type;
+use crate::lake;
+
+/// One (pipeline, upstream) progress record.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TrackerRow {
+    pub pipeline_name: String,
+    pub upstream: String,
+    /// Last upstream version fully processed; `None` = never read.
+    pub last_processed_version: Option<i64>,
+    /// Commit time of that version (ms since epoch).
+    pub last_processed_ts: Option<i64>,
+    pub run_id: Option<i64>,
+    /// Intent of an in-flight run: the version pinned and the run_id it will commit as.
+    pub pending_version: Option<i64>,
+    pub pending_run_id: Option<i64>,
+    pub updated_at: Option<i64>,
+    pub updated_by: Option<String>,
+    pub note: Option<String>,
+}
+
+impl TrackerRow {
+    pub fn new(pipeline: &str, upstream: &str) -> Self {
+        TrackerRow {
+            pipeline_name: pipeline.into(),
+            upstream: upstream.into(),
+            last_processed_version: None,
+            last_processed_ts: None,
+            run_id: None,
+            pending_version: None,
+            pending_run_id: None,
+            updated_at: None,
+            updated_by: None,
+            note: None,
+        }
+    }
+    pub fn processed(&self) -> Option<i64> {
+        self.last_processed_version
+    }
+}
+
+const COLUMNS: [(&str, Kind); 10] = [
+    ("pipeline_name", Kind::Str),
+    ("upstream", Kind::Str),
+    ("last_processed_version", Kind::Long),
+    ("last_processed_ts", Kind::Ts),
+    ("run_id", Kind::Long),
+    ("pending_version", Kind::Long),
+    ("pending_run_id", Kind::Long),
+    ("updated_at", Kind::Ts),
+    ("updated_by", Kind::Str),
+    ("note", Kind::Str),
+];
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Str,
+    Long,
+    Ts,
+}
+
+fn delta_columns() -> Vec<StructField> {
+    COLUMNS
+        .iter()
+        .enumerate()
+        .map(|(i, (n, k))| {
+            let t = match k {
+                Kind::Str => DeltaType::STRING,
+                Kind::Long => DeltaType::LONG,
+                Kind::Ts => DeltaType::TIMESTAMP,
+            };
+            StructField::new(*n, t, i >= 2)
+        })
+        .collect()
+}
+
+/// What a tracker commit is, recorded in its commit info.
+#[derive(Debug, Clone)]
+pub struct Audit {
+    pub action: &'static str,
+    pub pipeline: String,
+    pub operator: String,
+    pub reason: Option<String>,
+    pub details: serde_json::Value,
+}
+
+impl Audit {
+    pub fn new(action: &'static str, pipeline: &str) -> Self {
+        Audit {
+            action,
+            pipeline: pipeline.into(),
+            operator: operator(),
+            reason: None,
+            details: serde_json::Value::Null,
+        }
+    }
+}
+
+/// The operator recorded in audit entries: `$USER`, else "unknown".
+pub fn operator() -> String {
+    std::env::var("USER").ok().filter(|u| !u.is_empty()).unwrap_or_else(|| "unknown".into())
+}
+
+pub struct Tracker {
+    uri: Url,
+    storage: HashMap<String, String>,
+    table: Option<DeltaTable>,
+}
+
+impl Tracker {
+    /// Open the tracker; it is created on first write, so read-only use never writes.
+    pub async fn open(uri: &Url, storage: &HashMap<String, String>) -> Result<Tracker> {
+        let table = lake::open_owned(uri, storage)
+            .await
+            .wrap_err_with(|| format!("cannot open the tracker table {}", display_uri(uri)))?;
+        if let Some(t) = &table {
+            check_schema(t)?;
+        }
+        Ok(Tracker { uri: uri.clone(), storage: storage.clone(), table })
+    }
+
+    pub fn uri(&self) -> &Url {
+        &self.uri
+    }
+
+    pub fn table(&self) -> Option<&DeltaTable> {
+        self.table.as_ref()
+    }
+
+    async fn ensure_created(&mut self) -> Result<DeltaTable> {
+        if let Some(t) = &self.table {
+            return Ok(t.clone());
+        }
+        let handle = lake::table_for_create(&self.uri, &self.storage).await?;
+        let created = handle
+            .create()
+            .with_table_name("deltalink_tracker")
+            .with_comment("deltalink tracker: (pipeline, upstream) -> last processed version")
+            .with_columns(delta_columns())
+            .await;
+        let t = match created {
+            Ok(t) => t,
+            Err(e) => match lake::open_owned(&self.uri, &self.storage).await? {
+                Some(t) => t, // created concurrently by another process
+                None => return Err(e).wrap_err_with(|| format!("cannot create the tracker table {}", display_uri(&self.uri))),
+            },
+        };
+        self.table = Some(t.clone());
+        Ok(t)
+    }
+
+    /// Reload to the latest version (other processes write the tracker too).
+    pub async fn refresh(&mut self) -> Result<()> {
+        match &mut self.table {
+            Some(t) => t.update_state().await.wrap_err("cannot refresh the tracker table")?,
+            None => {
+                self.table = lake::open_owned(&self.uri, &self.storage).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// All rows, or those of one pipeline.
+    pub async fn rows(&self, pipeline: Option<&str>) -> Result<Vec<TrackerRow>> {
+        let Some(table) = &self.table else { return Ok(vec![]) };
+        let ctx = SessionContext::new();
+        table.update_datafusion_session(&ctx.state())?;
+        let df = ctx.read_table(table.table_provider().await?)?;
+        let batches = df.collect().await.wrap_err("cannot read the tracker table")?;
+        let mut rows = Vec::new();
+        for b in &batches {
+            rows.extend(rows_from_batch(b)?);
+        }
+        rows.retain(|r| pipeline.is_none_or(|p| r.pipeline_name == p));
+        rows.sort_by(|a, b| (&a.pipeline_name, &a.upstream).cmp(&(&b.pipeline_name, &b.upstream)));
+        Ok(rows)
+    }
+
+    /// Upsert rows in one commit carrying `audit` in its commit info. Retries on concurrent
+    /// commits by other pipelines (each retry reloads and redoes the MERGE).
+    pub async fn upsert(&mut self, rows: &[TrackerRow], audit: &Audit) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut attempt = 0;
+        loop {
+            let table = self.ensure_created().await?;
+            match merge_rows(table, rows, audit).await {
+                Ok(t) => {
+                    self.table = Some(t);
+                    return Ok(());
+                }
+                Err(e) if attempt < 20 && is_conflict(&e) => {
+                    attempt += 1;
+                    // Back off a little (jittered) so racing writers interleave instead of colliding again.
+                    let jitter = rand::random::<u64>() % 40;
+                    tokio::time::sleep(Duration::from_millis(10 * attempt + jitter)).await;
+                    self.refresh().await?;
+                }
+                Err(e) => {
+                    return Err(e).wrap_err_with(|| {
+                        format!("cannot write the tracker table {} ({})", display_uri(&self.uri), audit.action)
+                    })
+                }
+            }
+        }
+    }
+
+    /// The tracker's history (newest first): the audit trail of runs and resets.
+    pub async fn history(&self, limit: usize) -> Result<Vec<HistoryEntry>> {
+        let Some(table) = &self.table else { return Ok(vec![]) };
+        let latest = lake::table_version(table)?;
+        let mut out = Vec::new();
+        let mut v = latest as i64;
+        while v >= 0 && out.len() < limit {
+            if let Some(c) = lake::read_commit(table, v as u64).await? {
+                let info = c.info.unwrap_or_default();
+                let meta = &info.info;
+                let get = |k: &str| meta.get(k).and_then(|x| x.as_str()).map(String::from);
+                out.push(HistoryEntry {
+                    version: v as u64,
+                    timestamp_ms: c.timestamp_ms,
+                    operation: c.operation.unwrap_or_default(),
+                    action: get("deltalink.action"),
+                    pipeline: get("deltalink.pipeline"),
+                    operator: get("deltalink.operator"),
+                    reason: get("deltalink.reason"),
+                    details: meta.get("deltalink.details").cloned().unwrap_or_default(),
+                });
+            }
+            v -= 1;
+        }
+        Ok(out)
+    }
+}
+
+/// One commit of the tracker table, as the audit log shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HistoryEntry {
+    pub version: u64,
+    pub timestamp_ms: Option<i64>,
+    pub operation: String,
+    pub action: Option<String>,
+    pub pipeline: Option<String>,
+    pub operator: Option<String>,
+    pub reason: Option<String>,
+    pub details: serde_json::Value,
+}
+
+fn is_conflict(e: &color_eyre::Report) -> bool {
+    let text = format!("{e:#}");
+    ["Concurrent", "conflict", "Conflict", "VersionAlreadyExists", "already exists"].iter().any(|s| text.contains(s))
+}
+
+fn check_schema(table: &DeltaTable) -> Result<()> {
+    let schema = table.snapshot()?.schema();
+    for want in delta_columns() {
+        match schema.field(want.name()) {
+            Some(f) if f.data_type() == want.data_type() => {}
+            _ => {
+                return Err(eyre!(
+                    "the tracker table {} has no column `{}` of type {} (was its schema changed by hand?)\n  fix: restore it from its Delta history (RESTORE), or point [tracker].uri at a new location",
+                    display_uri(table.table_url()),
+                    want.name(),
+                    want.data_type()
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn merge_rows(table: DeltaTable, rows: &[TrackerRow], audit: &Audit) -> Result<DeltaTable> {
+    let ctx = SessionContext::new();
+    let batch = batch_from_rows(rows)?;
+    let source = ctx.read_batch(batch)?;
+    let col = |q: &str, c: &str| Expr::Column(Column::new(Some(q), c));
+    let predicate = col("t", "pipeline_name")
+        .eq(col("s", "pipeline_name"))
+        .and(col("t", "upstream").eq(col("s", "upstream")));
+    let mut metadata = vec![
+        ("deltalink.action".to_string(), serde_json::json!(audit.action)),
+        ("deltalink.pipeline".to_string(), serde_json::json!(audit.pipeline)),
+        ("deltalink.operator".to_string(), serde_json::json!(audit.operator)),
+    ];
+    if let Some(r) = &audit.reason {
+        metadata.push(("deltalink.reason".to_string(), serde_json::json!(r)));
+    }
+    if !audit.details.is_null() {
+        metadata.push(("deltalink.details".to_string(), audit.details.clone()));
+    }
+    let (table, _) = table
+        .merge(source, predicate)
+        .with_source_alias("s")
+        .with_target_alias("t")
+        .with_commit_properties(CommitProperties::default().with_metadata(metadata))
+        .when_matched_update(|u| COLUMNS[2..].iter().fold(u, |u, (c, _)| u.update(*c, col("s", c))))?
+        .when_not_matched_insert(|i| COLUMNS.iter().fold(i, |i, (c, _)| i.set(*c, col("s", c))))?
+        .await?;
+    Ok(table)
+}
+
+fn batch_from_rows(rows: &[TrackerRow]) -> Result<RecordBatch> {
+    let s = |f: fn(&TrackerRow) -> Option<&str>| -> ArrayRef { Arc::new(rows.iter().map(f).collect::<StringArray>()) };
+    let l = |f: fn(&TrackerRow) -> Option<i64>| -> ArrayRef { Arc::new(rows.iter().map(f).collect::<Int64Array>()) };
+    let t = |f: fn(&TrackerRow) -> Option<i64>| -> ArrayRef {
+        Arc::new(rows.iter().map(f).collect::<TimestampMicrosecondArray>().with_timezone("UTC"))
+    };
+    let columns: Vec<ArrayRef> = vec![
+        s(|r| Some(r.pipeline_name.as_str())),
+        s(|r| Some(r.upstream.as_str())),
+        l(|r| r.last_processed_version),
+        t(|r| r.last_processed_ts.map(|ms| ms * 1000)),
+        l(|r| r.run_id),
+        l(|r| r.pending_version),
+        l(|r| r.pending_run_id),
+        t(|r| r.updated_at.map(|ms| ms * 1000)),
+        s(|r| r.updated_by.as_deref()),
+        s(|r| r.note.as_deref()),
+    ];
+    let fields: Vec<Field> = COLUMNS
+        .iter()
+        .zip(&columns)
+        .map(|((n, k), a)| {
+            let dt = match k {
+                Kind::Ts => timestamp_type(),
+                _ => a.data_type().clone(),
+            };
+            Field::new(*n, dt, true)
+        })
+        .collect();
+    Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?)
+}
+
+fn rows_from_batch(b: &RecordBatch) -> Result<Vec<TrackerRow>> {
+    let idx = |n: &str| b.schema().index_of(n).map_err(|_| eyre!("tracker table has no column `{n}`"));
+    let s = |n: &str| -> Result<Vec<Option<String>>> {
+        let c = b.column(idx(n)?);
+        let a = c.as_string_opt::<i32>().ok_or_else(|| eyre!("tracker column `{n}` is not a string"))?;
+        Ok((0..a.len()).map(|i| a.is_valid(i).then(|| a.value(i).to_string())).collect())
+    };
+    let l = |n: &str| -> Result<Vec<Option<i64>>> {
+        let c = b.column(idx(n)?);
+        let a = c.as_primitive_opt::<Int64Type>().ok_or_else(|| eyre!("tracker column `{n}` is not a long"))?;
+        Ok((0..a.len()).map(|i| a.is_valid(i).then(|| a.value(i))).collect())
+    };
+    let t = |n: &str| -> Result<Vec<Option<i64>>> {
+        let c = b.column(idx(n)?);
+        let a = c
+            .as_primitive_opt::<TimestampMicrosecondType>()
+            .ok_or_else(|| eyre!("tracker column `{n}` is not a timestamp"))?;
+        Ok((0..a.len()).map(|i| a.is_valid(i).then(|| a.value(i) / 1000)).collect())
+    };
+    let (p, u) = (s("pipeline_name")?, s("upstream")?);
+    let (lv, lt, rid) = (l("last_processed_version")?, t("last_processed_ts")?, l("run_id")?);
+    let (pv, prid, ua) = (l("pending_version")?, l("pending_run_id")?, t("updated_at")?);
+    let (ub, note) = (s("updated_by")?, s("note")?);
+    Ok((0..b.num_rows())
+        .map(|i| TrackerRow {
+            pipeline_name: p[i].clone().unwrap_or_default(),
+            upstream: u[i].clone().unwrap_or_default(),
+            last_processed_version: lv[i],
+            last_processed_ts: lt[i],
+            run_id: rid[i],
+            pending_version: pv[i],
+            pending_run_id: prid[i],
+            updated_at: ua[i],
+            updated_by: ub[i].clone(),
+            note: note[i].clone(),
+        })
+        .collect())
+}
+
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}

@@ -1,0 +1,224 @@
+//! Test support: upstream tables with a modelled history, configs in temp dirs, and an oracle.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use deltalake::arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
+use deltalake::arrow::datatypes::{DataType, Field, Schema};
+use deltalake::protocol::SaveMode;
+use deltalake::schema::{DataType as DeltaType, StructField};
+use deltalake::{DeltaTable, TableProperty};
+use deltalink::config::resolve_table_uri;
+use deltalink::{Config, Engine};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+pub type Key = i64;
+
+/// An upstream table `(row_id, k, payload)` plus a model of its rows, so tests know exactly
+/// which keys each commit affects without asking deltalink.
+pub struct ModelTable {
+    pub table: DeltaTable,
+    /// row_id -> key (None = NULL key)
+    pub rows: BTreeMap<i64, Option<Key>>,
+    pub next_row: i64,
+}
+
+/// Keys affected by one commit, as the oracle computes them (NULL keys dropped).
+pub type Affected = BTreeSet<Key>;
+
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime")
+}
+
+pub fn url_of(dir: &Path) -> url::Url {
+    resolve_table_uri(dir.to_str().expect("utf-8 path"), Path::new("/")).expect("url")
+}
+
+impl ModelTable {
+    pub async fn create(dir: &Path, cdf: bool) -> ModelTable {
+        let uri = url_of(dir);
+        std::fs::create_dir_all(dir).expect("mkdir");
+        let mut b = DeltaTable::try_from_url(uri).await.expect("handle").create().with_columns([
+            StructField::new("row_id", DeltaType::LONG, false),
+            StructField::new("k", DeltaType::LONG, true),
+            StructField::new("payload", DeltaType::STRING, true),
+        ]);
+        if cdf {
+            b = b.with_configuration_property(TableProperty::EnableChangeDataFeed, Some("true"));
+        }
+        let table = b.await.expect("create table");
+        ModelTable { table, rows: BTreeMap::new(), next_row: 1 }
+    }
+
+    pub fn version(&self) -> u64 {
+        self.table.version().expect("version")
+    }
+
+    pub async fn insert(&mut self, keys: &[Option<Key>]) -> Affected {
+        let ids: Vec<i64> = (0..keys.len() as i64).map(|i| self.next_row + i).collect();
+        self.next_row += keys.len() as i64;
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("row_id", DataType::Int64, false),
+            Field::new("k", DataType::Int64, true),
+            Field::new("payload", DataType::Utf8, true),
+        ]));
+        let cols: Vec<ArrayRef> = vec![
+            Arc::new(Int64Array::from(ids.clone())),
+            Arc::new(Int64Array::from(keys.to_vec())),
+            Arc::new(StringArray::from(ids.iter().map(|i| format!("p{i}")).collect::<Vec<_>>())),
+        ];
+        let batch = RecordBatch::try_new(schema, cols).expect("batch");
+        self.table = self.table.clone().write(vec![batch]).with_save_mode(SaveMode::Append).await.expect("append");
+        for (id, k) in ids.iter().zip(keys) {
+            self.rows.insert(*id, *k);
+        }
+        keys.iter().flatten().copied().collect()
+    }
+
+    fn pick(&self, rng: &mut SmallRng, n: usize) -> Vec<i64> {
+        let ids: Vec<i64> = self.rows.keys().copied().collect();
+        if ids.is_empty() {
+            return vec![];
+        }
+        let mut picked: BTreeSet<i64> = BTreeSet::new();
+        for _ in 0..n {
+            picked.insert(ids[rng.gen_range(0..ids.len())]);
+        }
+        picked.into_iter().collect()
+    }
+
+    fn in_list(ids: &[i64]) -> String {
+        format!("row_id IN ({})", ids.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", "))
+    }
+
+    /// Update the payload of some rows: their (unchanged) keys are affected.
+    pub async fn update_payload(&mut self, ids: &[i64]) -> Affected {
+        if ids.is_empty() {
+            return Affected::new();
+        }
+        let (t, _) = self.table.clone().update().with_predicate(Self::in_list(ids)).with_update("payload", "'changed'").await.expect("update");
+        self.table = t;
+        ids.iter().filter_map(|i| self.rows[i]).collect()
+    }
+
+    /// Move rows to another key: both the old and the new key are affected.
+    pub async fn update_key(&mut self, ids: &[i64], delta: i64) -> Affected {
+        if ids.is_empty() {
+            return Affected::new();
+        }
+        let (t, _) = self
+            .table
+            .clone()
+            .update()
+            .with_predicate(Self::in_list(ids))
+            .with_update("k", format!("k + {delta}").as_str())
+            .await
+            .expect("update key");
+        self.table = t;
+        let mut out = Affected::new();
+        for i in ids {
+            if let Some(k) = self.rows[i] {
+                out.insert(k);
+                out.insert(k + delta);
+                self.rows.insert(*i, Some(k + delta));
+            }
+        }
+        out
+    }
+
+    pub async fn delete(&mut self, ids: &[i64]) -> Affected {
+        if ids.is_empty() {
+            return Affected::new();
+        }
+        let (t, _) = self.table.clone().delete().with_predicate(Self::in_list(ids)).await.expect("delete");
+        self.table = t;
+        ids.iter().filter_map(|i| self.rows.remove(i).flatten()).collect()
+    }
+
+    /// One random commit (insert / payload update / key update / delete) and its affected keys.
+    pub async fn random_commit(&mut self, rng: &mut SmallRng, key_space: i64) -> Affected {
+        let choice = if self.rows.is_empty() { 0 } else { rng.gen_range(0..4) };
+        match choice {
+            0 => {
+                let n = rng.gen_range(1..6);
+                let keys: Vec<Option<Key>> = (0..n).map(|_| Some(rng.gen_range(0..key_space))).collect();
+                self.insert(&keys).await
+            }
+            1 => {
+                let ids = self.pick(rng, 3);
+                self.update_payload(&ids).await
+            }
+            2 => {
+                let ids = self.pick(rng, 2);
+                let d = rng.gen_range(1..5);
+                self.update_key(&ids, d).await
+            }
+            _ => {
+                let ids = self.pick(rng, 2);
+                self.delete(&ids).await
+            }
+        }
+    }
+
+    pub fn current_keys(&self) -> Affected {
+        self.rows.values().flatten().copied().collect()
+    }
+}
+
+/// A lake in a temp dir with a config file; tables under `dir/<name>`.
+pub struct Lake {
+    pub dir: tempfile::TempDir,
+}
+
+impl Lake {
+    pub fn new() -> Lake {
+        Lake { dir: tempfile::tempdir().expect("tempdir") }
+    }
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+    /// Write `deltalink.toml` and load it.
+    pub fn config(&self, toml: &str) -> Config {
+        let p = self.path("deltalink.toml");
+        std::fs::write(&p, toml).expect("write config");
+        Config::load(&p).expect("valid config")
+    }
+    pub fn engine(&self, toml: &str) -> Engine {
+        Engine::new(self.config(toml))
+    }
+}
+
+/// Config with one pipeline per (name, upstreams) over tables `(row_id, k, payload)` keyed by `k`.
+pub fn simple_config(upstreams: &[&str], pipelines: &[(&str, &[&str])]) -> String {
+    let mut s = String::from("[tracker]\nuri = \"_deltalink/tracker\"\n");
+    for u in upstreams {
+        s += &format!("[upstreams.{u}]\nuri = \"{u}\"\n");
+    }
+    for (p, ups) in pipelines {
+        s += &format!("[pipelines.{p}]\nlink_table = \"_deltalink/links/{p}\"\nkey = [\"k\"]\n");
+        for u in ups.iter() {
+            s += &format!("[[pipelines.{p}.sources]]\nupstream = \"{u}\"\nkeys = [\"k\"]\n");
+        }
+    }
+    s
+}
+
+/// The link table's (key, run_id) pairs of a pipeline, keys parsed back to integers.
+pub async fn link_keys(engine: &Engine, pipeline: &str) -> BTreeMap<Key, i64> {
+    let p = engine.config.pipeline(pipeline).expect("pipeline");
+    let Some(t) = deltalink::lake::open_owned(&p.link_table, &Default::default()).await.expect("open link") else {
+        return BTreeMap::new();
+    };
+    deltalink::link::all_keys(&t, &p.key)
+        .await
+        .expect("read link")
+        .into_iter()
+        .map(|(k, run)| (k[0].parse::<i64>().expect("int key"), run))
+        .collect()
+}
+
+pub fn seeded(seed: u64) -> SmallRng {
+    SmallRng::seed_from_u64(seed)
+}

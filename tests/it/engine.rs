@@ -1,0 +1,264 @@
+//! The engine against real Delta tables, checked against an independent oracle.
+
+use std::collections::BTreeMap;
+
+use deltalink::runner::{Outcome, RunOptions, Step};
+
+use crate::common::*;
+
+/// Expected link table after a run: every key affected so far, with the last run that touched it.
+fn apply(expected: &mut BTreeMap<Key, i64>, affected: &Affected, run_id: i64) {
+    for k in affected {
+        expected.insert(*k, run_id);
+    }
+}
+
+#[test]
+fn link_table_matches_oracle_over_random_histories() {
+    rt().block_on(async {
+        for seed in 1..=3u64 {
+            let lake = Lake::new();
+            let mut rng = seeded(seed);
+            let mut a = ModelTable::create(&lake.path("a"), true).await;
+            let mut b = ModelTable::create(&lake.path("b"), true).await;
+            let engine = lake.engine(&simple_config(&["a", "b"], &[("p", &["a", "b"])]));
+            let mut expected = BTreeMap::new();
+            let mut run_id = 0;
+            for round in 0..4 {
+                let mut affected = Affected::new();
+                for _ in 0..rng.gen_range(1..4) {
+                    affected.extend(a.random_commit(&mut rng, 30).await);
+                }
+                if round != 2 {
+                    for _ in 0..rng.gen_range(1..3) {
+                        affected.extend(b.random_commit(&mut rng, 30).await);
+                    }
+                }
+                let report = engine.run("p", &RunOptions::default()).await.expect("run");
+                run_id += 1;
+                assert_eq!(report.outcome, Outcome::Written, "seed {seed} round {round}");
+                assert_eq!(report.run_id, Some(run_id));
+                assert_eq!(report.distinct_keys as usize, affected.len(), "seed {seed} round {round}: distinct keys");
+                apply(&mut expected, &affected, run_id);
+                assert_eq!(link_keys(&engine, "p").await, expected, "seed {seed} round {round}");
+            }
+            let st = deltalink::status::status(&engine).await.expect("status");
+            for u in &st.pipelines[0].upstreams {
+                assert_eq!(u.lag_versions, Some(0), "{u:?}");
+                assert_eq!(u.processed_version.map(|v| v as u64), u.latest_version);
+            }
+            assert_eq!(st.pipelines[0].link_rows, Some(expected.len() as u64));
+        }
+    });
+}
+
+use rand::Rng;
+
+#[test]
+fn pipelines_sharing_an_upstream_keep_separate_progress() {
+    rt().block_on(async {
+        let lake = Lake::new();
+        let mut a = ModelTable::create(&lake.path("a"), true).await;
+        let mut b = ModelTable::create(&lake.path("b"), true).await;
+        let engine = lake.engine(&simple_config(&["a", "b"], &[("p1", &["a"]), ("p2", &["a", "b"])]));
+        let mut seen_p1 = a.insert(&[Some(1), Some(2)]).await;
+        let mut seen_p2 = seen_p1.clone();
+        engine.run("p1", &RunOptions::default()).await.expect("run p1");
+        let more = a.insert(&[Some(3)]).await;
+        seen_p1.extend(more.iter());
+        seen_p2.extend(more.iter());
+        seen_p2.extend(b.insert(&[Some(10)]).await);
+        // p2 has never run: it must still see a's first commit, which p1 already consumed.
+        engine.run("p2", &RunOptions::default()).await.expect("run p2");
+        engine.run("p1", &RunOptions::default()).await.expect("run p1 again");
+        let keys = |m: BTreeMap<Key, i64>| m.into_keys().collect::<Affected>();
+        assert_eq!(keys(link_keys(&engine, "p1").await), seen_p1);
+        assert_eq!(keys(link_keys(&engine, "p2").await), seen_p2);
+        let p1 = link_keys(&engine, "p1").await;
+        assert_eq!(p1[&1], 1);
+        assert_eq!(p1[&3], 2, "key 3 arrived in p1's second run");
+    });
+}
+
+#[test]
+fn a_run_with_no_new_commits_writes_nothing() {
+    rt().block_on(async {
+        let lake = Lake::new();
+        let mut a = ModelTable::create(&lake.path("a"), true).await;
+        let engine = lake.engine(&simple_config(&["a"], &[("p", &["a"])]));
+        a.insert(&[Some(1)]).await;
+        engine.run("p", &RunOptions::default()).await.expect("first run");
+        let versions = || async {
+            let t = engine.tracker().await.expect("tracker");
+            let tv = t.table().and_then(|t| t.version());
+            let p = engine.config.pipeline("p").expect("p");
+            let lv = deltalink::lake::open_owned(&p.link_table, &Default::default()).await.expect("link").and_then(|t| t.version());
+            (tv, lv)
+        };
+        let before = versions().await;
+        let report = engine.run("p", &RunOptions::default()).await.expect("second run");
+        assert_eq!(report.outcome, Outcome::NothingNew);
+        assert_eq!(versions().await, before, "tracker and link table versions unchanged");
+    });
+}
+
+#[test]
+fn versions_without_data_change_are_processed_without_keys() {
+    rt().block_on(async {
+        let lake = Lake::new();
+        let mut a = ModelTable::create(&lake.path("a"), true).await;
+        let engine = lake.engine(&simple_config(&["a"], &[("p", &["a"])]));
+        a.insert(&[Some(1)]).await;
+        a.insert(&[Some(2)]).await;
+        engine.run("p", &RunOptions::default()).await.expect("run");
+        // OPTIMIZE rewrites files with dataChange=false: no key is affected.
+        let (t, _) = a.table.clone().optimize().await.expect("optimize");
+        a.table = t;
+        let report = engine.run("p", &RunOptions::default()).await.expect("run after optimize");
+        assert_eq!(report.outcome, Outcome::Written);
+        assert_eq!(report.change_rows, 0);
+        assert_eq!(report.distinct_keys, 0);
+        assert_eq!(link_keys(&engine, "p").await, BTreeMap::from([(1, 1), (2, 1)]));
+        let st = deltalink::status::status(&engine).await.expect("status");
+        assert_eq!(st.pipelines[0].upstreams[0].lag_versions, Some(0));
+    });
+}
+
+#[test]
+fn null_keys_are_counted_not_written() {
+    rt().block_on(async {
+        let lake = Lake::new();
+        let mut a = ModelTable::create(&lake.path("a"), true).await;
+        let engine = lake.engine(&simple_config(&["a"], &[("p", &["a"])]));
+        a.insert(&[Some(1), None, None, Some(2)]).await;
+        let preview = engine.preview("p", None).await.expect("preview");
+        assert_eq!(preview.null_key_rows, 2);
+        let report = engine.run("p", &RunOptions::default()).await.expect("run");
+        assert_eq!(report.null_key_rows, 2);
+        assert_eq!(report.distinct_keys, 2);
+        assert_eq!(link_keys(&engine, "p").await.into_keys().collect::<Vec<_>>(), vec![1, 2]);
+    });
+}
+
+#[test]
+fn preview_is_exactly_what_the_run_writes_and_writes_nothing() {
+    rt().block_on(async {
+        let lake = Lake::new();
+        let mut rng = seeded(7);
+        let mut a = ModelTable::create(&lake.path("a"), true).await;
+        let engine = lake.engine(&simple_config(&["a"], &[("p", &["a"])]));
+        let mut affected = Affected::new();
+        for _ in 0..5 {
+            affected.extend(a.random_commit(&mut rng, 20).await);
+        }
+        let preview = engine.preview("p", None).await.expect("preview");
+        assert!(engine.tracker().await.expect("tracker").table().is_none(), "preview created no tracker");
+        let previewed: Affected = preview.rows.iter().map(|r| r.key[0].parse::<i64>().expect("int")).collect();
+        assert_eq!(previewed, affected);
+        for r in &preview.rows {
+            assert_eq!(r.upstream, "a");
+            assert!(r.commit_version >= 1 && r.commit_version <= a.version() as i64, "{r:?}");
+        }
+        engine.run("p", &RunOptions::default()).await.expect("run");
+        assert_eq!(link_keys(&engine, "p").await.into_keys().collect::<Affected>(), previewed);
+    });
+}
+
+#[test]
+fn a_fault_at_any_step_converges_to_one_clean_run() {
+    let steps = [Step::Pinned, Step::IntentRecorded, Step::ChangesRead, Step::LinkCommitted, Step::TrackerCommitted];
+    rt().block_on(async {
+        for (i, step) in steps.into_iter().enumerate() {
+            let lake = Lake::new();
+            let mut rng = seeded(100 + i as u64);
+            let mut a = ModelTable::create(&lake.path("a"), true).await;
+            let engine = lake.engine(&simple_config(&["a"], &[("p", &["a"])]));
+            let mut first = Affected::new();
+            for _ in 0..4 {
+                first.extend(a.random_commit(&mut rng, 25).await);
+            }
+            let err = engine.run("p", &RunOptions::default().with_fault_after(step)).await;
+            assert!(err.is_err(), "fault after {step:?} must surface");
+            // A commit lands after the crashed run pinned its versions: it belongs to a later run.
+            let late = a.random_commit(&mut rng, 25).await;
+            let r = engine.run("p", &RunOptions::default()).await.expect("restart");
+            let mut expected = BTreeMap::new();
+            match step {
+                // Died before the intent: the restart is a fresh run that also sees the late commit.
+                Step::Pinned => {
+                    apply(&mut expected, &first, 1);
+                    apply(&mut expected, &late, 1);
+                }
+                // Died with the intent recorded but before/after the link commit: same run 1, same pins.
+                Step::IntentRecorded | Step::ChangesRead | Step::LinkCommitted => {
+                    apply(&mut expected, &first, 1);
+                }
+                // Completed: the restart is run 2 with the late commit.
+                Step::TrackerCommitted => {
+                    apply(&mut expected, &first, 1);
+                    apply(&mut expected, &late, 2);
+                }
+            }
+            assert_eq!(link_keys(&engine, "p").await, expected, "after fault at {step:?} and restart ({r:?})");
+            // One more run catches up; link rows and run ids keep agreeing with the oracle.
+            let r2 = engine.run("p", &RunOptions::default()).await.expect("catch up");
+            if matches!(step, Step::IntentRecorded | Step::ChangesRead | Step::LinkCommitted) {
+                assert_eq!(r2.run_id, Some(2));
+                apply(&mut expected, &late, 2);
+            } else {
+                assert_eq!(r2.outcome, Outcome::NothingNew);
+            }
+            assert_eq!(link_keys(&engine, "p").await, expected, "after catch-up ({step:?})");
+            let rows = engine.tracker().await.expect("tracker").rows(Some("p")).await.expect("rows");
+            assert_eq!(rows[0].last_processed_version, Some(a.version() as i64));
+            assert_eq!(rows[0].pending_run_id, None);
+        }
+    });
+}
+
+#[test]
+fn start_latest_skips_history_and_reads_what_comes_after() {
+    rt().block_on(async {
+        let lake = Lake::new();
+        let mut a = ModelTable::create(&lake.path("a"), true).await;
+        let cfg = simple_config(&["a"], &[("p", &["a"])]).replace("key = [\"k\"]\n", "key = [\"k\"]\nstart = \"latest\"\n");
+        let engine = lake.engine(&cfg);
+        a.insert(&[Some(1)]).await;
+        let r = engine.run("p", &RunOptions::default()).await.expect("first");
+        assert_eq!(r.distinct_keys, 0);
+        let later = a.insert(&[Some(2)]).await;
+        engine.run("p", &RunOptions::default()).await.expect("second");
+        assert_eq!(link_keys(&engine, "p").await.into_keys().collect::<Affected>(), later);
+    });
+}
+
+#[test]
+fn earliest_on_a_truncated_log_starts_from_the_oldest_snapshot() {
+    rt().block_on(async {
+        let lake = Lake::new();
+        let mut rng = seeded(3);
+        let mut a = ModelTable::create(&lake.path("a"), true).await;
+        for _ in 0..6 {
+            a.random_commit(&mut rng, 40).await;
+        }
+        let cp = a.version();
+        deltalake::checkpoints::create_checkpoint(&a.table, None).await.expect("checkpoint");
+        let at_checkpoint = a.current_keys();
+        // Log retention removed the commits before the checkpoint.
+        for v in 0..cp {
+            std::fs::remove_file(lake.path(&format!("a/_delta_log/{v:020}.json"))).expect("remove old commit");
+        }
+        let mut after = Affected::new();
+        for _ in 0..3 {
+            after.extend(a.random_commit(&mut rng, 40).await);
+        }
+        let engine = lake.engine(&simple_config(&["a"], &[("p", &["a"])]));
+        let preview = engine.preview("p", None).await.expect("preview");
+        let range = preview.upstreams[0].range.expect("range");
+        assert_eq!(range.snapshot, Some(cp));
+        engine.run("p", &RunOptions::default()).await.expect("run on truncated log");
+        let mut expected = at_checkpoint;
+        expected.extend(after);
+        assert_eq!(link_keys(&engine, "p").await.into_keys().collect::<Affected>(), expected);
+    });
+}

@@ -1,0 +1,8 @@
+//! One integration-test binary (each file in tests/ would link the whole Delta stack again).
+mod common;
+mod engine;
+mod errors;
+mod fixtures;
+mod joins;
+mod operator;
+mod readers;

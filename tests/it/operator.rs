@@ -1,0 +1,220 @@
+//! Operator actions: resets (dry run and audited execute), replay, leases, read-only, crashes.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+
+use deltalink::reset::{execute_reset, plan_reset, ResetTarget};
+use deltalink::runner::{Outcome, Replay, RunOptions};
+
+use crate::common::*;
+
+/// A lake with upstream `a` (versions 0..=6, one insert per version) already run by `p`.
+async fn lake_with_history() -> (Lake, ModelTable, deltalink::Engine, Vec<Affected>) {
+    let lake = Lake::new();
+    let mut a = ModelTable::create(&lake.path("a"), true).await;
+    let engine = lake.engine(&simple_config(&["a"], &[("p", &["a"])]));
+    let mut per_version = vec![Affected::new()];
+    for k in 1..=6 {
+        per_version.push(a.insert(&[Some(k * 10), Some(k * 10 + 1)]).await);
+    }
+    engine.run("p", &RunOptions::default()).await.expect("initial run");
+    (lake, a, engine, per_version)
+}
+
+async fn tracker_version(engine: &deltalink::Engine) -> Option<u64> {
+    engine.tracker().await.expect("tracker").table().and_then(|t| t.version())
+}
+
+#[test]
+fn reset_targets_dry_run_and_audited_execute() {
+    rt().block_on(async {
+        let (_lake, a, engine, _) = lake_with_history().await;
+        let latest = a.version() as i64;
+        let before = tracker_version(&engine).await;
+
+        let plan = plan_reset(&engine, "p", &[], ResetTarget::Version(2)).await.expect("plan");
+        let c = &plan.changes[0];
+        assert_eq!((c.current, c.new), (Some(latest), Some(2)));
+        assert_eq!(c.commits_delta, latest - 2);
+        assert_eq!(c.change_rows, 2 * (latest as u64 - 2), "two inserted rows per re-read version");
+        assert_eq!(tracker_version(&engine).await, before, "a dry run writes nothing");
+
+        let check = |t: ResetTarget, want: Option<i64>| {
+            let engine = engine.clone();
+            async move {
+                let p = plan_reset(&engine, "p", &["a".into()], t.clone()).await.expect("plan");
+                assert_eq!(p.changes[0].new, want, "{t:?}");
+            }
+        };
+        check(ResetTarget::Earliest, Some(-1)).await;
+        check(ResetTarget::Latest, Some(latest)).await;
+        check(ResetTarget::ShiftBy(-3), Some(latest - 3)).await;
+        let ts = deltalink::lake::read_commit(&a.table, 3).await.expect("read").expect("commit").timestamp_ms.expect("ts");
+        let at = chrono::DateTime::from_timestamp_millis(ts).expect("ts");
+        let p = plan_reset(&engine, "p", &[], ResetTarget::DateTime(at)).await.expect("plan datetime");
+        assert!(p.changes[0].new >= Some(3), "last version at or before v3's time: {:?}", p.changes[0].new);
+
+        let e = format!("{:#}", plan_reset(&engine, "p", &[], ResetTarget::Version(latest + 5)).await.expect_err("out of range"));
+        assert!(e.contains(&format!("valid versions are -1..={latest}")), "{e}");
+        let old = chrono::DateTime::from_timestamp_millis(ts - 86_400_000).expect("ts");
+        let e = format!("{:#}", plan_reset(&engine, "p", &[], ResetTarget::DateTime(old)).await.expect_err("too early"));
+        assert!(e.contains("no readable commit at or before"), "{e}");
+        let e = format!("{:#}", plan_reset(&engine, "p", &["zz".into()], ResetTarget::Latest).await.expect_err("bad upstream"));
+        assert!(e.contains("does not read upstream `zz`"), "{e}");
+
+        std::env::set_var("USER", "oncall-test");
+        execute_reset(&engine, &plan, "downstream bug #42").await.expect("execute");
+        let rows = engine.tracker().await.expect("t").rows(Some("p")).await.expect("rows");
+        assert_eq!(rows[0].last_processed_version, Some(2));
+        let hist = engine.tracker().await.expect("t").history(1).await.expect("history");
+        assert_eq!(hist[0].action.as_deref(), Some("reset"));
+        assert_eq!(hist[0].reason.as_deref(), Some("downstream bug #42"));
+        assert_eq!(hist[0].operator.as_deref(), Some("oncall-test"));
+        assert_eq!(hist[0].details["changes"][0]["from"], serde_json::json!(latest));
+        assert_eq!(hist[0].details["changes"][0]["to"], serde_json::json!(2));
+
+        // The next run re-reads versions 3..=latest: their keys get the new run_id.
+        let r = engine.run("p", &RunOptions::default()).await.expect("re-read");
+        assert_eq!(r.distinct_keys, 2 * (latest as u64 - 2));
+        let link = link_keys(&engine, "p").await;
+        assert_eq!(link[&30], 2);
+        assert_eq!(link[&20], 1);
+    });
+}
+
+#[test]
+fn resets_and_runs_are_refused_while_leased_and_in_read_only_mode() {
+    rt().block_on(async {
+        let (_lake, _a, engine, _) = lake_with_history().await;
+        let plan = plan_reset(&engine, "p", &[], ResetTarget::Version(1)).await.expect("plan");
+        let lease = deltalink::lease::acquire(&engine, "p", "test holder").await.expect("lease");
+        let before = tracker_version(&engine).await;
+        let e = format!("{:#}", execute_reset(&engine, &plan, "x").await.expect_err("leased"));
+        assert!(e.contains("is busy: leased by") && e.contains("test holder"), "{e}");
+        let e = format!("{:#}", engine.run("p", &RunOptions::default()).await.expect_err("leased"));
+        assert!(e.contains("is busy"), "{e}");
+        assert_eq!(tracker_version(&engine).await, before);
+        lease.release().await;
+
+        let ro = engine.clone().with_read_only(true);
+        let e = format!("{:#}", execute_reset(&ro, &plan, "x").await.expect_err("read-only"));
+        assert!(e.contains("--read-only"), "{e}");
+        let e = format!("{:#}", ro.run("p", &RunOptions::default()).await.expect_err("read-only"));
+        assert!(e.contains("--read-only"), "{e}");
+        execute_reset(&engine, &plan, "after release").await.expect("works once released");
+    });
+}
+
+#[test]
+fn reset_allowed_false_refuses_resets_and_replays() {
+    rt().block_on(async {
+        let lake = Lake::new();
+        let mut a = ModelTable::create(&lake.path("a"), true).await;
+        a.insert(&[Some(1)]).await;
+        let cfg = simple_config(&["a"], &[("p", &["a"])]).replace("key = [\"k\"]\n", "key = [\"k\"]\nreset_allowed = false\n");
+        let engine = lake.engine(&cfg);
+        let e = format!("{:#}", plan_reset(&engine, "p", &[], ResetTarget::Latest).await.expect_err("refused"));
+        assert!(e.contains("reset_allowed = false"), "{e}");
+        let replay = Replay { pipeline: "p".into(), from_version: 0, to_version: None, upstreams: vec![], into: None, execute: true };
+        let e = format!("{:#}", engine.replay(&replay).await.expect_err("refused"));
+        assert!(e.contains("reset_allowed = false"), "{e}");
+    });
+}
+
+#[test]
+fn replay_into_a_scratch_table_matches_the_oracle_for_that_range() {
+    rt().block_on(async {
+        let (lake, _a, engine, per_version) = lake_with_history().await;
+        let scratch = url_of(&lake.path("scratch"));
+        let mut replay = Replay {
+            pipeline: "p".into(),
+            from_version: 2,
+            to_version: Some(4),
+            upstreams: vec![],
+            into: Some(scratch.clone()),
+            execute: false,
+        };
+        let dry = engine.replay(&replay).await.expect("dry run");
+        assert!(!dry.written);
+        assert!(!lake.path("scratch").exists(), "dry run wrote nothing");
+        replay.execute = true;
+        let r = engine.replay(&replay).await.expect("replay");
+        let expected: Affected = per_version[2..=4].iter().flatten().copied().collect();
+        assert_eq!(r.distinct_keys as usize, expected.len());
+        let t = deltalink::lake::open_owned(&scratch, &Default::default()).await.expect("open").expect("scratch exists");
+        let keys: Affected = deltalink::link::all_keys(&t, &["k".to_string()])
+            .await
+            .expect("keys")
+            .into_iter()
+            .map(|(k, _)| k[0].parse().expect("int"))
+            .collect();
+        assert_eq!(keys, expected);
+        // Production link table and tracker untouched by a scratch replay.
+        assert!(link_keys(&engine, "p").await.values().all(|r| *r == 1));
+
+        // Replay into production: a new run_id, and the next real run continues after it.
+        replay.into = None;
+        let r = engine.replay(&replay).await.expect("replay into link table");
+        assert_eq!(r.run_id, Some(2));
+        let link = link_keys(&engine, "p").await;
+        assert_eq!(link[&20], 2);
+        assert_eq!(link[&10], 1);
+    });
+}
+
+#[test]
+fn two_engines_racing_on_one_pipeline_write_once() {
+    rt().block_on(async {
+        let lake = Lake::new();
+        let mut a = ModelTable::create(&lake.path("a"), true).await;
+        for k in 0..5 {
+            a.insert(&[Some(k)]).await;
+        }
+        let cfg = simple_config(&["a"], &[("p", &["a"])]);
+        let (e1, e2) = (lake.engine(&cfg), lake.engine(&cfg));
+        let (r1, r2) = tokio::join!(e1.run("p", &RunOptions::default()), e2.run("p", &RunOptions::default()));
+        let written = [&r1, &r2].iter().filter(|r| matches!(r, Ok(rep) if rep.outcome == Outcome::Written)).count();
+        assert_eq!(written, 1, "exactly one run writes: {r1:?} / {r2:?}");
+        for r in [&r1, &r2] {
+            if let Err(e) = r {
+                assert!(format!("{e:#}").contains("is busy"), "{e:#}");
+            }
+        }
+        assert_eq!(link_keys(&e1, "p").await, (0..5).map(|k| (k, 1)).collect::<BTreeMap<_, _>>());
+    });
+}
+
+#[test]
+fn a_killed_process_converges_on_restart() {
+    let bin = env!("CARGO_BIN_EXE_deltalink");
+    for step in ["intent", "read", "link"] {
+        let (lake, expected) = rt().block_on(async {
+            let lake = Lake::new();
+            let mut a = ModelTable::create(&lake.path("a"), true).await;
+            let mut rng = seeded(9);
+            let mut expected = Affected::new();
+            for _ in 0..4 {
+                expected.extend(a.random_commit(&mut rng, 30).await);
+            }
+            lake.config(&simple_config(&["a"], &[("p", &["a"])]));
+            (lake, expected)
+        });
+        let cfg = lake.path("deltalink.toml");
+        let killed = Command::new(bin)
+            .args(["--config", cfg.to_str().expect("utf-8"), "run", "p"])
+            .env("DELTALINK_FAULT_AFTER", step)
+            .output()
+            .expect("spawn deltalink");
+        assert!(!killed.status.success(), "the process must die after `{step}`");
+        let ok = Command::new(bin).args(["--config", cfg.to_str().expect("utf-8"), "run", "p"]).output().expect("spawn");
+        assert!(ok.status.success(), "restart after {step}: {}", String::from_utf8_lossy(&ok.stderr));
+        rt().block_on(async {
+            let engine = deltalink::Engine::new(deltalink::Config::load(&cfg).expect("config"));
+            let link = link_keys(&engine, "p").await;
+            assert_eq!(link, expected.iter().map(|k| (*k, 1)).collect::<BTreeMap<_, _>>(), "after kill at {step}");
+            let rows = engine.tracker().await.expect("t").rows(Some("p")).await.expect("rows");
+            assert_eq!(rows[0].pending_run_id, None);
+            assert_eq!(rows[0].run_id, Some(1));
+        });
+    }
+}
