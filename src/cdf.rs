@@ -85,7 +85,11 @@ pub async fn check_range(name: &str, table: &DeltaTable, start: u64, end: u64) -
     if !lake::cdf_enabled(table) {
         return Err(Error::CdfNotEnabled { name: name.into(), table: table_name, since: String::new() }.into());
     }
+    // Track the CDF setting through the range: the last commit turning it off, and the first
+    // metadata change (commits before it ran under the configuration of version start-1).
     let mut first_metadata: Option<u64> = None;
+    let mut last_off: Option<u64> = None;
+    let mut enabled_at: Option<u64> = None;
     for v in start..=end {
         let Some(commit) = lake::read_commit(table, v).await? else {
             let listing = lake::list_log(table).await?;
@@ -102,29 +106,31 @@ pub async fn check_range(name: &str, table: &DeltaTable, start: u64, end: u64) -
         if commit.has_metadata && first_metadata.is_none() {
             first_metadata = Some(v);
         }
-        if commit.cdf_setting == Some(false) {
-            return Err(Error::CdfNotEnabled {
-                name: name.into(),
-                table: table_name,
-                since: format!(" at version {v} (inside the range {start}..={end} being read)"),
+        match commit.cdf_setting {
+            Some(false) => {
+                last_off = Some(v);
+                enabled_at = None;
             }
-            .into());
+            Some(true) if enabled_at.is_none() => enabled_at = Some(v),
+            _ => {}
         }
     }
-    // Commits before the range's first metadata change ran under the older configuration.
-    if let Some(m) = first_metadata.filter(|m| *m > start) {
-        let mut before = table.clone();
-        before.load_version(start - 1).await.wrap_err_with(|| {
-            format!("upstream `{name}`: cannot load version {} to check its CDF setting", start - 1)
-        })?;
-        if !lake::cdf_enabled(&before) {
-            return Err(Error::CdfNotEnabled {
-                name: name.into(),
-                table: table_name,
-                since: format!(" for versions {start}..{m} (it is enabled from version {m})"),
-            }
-            .into());
+    let off_before = match first_metadata.filter(|m| *m > start) {
+        Some(_) => {
+            let mut before = table.clone();
+            before.load_version(start - 1).await.wrap_err_with(|| {
+                format!("upstream `{name}`: cannot load version {} to check its CDF setting", start - 1)
+            })?;
+            !lake::cdf_enabled(&before)
         }
+        None => false,
+    };
+    if last_off.is_some() || off_before {
+        let since = match enabled_at {
+            Some(on) => format!(" for versions {start}..={} (it is enabled from version {on})", on.saturating_sub(1)),
+            None => format!(" over versions {start}..={end}"),
+        };
+        return Err(Error::CdfNotEnabled { name: name.into(), table: table_name, since }.into());
     }
     Ok(())
 }

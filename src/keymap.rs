@@ -108,7 +108,8 @@ pub fn project_sql_output(
 #[derive(Debug, Clone)]
 pub struct AffectedKeys {
     pub key: Vec<String>,
-    /// Rows: key columns, `_upstream`, `_version` (latest commit), `_ts`, `_last_change`, `_rows`.
+    /// Rows: key columns, then `_upstream`, `_version` (latest commit), `_ts`, `_last_change`,
+    /// `_rows` at positions `key.len()..key.len()+5`.
     pub per_upstream: Vec<RecordBatch>,
     pub schema: SchemaRef,
     pub change_rows: u64,
@@ -156,7 +157,7 @@ impl AffectedKeys {
     fn count_rows(&mut self) {
         let nkeys = self.key.len();
         for b in &self.per_upstream {
-            let rows = b.column(nkeys + 5).as_primitive::<Int64Type>();
+            let rows = b.column(nkeys + 4).as_primitive::<Int64Type>();
             for i in 0..b.num_rows() {
                 let n = rows.value(i) as u64;
                 self.change_rows += n;
@@ -175,7 +176,7 @@ impl AffectedKeys {
 
     /// Per-upstream rows whose key has no nulls (null keys are counted, never written).
     pub fn non_null_frame(&self, ctx: &SessionContext) -> Result<DataFrame> {
-        let table = MemTable::try_new(self.schema.clone(), vec![self.per_upstream.clone()])?;
+        let table = mem_table(self.schema.clone(), self.per_upstream.clone())?;
         let df = ctx.read_table(Arc::new(table))?;
         let not_null = self
             .key
@@ -204,7 +205,7 @@ impl AffectedKeys {
         let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
         let batches = df.collect().await?;
         ctx.deregister_table(view.as_str())?;
-        let table = MemTable::try_new(schema, vec![batches])?;
+        let table = mem_table(schema, batches)?;
         Ok(ctx.read_table(Arc::new(table))?)
     }
 
@@ -223,15 +224,22 @@ impl AffectedKeys {
                 let key = (0..nkeys).map(|k| display_value(b.column(k), i)).collect();
                 rows.push(PreviewRow {
                     key,
-                    upstream: b.column(nkeys).as_string::<i32>().value(i).to_string(),
+                    upstream: display_value(b.column(nkeys), i),
                     commit_version: b.column(nkeys + 1).as_primitive::<Int64Type>().value(i),
-                    change_type: b.column(nkeys + 3).as_string::<i32>().value(i).to_string(),
-                    change_rows: b.column(nkeys + 5).as_primitive::<Int64Type>().value(i) as u64,
+                    change_type: display_value(b.column(nkeys + 3), i),
+                    change_rows: b.column(nkeys + 4).as_primitive::<Int64Type>().value(i) as u64,
                 });
             }
         }
         Ok(rows)
     }
+}
+
+/// An in-memory table of collected batches. The batches' own schema wins over the planned one:
+/// they can differ in nullability (and string view types), which MemTable rejects.
+pub fn mem_table(planned: SchemaRef, batches: Vec<RecordBatch>) -> Result<MemTable> {
+    let schema = batches.first().map(|b| b.schema()).unwrap_or(planned);
+    Ok(MemTable::try_new(schema, vec![batches])?)
 }
 
 /// One affected key as preview shows it: which upstream commit caused it.

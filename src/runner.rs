@@ -403,7 +403,9 @@ impl Engine {
         let mut reads = Vec::new();
         let mut tables = HashMap::new();
         for (name, (table, read)) in names.iter().zip(opened) {
-            reads.push(decide_range(pipeline, &table, read).await?);
+            let read = decide_range(pipeline, &table, read).await?;
+            check_readable(&read, &table).await?;
+            reads.push(read);
             tables.insert(name.clone(), table);
         }
         self.open_sql_tables(pipeline, &mut tables).await?;
@@ -644,7 +646,6 @@ impl Engine {
     async fn read_range(&self, ctx: &SessionContext, name: &str, table: &DeltaTable, range: ReadRange) -> Result<Vec<DataFrame>> {
         match range {
             ReadRange::Changes { start, end } => {
-                cdf::check_range(name, table, start, end).await?;
                 match self.cycle.as_ref().filter(|c| c.shared.contains(name)) {
                     Some(cycle) => Ok(vec![self.shared_changes(ctx, cycle, name, table, start, end).await?]),
                     None => Ok(vec![cdf::changes_frame(ctx, name, table, start, end, &self.scans).await?]),
@@ -653,7 +654,6 @@ impl Engine {
             ReadRange::SnapshotThenChanges { snapshot, end } => {
                 let mut frames = vec![cdf::snapshot_frame(ctx, name, table, snapshot, &self.scans).await?];
                 if end > snapshot {
-                    cdf::check_range(name, table, snapshot + 1, end).await?;
                     frames.push(cdf::changes_frame(ctx, name, table, snapshot + 1, end, &self.scans).await?);
                 }
                 Ok(frames)
@@ -682,11 +682,11 @@ impl Engine {
                 b
             }
         };
-        let schema = match batches.first() {
+        let planned = match batches.first() {
             Some(b) => b.schema(),
             None => cdf::changes_frame(ctx, name, table, start, end, &ScanCounter::default()).await?.schema().inner().clone(),
         };
-        let mem = deltalake::datafusion::datasource::MemTable::try_new(schema, vec![batches.as_ref().clone()])?;
+        let mem = keymap::mem_table(planned, batches.as_ref().clone())?;
         Ok(ctx.read_table(Arc::new(mem))?)
     }
 
@@ -768,14 +768,16 @@ impl Engine {
             }
             let range = ReadRange::Changes { start: replay.from_version, end: to };
             let pinned_ts = lake::read_commit(&table, to).await?.and_then(|c| c.timestamp_ms);
-            reads.push(UpstreamRead {
+            let read = UpstreamRead {
                 upstream: name.clone(),
                 processed: Some(replay.from_version as i64 - 1),
                 tracked: true,
                 pinned: to,
                 pinned_ts,
                 range: Some(range.into()),
-            });
+            };
+            check_readable(&read, &table).await?;
+            reads.push(read);
             tables.insert(name, table);
         }
         let mut plan = Plan { pipeline, run_id: 0, resumed: false, reads, tables, prior: HashMap::new() };
@@ -876,6 +878,18 @@ async fn decide_range(pipeline: &Pipeline, table: &DeltaTable, mut read: Upstrea
     };
     read.range = cdf::plan_range(read.processed, read.pinned, earliest).map(Into::into);
     Ok(read)
+}
+
+/// Refuse a range the change feed cannot serve (CDF off, versions gone) before anything is
+/// written, so a failing run leaves no intent behind.
+async fn check_readable(read: &UpstreamRead, table: &DeltaTable) -> Result<()> {
+    match read.range.map(ReadRangeView::to_range) {
+        Some(ReadRange::Changes { start, end }) => cdf::check_range(&read.upstream, table, start, end).await,
+        Some(ReadRange::SnapshotThenChanges { snapshot, end }) if end > snapshot => {
+            cdf::check_range(&read.upstream, table, snapshot + 1, end).await
+        }
+        _ => Ok(()),
+    }
 }
 
 fn first_column_source(p: &Pipeline) -> Result<(&str, &Vec<String>)> {

@@ -360,7 +360,8 @@ fn batch_from_rows(rows: &[TrackerRow]) -> Result<RecordBatch> {
 fn rows_from_batch(b: &RecordBatch) -> Result<Vec<TrackerRow>> {
     let idx = |n: &str| b.schema().index_of(n).map_err(|_| eyre!("tracker table has no column `{n}`"));
     let s = |n: &str| -> Result<Vec<Option<String>>> {
-        let c = b.column(idx(n)?);
+        // Readers may hand back Utf8View; normalise to Utf8.
+        let c = deltalake::arrow::compute::cast(b.column(idx(n)?), &deltalake::arrow::datatypes::DataType::Utf8)?;
         let a = c.as_string_opt::<i32>().ok_or_else(|| eyre!("tracker column `{n}` is not a string"))?;
         Ok((0..a.len()).map(|i| a.is_valid(i).then(|| a.value(i).to_string())).collect())
     };

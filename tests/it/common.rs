@@ -98,7 +98,9 @@ impl ModelTable {
         if ids.is_empty() {
             return Affected::new();
         }
-        let (t, _) = self.table.clone().update().with_predicate(Self::in_list(ids)).with_update("payload", "'changed'").await.expect("update");
+        // A fresh value each time: delta-rs writes no change rows for an update that changes nothing.
+        let value = format!("'u{}'", self.version() + 1);
+        let (t, _) = self.table.clone().update().with_predicate(Self::in_list(ids)).with_update("payload", value.as_str()).await.expect("update");
         self.table = t;
         ids.iter().filter_map(|i| self.rows[i]).collect()
     }

@@ -34,6 +34,9 @@ fn link_table_matches_oracle_over_random_histories() {
                         affected.extend(b.random_commit(&mut rng, 30).await);
                     }
                 }
+                let preview = engine.preview("p", None).await.expect("preview");
+                let previewed: Affected = preview.rows.iter().map(|r| r.key[0].parse::<i64>().expect("int")).collect();
+                assert_eq!(previewed, affected, "seed {seed} round {round}: preview {:?}", preview.rows);
                 let report = engine.run("p", &RunOptions::default()).await.expect("run");
                 run_id += 1;
                 assert_eq!(report.outcome, Outcome::Written, "seed {seed} round {round}");

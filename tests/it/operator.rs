@@ -172,7 +172,8 @@ fn two_engines_racing_on_one_pipeline_write_once() {
         }
         let cfg = simple_config(&["a"], &[("p", &["a"])]);
         let (e1, e2) = (lake.engine(&cfg), lake.engine(&cfg));
-        let (r1, r2) = tokio::join!(e1.run("p", &RunOptions::default()), e2.run("p", &RunOptions::default()));
+        let opts = RunOptions::default();
+        let (r1, r2) = tokio::join!(e1.run("p", &opts), e2.run("p", &opts));
         let written = [&r1, &r2].iter().filter(|r| matches!(r, Ok(rep) if rep.outcome == Outcome::Written)).count();
         assert_eq!(written, 1, "exactly one run writes: {r1:?} / {r2:?}");
         for r in [&r1, &r2] {

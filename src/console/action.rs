@@ -1,0 +1,177 @@
+//! Everything that can happen to the console, as data: user commands (the unit of the key
+//! bindings table), text typed into an input, results coming back from engine tasks, ticks.
+//! Writes are a separate type ([`WriteOp`]) that only a confirmation popup turns into a task.
+
+use crate::reset::{ResetPlan, ResetTarget};
+
+use super::tasks::TaskEvent;
+
+/// The six views, in tab order (number keys 1-6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum View {
+    Upstreams,
+    Pipelines,
+    Link,
+    Preview,
+    Tracker,
+    Activity,
+}
+
+impl View {
+    pub const ALL: [View; 6] = [View::Upstreams, View::Pipelines, View::Link, View::Preview, View::Tracker, View::Activity];
+
+    pub fn title(self) -> &'static str {
+        match self {
+            View::Upstreams => "Upstreams",
+            View::Pipelines => "Pipelines",
+            View::Link => "Link table",
+            View::Preview => "Preview",
+            View::Tracker => "Tracker",
+            View::Activity => "Activity",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        match self {
+            View::Upstreams => 0,
+            View::Pipelines => 1,
+            View::Link => 2,
+            View::Preview => 3,
+            View::Tracker => 4,
+            View::Activity => 5,
+        }
+    }
+
+    pub fn next(self) -> View {
+        View::ALL[(self.index() + 1) % View::ALL.len()]
+    }
+
+    pub fn prev(self) -> View {
+        View::ALL[(self.index() + View::ALL.len() - 1) % View::ALL.len()]
+    }
+}
+
+/// A user intent. Keys, the command palette and the mouse all map to these.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Command {
+    /// Back out of the innermost thing; quit when there is nothing to back out of.
+    Quit,
+    /// Quit at once (Ctrl-c: raw mode swallows SIGINT, so it must be a binding).
+    ForceQuit,
+    /// Back out (close popup, detail pane or filter); never quits.
+    Back,
+    NextView,
+    PrevView,
+    Show(View),
+    Up,
+    Down,
+    Top,
+    Bottom,
+    PageUp,
+    PageDown,
+    /// Details of the selected row.
+    Open,
+    Help,
+    Filter,
+    Palette,
+    Refresh,
+    Cancel,
+    Sort,
+    PrevPipeline,
+    NextPipeline,
+    NextPage,
+    PrevPage,
+    /// Run the pipeline in focus (asks first).
+    RunSelected,
+    /// Run every pipeline (asks first).
+    RunAll,
+    /// Open the reset form for the selected tracker row (dry run, then asks).
+    Reset,
+    /// `y` in a confirmation popup.
+    Confirm,
+    /// Enter in a text input or the reset form.
+    Submit,
+    NextField,
+    PrevField,
+    PrevOption,
+    NextOption,
+    DeleteBack,
+    ClearInput,
+}
+
+impl Command {
+    /// Commands that lead to a write: disabled with --read-only and always confirmed.
+    pub fn is_write(self) -> bool {
+        matches!(self, Command::RunSelected | Command::RunAll | Command::Reset)
+    }
+}
+
+/// A character typed into the focused input (filter, palette, typed confirmation, form field).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Edit {
+    Insert(char),
+}
+
+/// Input to [`super::app::App::update`].
+#[derive(Debug)]
+pub enum Action {
+    Command(Command),
+    Edit(Edit),
+    Task(TaskEvent),
+    Tick,
+    Resize { width: u16, height: u16 },
+    /// A left click (only with --mouse).
+    Click { column: u16, row: u16 },
+}
+
+impl From<Command> for Action {
+    fn from(c: Command) -> Self {
+        Action::Command(c)
+    }
+}
+
+/// A write the user asked for. It is data so it can travel through the confirmation popup:
+/// only [`super::app::App`]'s confirm handler turns it into an engine task.
+#[derive(Clone, Debug)]
+pub enum WriteOp {
+    Run(String),
+    RunAll,
+    Reset { plan: ResetPlan, reason: String },
+}
+
+/// Resets moving more change rows than this must be confirmed by typing the pipeline name.
+pub const TYPED_CONFIRM_ROWS: u64 = 1000;
+
+impl WriteOp {
+    /// One line naming the write, for the popup, the Activity log and the task list.
+    pub fn describe(&self) -> String {
+        match self {
+            WriteOp::Run(p) => format!("run {p}"),
+            WriteOp::RunAll => "run all pipelines".into(),
+            WriteOp::Reset { plan, .. } => format!("reset {} to {}", plan.pipeline, describe_target(&plan.target)),
+        }
+    }
+
+    /// The word the operator must type to confirm, when y/n is not enough.
+    pub fn typed_confirmation(&self) -> Option<String> {
+        match self {
+            WriteOp::Reset { plan, .. } if reset_rows(plan) > TYPED_CONFIRM_ROWS => Some(plan.pipeline.clone()),
+            _ => None,
+        }
+    }
+}
+
+/// Change rows a reset re-reads or skips, over all its upstreams.
+pub fn reset_rows(plan: &ResetPlan) -> u64 {
+    plan.changes.iter().map(|c| c.change_rows).sum()
+}
+
+pub fn describe_target(t: &ResetTarget) -> String {
+    match t {
+        ResetTarget::Version(v) => format!("version {v}"),
+        ResetTarget::Earliest => "earliest".into(),
+        ResetTarget::Latest => "latest".into(),
+        ResetTarget::ShiftBy(n) => format!("shift by {n:+}"),
+        ResetTarget::DateTime(d) => format!("{}", d.format("%Y-%m-%d %H:%M:%SZ")),
+    }
+}

@@ -1,0 +1,234 @@
+//! Engine work as tokio tasks. The UI loop never awaits I/O: the App asks for work with a
+//! [`Request`], [`Tasks`] spawns it, and results come back as [`TaskEvent`]s on one channel.
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+
+use color_eyre::eyre::Result;
+use futures::FutureExt;
+use tokio::sync::mpsc::{self, UnboundedSender};
+use tokio::task::AbortHandle;
+use tracing::instrument::WithSubscriber;
+use tracing::Dispatch;
+
+use crate::lake;
+use crate::link::{self, LinkPage, LinkQuery};
+use crate::reset::{self, ResetPlan, ResetTarget};
+use crate::runner::{Engine, Preview, RunEvent, RunOptions, RunReport};
+use crate::status::{self, Status};
+use crate::tracker::{HistoryEntry, TrackerRow};
+
+use super::action::WriteOp;
+use super::theme::{self, ColorDepth, Theme};
+
+/// Rows the Preview view asks for (the totals always cover everything).
+pub const PREVIEW_LIMIT: usize = 500;
+/// Tracker commits shown as the audit trail.
+pub const HISTORY_LIMIT: usize = 50;
+
+/// Names one spawned task, so its progress, result and cancellation find their way back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TaskId(pub u64);
+
+/// Work for the engine.
+#[derive(Clone, Debug)]
+pub enum Job {
+    Status,
+    Tracker,
+    Preview { pipeline: String },
+    LinkPage { pipeline: String, query: LinkQuery },
+    PlanReset { pipeline: String, upstreams: Vec<String>, target: ResetTarget },
+    /// Only ever built from an accepted confirmation.
+    Write(WriteOp),
+    Theme(String),
+}
+
+/// What the App asks the loop to do.
+#[derive(Debug)]
+pub enum Request {
+    Spawn { id: TaskId, job: Job },
+    Cancel(TaskId),
+}
+
+/// The tracker view's data: one row per (pipeline, upstream) and the audit trail.
+#[derive(Clone, Debug)]
+pub struct TrackerData {
+    pub rows: Vec<TrackerRow>,
+    pub history: Vec<HistoryEntry>,
+}
+
+/// What comes back from a task (or from the demo writer).
+#[derive(Debug)]
+pub enum TaskEvent {
+    Progress { id: TaskId, progress: Progress },
+    Finished { id: TaskId, result: Finished },
+    /// The task panicked (it is logged; the console carries on).
+    Failed { id: TaskId, error: String },
+    Cancelled { id: TaskId },
+    /// An error of work the console did not ask for (the demo writer).
+    Background { error: String },
+}
+
+#[derive(Debug)]
+pub enum Progress {
+    Run(RunEvent),
+    /// One pipeline of a run-all finished.
+    PipelineDone { pipeline: String, result: Result<RunReport, String> },
+}
+
+/// A task's result; errors are rendered to text where they happen.
+#[derive(Debug)]
+pub enum Finished {
+    Status(Result<Status, String>),
+    Tracker(Result<TrackerData, String>),
+    Preview { pipeline: String, result: Result<Preview, String> },
+    LinkPage { pipeline: String, result: Result<LinkPage, String> },
+    ResetPlan { pipeline: String, result: Result<ResetPlan, String> },
+    Reset { pipeline: String, result: Result<(), String> },
+    Run { pipeline: String, result: Result<RunReport, String> },
+    RunAll,
+    Theme(Result<Theme, String>),
+}
+
+/// Spawns jobs and keeps their abort handles (cancelling a run is safe: the next run recovers).
+pub struct Tasks {
+    engine: Engine,
+    events: UnboundedSender<TaskEvent>,
+    running: HashMap<TaskId, AbortHandle>,
+    /// Tracing of task code goes to the console's log file, never to the terminal.
+    log: Dispatch,
+    depth: ColorDepth,
+}
+
+impl Tasks {
+    pub fn new(engine: Engine, events: UnboundedSender<TaskEvent>, log: Dispatch, depth: ColorDepth) -> Tasks {
+        Tasks { engine, events, running: HashMap::new(), log, depth }
+    }
+
+    pub fn execute(&mut self, request: Request) {
+        self.running.retain(|_, h| !h.is_finished());
+        match request {
+            Request::Spawn { id, job } => self.spawn(id, job),
+            Request::Cancel(id) => self.cancel(id),
+        }
+    }
+
+    fn spawn(&mut self, id: TaskId, job: Job) {
+        let engine = self.engine.clone();
+        let events = self.events.clone();
+        let depth = self.depth;
+        let work = async move {
+            // A panic in engine code must not take the console down: report it as a failure.
+            let event = match AssertUnwindSafe(run_job(&engine, id, job, &events, depth)).catch_unwind().await {
+                Ok(result) => TaskEvent::Finished { id, result },
+                Err(panic) => TaskEvent::Failed { id, error: panic_text(panic.as_ref()) },
+            };
+            let _ = events.send(event);
+        };
+        let handle = tokio::spawn(work.with_subscriber(self.log.clone()));
+        self.running.insert(id, handle.abort_handle());
+    }
+
+    fn cancel(&mut self, id: TaskId) {
+        if let Some(h) = self.running.remove(&id) {
+            if !h.is_finished() {
+                h.abort();
+                let _ = self.events.send(TaskEvent::Cancelled { id });
+            }
+        }
+    }
+
+    /// On quit: stop everything (runs stopped mid-way are recovered by the next run).
+    pub fn abort_all(&mut self) {
+        for (_, h) in self.running.drain() {
+            h.abort();
+        }
+    }
+}
+
+fn text(e: color_eyre::Report) -> String {
+    format!("{e:#}")
+}
+
+fn panic_text(panic: &(dyn Any + Send)) -> String {
+    let msg = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into());
+    format!("panicked: {msg}")
+}
+
+async fn run_job(engine: &Engine, id: TaskId, job: Job, events: &UnboundedSender<TaskEvent>, depth: ColorDepth) -> Finished {
+    match job {
+        Job::Status => Finished::Status(status::status(engine).await.map_err(text)),
+        Job::Tracker => Finished::Tracker(load_tracker(engine).await.map_err(text)),
+        Job::Preview { pipeline } => {
+            let result = engine.preview(&pipeline, Some(PREVIEW_LIMIT)).await.map_err(text);
+            Finished::Preview { pipeline, result }
+        }
+        Job::LinkPage { pipeline, query } => {
+            let result = load_link_page(engine, &pipeline, &query).await.map_err(text);
+            Finished::LinkPage { pipeline, result }
+        }
+        Job::PlanReset { pipeline, upstreams, target } => {
+            let result = reset::plan_reset(engine, &pipeline, &upstreams, target).await.map_err(text);
+            Finished::ResetPlan { pipeline, result }
+        }
+        Job::Write(WriteOp::Run(pipeline)) => {
+            let result = run_one(engine, id, &pipeline, events).await;
+            Finished::Run { pipeline, result }
+        }
+        Job::Write(WriteOp::RunAll) => {
+            for pipeline in engine.config.pipelines.keys() {
+                let result = run_one(engine, id, pipeline, events).await;
+                let progress = Progress::PipelineDone { pipeline: pipeline.clone(), result };
+                let _ = events.send(TaskEvent::Progress { id, progress });
+            }
+            Finished::RunAll
+        }
+        Job::Write(WriteOp::Reset { plan, reason }) => {
+            let result = reset::execute_reset(engine, &plan, &reason).await.map_err(text);
+            Finished::Reset { pipeline: plan.pipeline, result }
+        }
+        Job::Theme(spec) => {
+            let loaded = tokio::task::spawn_blocking(move || theme::load(&spec, depth)).await;
+            Finished::Theme(match loaded {
+                Ok(r) => r.map_err(text),
+                Err(e) => Err(e.to_string()),
+            })
+        }
+    }
+}
+
+/// One run, its step events forwarded as progress of task `id`.
+async fn run_one(engine: &Engine, id: TaskId, pipeline: &str, events: &UnboundedSender<TaskEvent>) -> Result<RunReport, String> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<RunEvent>();
+    let out = events.clone();
+    let forward = tokio::spawn(async move {
+        while let Some(ev) = rx.recv().await {
+            let _ = out.send(TaskEvent::Progress { id, progress: Progress::Run(ev) });
+        }
+    });
+    let result = engine.run(pipeline, &RunOptions::default().with_events(tx)).await.map_err(text);
+    // The sender is gone with the options: wait for the last steps so they precede the result.
+    let _ = forward.await;
+    result
+}
+
+async fn load_tracker(engine: &Engine) -> Result<TrackerData> {
+    let tracker = engine.tracker().await?;
+    let rows = tracker.rows(None).await?;
+    let history = tracker.history(HISTORY_LIMIT).await?;
+    Ok(TrackerData { rows, history })
+}
+
+async fn load_link_page(engine: &Engine, pipeline: &str, query: &LinkQuery) -> Result<LinkPage> {
+    let p = engine.config.pipeline(pipeline)?;
+    match lake::open_owned(&p.link_table, &engine.config.storage_options).await? {
+        Some(table) => link::browse(&table, &p.key, query).await,
+        // The link table is created by the first run that writes keys.
+        None => Ok(LinkPage::default()),
+    }
+}

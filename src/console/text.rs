@@ -1,0 +1,102 @@
+//! How numbers, times and engine results read on screen. Data timestamps are shown in UTC
+//! (as the Delta log and `deltalink status` show them); console events in local time.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Local};
+
+use crate::runner::{Outcome, ReadRangeView, RunReport, UpstreamRead};
+
+/// 1234567 → "1,234,567".
+pub fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::with_capacity(s.len() + s.len() / 3);
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+pub fn opt<T: ToString>(v: Option<T>) -> String {
+    v.map_or_else(|| "-".to_string(), |v| v.to_string())
+}
+
+/// A lag in seconds as "45s", "12m05s", "3h20m", "2d04h".
+pub fn age(secs: f64) -> String {
+    let s = secs.max(0.0).round() as u64;
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m{:02}s", s / 60, s % 60),
+        3600..=86_399 => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+        _ => format!("{}d{:02}h", s / 86_400, (s % 86_400) / 3600),
+    }
+}
+
+pub fn seconds(d: Duration) -> String {
+    format!("{:.2}s", d.as_secs_f64())
+}
+
+/// Milliseconds since the epoch as "2025-01-31 12:00:00" (UTC).
+pub fn utc_ms(ms: i64) -> String {
+    DateTime::from_timestamp_millis(ms).map_or_else(|| ms.to_string(), |t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+}
+
+/// An RFC 3339 UTC string from the engine, shortened to "2025-01-31 12:00:00".
+pub fn utc_text(ts: &str) -> String {
+    ts.replacen('T', " ", 1).trim_end_matches('Z').to_string()
+}
+
+pub fn clock(t: &DateTime<Local>) -> String {
+    t.format("%H:%M:%S").to_string()
+}
+
+/// One line saying what a run did (Activity log, Pipelines view).
+pub fn run_summary(r: &RunReport) -> String {
+    match r.outcome {
+        Outcome::NothingNew => format!("nothing new in {}", seconds(r.duration)),
+        Outcome::Recovered => format!("run #{} recovered (tracker completed)", opt(r.run_id)),
+        Outcome::Written => {
+            let mut s = format!(
+                "run #{} written: {} change rows → {} keys ({} new, {} updated) in {}",
+                opt(r.run_id),
+                thousands(r.change_rows),
+                thousands(r.distinct_keys),
+                thousands(r.keys_inserted),
+                thousands(r.keys_updated),
+                seconds(r.duration)
+            );
+            if r.null_key_rows > 0 {
+                s += &format!("; {} NULL-key rows skipped", thousands(r.null_key_rows));
+            }
+            s
+        }
+    }
+}
+
+/// Short form for a table cell.
+pub fn run_cell(r: &RunReport) -> String {
+    match r.outcome {
+        Outcome::NothingNew => "nothing new".into(),
+        Outcome::Recovered => format!("#{} recovered", opt(r.run_id)),
+        Outcome::Written => format!("#{} {} keys {}", opt(r.run_id), thousands(r.distinct_keys), seconds(r.duration)),
+    }
+}
+
+/// What a run or preview reads from one upstream.
+pub fn read_range(u: &UpstreamRead) -> String {
+    let from = u.processed.map_or("never read".to_string(), |p| format!("processed {p}"));
+    match u.range {
+        None if u.processed.is_none() => format!("{from}, starts at latest {}", u.pinned),
+        None => format!("{from}, latest {}: nothing new", u.pinned),
+        Some(ReadRangeView { snapshot: Some(s), to, .. }) => format!("{from}: snapshot at {s} + changes to {to}"),
+        Some(ReadRangeView { from: a, to: b, .. }) => format!("{from}: changes {a}..={b} ({} commits)", b + 1 - a),
+    }
+}
+
+/// The first line of a possibly multi-line message.
+pub fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or_default()
+}
