@@ -175,7 +175,7 @@ pub fn main() -> Result<()> {
 }
 
 fn init_stderr_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("DELTALINK_LOG").unwrap_or_else(|_| "warn".into());
+    let filter = tracing_subscriber::EnvFilter::try_from_env("DELTALINK_LOG").unwrap_or_else(|_| "warn,deltalake_core=error".into());
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 

@@ -115,6 +115,8 @@ pub struct AffectedKeys {
     pub change_rows: u64,
     pub null_key_rows: u64,
     pub distinct_keys: u64,
+    /// One row per distinct non-null key (see [`AffectedKeys::per_key`]).
+    per_key: (SchemaRef, Vec<RecordBatch>),
 }
 
 /// Group projected change rows (a union of [`project_source`] frames) per key and upstream.
@@ -147,9 +149,12 @@ pub async fn group_changes(ctx: &SessionContext, changes: DataFrame, key: &[Stri
         change_rows: 0,
         null_key_rows: 0,
         distinct_keys: 0,
+        per_key: (Arc::new(deltalake::arrow::datatypes::Schema::empty()), vec![]),
     };
     affected.count_rows();
-    affected.distinct_keys = affected.count_distinct_keys(ctx).await?;
+    affected.per_key = affected.aggregate_per_key(ctx).await?;
+    affected.distinct_keys = affected.per_key.1.iter().map(|b| b.num_rows() as u64).sum();
+    tracing::info!(rows = affected.change_rows, keys = affected.distinct_keys, "change rows grouped");
     Ok(affected)
 }
 
@@ -168,12 +173,6 @@ impl AffectedKeys {
         }
     }
 
-    async fn count_distinct_keys(&self, ctx: &SessionContext) -> Result<u64> {
-        let df = self.non_null_frame(ctx)?;
-        let keys: Vec<Expr> = self.key.iter().map(|k| ident(k)).collect();
-        Ok(df.aggregate(keys, vec![])?.count().await? as u64)
-    }
-
     /// Per-upstream rows whose key has no nulls (null keys are counted, never written).
     pub fn non_null_frame(&self, ctx: &SessionContext) -> Result<DataFrame> {
         let table = mem_table(self.schema.clone(), self.per_upstream.clone())?;
@@ -187,26 +186,34 @@ impl AffectedKeys {
         Ok(df.filter(not_null)?)
     }
 
-    /// One row per distinct key: `last_change_ts`, `upstreams` and `provenance` lists.
-    pub async fn per_key(&self, ctx: &SessionContext) -> Result<DataFrame> {
+    /// One row per distinct key (sorted, materialised): the MERGE source.
+    pub fn per_key(&self, ctx: &SessionContext) -> Result<DataFrame> {
+        let (schema, batches) = &self.per_key;
+        Ok(ctx.read_table(Arc::new(mem_table(schema.clone(), batches.clone())?))?)
+    }
+
+    /// Aggregate per key: `last_change_ts`, `upstreams` and `provenance` lists. Sorted by key
+    /// and materialised, so the MERGE source has statistics for file pruning. (Ordered
+    /// `array_agg(... ORDER BY ...)` was 100x slower here than `array_sort(array_agg(...))`.)
+    async fn aggregate_per_key(&self, ctx: &SessionContext) -> Result<(SchemaRef, Vec<RecordBatch>)> {
         let view = format!("__per_upstream_{}", uuid::Uuid::new_v4().simple());
         ctx.register_table(view.as_str(), self.non_null_frame(ctx)?.into_view())?;
         let keys = self.key.iter().map(|k| quote(k)).collect::<Vec<_>>().join(", ");
         let sql = format!(
             "SELECT {keys}, max(_ts) AS last_change_ts, \
-             array_agg({up} ORDER BY {up}) AS upstreams, \
-             array_agg(concat({up}, '@', CAST(_version AS VARCHAR), ':', _last_change) ORDER BY {up}) AS provenance \
+             array_sort(array_agg({up})) AS upstreams, \
+             array_sort(array_agg(concat({up}, '@', CAST(_version AS VARCHAR), ':', _last_change))) AS provenance \
              FROM {view} GROUP BY {keys} ORDER BY {keys}",
             up = quote(UPSTREAM_COL),
         );
-        let df = ctx.sql(&sql).await?;
-        // Materialise (sorted by key) so the MERGE source has statistics for file pruning,
-        // then release the view name.
-        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-        let batches = df.collect().await?;
+        let result = async {
+            let df = ctx.sql(&sql).await?;
+            let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+            Ok::<_, color_eyre::Report>((schema, df.collect().await?))
+        }
+        .await;
         ctx.deregister_table(view.as_str())?;
-        let table = mem_table(schema, batches)?;
-        Ok(ctx.read_table(Arc::new(table))?)
+        result
     }
 
     /// Preview rows: key, upstream, latest commit version, latest change type — ordered by key.

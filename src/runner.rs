@@ -22,6 +22,7 @@ use deltalake::datafusion::prelude::{DataFrame, SessionContext};
 use deltalake::delta_datafusion::DeltaSessionContext;
 use deltalake::schema::DataType as DeltaType;
 use deltalake::DeltaTable;
+use futures::StreamExt;
 use serde::Serialize;
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -69,6 +70,7 @@ impl RunOptions {
         self
     }
     fn reached(&self, pipeline: &str, step: Step) -> Result<()> {
+        tracing::info!(pipeline, step = step_name(step), "run step reached");
         if let Some(tx) = &self.events {
             let _ = tx.send(RunEvent::Step { pipeline: pipeline.into(), step });
         }
@@ -292,7 +294,9 @@ impl Engine {
         }
 
         if let Some(affected) = affected.filter(|a| a.distinct_keys > 0) {
-            let per_key = affected.per_key(&ctx).await?;
+            let t = Instant::now();
+            let per_key = affected.per_key(&ctx)?;
+            tracing::info!(pipeline = name, ms = t.elapsed().as_millis() as u64, "keys aggregated per key");
             let link_table = self.link_table_for(&plan, Some(&per_key)).await?;
             let merge = LinkMerge {
                 pipeline: name,
@@ -801,7 +805,7 @@ impl Engine {
         let result = async {
             plan.run_id = self.next_run_id_for_replay(&plan, replay.into.is_none()).await?;
             if let Some(a) = affected.filter(|a| a.distinct_keys > 0) {
-                let per_key = a.per_key(&ctx).await?;
+                let per_key = a.per_key(&ctx)?;
                 let table = self.link_table_for(&plan, Some(&per_key)).await?;
                 let merge = LinkMerge {
                     pipeline: &plan.pipeline.name,
@@ -859,12 +863,17 @@ impl Engine {
             ..Default::default()
         };
         let engine = Engine { cycle: Some(Arc::new(cycle)), ..self.clone() };
-        let mut out = Vec::new();
-        for n in names {
-            let r = engine.run(&n, opts).await;
-            out.push((n, r));
-        }
-        out
+        // Pipelines run concurrently (bounded): each is I/O- and CPU-light on its own.
+        let parallel = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 8);
+        let engine = &engine;
+        futures::stream::iter(names)
+            .map(|n| async move {
+                let r = engine.run(&n, opts).await;
+                (n, r)
+            })
+            .buffered(parallel)
+            .collect()
+            .await
     }
 }
 

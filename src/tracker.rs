@@ -274,7 +274,7 @@ pub struct HistoryEntry {
 
 fn is_conflict(e: &color_eyre::Report) -> bool {
     let text = format!("{e:#}");
-    ["Concurrent", "conflict", "Conflict", "VersionAlreadyExists", "already exists"].iter().any(|s| text.contains(s))
+    ["Concurrent", "conflict", "Conflict", "VersionAlreadyExists", "already exists", "Metadata changed"].iter().any(|s| text.contains(s))
 }
 
 fn check_schema(table: &DeltaTable) -> Result<()> {

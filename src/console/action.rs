@@ -18,7 +18,8 @@ pub enum View {
 }
 
 impl View {
-    pub const ALL: [View; 6] = [View::Upstreams, View::Pipelines, View::Link, View::Preview, View::Tracker, View::Activity];
+    pub const ALL: [View; 6] =
+        [View::Upstreams, View::Pipelines, View::Link, View::Preview, View::Tracker, View::Activity];
 
     pub fn title(self) -> &'static str {
         match self {
@@ -119,9 +120,15 @@ pub enum Action {
     Edit(Edit),
     Task(TaskEvent),
     Tick,
-    Resize { width: u16, height: u16 },
+    Resize {
+        width: u16,
+        height: u16,
+    },
     /// A left click (only with --mouse).
-    Click { column: u16, row: u16 },
+    Click {
+        column: u16,
+        row: u16,
+    },
 }
 
 impl From<Command> for Action {

@@ -16,6 +16,7 @@ use crate::status::{PipelineStatus, PipelineUpstreamStatus, Status, UpstreamStat
 use crate::tracker::{HistoryEntry, TrackerRow};
 
 use super::action::{Action, Command, Edit, View, WriteOp};
+use super::details;
 use super::form::ResetForm;
 use super::keys::Context;
 use super::tasks::{Finished, Job, Progress, Request, TaskEvent, TaskId, TrackerData};
@@ -380,7 +381,9 @@ impl App {
             UpstreamSort::Name => {}
             UpstreamSort::Lag => rows.sort_by_key(|r| std::cmp::Reverse(r.max_lag())),
             UpstreamSort::Latest => rows.sort_by_key(|r| std::cmp::Reverse(r.status.and_then(|s| s.latest_version))),
-            UpstreamSort::LastCommit => rows.sort_by_key(|r| std::cmp::Reverse(r.status.and_then(|s| s.last_commit_ms))),
+            UpstreamSort::LastCommit => {
+                rows.sort_by_key(|r| std::cmp::Reverse(r.status.and_then(|s| s.last_commit_ms)))
+            }
         }
         rows
     }
@@ -577,10 +580,10 @@ impl App {
                 self.detail_open = !self.detail_open;
                 return;
             }
-            View::Upstreams => self.upstream_detail(),
-            View::Link => self.link_detail(),
-            View::Tracker => self.tracker_detail(),
-            View::Activity => self.activity_detail(),
+            View::Upstreams => details::upstream(self),
+            View::Link => details::link(self),
+            View::Tracker => details::tracker(self),
+            View::Activity => details::activity(self),
             View::Preview => None,
         };
         if let Some((title, lines)) = detail {
@@ -698,7 +701,10 @@ impl App {
         if self.refuse_read_only("resetting the tracker") {
             return;
         }
-        let row = self.tracker_rows().get(self.selected(View::Tracker)).map(|r| (r.pipeline_name.clone(), r.upstream.clone()));
+        let row = self
+            .tracker_rows()
+            .get(self.selected(View::Tracker))
+            .map(|r| (r.pipeline_name.clone(), r.upstream.clone()));
         match row {
             Some((p, u)) => self.open_reset_form(&p, Some(&u)),
             None => self.flash(Level::Warn, "select a tracker row first (or :reset PIPELINE)"),
@@ -819,8 +825,12 @@ impl App {
     fn popup_command(&mut self, c: Command) {
         match (c, self.popup.as_mut()) {
             (Command::Back, _) => self.popup = None,
-            (Command::Up, Some(Popup::Help { scroll } | Popup::Detail { scroll, .. })) => *scroll = scroll.saturating_sub(1),
-            (Command::Down, Some(Popup::Help { scroll } | Popup::Detail { scroll, .. })) => *scroll = scroll.saturating_add(1),
+            (Command::Up, Some(Popup::Help { scroll } | Popup::Detail { scroll, .. })) => {
+                *scroll = scroll.saturating_sub(1)
+            }
+            (Command::Down, Some(Popup::Help { scroll } | Popup::Detail { scroll, .. })) => {
+                *scroll = scroll.saturating_add(1)
+            }
             _ => {}
         }
     }
@@ -1012,7 +1022,10 @@ impl App {
             self.link.page = None;
         }
         self.link.pipeline = pipeline.clone();
-        let job = Job::LinkPage { pipeline: pipeline.clone(), query: LinkQuery { limit: LINK_PAGE_SIZE, ..self.link.query.clone() } };
+        let job = Job::LinkPage {
+            pipeline: pipeline.clone(),
+            query: LinkQuery { limit: LINK_PAGE_SIZE, ..self.link.query.clone() },
+        };
         self.link.loading = Some(self.spawn(job, TaskKind::LinkPage, format!("link rows of {pipeline}")));
     }
 
@@ -1259,66 +1272,6 @@ impl App {
         if self.activity.len() > ACTIVITY_KEEP {
             self.activity.remove(0);
         }
-    }
-
-    // ---------------------------------------------------------------- detail popups
-
-    fn upstream_detail(&self) -> Option<(String, Vec<String>)> {
-        let rows = self.upstream_rows();
-        let row = rows.get(self.selected(View::Upstreams))?;
-        let mut lines = vec![format!("uri            {}", self.config.upstreams.get(row.name).map_or(String::new(), |u| crate::config::display_uri(&u.uri)))];
-        if let Some(s) = row.status {
-            lines.push(format!("latest version {}", text::opt(s.latest_version)));
-            lines.push(format!("change feed    {}", if s.cdf_enabled { "enabled" } else { "NOT enabled" }));
-            lines.push(format!("last commit    {} {}", s.last_commit_ts.as_deref().map_or("-".into(), text::utc_text), s.last_operation.as_deref().unwrap_or("")));
-            if let Some(e) = &s.error {
-                lines.push("error:".into());
-                lines.extend(e.lines().map(|l| format!("  {l}")));
-            }
-        }
-        lines.push(String::new());
-        lines.push("pipeline                   processed  lag  lag time  pending run".into());
-        for (p, r) in &row.readers {
-            lines.push(format!(
-                "{:<26} {:>9} {:>4}  {:>8}  {}",
-                p,
-                text::opt(r.processed_version),
-                text::opt(r.lag_versions),
-                r.lag_seconds.map_or("-".into(), text::age),
-                text::opt(r.pending_run_id)
-            ));
-        }
-        Some((format!("Upstream {}", row.name), lines))
-    }
-
-    fn link_detail(&self) -> Option<(String, Vec<String>)> {
-        let row = self.link_rows().get(self.selected(View::Link))?;
-        let Some(Ok(page)) = &self.link.page else { return None };
-        let lines = page.columns.iter().zip(row).map(|(c, v)| format!("{c:<16} {v}")).collect();
-        Some((format!("Link row of {}", self.link.pipeline), lines))
-    }
-
-    fn tracker_detail(&self) -> Option<(String, Vec<String>)> {
-        let r = *self.tracker_rows().get(self.selected(View::Tracker))?;
-        let ts = |v: Option<i64>| v.map_or("-".into(), text::utc_ms);
-        let lines = vec![
-            format!("pipeline               {}", r.pipeline_name),
-            format!("upstream               {}", r.upstream),
-            format!("last processed version {}", text::opt(r.last_processed_version)),
-            format!("  committed at (UTC)   {}", ts(r.last_processed_ts)),
-            format!("run id                 {}", text::opt(r.run_id)),
-            format!("pending version        {}", text::opt(r.pending_version)),
-            format!("pending run id         {}", text::opt(r.pending_run_id)),
-            format!("updated at (UTC)       {}", ts(r.updated_at)),
-            format!("updated by             {}", r.updated_by.as_deref().unwrap_or("-")),
-            format!("note                   {}", r.note.as_deref().unwrap_or("-")),
-        ];
-        Some(("Tracker row".into(), lines))
-    }
-
-    fn activity_detail(&self) -> Option<(String, Vec<String>)> {
-        let e = *self.activity_rows().get(self.selected(View::Activity))?;
-        Some((format!("Activity at {}", text::clock(&e.at)), e.text.lines().map(String::from).collect()))
     }
 }
 

@@ -22,18 +22,6 @@ pub enum Context {
 }
 
 impl Context {
-    pub fn title(self) -> &'static str {
-        match self {
-            Context::View(v) => v.title(),
-            Context::Help => "Help",
-            Context::Detail => "Details",
-            Context::Confirm => "Confirm",
-            Context::TypedConfirm => "Typed confirmation",
-            Context::ResetForm => "Reset form",
-            Context::Input => "Input line",
-        }
-    }
-
     /// Contexts where printable characters are text, not commands.
     pub fn takes_text(self) -> bool {
         matches!(self, Context::TypedConfirm | Context::ResetForm | Context::Input)
@@ -111,29 +99,37 @@ const fn bind(keys: &'static [KeyPress], command: Command, help: &'static str, b
 
 /// Bindings of every view (listed after the view's own ones).
 static GLOBAL: &[Binding] = &[
+    // Ordered by how much a newcomer needs them: the help overlay may scroll on small screens.
     bind(&[key('?')], Command::Help, "show the keys of this view", Some("help")),
     bind(&[key('q')], Command::Quit, "back out; quit when there is nothing to back out of", Some("quit")),
     bind(&[code(KeyCode::Esc)], Command::Back, "back out (close detail pane, clear filter)", None),
-    bind(&[ctrl('c')], Command::ForceQuit, "quit now", None),
     bind(&[code(KeyCode::Tab)], Command::NextView, "next view", Some("views")),
     bind(&[code(KeyCode::BackTab)], Command::PrevView, "previous view", None),
-    bind(&[key('1')], Command::Show(View::Upstreams), "Upstreams view", None),
-    bind(&[key('2')], Command::Show(View::Pipelines), "Pipelines view", None),
-    bind(&[key('3')], Command::Show(View::Link), "Link table view", None),
-    bind(&[key('4')], Command::Show(View::Preview), "Preview view", None),
-    bind(&[key('5')], Command::Show(View::Tracker), "Tracker view", None),
-    bind(&[key('6')], Command::Show(View::Activity), "Activity view", None),
+    bind(
+        &[key(':')],
+        Command::Palette,
+        "command palette (:run NAME, :run-all, :preview NAME, :theme NAME, :q)",
+        Some("cmd"),
+    ),
+    bind(&[code(KeyCode::F(5)), ctrl('r')], Command::Refresh, "refresh now", Some("refresh")),
+    bind(&[key('R')], Command::RunAll, "run all pipelines (asks first)", Some("run all")),
+    bind(&[key('c')], Command::Cancel, "cancel the newest task (a cancelled run is recovered by the next run)", None),
     bind(&[code(KeyCode::Up), key('k')], Command::Up, "move up", None),
     bind(&[code(KeyCode::Down), key('j')], Command::Down, "move down", None),
     bind(&[key('g'), code(KeyCode::Home)], Command::Top, "go to the first row", None),
     bind(&[key('G'), code(KeyCode::End)], Command::Bottom, "go to the last row", None),
     bind(&[code(KeyCode::PageUp)], Command::PageUp, "page up", None),
     bind(&[code(KeyCode::PageDown)], Command::PageDown, "page down", None),
-    bind(&[key(':')], Command::Palette, "command palette (:run NAME, :run-all, :preview NAME, :theme NAME, :q)", Some("cmd")),
-    bind(&[code(KeyCode::F(5)), ctrl('r')], Command::Refresh, "refresh now", Some("refresh")),
-    bind(&[key('c')], Command::Cancel, "cancel the newest task (a cancelled run is recovered by the next run)", None),
-    bind(&[key('R')], Command::RunAll, "run all pipelines (asks first)", Some("run all")),
+    bind(&[key('1')], Command::Show(View::Upstreams), "Upstreams view", None),
+    bind(&[key('2')], Command::Show(View::Pipelines), "Pipelines view", None),
+    bind(&[key('3')], Command::Show(View::Link), "Link table view", None),
+    bind(&[key('4')], Command::Show(View::Preview), "Preview view", None),
+    bind(&[key('5')], Command::Show(View::Tracker), "Tracker view", None),
+    bind(&[key('6')], Command::Show(View::Activity), "Activity view", None),
 ];
+
+/// Bindings of every context, popups and inputs included (raw mode swallows SIGINT).
+static ALWAYS: &[Binding] = &[bind(&[ctrl('c')], Command::ForceQuit, "quit now", None)];
 
 static UPSTREAMS: &[Binding] = &[
     bind(&[code(KeyCode::Enter)], Command::Open, "details of the selected upstream", Some("details")),
@@ -159,7 +155,12 @@ static LINK: &[Binding] = &[
 ];
 
 static PREVIEW: &[Binding] = &[
-    bind(&[key('r')], Command::RunSelected, "run this pipeline: write what the preview shows (asks first)", Some("run")),
+    bind(
+        &[key('r')],
+        Command::RunSelected,
+        "run this pipeline: write what the preview shows (asks first)",
+        Some("run"),
+    ),
     bind(&[code(KeyCode::Left), key('h')], Command::PrevPipeline, "previous pipeline", Some("pipeline")),
     bind(&[code(KeyCode::Right), key('l')], Command::NextPipeline, "next pipeline", None),
     bind(&[key('/')], Command::Filter, "filter affected keys", Some("filter")),
@@ -231,11 +232,7 @@ pub fn view_bindings(view: View) -> &'static [Binding] {
     }
 }
 
-pub fn global_bindings() -> &'static [Binding] {
-    GLOBAL
-}
-
-/// Every binding active in a context, the context's own first.
+/// Every binding active in a context: the context's own, then (in views) the global ones.
 pub fn bindings(ctx: Context) -> Vec<&'static Binding> {
     let own: &[Binding] = match ctx {
         Context::View(v) => view_bindings(v),
@@ -247,7 +244,7 @@ pub fn bindings(ctx: Context) -> Vec<&'static Binding> {
         Context::Input => INPUT,
     };
     let global: &[Binding] = if matches!(ctx, Context::View(_)) { GLOBAL } else { &[] };
-    own.iter().chain(global).collect()
+    own.iter().chain(global).chain(ALWAYS).collect()
 }
 
 /// What a key press means in a context: a bound command, typed text, or nothing.

@@ -36,9 +36,18 @@ pub struct TaskId(pub u64);
 pub enum Job {
     Status,
     Tracker,
-    Preview { pipeline: String },
-    LinkPage { pipeline: String, query: LinkQuery },
-    PlanReset { pipeline: String, upstreams: Vec<String>, target: ResetTarget },
+    Preview {
+        pipeline: String,
+    },
+    LinkPage {
+        pipeline: String,
+        query: LinkQuery,
+    },
+    PlanReset {
+        pipeline: String,
+        upstreams: Vec<String>,
+        target: ResetTarget,
+    },
     /// Only ever built from an accepted confirmation.
     Write(WriteOp),
     Theme(String),
@@ -61,20 +70,36 @@ pub struct TrackerData {
 /// What comes back from a task (or from the demo writer).
 #[derive(Debug)]
 pub enum TaskEvent {
-    Progress { id: TaskId, progress: Progress },
-    Finished { id: TaskId, result: Finished },
+    Progress {
+        id: TaskId,
+        progress: Progress,
+    },
+    Finished {
+        id: TaskId,
+        result: Finished,
+    },
     /// The task panicked (it is logged; the console carries on).
-    Failed { id: TaskId, error: String },
-    Cancelled { id: TaskId },
+    Failed {
+        id: TaskId,
+        error: String,
+    },
+    Cancelled {
+        id: TaskId,
+    },
     /// An error of work the console did not ask for (the demo writer).
-    Background { error: String },
+    Background {
+        error: String,
+    },
 }
 
 #[derive(Debug)]
 pub enum Progress {
     Run(RunEvent),
     /// One pipeline of a run-all finished.
-    PipelineDone { pipeline: String, result: Result<RunReport, String> },
+    PipelineDone {
+        pipeline: String,
+        result: Result<RunReport, String>,
+    },
 }
 
 /// A task's result; errors are rendered to text where they happen.
@@ -118,9 +143,10 @@ impl Tasks {
         let engine = self.engine.clone();
         let events = self.events.clone();
         let depth = self.depth;
+        let log = self.log.clone();
         let work = async move {
             // A panic in engine code must not take the console down: report it as a failure.
-            let event = match AssertUnwindSafe(run_job(&engine, id, job, &events, depth)).catch_unwind().await {
+            let event = match AssertUnwindSafe(run_job(&engine, id, job, &events, depth, &log)).catch_unwind().await {
                 Ok(result) => TaskEvent::Finished { id, result },
                 Err(panic) => TaskEvent::Failed { id, error: panic_text(panic.as_ref()) },
             };
@@ -160,9 +186,16 @@ fn panic_text(panic: &(dyn Any + Send)) -> String {
     format!("panicked: {msg}")
 }
 
-async fn run_job(engine: &Engine, id: TaskId, job: Job, events: &UnboundedSender<TaskEvent>, depth: ColorDepth) -> Finished {
+async fn run_job(
+    engine: &Engine,
+    id: TaskId,
+    job: Job,
+    events: &UnboundedSender<TaskEvent>,
+    depth: ColorDepth,
+    log: &Dispatch,
+) -> Finished {
     match job {
-        Job::Status => Finished::Status(status::status(engine).await.map_err(text)),
+        Job::Status => Finished::Status(status_off_thread(engine, log).await),
         Job::Tracker => Finished::Tracker(load_tracker(engine).await.map_err(text)),
         Job::Preview { pipeline } => {
             let result = engine.preview(&pipeline, Some(PREVIEW_LIMIT)).await.map_err(text);
@@ -202,8 +235,27 @@ async fn run_job(engine: &Engine, id: TaskId, job: Job, events: &UnboundedSender
     }
 }
 
+/// `status()` runs on a blocking thread with its own `block_on`: rustc cannot prove its future
+/// `Send` (a higher-ranked lifetime limitation with its stream closures), and `tokio::spawn`
+/// needs that. Status is never cancelled, so the blocking thread is no loss.
+async fn status_off_thread(engine: &Engine, log: &Dispatch) -> Result<Status, String> {
+    let engine = engine.clone();
+    let log = log.clone();
+    let runtime = tokio::runtime::Handle::current();
+    let probe = move || tracing::dispatcher::with_default(&log, || runtime.block_on(status::status(&engine)));
+    match tokio::task::spawn_blocking(probe).await {
+        Ok(result) => result.map_err(text),
+        Err(e) => Err(format!("status task failed: {e}")),
+    }
+}
+
 /// One run, its step events forwarded as progress of task `id`.
-async fn run_one(engine: &Engine, id: TaskId, pipeline: &str, events: &UnboundedSender<TaskEvent>) -> Result<RunReport, String> {
+async fn run_one(
+    engine: &Engine,
+    id: TaskId,
+    pipeline: &str,
+    events: &UnboundedSender<TaskEvent>,
+) -> Result<RunReport, String> {
     let (tx, mut rx) = mpsc::unbounded_channel::<RunEvent>();
     let out = events.clone();
     let forward = tokio::spawn(async move {

@@ -14,9 +14,9 @@ use crate::runner::Preview;
 use super::action::View;
 use super::app::{App, TaskKind, UpstreamRow};
 use super::tasks::PREVIEW_LIMIT;
+use super::text::{self, opt, thousands};
 use super::theme::Theme;
 use super::ui::{level_style, step_label};
-use super::text::{self, opt, thousands};
 
 /// Below this body height the Pipelines detail pane replaces the table.
 const SPLIT_MIN_HEIGHT: u16 = 22;
@@ -92,52 +92,65 @@ fn upstreams(f: &mut Frame, area: Rect, app: &App) {
         app.upstream_sort.label(),
         filter_note(app, View::Upstreams)
     );
-    let wide = area.width >= 100;
+    // Narrow terminals keep what matters for lag; Enter shows every field.
+    let cols = UpstreamCols { last_commit: area.width >= 100, operation: area.width >= 120 };
     let name_w = longest(rows.iter().map(|r| r.name), 8, 32);
-    let mut header = vec!["Upstream", "Latest", "CDF", "Last commit (UTC)"];
-    let mut widths = vec![Constraint::Length(name_w), Constraint::Length(7), Constraint::Length(4), Constraint::Length(19)];
-    if wide {
+    let mut header = vec!["Upstream", "Latest", "CDF"];
+    let mut widths = vec![Constraint::Length(name_w), Constraint::Length(7), Constraint::Length(4)];
+    if cols.last_commit {
+        header.push("Last commit (UTC)");
+        widths.push(Constraint::Length(19));
+    }
+    if cols.operation {
         header.push("Operation");
         widths.push(Constraint::Length(12));
     }
     header.push("Read by: pipeline@processed, lag");
     widths.push(Constraint::Fill(1));
-    let rows = rows.iter().map(|r| upstream_row(r, wide, t)).collect();
+    let rows = rows.iter().map(|r| upstream_row(r, cols, t)).collect();
     table(f, area, app, TableSpec { block: pane(title, t), header, widths, rows });
 }
 
-fn upstream_row<'a>(r: &UpstreamRow<'a>, wide: bool, t: &Theme) -> Row<'a> {
+#[derive(Clone, Copy)]
+struct UpstreamCols {
+    last_commit: bool,
+    operation: bool,
+}
+
+fn upstream_row<'a>(r: &UpstreamRow<'a>, cols: UpstreamCols, t: &Theme) -> Row<'a> {
     let mut cells = vec![Cell::from(r.name.to_string())];
     let Some(s) = r.status else {
-        cells.extend(["…", "…", "…"].map(Cell::from));
+        cells.extend(["…", "…"].map(Cell::from));
         return Row::new(cells);
     };
+    let optional = usize::from(cols.last_commit) + usize::from(cols.operation);
     if let Some(e) = &s.error {
         cells.push(Cell::from(Span::styled("ERROR", t.error)));
-        cells.extend(["", ""].map(Cell::from));
-        if wide {
-            cells.push(Cell::from(""));
-        }
+        cells.extend(std::iter::repeat_n(Cell::from(""), 1 + optional));
         cells.push(Cell::from(Span::styled(text::first_line(e).to_string(), t.error)));
         return Row::new(cells);
     }
     cells.push(Cell::from(opt(s.latest_version)));
     cells.push(if s.cdf_enabled { Cell::from("on") } else { Cell::from(Span::styled("OFF", t.error)) });
-    cells.push(Cell::from(s.last_commit_ts.as_deref().map_or("-".into(), text::utc_text)));
-    if wide {
+    if cols.last_commit {
+        cells.push(Cell::from(s.last_commit_ts.as_deref().map_or("-".into(), text::utc_text)));
+    }
+    if cols.operation {
         cells.push(Cell::from(s.last_operation.clone().unwrap_or_default()));
     }
-    let readers: Vec<String> = r
+    // One line per reading pipeline, so long names never hide another reader's lag.
+    let readers: Vec<Line> = r
         .readers
         .iter()
-        .map(|(p, u)| match u.lag_versions {
-            Some(0) => format!("{p}@{} ✓", opt(u.processed_version)),
-            lag => format!("{p}@{} lag {}", opt(u.processed_version), opt(lag)),
+        .map(|(p, u)| match (u.processed_version, u.lag_versions) {
+            (None, _) => Line::styled(format!("{p} never read"), t.warn),
+            (Some(v), Some(0)) => Line::styled(format!("{p}@{v} ✓"), t.ok),
+            (Some(v), lag) => Line::styled(format!("{p}@{v} lag {}", opt(lag)), t.warn),
         })
         .collect();
-    let style = if r.max_lag().unwrap_or(0) > 0 { t.warn } else { t.ok };
-    cells.push(Cell::from(Span::styled(readers.join(", "), style)));
-    Row::new(cells)
+    let height = readers.len().max(1) as u16;
+    cells.push(Cell::from(Text::from(readers)));
+    Row::new(cells).height(height)
 }
 
 // ---------------------------------------------------------------- Pipelines
@@ -158,35 +171,44 @@ fn pipelines(f: &mut Frame, area: Rect, app: &App) {
 fn pipeline_table(f: &mut Frame, area: Rect, app: &App) {
     let t = &app.theme;
     let pipelines = app.pipeline_rows();
-    let title = format!("Pipelines {}/{}{}", pipelines.len(), app.config.pipelines.len(), filter_note(app, View::Pipelines));
+    let title =
+        format!("Pipelines {}/{}{}", pipelines.len(), app.config.pipelines.len(), filter_note(app, View::Pipelines));
     let name_w = longest(pipelines.iter().map(|p| p.name.as_str()), 8, 26);
     let up_w = longest(pipelines.iter().flat_map(|p| p.sources.iter().map(|s| s.upstream.as_str())), 8, 28);
-    let wide = area.width >= 100;
+    // Processed versions are also in the detail pane; the last run needs the room more.
+    let cols = PipelineCols { processed: area.width >= 120, link_rows: area.width >= 100 };
     let mut header = vec!["Pipeline", "Upstream"];
     let mut widths = vec![Constraint::Length(name_w), Constraint::Length(up_w)];
-    if wide {
+    if cols.processed {
         header.push("Processed");
         widths.push(Constraint::Length(9));
     }
     header.push("Pending");
     widths.push(Constraint::Length(8));
-    if wide {
+    if cols.link_rows {
         header.push("Link rows");
         widths.push(Constraint::Length(9));
     }
     header.push("Last run");
     widths.push(Constraint::Fill(1));
-    let rows = pipelines.iter().map(|p| pipeline_row(app, p, wide)).collect();
+    let rows = pipelines.iter().map(|p| pipeline_row(app, p, cols)).collect();
     table(f, area, app, TableSpec { block: pane(title, t), header, widths, rows });
 }
 
+#[derive(Clone, Copy)]
+struct PipelineCols {
+    processed: bool,
+    link_rows: bool,
+}
+
 /// One row per pipeline, one line per upstream it reads.
-fn pipeline_row<'a>(app: &App, p: &Pipeline, wide: bool) -> Row<'a> {
+fn pipeline_row<'a>(app: &App, p: &Pipeline, cols: PipelineCols) -> Row<'a> {
     let t = &app.theme;
     let st = app.pipeline_status(&p.name);
     let ups = p.upstream_names();
     let per_up = |u: &String| st.and_then(|s| s.upstreams.iter().find(|x| &x.upstream == u));
-    let processed: Vec<Line> = ups.iter().map(|u| Line::from(opt(per_up(u).and_then(|x| x.processed_version)))).collect();
+    let processed: Vec<Line> =
+        ups.iter().map(|u| Line::from(opt(per_up(u).and_then(|x| x.processed_version)))).collect();
     let pending: Vec<Line> = ups
         .iter()
         .map(|u| match per_up(u).and_then(|x| x.lag_versions) {
@@ -199,11 +221,11 @@ fn pipeline_row<'a>(app: &App, p: &Pipeline, wide: bool) -> Row<'a> {
         Cell::from(p.name.clone()),
         Cell::from(Text::from(ups.iter().map(|u| Line::from(u.clone())).collect::<Vec<_>>())),
     ];
-    if wide {
+    if cols.processed {
         cells.push(Cell::from(Text::from(processed)));
     }
     cells.push(Cell::from(Text::from(pending)));
-    if wide {
+    if cols.link_rows {
         cells.push(Cell::from(st.and_then(|s| s.link_rows).map_or("?".into(), thousands)));
     }
     cells.push(Cell::from(last_run(app, &p.name)));
@@ -222,7 +244,8 @@ fn last_run(app: &App, name: &str) -> Line<'static> {
     }
     let pending = app.pipeline_status(name).and_then(|s| s.upstreams.iter().find_map(|u| u.pending_run_id));
     if let Some(run) = pending {
-        return Line::styled(format!("run #{run} interrupted: the next run completes it"), t.warn);
+        // The detail pane and Tracker say more; the next run recovers it.
+        return Line::styled(format!("run #{run} interrupted"), t.warn);
     }
     match app.last_runs.get(name) {
         Some(last) => match &last.result {
@@ -255,7 +278,13 @@ fn pipeline_detail(f: &mut Frame, area: Rect, app: &App, p: &Pipeline) {
             st.and_then(|s| s.link_rows).map_or("?".into(), thousands),
             opt(st.and_then(|s| s.last_run_id))
         )),
-        Line::styled(format!("{:<28} {:>9} {:>8} {:>6} {:>9}  pending run", "upstream", "processed", "latest", "lag", "lag time"), t.column),
+        Line::styled(
+            format!(
+                "{:<28} {:>9} {:>8} {:>6} {:>9}  pending run",
+                "upstream", "processed", "latest", "lag", "lag time"
+            ),
+            t.column,
+        ),
     ];
     for u in st.map(|s| s.upstreams.as_slice()).unwrap_or_default() {
         lines.push(Line::from(format!(
@@ -304,7 +333,10 @@ fn link(f: &mut Frame, area: Rect, app: &App) {
             f,
             area,
             pane(title, t),
-            format!("The link table of {} does not exist yet: the first run that writes keys creates it (r runs).", l.pipeline),
+            format!(
+                "The link table of {} does not exist yet: the first run that writes keys creates it (r runs).",
+                l.pipeline
+            ),
         ),
         (Some(Ok(page)), loading) => {
             let first = l.query.offset + usize::from(!page.rows.is_empty());
@@ -315,7 +347,11 @@ fn link(f: &mut Frame, area: Rect, app: &App) {
                 .map(|i| {
                     let values = page.rows.iter().map(|r| r.get(i).map_or("", String::as_str));
                     let w = longest(values.chain([page.columns[i].as_str()]), 4, 30);
-                    if i + 1 == page.columns.len() { Constraint::Fill(1) } else { Constraint::Length(w) }
+                    if i + 1 == page.columns.len() {
+                        Constraint::Fill(1)
+                    } else {
+                        Constraint::Length(w)
+                    }
                 })
                 .collect();
             let rows = page.rows.iter().map(|r| Row::new(r.iter().map(|c| Cell::from(c.clone())))).collect();
@@ -359,8 +395,10 @@ fn preview_data(f: &mut Frame, area: Rect, app: &App, data: &Preview, title: Str
     f.render_widget(Paragraph::new(lines).block(pane(title, t)), top);
 
     let rows = app.preview_rows();
-    let shown = if data.rows.len() >= PREVIEW_LIMIT { format!("first {PREVIEW_LIMIT}") } else { data.rows.len().to_string() };
-    let keys_title = format!("Affected keys {}/{shown}{}", rows.len(), filter_note(app, View::Preview));
+    let shown =
+        if data.rows.len() >= PREVIEW_LIMIT { format!("first {PREVIEW_LIMIT}") } else { data.rows.len().to_string() };
+    let keys_title =
+        format!("Affected keys by commit · rows {}/{shown}{}", rows.len(), filter_note(app, View::Preview));
     let key_header = format!("Key ({})", data.key.join(", "));
     let keys: Vec<String> = rows.iter().map(|r| r.key.join(", ")).collect();
     let key_w = longest(keys.iter().map(String::as_str).chain([key_header.as_str()]), 8, 40);
@@ -368,7 +406,7 @@ fn preview_data(f: &mut Frame, area: Rect, app: &App, data: &Preview, title: Str
         Constraint::Length(key_w),
         Constraint::Length(up_w as u16),
         Constraint::Length(8),
-        Constraint::Length(14),
+        Constraint::Length(16),
         Constraint::Fill(1),
     ];
     let table_rows = rows
@@ -409,7 +447,12 @@ fn tracker_rows(f: &mut Frame, area: Rect, app: &App, title: String) {
     let t = &app.theme;
     let rows = app.tracker_rows();
     if rows.is_empty() && app.filter(View::Tracker).is_empty() {
-        return message(f, area, pane(title, t), "The tracker has no rows yet: a pipeline gets its rows on its first run.");
+        return message(
+            f,
+            area,
+            pane(title, t),
+            "The tracker has no rows yet: a pipeline gets its rows on its first run.",
+        );
     }
     let wide = area.width >= 110;
     let p_w = longest(rows.iter().map(|r| r.pipeline_name.as_str()), 8, 26);
@@ -450,7 +493,8 @@ fn tracker_rows(f: &mut Frame, area: Rect, app: &App, title: String) {
             Row::new(cells)
         })
         .collect();
-    let title = format!("{title} · {} rows · e resets", rows.len());
+    let hint = if app.read_only { "" } else { " · e resets" };
+    let title = format!("{title} · {} rows{hint}", rows.len());
     table(f, area, app, TableSpec { block: pane(title, t), header, widths, rows: table_rows });
 }
 
@@ -496,7 +540,12 @@ fn activity(f: &mut Frame, area: Rect, app: &App) {
     let entries = app.activity_rows();
     let title = format!("Activity · {} entries{}", entries.len(), filter_note(app, View::Activity));
     if entries.is_empty() && app.filter(View::Activity).is_empty() {
-        return message(f, area, pane(title, t), "Nothing yet: runs, resets and errors are logged here (newest first).");
+        return message(
+            f,
+            area,
+            pane(title, t),
+            "Nothing yet: runs, resets and errors are logged here (newest first).",
+        );
     }
     let rows = entries
         .iter()

@@ -1,0 +1,274 @@
+#!/usr/bin/env python3
+"""deltalink benchmark harness.
+
+Generates (fixed seed) a lake of N CDF-enabled upstream tables written by the Python `deltalake`
+package (another writer), M pipelines of 2-8 upstreams each, then measures in the same run:
+
+  1. deltalink `run --all` from scratch and incrementally (wall time, change rows/s, keys/s, peak RSS);
+  2. deltalink `status --json` (the console's refresh path);
+  3. the baseline a data engineer would write instead: Python deltalake `load_cdf` + polars
+     unique + `merge` per pipeline (same lake, same ranges);
+  4. the floor: a raw pyarrow scan of the key column of every data and change file.
+
+and prints a table of figures with ratios to the baseline and the floor.
+
+Usage:  python benches/bench.py [--tables 8] [--pipelines 6] [--rows 200000] [--commits 12] [--dir DIR]
+Needs:  a release build of deltalink (cargo build --release) and deltalake, polars, pyarrow.
+"""
+
+import argparse
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+# pyarrow / polars / deltalake are imported only in the child processes (generation, baseline,
+# floor): a child forked from a big parent inherits its resident set in ru_maxrss.
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--tables", type=int, default=8)
+    p.add_argument("--pipelines", type=int, default=6)
+    p.add_argument("--rows", type=int, default=200_000, help="initial rows per table")
+    p.add_argument("--commits", type=int, default=12, help="mixed commits per table after the initial load")
+    p.add_argument("--incremental-commits", type=int, default=3)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--dir", default=None, help="lake folder (default: a temp dir, removed afterwards)")
+    p.add_argument("--bin", default=None, help="deltalink binary (default: target dir release build)")
+    p.add_argument("--python-baseline", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--generate", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--more-commits", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--floor", action="store_true", help=argparse.SUPPRESS)
+    return p.parse_args()
+
+
+def deltalink_bin(args):
+    if args.bin:
+        return args.bin
+    target = os.environ.get("CARGO_TARGET_DIR", os.path.join(os.path.dirname(__file__), "..", "target"))
+    return os.path.join(target, "release", "deltalink")
+
+
+CDF = {"delta.enableChangeDataFeed": "true"}
+
+
+def gen_table(uri, rng, rows, commits, first_id):
+    import pyarrow as pa
+    from deltalake import write_deltalake
+    ids = pa.array(range(first_id, first_id + rows), pa.int64())
+    keys = pa.array([rng.randrange(rows * 2) for _ in range(rows)], pa.int64())
+    payload = pa.array([f"p{i}" for i in range(rows)], pa.string())
+    write_deltalake(uri, pa.table({"id": ids, "k": keys, "payload": payload}), configuration=CDF)
+    apply_commits(uri, rng, commits, rows)
+
+
+def apply_commits(uri, rng, commits, rows):
+    import pyarrow as pa
+    from deltalake import DeltaTable, write_deltalake
+    dt = DeltaTable(uri)
+    for c in range(commits):
+        choice = c % 4
+        if choice == 0:
+            n = max(1, rows // 50)
+            start = 10_000_000 + rng.randrange(10_000_000) * 100
+            t = pa.table({
+                "id": pa.array(range(start, start + n), pa.int64()),
+                "k": pa.array([rng.randrange(rows * 2) for _ in range(n)], pa.int64()),
+                "payload": pa.array(["new"] * n, pa.string()),
+            })
+            write_deltalake(uri, t, mode="append")
+        elif choice == 1:
+            dt.update(updates={"payload": f"'u{c}'"}, predicate=f"id % 97 = {rng.randrange(97)}")
+        elif choice == 2:
+            dt.update(updates={"k": "k + 1"}, predicate=f"id % 211 = {rng.randrange(211)}")
+        else:
+            dt.delete(f"id % 199 = {rng.randrange(199)}")
+        dt = DeltaTable(uri)
+        if c % 10 == 9:
+            dt.create_checkpoint()
+
+
+def write_config(lake, tables, pipelines):
+    lines = ['[tracker]', 'uri = "_deltalink/tracker"']
+    for t in tables:
+        lines += [f"[upstreams.{t}]", f'uri = "{t}"']
+    for name, ups in pipelines.items():
+        lines += [f"[pipelines.{name}]", f'link_table = "_deltalink/links/{name}"', 'key = ["k"]']
+        for u in ups:
+            lines += [f"[[pipelines.{name}.sources]]", f'upstream = "{u}"', 'keys = ["k"]']
+    path = os.path.join(lake, "deltalink.toml")
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return path
+
+
+def timed(cmd, env=None):
+    """Run a command; return (seconds, peak RSS MiB of that very child, stdout)."""
+    t0 = time.perf_counter()
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env)
+        # wait4 reports the rusage of this child alone (RUSAGE_CHILDREN would be the max over all).
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        dt = time.perf_counter() - t0
+        out.seek(0)
+        err.seek(0)
+        if proc.returncode != 0:
+            sys.exit(f"{cmd} failed:\n{err.read().decode()}")
+        return dt, usage.ru_maxrss / 1024.0, out.read().decode()
+
+
+def baseline(lake, pipelines, state):
+    """What a data engineer writes instead: load_cdf + polars unique + merge, per pipeline."""
+    import pyarrow as pa
+    import polars as pl
+    from deltalake import DeltaTable, write_deltalake
+    change_rows = 0
+    keys = 0
+    for name, ups in pipelines.items():
+        frames = []
+        for u in ups:
+            dt = DeltaTable(os.path.join(lake, u))
+            latest = dt.version()
+            start = state.get((name, u), -1) + 1
+            if start > latest:
+                continue
+            t = pa.table(dt.load_cdf(starting_version=start, ending_version=latest, columns=["k"]))
+            change_rows += t.num_rows
+            frames.append(pl.from_arrow(t.select(["k"])))
+            state[(name, u)] = latest
+        if not frames:
+            continue
+        uniq = pl.concat(frames).drop_nulls().unique().with_columns(pl.lit(name).alias("pipeline_name"))
+        keys += uniq.height
+        link = os.path.join(lake, "_baseline", name)
+        src = uniq.to_arrow()
+        if not os.path.exists(os.path.join(link, "_delta_log")):
+            write_deltalake(link, src, configuration=CDF)
+        else:
+            DeltaTable(link).merge(src, "t.k = s.k", source_alias="s", target_alias="t") \
+                .when_matched_update_all().when_not_matched_insert_all().execute()
+    return change_rows, keys
+
+
+def run_baseline_child(args):
+    lake = args.dir
+    with open(os.path.join(lake, "_bench_pipelines.json")) as f:
+        pipelines = json.load(f)
+    state_path = os.path.join(lake, "_baseline_state.json")
+    state = {}
+    if os.path.exists(state_path):
+        with open(state_path) as f:
+            state = {tuple(k.split("|")): v for k, v in json.load(f).items()}
+    rows, keys = baseline(lake, pipelines, state)
+    with open(state_path, "w") as f:
+        json.dump({"|".join(k): v for k, v in state.items()}, f)
+    print(json.dumps({"change_rows": rows, "keys": keys}))
+
+
+def floor_scan(lake, tables):
+    """Raw parquet scan of the key column of every data and change file."""
+    import pyarrow.dataset as ds
+    rows = 0
+    for t in tables:
+        root = os.path.join(lake, t)
+        files = [os.path.join(d, f) for d, _, fs in os.walk(root) for f in fs
+                 if f.endswith(".parquet") and "_delta_log" not in d]
+        rows += ds.dataset(files, format="parquet").to_table(columns=["k"]).num_rows
+    return rows
+
+
+def child(args, lake, flag):
+    return [sys.executable, __file__, flag, "--dir", lake, "--tables", str(args.tables), "--pipelines",
+            str(args.pipelines), "--rows", str(args.rows), "--commits", str(args.commits),
+            "--incremental-commits", str(args.incremental_commits), "--seed", str(args.seed)]
+
+
+def layout(args):
+    rng = random.Random(args.seed)
+    tables = [f"t{i:03d}" for i in range(args.tables)]
+    pipelines = {f"p{j:02d}": rng.sample(tables, rng.randint(2, min(8, len(tables)))) for j in range(args.pipelines)}
+    return rng, tables, pipelines
+
+
+def main():
+    args = parse_args()
+    if args.python_baseline:
+        return run_baseline_child(args)
+    rng, tables, pipelines = layout(args)
+    if args.generate:
+        for i, t in enumerate(tables):
+            gen_table(os.path.join(args.dir, t), rng, args.rows, args.commits, i * 10_000_000)
+        return
+    if args.more_commits:
+        rng = random.Random(args.seed + 1)
+        for t in tables:
+            apply_commits(os.path.join(args.dir, t), rng, args.incremental_commits, args.rows)
+        return
+    if args.floor:
+        t0 = time.perf_counter()
+        rows = floor_scan(args.dir, tables)
+        print(json.dumps({"rows": rows, "seconds": time.perf_counter() - t0}))
+        return
+
+    lake = args.dir or tempfile.mkdtemp(prefix="deltalink-bench-")
+    os.makedirs(lake, exist_ok=True)
+    bin_ = deltalink_bin(args)
+    with open(os.path.join(lake, "_bench_pipelines.json"), "w") as f:
+        json.dump(pipelines, f)
+    gen_s, _, _ = timed(child(args, lake, "--generate"))
+    config = write_config(lake, tables, pipelines)
+    print(f"lake: {lake}  ({len(tables)} tables x {args.rows} rows, {args.commits} commits each, "
+          f"{len(pipelines)} pipelines; generated in {gen_s:.1f}s)", file=sys.stderr)
+
+    env = dict(os.environ, DELTALINK_LOG="error")
+    dl = [bin_, "--config", config]
+    py = child(args, lake, "--python-baseline")
+    results = {}
+
+    def phase(name):
+        s, rss, out = timed(dl + ["run", "--all", "--json"], env)
+        reports = json.loads(out)
+        rows = sum(r["change_rows"] for r in reports)
+        keys = sum(r["distinct_keys"] for r in reports)
+        bs, brss, bout = timed(py)
+        b = json.loads(bout)
+        results[name] = dict(dl_s=s, dl_rss=rss, rows=rows, keys=keys, base_s=bs, base_rss=brss,
+                             base_rows=b["change_rows"], base_keys=b["keys"])
+
+    phase("from scratch")
+    timed(child(args, lake, "--more-commits"))
+    phase("incremental")
+
+    status = []
+    for _ in range(3):
+        s, rss, _ = timed(dl + ["status", "--json"], env)
+        status.append((s, rss))
+    _, _, fout = timed(child(args, lake, "--floor"))
+    floor = json.loads(fout)
+
+    print()
+    print(f"{'phase':<14} {'deltalink s':>11} {'baseline s':>10} {'ratio':>6} {'change rows':>12} {'keys':>9} "
+          f"{'rows/s':>10} {'keys/s':>9} {'RSS MiB':>8} {'base RSS':>8} {'RSS ratio':>9}")
+    for name, r in results.items():
+        print(f"{name:<14} {r['dl_s']:>11.2f} {r['base_s']:>10.2f} {r['dl_s'] / r['base_s']:>6.2f} {r['rows']:>12,} "
+              f"{r['keys']:>9,} {r['rows'] / r['dl_s']:>10,.0f} {r['keys'] / r['dl_s']:>9,.0f} {r['dl_rss']:>8.0f} "
+              f"{r['base_rss']:>8.0f} {r['dl_rss'] / max(r['base_rss'], 1):>9.2f}")
+        if r["rows"] != r["base_rows"]:
+            print(f"  note: change rows differ (deltalink {r['rows']:,}, baseline {r['base_rows']:,})")
+    best = min(s for s, _ in status)
+    print(f"status refresh ({len(tables)} upstreams x {len(pipelines)} pipelines): best of 3 {best:.2f}s "
+          f"(whole process incl. start-up), peak RSS {min(r for _, r in status):.0f} MiB")
+    print(f"floor: raw parquet scan of the key column of all {floor['rows']:,} data+change rows: {floor['seconds']:.2f}s; "
+          f"deltalink from scratch = {results['from scratch']['dl_s'] / floor['seconds']:.1f}x the floor (end to end, incl. MERGE)")
+    if not args.dir:
+        shutil.rmtree(lake, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
