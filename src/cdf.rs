@@ -85,6 +85,9 @@ pub async fn check_range(name: &str, table: &DeltaTable, start: u64, end: u64) -
     if !lake::cdf_enabled(table) {
         return Err(Error::CdfNotEnabled { name: name.into(), table: table_name, since: String::new() }.into());
     }
+    if let Some(mode) = lake::column_mapping_mode(table) {
+        return Err(Error::ColumnMappingUnsupported { name: name.into(), table: table_name, mode }.into());
+    }
     // Track the CDF setting through the range: the last commit turning it off, and the first
     // metadata change (commits before it ran under the configuration of version start-1).
     let mut first_metadata: Option<u64> = None;

@@ -191,7 +191,10 @@ async fn dispatch(cli: Cli) -> Result<()> {
             crate::console::run_console(engine, cli.console.clone(), None).await
         }
         Some(Command::Demo { dir, no_console, commits }) => {
-            init_stderr_logging();
+            // With the console open, logs go to the console's log file, never to the terminal it draws on.
+            if *no_console {
+                init_stderr_logging();
+            }
             let opts = DemoOptions::new(dir).with_commits(*commits);
             let config_path = build_demo(&opts).await?;
             if *no_console {

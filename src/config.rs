@@ -110,11 +110,11 @@ impl fmt::Debug for Config {
 struct RawConfig {
     tracker: RawTracker,
     #[serde(default)]
+    storage: BTreeMap<String, Spanned<String>>,
+    #[serde(default)]
     upstreams: BTreeMap<String, RawUpstream>,
     #[serde(default)]
     pipelines: BTreeMap<String, RawPipeline>,
-    #[serde(default)]
-    storage: HashMap<String, String>,
 }
 
 #[derive(Deserialize)]
@@ -227,8 +227,26 @@ impl Validator<'_> {
             tracker_uri,
             upstreams,
             pipelines,
-            storage_options: raw.storage,
+            storage_options: self.storage(raw.storage)?,
         })
+    }
+
+    /// Object-store options; a value `${NAME}` is read from the environment so secrets stay
+    /// out of config files.
+    fn storage(&self, raw: BTreeMap<String, Spanned<String>>) -> Result<HashMap<String, String>, ConfigError> {
+        let mut out = HashMap::new();
+        for (key, value) in raw {
+            let field = format!("storage.{key}");
+            let text = value.get_ref();
+            let resolved = match text.strip_prefix("${").and_then(|v| v.strip_suffix('}')) {
+                Some(var) => std::env::var(var).map_err(|_| {
+                    self.invalid(value.span(), &field, format!("environment variable `{var}` is not set\n  fix: export {var}=… before starting deltalink, or put the value in the config"))
+                })?,
+                None => text.clone(),
+            };
+            out.insert(key, resolved);
+        }
+        Ok(out)
     }
 
     fn pipeline(

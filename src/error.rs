@@ -9,14 +9,29 @@ pub enum Error {
     #[error("upstream `{name}` at {uri} is not a Delta table: {detail}\n  fix: point `upstreams.{name}.uri` at the table's root folder (the one holding _delta_log)")]
     NotDelta { name: String, uri: String, detail: String },
 
+    #[error("{what} at {uri}: the object store refused access ({code})\n  fix: check the credentials deltalink is given (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, AZURE_STORAGE_*, GOOGLE_APPLICATION_CREDENTIALS in the environment, or the [storage] table of the config) and that they may read this location (and write deltalink's own tables)")]
+    StorageDenied { what: String, uri: String, code: String },
+
+    #[error("{what} at {uri}: the object store cannot be reached ({detail})\n  fix: check the endpoint (AWS_ENDPOINT_URL or the [storage] table; http:// endpoints also need AWS_ALLOW_HTTP = \"true\") and the network; options max_retries / timeout in [storage] bound how long deltalink waits")]
+    StorageUnreachable { what: String, uri: String, detail: String },
+
+    #[error("{what} at {uri}: the bucket or container does not exist\n  fix: check the bucket name in the URI (and the region / endpoint it is looked up at)")]
+    BucketMissing { what: String, uri: String },
+
     #[error("upstream `{name}` does not have the Change Data Feed enabled{since}\n  fix: run  ALTER TABLE {table} SET TBLPROPERTIES (delta.enableChangeDataFeed = true)\n  then reset the tracker to a version at or after the one that enables it")]
     CdfNotEnabled { name: String, table: String, since: String },
+
+    #[error("upstream `{name}` uses column mapping (delta.columnMapping.mode = {mode}); delta-rs cannot read the change feed of such tables yet, and reading its files by physical name would return wrong keys, so deltalink refuses it\n  fix: turn column mapping off on the table (Databricks Runtime 15.3+: ALTER TABLE {table} SET TBLPROPERTIES ('delta.columnMapping.mode' = 'none')), or point this upstream at a copy written without column mapping")]
+    ColumnMappingUnsupported { name: String, table: String, mode: String },
 
     #[error("upstream `{name}`: the change feed is not readable for versions {from}..={to}: {why}\n  earliest readable version is {earliest}\n  fix: deltalink tracker reset PIPELINE --upstream {name} --to-earliest  (keys changed in the lost versions must be backfilled downstream)")]
     VersionsUnavailable { name: String, from: u64, to: u64, earliest: u64, why: String },
 
     #[error("upstream `{name}` has no column `{column}` (needed by pipeline `{pipeline}`); its columns are: {available}\n  fix: correct the `keys`/`key` columns of pipeline `{pipeline}` (was the column renamed or dropped?)")]
     KeyColumnMissing { name: String, column: String, pipeline: String, available: String },
+
+    #[error("upstream `{name}`: key column `{column}` is now {found}, but the link table of pipeline `{pipeline}` holds {expected} (was the column retyped?)\n  fix: restore the column's type upstream, or map it with a `sql` source that casts it (SELECT CAST({column} AS ...) AS ...); to re-key the pipeline, move its link table aside and run deltalink tracker reset {pipeline} --to-earliest")]
+    KeyColumnRetyped { name: String, column: String, pipeline: String, found: String, expected: String },
 
     #[error("unknown pipeline `{name}`; configured pipelines: {known}")]
     UnknownPipeline { name: String, known: String },

@@ -57,6 +57,19 @@ pub fn project_source(
             }
             .into());
         }
+        if let Some(expected) = key_types.map(|t| &t[i]) {
+            let found = schema.field_with_unqualified_name(src)?.data_type();
+            if !same_key_family(found, expected) {
+                return Err(Error::KeyColumnRetyped {
+                    name: upstream.into(),
+                    column: src.clone(),
+                    pipeline: pipeline.into(),
+                    found: found.to_string(),
+                    expected: expected.to_string(),
+                }
+                .into());
+            }
+        }
         exprs.push(cast_key(ident(src), key_types.map(|t| &t[i])).alias(dst));
     }
     exprs.push(ident(CHANGE_TYPE));
@@ -64,6 +77,14 @@ pub fn project_source(
     exprs.push(cast(ident(COMMIT_TIMESTAMP), timestamp_type()).alias(COMMIT_TIMESTAMP));
     exprs.push(lit(upstream.to_string()).alias(UPSTREAM_COL));
     Ok(df.select(exprs)?)
+}
+
+/// Whether a key of type `found` casts losslessly enough to the link table's `expected`:
+/// widening integers and string encodings do; anything else means the column was retyped and
+/// a cast could turn keys into NULLs or different values.
+fn same_key_family(found: &DataType, expected: &DataType) -> bool {
+    let strings = |t: &DataType| matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View);
+    found == expected || (found.is_integer() && expected.is_integer()) || (strings(found) && strings(expected))
 }
 
 fn cast_key(e: Expr, ty: Option<&DataType>) -> Expr {

@@ -28,11 +28,43 @@ pub async fn open_upstream(name: &str, uri: &Url, storage: &HashMap<String, Stri
     let mut table = builder(uri, storage)?.build().map_err(|e| not_delta(name, uri, e))?;
     match table.load().await {
         Ok(()) => Ok(table),
-        Err(DeltaTableError::NotATable(_)) if uri.scheme() != "file" => {
-            Err(Error::UpstreamMissing { name: name.into(), uri: display_uri(uri) }.into())
+        Err(e) => {
+            if let Some(problem) = storage_problem(&format!("upstream `{name}`"), uri, &e) {
+                return Err(problem.into());
+            }
+            match e {
+                DeltaTableError::NotATable(_) if uri.scheme() != "file" => {
+                    Err(Error::UpstreamMissing { name: name.into(), uri: display_uri(uri) }.into())
+                }
+                e => Err(not_delta(name, uri, e).into()),
+            }
         }
-        Err(e) => Err(not_delta(name, uri, e).into()),
     }
+}
+
+/// Recognise object-store failures (credentials, endpoint, bucket) in an error, so the message
+/// says which of them to fix instead of "not a Delta table". Never echoes credentials: only
+/// the store's error code or the connection failure is kept.
+pub fn storage_problem(what: &str, uri: &Url, e: &dyn std::fmt::Display) -> Option<Error> {
+    if uri.scheme() == "file" {
+        return None;
+    }
+    let text = e.to_string();
+    let (what, uri) = (what.to_string(), display_uri(uri));
+    const DENIED: [&str; 6] =
+        ["InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "AuthorizationFailure", "ExpiredToken", "403 Forbidden"];
+    if let Some(code) = DENIED.iter().find(|c| text.contains(**c)) {
+        return Some(Error::StorageDenied { what, uri, code: code.to_string() });
+    }
+    if text.contains("NoSuchBucket") || text.contains("ContainerNotFound") {
+        return Some(Error::BucketMissing { what, uri });
+    }
+    const UNREACHABLE: [&str; 5] =
+        ["Connection refused", "tcp connect error", "dns error", "operation timed out", "error sending request"];
+    if let Some(detail) = UNREACHABLE.iter().find(|c| text.contains(**c)) {
+        return Some(Error::StorageUnreachable { what, uri, detail: detail.to_string() });
+    }
+    None
 }
 
 fn not_delta(name: &str, uri: &Url, e: DeltaTableError) -> Error {
@@ -56,8 +88,15 @@ pub async fn open_owned(uri: &Url, storage: &HashMap<String, String>) -> Result<
     let mut table = builder(uri, storage)?.build()?;
     match table.load().await {
         Ok(()) => Ok(Some(table)),
-        Err(DeltaTableError::NotATable(_)) => Ok(None),
-        Err(e) => Err(e).wrap_err_with(|| format!("cannot open {}", display_uri(uri))),
+        Err(e) => {
+            if let Some(problem) = storage_problem("deltalink's table", uri, &e) {
+                return Err(problem.into());
+            }
+            match e {
+                DeltaTableError::NotATable(_) => Ok(None),
+                e => Err(e).wrap_err_with(|| format!("cannot open {}", display_uri(uri))),
+            }
+        }
     }
 }
 
@@ -82,6 +121,13 @@ pub fn cdf_enabled(table: &DeltaTable) -> bool {
         .and_then(|s| s.metadata().configuration().get(CDF_PROPERTY).cloned())
         .map(|v| v.eq_ignore_ascii_case("true"))
         .unwrap_or(false)
+}
+
+/// The table's column-mapping mode when it is on (`name` or `id`).
+pub fn column_mapping_mode(table: &DeltaTable) -> Option<String> {
+    let snapshot = table.snapshot().ok()?;
+    let mode = snapshot.metadata().configuration().get("delta.columnMapping.mode")?.clone();
+    (!mode.eq_ignore_ascii_case("none")).then_some(mode)
 }
 
 /// What a commit says about itself.

@@ -149,7 +149,13 @@ pub async fn acquire(engine: &Engine, pipeline: &str, purpose: &str) -> Result<L
                     let _ = store.delete(&path).await;
                 }
             },
-            Err(e) => return Err(e).wrap_err_with(|| format!("cannot write the lease of pipeline `{pipeline}`")),
+            Err(e) => {
+                let what = format!("the lease of pipeline `{pipeline}` (kept under the tracker)");
+                if let Some(problem) = crate::lake::storage_problem(&what, &engine.config.tracker_uri, &e) {
+                    return Err(problem.into());
+                }
+                return Err(e).wrap_err_with(|| format!("cannot write the lease of pipeline `{pipeline}`"));
+            }
         }
     }
     Err(eyre!("pipeline `{pipeline}`: another process took the lease at the same moment; try again"))

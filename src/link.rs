@@ -99,11 +99,14 @@ pub async fn open_or_create(
 }
 
 /// Refuse a link table whose columns were changed by hand: writing into it would mix schemas.
+/// Key columns only need to exist: their types are the table's own (what upstream keys are cast
+/// to, and refused for when an upstream column was retyped).
 fn check_schema(table: &DeltaTable, pipeline: &str, key: &[(String, DeltaType)]) -> Result<()> {
     let schema = table.snapshot()?.schema();
     for want in link_columns(key) {
+        let is_key = key.iter().any(|(k, _)| k == want.name());
         match schema.field(want.name()) {
-            Some(f) if f.data_type() == want.data_type() => {}
+            Some(f) if is_key || f.data_type() == want.data_type() => {}
             Some(f) => {
                 return Err(eyre!(
                     "link table {} of pipeline `{pipeline}`: column `{}` has type {} but deltalink expects {}\n  fix: restore the column, or move the table away so deltalink recreates it (then replay the pipeline)",

@@ -5,6 +5,7 @@
 
 use color_eyre::eyre::{eyre, Result};
 use deltalake::DeltaTable;
+use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 
 use crate::cdf;
@@ -122,17 +123,28 @@ async fn plan_one(engine: &Engine, name: &str, table: &DeltaTable, current: Opti
     Ok(ResetChange { upstream: name.into(), current, new, valid, latest, commits_delta, change_rows })
 }
 
-/// The last version committed at or before `ts_ms`.
+/// The last version committed at or before `ts_ms`. Commit timestamps are made monotonic as
+/// Delta time travel does (a commit stamped before its predecessor counts as the predecessor's
+/// time + 1 ms), so a skewed clock on one writer cannot pull the target back past later commits.
 async fn version_at(name: &str, table: &DeltaTable, latest: u64, lowest: i64, ts_ms: i64) -> Result<i64> {
     let first = lowest.max(0) as u64;
-    let mut v = latest as i64;
-    while v >= first as i64 {
-        if let Some(c) = lake::read_commit(table, v as u64).await? {
-            if c.timestamp_ms.is_some_and(|t| t <= ts_ms) {
-                return Ok(v);
-            }
+    let stamps: Vec<Option<i64>> = futures::stream::iter(first..=latest)
+        .map(|v| async move { lake::read_commit(table, v).await.map(|c| c.and_then(|c| c.timestamp_ms)) })
+        .buffered(16)
+        .try_collect()
+        .await?;
+    let mut found = None;
+    let mut floor = i64::MIN;
+    for (v, stamp) in (first..=latest).zip(stamps) {
+        let Some(t) = stamp else { continue };
+        floor = t.max(floor.saturating_add(1));
+        if floor > ts_ms {
+            break;
         }
-        v -= 1;
+        found = Some(v as i64);
+    }
+    if let Some(v) = found {
+        return Ok(v);
     }
     let first_ts = lake::read_commit(table, first).await?.and_then(|c| c.timestamp_ms);
     let when = first_ts.and_then(crate::status::format_ms).unwrap_or_else(|| "unknown".into());

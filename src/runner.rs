@@ -915,12 +915,24 @@ fn explain(e: color_eyre::Report, plan: &Plan) -> color_eyre::Report {
     let ranges: Vec<String> = plan
         .reads
         .iter()
-        .filter_map(|r| r.range.map(|g| format!("{} {}..={}", r.upstream, g.from, g.to)))
+        .filter_map(|r| r.range.map(|g| format!("upstream `{}` versions {}..={}", r.upstream, g.from, g.to)))
         .collect();
     let text = format!("{e:#}");
     if text.contains("not found") || text.contains("No such file") {
+        // The missing object's path names the upstream it belongs to.
+        let gone: Vec<String> = plan
+            .reads
+            .iter()
+            .filter(|r| r.range.is_some())
+            .filter(|r| plan.tables.get(&r.upstream).is_some_and(|t| text.contains(t.table_url().path())))
+            .map(|r| r.upstream.clone())
+            .collect();
+        let upstream_flag = match gone.as_slice() {
+            [one] => format!(" --upstream {one}"),
+            _ => String::new(),
+        };
         return e.wrap_err(format!(
-            "pipeline `{}`: a data file referenced by the change feed is gone (VACUUM?) while reading {}\n  fix: deltalink tracker reset {} --to-latest for the affected upstream, and backfill those keys downstream",
+            "pipeline `{}`: the change feed is not readable: a data file it references is gone (VACUUM?) in {}\n  fix: deltalink tracker reset {}{upstream_flag} --to-latest, and backfill the keys of those versions downstream",
             plan.pipeline.name,
             ranges.join(", "),
             plan.pipeline.name

@@ -60,9 +60,18 @@ pub fn tab_at(size: (u16, u16), column: u16, row: u16) -> Option<View> {
     None
 }
 
+/// The smallest terminal the views fit in; below it the console says so instead of drawing
+/// garbled panes (keys still work, so `q` quits).
+pub const MIN_WIDTH: u16 = 60;
+pub const MIN_HEIGHT: u16 = 16;
+
 pub fn draw(f: &mut Frame, app: &App) {
     let area = f.area();
     f.render_widget(Block::default().style(app.theme.base), area);
+    if area.width < MIN_WIDTH || area.height < MIN_HEIGHT {
+        too_small(f, area, app);
+        return;
+    }
     let a = layout(area, app.write_task().is_some());
     header(f, a.header, app);
     tabs(f, a.tabs, app);
@@ -212,4 +221,13 @@ fn key_bar(f: &mut Frame, area: Rect, app: &App) {
         spans.extend(item.map(|s| if disabled { s.patch_style(t.dim.add_modifier(Modifier::CROSSED_OUT)) } else { s }));
     }
     f.render_widget(Paragraph::new(Line::from(spans)), area);
+}
+
+fn too_small(f: &mut Frame, area: Rect, app: &App) {
+    let text = format!(
+        "terminal is {}×{}; deltalink needs at least {MIN_WIDTH}×{MIN_HEIGHT}. Enlarge the window (q quits).",
+        area.width, area.height
+    );
+    let p = ratatui::widgets::Paragraph::new(text).style(app.theme.error).wrap(ratatui::widgets::Wrap { trim: true });
+    f.render_widget(p, area);
 }

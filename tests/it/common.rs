@@ -1,6 +1,6 @@
 //! Test support: upstream tables with a modelled history, configs in temp dirs, and an oracle.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -38,9 +38,18 @@ pub fn url_of(dir: &Path) -> url::Url {
 
 impl ModelTable {
     pub async fn create(dir: &Path, cdf: bool) -> ModelTable {
-        let uri = url_of(dir);
         std::fs::create_dir_all(dir).expect("mkdir");
-        let mut b = DeltaTable::try_from_url(uri).await.expect("handle").create().with_columns([
+        ModelTable::create_at(url_of(dir), &HashMap::new(), cdf).await
+    }
+
+    /// Create at any URL (e.g. `s3://…`) with object-store options.
+    pub async fn create_at(uri: url::Url, storage: &HashMap<String, String>, cdf: bool) -> ModelTable {
+        let handle = deltalake::DeltaTableBuilder::from_url(uri)
+            .expect("table url")
+            .with_storage_options(storage.clone())
+            .build()
+            .expect("handle");
+        let mut b = handle.create().with_columns([
             StructField::new("row_id", DeltaType::LONG, false),
             StructField::new("k", DeltaType::LONG, true),
             StructField::new("payload", DeltaType::STRING, true),
@@ -210,7 +219,7 @@ pub fn simple_config(upstreams: &[&str], pipelines: &[(&str, &[&str])]) -> Strin
 /// The link table's (key, run_id) pairs of a pipeline, keys parsed back to integers.
 pub async fn link_keys(engine: &Engine, pipeline: &str) -> BTreeMap<Key, i64> {
     let p = engine.config.pipeline(pipeline).expect("pipeline");
-    let Some(t) = deltalink::lake::open_owned(&p.link_table, &Default::default()).await.expect("open link") else {
+    let Some(t) = deltalink::lake::open_owned(&p.link_table, &engine.config.storage_options).await.expect("open link") else {
         return BTreeMap::new();
     };
     deltalink::link::all_keys(&t, &p.key)

@@ -526,6 +526,16 @@ fn snapshot_small_terminal_80x24() {
     insta::assert_snapshot!("pipelines_detail_80x24", render(&app, 80, 24));
 }
 
+#[test]
+fn a_terminal_too_small_says_so_and_still_quits() {
+    let mut app = app();
+    let screen = render(&app, 50, 12);
+    assert!(screen.contains("terminal is 50×12; deltalink needs at least 60×16"), "{screen}");
+    assert!(render(&app, 60, 16).contains("deltalink"), "the minimum size draws the console");
+    key(&mut app, KeyCode::Char('q'));
+    assert!(app.should_quit, "q quits even when the console cannot be drawn");
+}
+
 // ---------------------------------------------------------------- behaviour
 
 #[test]

@@ -1,4 +1,5 @@
 //! One integration-test binary (each file in tests/ would link the whole Delta stack again).
+mod catalogue;
 mod common;
 mod console;
 mod engine;
@@ -7,3 +8,4 @@ mod fixtures;
 mod joins;
 mod operator;
 mod readers;
+mod s3;
