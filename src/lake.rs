@@ -42,6 +42,54 @@ pub async fn open_upstream(name: &str, uri: &Url, storage: &HashMap<String, Stri
     }
 }
 
+/// Upstream tables kept loaded between status refreshes: a refresh lists the log past the
+/// cached version and applies only new commits, instead of replaying the log each time.
+#[derive(Default)]
+pub struct TableCache(tokio::sync::Mutex<HashMap<String, DeltaTable>>);
+
+impl TableCache {
+    /// The upstream at its latest version, from the cache when it has it.
+    pub async fn latest(&self, name: &str, uri: &Url, storage: &HashMap<String, String>) -> Result<DeltaTable> {
+        let cached = self.0.lock().await.get(uri.as_str()).cloned();
+        let table = match cached {
+            Some(mut t) => match t.update_incremental(None).await {
+                // The cached version's commit still there means the table was not dropped or
+                // re-created underneath (its versions would start again below ours).
+                Ok(()) if still_there(&t).await => t,
+                _ => open_upstream(name, uri, storage).await?,
+            },
+            None => open_upstream(name, uri, storage).await?,
+        };
+        self.0.lock().await.insert(uri.as_str().to_string(), table.clone());
+        Ok(table)
+    }
+
+    /// A table deltalink owns (link table) at its latest version; `None` when it does not exist.
+    pub async fn owned(&self, uri: &Url, storage: &HashMap<String, String>) -> Result<Option<DeltaTable>> {
+        let cached = self.0.lock().await.get(uri.as_str()).cloned();
+        let table = match cached {
+            Some(mut t) => match t.update_incremental(None).await {
+                Ok(()) if still_there(&t).await => Some(t),
+                _ => open_owned(uri, storage).await?,
+            },
+            None => open_owned(uri, storage).await?,
+        };
+        let mut cache = self.0.lock().await;
+        match &table {
+            Some(t) => cache.insert(uri.as_str().to_string(), t.clone()),
+            None => cache.remove(uri.as_str()),
+        };
+        Ok(table)
+    }
+}
+
+async fn still_there(table: &DeltaTable) -> bool {
+    match table.version() {
+        Some(v) => matches!(read_commit(table, v).await, Ok(Some(_))),
+        None => false,
+    }
+}
+
 /// Recognise object-store failures (credentials, endpoint, bucket) in an error, so the message
 /// says which of them to fix instead of "not a Delta table". Never echoes credentials: only
 /// the store's error code or the connection failure is kept.

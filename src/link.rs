@@ -15,7 +15,7 @@ use deltalake::datafusion::prelude::{DataFrame, SessionContext};
 use deltalake::datafusion::scalar::ScalarValue;
 use deltalake::kernel::transaction::CommitProperties;
 use deltalake::kernel::Transaction;
-use deltalake::operations::merge::MergeMetrics;
+use deltalake::protocol::SaveMode;
 use deltalake::schema::{ArrayType, DataType as DeltaType, StructField};
 use deltalake::{DeltaTable, TableProperty};
 use url::Url;
@@ -143,8 +143,17 @@ pub struct LinkMerge<'a> {
     pub now_us: i64,
 }
 
+/// What a link-table write did.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LinkWriteMetrics {
+    pub inserted: u64,
+    pub updated: u64,
+}
+
 impl LinkMerge<'_> {
-    pub async fn execute(self, table: DeltaTable, per_key: DataFrame) -> Result<(DeltaTable, MergeMetrics)> {
+    /// MERGE the keys into the link table. An empty link table (a new pipeline's first run, the
+    /// largest write it ever gets) is appended to instead: nothing to match, so no join.
+    pub async fn execute(self, table: DeltaTable, per_key: DataFrame) -> Result<(DeltaTable, LinkWriteMetrics)> {
         let now = || lit(ScalarValue::TimestampMicrosecond(Some(self.now_us), Some("UTC".into())));
         let mut exprs: Vec<Expr> = vec![lit(self.pipeline.to_string()).alias(PIPELINE_COL)];
         exprs.extend(self.key.iter().map(|k| ident(k)));
@@ -174,6 +183,17 @@ impl LinkMerge<'_> {
         let props = CommitProperties::default()
             .with_application_transaction(Transaction::new(app_id(self.pipeline), self.run_id))
             .with_metadata(metadata);
+        if table.snapshot()?.log_data().num_files() == 0 {
+            let rows = source.clone().count().await? as u64;
+            let table = table
+                .write(Vec::new())
+                .with_input_plan(source.logical_plan().clone())
+                .with_save_mode(SaveMode::Append)
+                .with_commit_properties(props)
+                .await
+                .wrap_err_with(|| format!("first write into the link table of pipeline `{}` failed", self.pipeline))?;
+            return Ok((table, LinkWriteMetrics { inserted: rows, updated: 0 }));
+        }
         let (table, metrics) = table
             .merge(source, predicate)
             .with_source_alias("source")
@@ -185,6 +205,10 @@ impl LinkMerge<'_> {
             })?
             .await
             .wrap_err_with(|| format!("MERGE into the link table of pipeline `{}` failed", self.pipeline))?;
+        let metrics = LinkWriteMetrics {
+            inserted: metrics.num_target_rows_inserted as u64,
+            updated: metrics.num_target_rows_updated as u64,
+        };
         Ok((table, metrics))
     }
 }

@@ -177,6 +177,8 @@ pub struct Engine {
     pub config: Arc<Config>,
     pub read_only: bool,
     pub scans: Arc<ScanCounter>,
+    /// Upstream snapshots kept between status refreshes (moved forward incrementally).
+    pub tables: Arc<lake::TableCache>,
     /// Set while `run_many` runs a cycle: shared pins and shared change reads.
     cycle: Option<Arc<Cycle>>,
 }
@@ -209,7 +211,13 @@ impl Plan {
 
 impl Engine {
     pub fn new(config: Config) -> Self {
-        Engine { config: Arc::new(config), read_only: false, scans: Arc::new(ScanCounter::default()), cycle: None }
+        Engine {
+            config: Arc::new(config),
+            read_only: false,
+            scans: Arc::new(ScanCounter::default()),
+            tables: Arc::default(),
+            cycle: None,
+        }
     }
 
     pub fn with_read_only(mut self, read_only: bool) -> Self {
@@ -306,8 +314,8 @@ impl Engine {
                 now_us: now_ms() * 1000,
             };
             let (_, metrics) = merge.execute(link_table, per_key).await?;
-            report.keys_inserted = metrics.num_target_rows_inserted as u64;
-            report.keys_updated = metrics.num_target_rows_updated as u64;
+            report.keys_inserted = metrics.inserted;
+            report.keys_updated = metrics.updated;
         }
         opts.reached(name, Step::LinkCommitted)?;
 

@@ -70,7 +70,7 @@ pub async fn probe_upstream(engine: &Engine, name: &str) -> UpstreamStatus {
         Err(e) => return failed(name, String::new(), e.to_string()),
     };
     let shown = display_uri(&uri);
-    let table = match lake::open_upstream(name, &uri, &engine.config.storage_options).await {
+    let table = match engine.tables.latest(name, &uri, &engine.config.storage_options).await {
         Ok(t) => t,
         Err(e) => return failed(name, shown, format!("{e}")),
     };
@@ -135,7 +135,7 @@ async fn pipeline_status(
     rows: &[TrackerRow],
     upstreams: &HashMap<&str, &UpstreamStatus>,
 ) -> PipelineStatus {
-    let link_rows = match lake::open_owned(&p.link_table, &engine.config.storage_options).await {
+    let link_rows = match engine.tables.owned(&p.link_table, &engine.config.storage_options).await {
         Ok(Some(t)) => link::row_count(&t).await.ok(),
         Ok(None) => Some(0),
         Err(_) => None,

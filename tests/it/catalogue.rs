@@ -234,3 +234,32 @@ fn clock_skew_in_commit_timestamps_does_not_lose_keys_or_misplace_resets() {
         assert_eq!(plan.changes[0].new, Some(1), "{plan:?}");
     });
 }
+
+#[test]
+fn an_unset_environment_variable_in_storage_names_the_field() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let p = dir.path().join("deltalink.toml");
+    let cfg = "[storage]\nAWS_SECRET_ACCESS_KEY = \"${DELTALINK_TEST_NEVER_SET_9F2}\"\n".to_string() + &simple_config(&["a"], &[("p", &["a"])]);
+    std::fs::write(&p, cfg).expect("write");
+    let e = deltalink::Config::load(&p).expect_err("must be refused").to_string();
+    assert!(e.contains("deltalink.toml:2: field `storage.AWS_SECRET_ACCESS_KEY`"), "{e}");
+    assert!(e.contains("`DELTALINK_TEST_NEVER_SET_9F2` is not set") && e.contains("fix: export"), "{e}");
+}
+
+#[test]
+fn a_tracker_ahead_of_a_recreated_upstream_is_refused() {
+    rt().block_on(async {
+        let (lake, mut a, engine) = lake_after_one_run().await;
+        a.insert(&[Some(2)]).await;
+        engine.run("p", &RunOptions::default()).await.expect("second run");
+        // The upstream is dropped and re-created: its versions start again below the tracker's.
+        std::fs::remove_dir_all(lake.path("a")).expect("drop table");
+        let mut a = ModelTable::create(&lake.path("a"), true).await;
+        a.insert(&[Some(7)]).await;
+        let before = processed(&engine).await;
+        let e = message(engine.run("p", &RunOptions::default()).await.expect_err("must refuse"));
+        assert!(e.contains("newer than its latest version 1") && e.contains("was the table re-created?"), "{e}");
+        assert!(e.contains("tracker reset p --upstream a"), "{e}");
+        assert_eq!(processed(&engine).await, before, "the tracker did not move");
+    });
+}

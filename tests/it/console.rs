@@ -794,8 +794,14 @@ fn on_path(tool: &str) -> bool {
     std::env::var_os("PATH").is_some_and(|paths| std::env::split_paths(&paths).any(|p| p.join(tool).is_file()))
 }
 
+/// Screens of the tmux run go to the target dir; `DELTALINK_SAVE_SCREENSHOTS=1` refreshes the
+/// committed ones in screenshots/ (so a plain test run leaves the checkout clean).
 fn save_screenshot(name: &str, screen: &str) {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("screenshots");
+    let dir = if std::env::var("DELTALINK_SAVE_SCREENSHOTS").is_ok_and(|v| v == "1") {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("screenshots")
+    } else {
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join("screenshots")
+    };
     std::fs::create_dir_all(&dir).expect("screenshots dir");
     std::fs::write(dir.join(format!("{name}.txt")), screen).expect("write screenshot");
 }

@@ -7,5 +7,6 @@ mod errors;
 mod fixtures;
 mod joins;
 mod operator;
+mod properties;
 mod readers;
 mod s3;
