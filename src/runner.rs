@@ -188,9 +188,34 @@ pub struct Engine {
 #[derive(Default)]
 struct Cycle {
     pins: tokio::sync::Mutex<HashMap<String, DeltaTable>>,
-    /// Upstreams read by two or more of the cycle's pipelines: their change reads are cached.
-    shared: std::collections::HashSet<String>,
-    reads: tokio::sync::Mutex<HashMap<(String, u64, u64), Arc<Vec<deltalake::arrow::array::RecordBatch>>>>,
+    /// Upstreams read by two or more of the cycle's pipelines: their change reads are cached,
+    /// projected to the columns the cycle needs (`None` = all, when a `sql` source reads it).
+    shared: HashMap<String, Option<Vec<String>>>,
+    /// One cell per (upstream, range): the first pipeline reads it, the others wait for it;
+    /// different upstreams are read concurrently.
+    reads: std::sync::Mutex<HashMap<(String, u64, u64), Arc<tokio::sync::OnceCell<SharedRead>>>>,
+}
+
+type SharedRead = Arc<Vec<deltalake::arrow::array::RecordBatch>>;
+
+/// The columns of `upstream` that the cycle's pipelines need from its change rows; `None` when
+/// some `sql` source may read any column of it.
+fn columns_needed(pipelines: &[&Pipeline], upstream: &str) -> Option<Vec<String>> {
+    let mut cols: Vec<String> = Vec::new();
+    for p in pipelines {
+        let sql_reads_it = p.sources.iter().any(|s| matches!(s.mapping, KeyMapping::Sql(_)) && p.upstream_names().iter().any(|u| u == upstream));
+        if sql_reads_it {
+            return None;
+        }
+        for s in p.sources.iter().filter(|s| s.upstream == upstream) {
+            if let KeyMapping::Columns(c) = &s.mapping {
+                cols.extend(c.iter().cloned());
+            }
+        }
+    }
+    cols.sort();
+    cols.dedup();
+    Some(cols)
 }
 
 /// A planned run: versions pinned, ranges decided, nothing written.
@@ -563,31 +588,43 @@ impl Engine {
             let table = &plan.tables[&read.upstream];
             raw.insert(read.upstream.clone(), self.read_range(ctx, &read.upstream, table, range).await?);
         }
-        let mut frames: Vec<DataFrame> = Vec::new();
+        // One frame per upstream (a source's frames unioned), grouped by key upstream by upstream.
+        let mut frames: Vec<(String, DataFrame)> = Vec::new();
+        let mut add = |upstream: &str, df: DataFrame| -> Result<()> {
+            match frames.iter_mut().find(|(u, _)| u == upstream) {
+                Some((_, acc)) => *acc = acc.clone().union(df)?,
+                None => frames.push((upstream.to_string(), df)),
+            }
+            Ok(())
+        };
         for source in &plan.pipeline.sources {
             let Some(changes) = raw.get(&source.upstream) else { continue };
             match &source.mapping {
                 KeyMapping::Columns(cols) => {
                     for df in changes {
-                        frames.push(keymap::project_source(
-                            df.clone(),
+                        add(
                             &source.upstream,
-                            &plan.pipeline.name,
-                            cols,
-                            &plan.pipeline.key,
-                            key_types.as_deref(),
-                        )?);
+                            keymap::project_source(
+                                df.clone(),
+                                &source.upstream,
+                                &plan.pipeline.name,
+                                cols,
+                                &plan.pipeline.key,
+                                key_types.as_deref(),
+                            )?,
+                        )?;
                     }
                 }
                 KeyMapping::Sql(sql) => {
                     let df = self.sql_source(ctx, plan, &source.upstream, sql, changes, &raw).await?;
-                    frames.push(df);
+                    add(&source.upstream, df)?;
                 }
             }
         }
-        let Some(first) = frames.pop() else { return Ok(None) };
-        let union = frames.into_iter().try_fold(first, |acc, f| acc.union(f))?;
-        let affected = keymap::group_changes(ctx, union, &plan.pipeline.key)
+        if frames.is_empty() {
+            return Ok(None);
+        }
+        let affected = keymap::group_changes(ctx, frames, &plan.pipeline.key)
             .await
             .map_err(|e| explain(e, plan))?;
         Ok(Some(affected))
@@ -658,7 +695,7 @@ impl Engine {
     async fn read_range(&self, ctx: &SessionContext, name: &str, table: &DeltaTable, range: ReadRange) -> Result<Vec<DataFrame>> {
         match range {
             ReadRange::Changes { start, end } => {
-                match self.cycle.as_ref().filter(|c| c.shared.contains(name)) {
+                match self.cycle.as_ref().filter(|c| c.shared.contains_key(name)) {
                     Some(cycle) => Ok(vec![self.shared_changes(ctx, cycle, name, table, start, end).await?]),
                     None => Ok(vec![cdf::changes_frame(ctx, name, table, start, end, &self.scans).await?]),
                 }
@@ -683,17 +720,27 @@ impl Engine {
         start: u64,
         end: u64,
     ) -> Result<DataFrame> {
-        let mut reads = cycle.reads.lock().await;
-        let key = (name.to_string(), start, end);
-        let batches = match reads.get(&key) {
-            Some(b) => b.clone(),
-            None => {
-                let df = cdf::changes_frame(ctx, name, table, start, end, &self.scans).await?;
-                let b = Arc::new(df.collect().await.map_err(|e| cdf::explain_read_error(name, start, end, e.into()))?);
-                reads.insert(key, b.clone());
-                b
-            }
+        let cell = {
+            let mut reads = cycle.reads.lock().map_err(|_| eyre!("shared read cache poisoned"))?;
+            reads.entry((name.to_string(), start, end)).or_default().clone()
         };
+        let columns = cycle.shared.get(name).cloned().flatten();
+        let batches = cell
+            .get_or_try_init(|| async {
+                let mut df = cdf::changes_frame(ctx, name, table, start, end, &self.scans).await?;
+                if let Some(cols) = &columns {
+                    let mut keep: Vec<&str> = cols.iter().map(String::as_str).collect();
+                    keep.extend([cdf::CHANGE_TYPE, cdf::COMMIT_VERSION, cdf::COMMIT_TIMESTAMP]);
+                    // A missing key column is reported by the pipeline's own projection later.
+                    let present: Vec<&str> =
+                        keep.into_iter().filter(|c| df.schema().field_with_unqualified_name(c).is_ok()).collect();
+                    df = df.select_columns(&present)?;
+                }
+                let batches = df.collect().await.map_err(|e| cdf::explain_read_error(name, start, end, e.into()))?;
+                Ok::<SharedRead, color_eyre::Report>(Arc::new(batches))
+            })
+            .await?
+            .clone();
         let planned = match batches.first() {
             Some(b) => b.schema(),
             None => cdf::changes_frame(ctx, name, table, start, end, &ScanCounter::default()).await?.schema().inner().clone(),
@@ -866,8 +913,16 @@ impl Engine {
                 }
             }
         }
+        let pipelines: Vec<&Pipeline> = names.iter().filter_map(|n| self.config.pipeline(n).ok()).collect();
         let cycle = Cycle {
-            shared: readers.into_iter().filter(|(_, n)| *n > 1).map(|(u, _)| u).collect(),
+            shared: readers
+                .into_iter()
+                .filter(|(_, n)| *n > 1)
+                .map(|(u, _)| {
+                    let cols = columns_needed(&pipelines, &u);
+                    (u, cols)
+                })
+                .collect(),
             ..Default::default()
         };
         let engine = Engine { cycle: Some(Arc::new(cycle)), ..self.clone() };
