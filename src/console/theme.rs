@@ -43,6 +43,11 @@ macro_rules! theme_styles {
             fn plain(name: &str) -> Theme {
                 Theme { name: name.to_string(), $($field: Style::default(),)* }
             }
+
+            /// Every style with its name, in declaration order (for tools that describe a screen).
+            pub fn styles(&self) -> Vec<(&'static str, Style)> {
+                vec![$((stringify!($field), self.$field),)*]
+            }
         }
     };
 }
@@ -196,6 +201,16 @@ fn rgb_to_256(r: u8, g: u8, b: u8) -> u8 {
         grey
     } else {
         cube as u8
+    }
+}
+
+/// The RGB a terminal shows for a colour (xterm's palette); `None` for `Reset`, the terminal's
+/// own default.
+pub fn to_rgb(c: Color) -> Option<(u8, u8, u8)> {
+    match c {
+        Color::Rgb(r, g, b) => Some((r, g, b)),
+        Color::Indexed(i) => Some(indexed_rgb(i)),
+        named => ANSI16.iter().find(|(n, _)| *n == named).map(|(_, rgb)| *rgb),
     }
 }
 

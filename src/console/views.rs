@@ -38,12 +38,16 @@ fn pane<'a>(title: String, t: &Theme) -> Block<'a> {
     Block::bordered().border_style(t.border).title(Span::styled(format!(" {title} "), t.title))
 }
 
+/// Width of the selection marker column (`› `) of every selectable table.
+const MARKER: u16 = 2;
+
 /// A table with the theme's header and selection styles, the selection kept visible.
 fn table(f: &mut Frame, area: Rect, app: &App, spec: TableSpec<'_>) {
     let t = &app.theme;
     let header = Row::new(spec.header.iter().map(|h| Cell::from(*h))).style(t.column);
     let n = spec.rows.len();
-    let table = Table::new(spec.rows, spec.widths)
+    let widths = fit_columns(spec.widths, spec.block.inner(area).width.saturating_sub(MARKER));
+    let table = Table::new(spec.rows, widths)
         .header(header)
         .block(spec.block)
         .row_highlight_style(t.selected)
@@ -51,6 +55,30 @@ fn table(f: &mut Frame, area: Rect, app: &App, spec: TableSpec<'_>) {
         .highlight_spacing(HighlightSpacing::Always);
     let mut state = TableState::default().with_selected((n > 0).then(|| app.selected(app.view)));
     f.render_stateful_widget(table, area, &mut state);
+}
+
+/// Column widths that fit `width`, cut from the right when the wanted ones do not. Left to
+/// the layout solver, an overflowing table has many equally bad solutions and the solver picks
+/// a different one from run to run (columns jump); cutting from the right is stable and keeps
+/// the identifying first columns whole.
+fn fit_columns(widths: Vec<Constraint>, width: u16) -> Vec<Constraint> {
+    let gaps = widths.len().saturating_sub(1) as u16; // ratatui's column spacing is 1
+    let wanted = |c: &Constraint| match c {
+        Constraint::Length(n) | Constraint::Min(n) => *n,
+        _ => 0,
+    };
+    if widths.iter().map(wanted).sum::<u16>() + gaps <= width {
+        return widths;
+    }
+    let mut left = width.saturating_sub(gaps);
+    widths
+        .iter()
+        .map(|c| {
+            let n = wanted(c).min(left);
+            left -= n;
+            Constraint::Length(n)
+        })
+        .collect()
 }
 
 struct TableSpec<'a> {
@@ -530,6 +558,7 @@ fn audit_trail(f: &mut Frame, area: Rect, app: &App) {
     let header = Row::new(["Ver", "Time (UTC)", "Action", "Pipeline", "Operator", "Reason / details"]).style(t.column);
     let block = pane(format!("Audit trail · last {} tracker commits", history.len()), t);
     // Not selectable: the audit trail is read-only context for the rows above.
+    let widths = fit_columns(widths, block.inner(area).width);
     f.render_widget(Table::new(rows, widths).header(header).block(block), area);
 }
 

@@ -13,7 +13,7 @@ use deltalink::console::action::{Action, Command, View};
 use deltalink::console::app::{App, Clock, Popup};
 use deltalink::console::keys::{self, Context};
 use deltalink::console::tasks::{Finished, Job, Request, TaskEvent, TrackerData};
-use deltalink::console::theme::{self, ColorDepth, ThemeEnv};
+use deltalink::console::theme::{self, ColorDepth, Theme, ThemeEnv};
 use deltalink::console::ui;
 use deltalink::keymap::PreviewRow;
 use deltalink::link::LinkPage;
@@ -22,8 +22,9 @@ use deltalink::runner::{Outcome, Preview, ReadRangeView, RunReport, UpstreamRead
 use deltalink::status::{PipelineStatus, PipelineUpstreamStatus, Status, UpstreamStatus};
 use deltalink::tracker::{HistoryEntry, TrackerRow};
 use ratatui::backend::TestBackend;
+use ratatui::buffer::Buffer;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
-use ratatui::style::Color;
+use ratatui::style::{Color, Modifier, Style};
 use ratatui::Terminal;
 
 // ---------------------------------------------------------------- fixtures
@@ -237,17 +238,26 @@ fn keys_typed(app: &mut App, text: &str) {
     }
 }
 
-fn render(app: &App, width: u16, height: u16) -> String {
+/// The screen `ui::draw` paints for `app`, cells with their styles.
+fn draw(app: &App, width: u16, height: u16) -> Buffer {
     let mut term = Terminal::new(TestBackend::new(width, height)).expect("test terminal");
     term.draw(|f| ui::draw(f, app)).expect("draw");
-    let buf = term.backend().buffer();
+    term.backend().buffer().clone()
+}
+
+/// The characters of a screen, one line per row, trailing blanks trimmed.
+fn text_of(buf: &Buffer) -> String {
     let mut out = String::new();
-    for y in 0..height {
-        let line: String = (0..width).map(|x| buf.cell((x, y)).map_or(" ", |c| c.symbol())).collect();
+    for y in 0..buf.area.height {
+        let line: String = (0..buf.area.width).map(|x| buf.cell((x, y)).map_or(" ", |c| c.symbol())).collect();
         out.push_str(line.trim_end());
         out.push('\n');
     }
     out
+}
+
+fn render(app: &App, width: u16, height: u16) -> String {
+    text_of(&draw(app, width, height))
 }
 
 fn is_write_spawn(r: &Request) -> bool {
@@ -375,15 +385,8 @@ fn tracker_app() -> App {
     app
 }
 
-// ---------------------------------------------------------------- snapshots of every view
-
-#[test]
-fn snapshot_upstreams_view() {
-    insta::assert_snapshot!("upstreams_100x30", render(&app(), 100, 30));
-}
-
-#[test]
-fn snapshot_pipelines_view_with_detail_pane() {
+/// The Pipelines view after a run, enriched_publications selected, its detail pane open.
+fn pipelines_app() -> App {
     let mut app = app();
     key(&mut app, KeyCode::Char('2'));
     key(&mut app, KeyCode::Char('j'));
@@ -395,11 +398,11 @@ fn snapshot_pipelines_view_with_detail_pane() {
         },
     }));
     key(&mut app, KeyCode::Enter);
-    insta::assert_snapshot!("pipelines_100x30", render(&app, 100, 30));
+    app
 }
 
-#[test]
-fn snapshot_link_view() {
+/// The Link view of enriched_publications with its first page.
+fn link_app() -> App {
     let mut app = app();
     key(&mut app, KeyCode::Char('2'));
     key(&mut app, KeyCode::Char('j'));
@@ -411,11 +414,11 @@ fn snapshot_link_view() {
         _ => None,
     });
     assert!(asked.iter().any(|r| matches!(r, Request::Spawn { job: Job::LinkPage { pipeline, .. }, .. } if pipeline == "enriched_publications")));
-    insta::assert_snapshot!("link_100x30", render(&app, 100, 30));
+    app
 }
 
-#[test]
-fn snapshot_preview_view_spinner_then_result() {
+/// The Preview view of enriched_publications: first the spinner (checked), then the result.
+fn preview_app() -> App {
     let mut app = app();
     key(&mut app, KeyCode::Char('2'));
     key(&mut app, KeyCode::Char('j'));
@@ -431,16 +434,11 @@ fn snapshot_preview_view_spinner_then_result() {
             }));
         }
     }
-    insta::assert_snapshot!("preview_100x30", render(&app, 100, 30));
+    app
 }
 
-#[test]
-fn snapshot_tracker_view() {
-    insta::assert_snapshot!("tracker_100x30", render(&tracker_app(), 100, 30));
-}
-
-#[test]
-fn snapshot_activity_view() {
+/// The Activity view with a run, a failed run and a background error.
+fn activity_app() -> App {
     let mut app = app();
     let id = deltalink::console::tasks::TaskId(900);
     let run = |pipeline: &str, result| {
@@ -453,35 +451,21 @@ fn snapshot_activity_view() {
     ));
     app.update(Action::Task(TaskEvent::Background { error: "demo writer: commit conflict".into() }));
     key(&mut app, KeyCode::Char('6'));
-    insta::assert_snapshot!("activity_100x30", render(&app, 100, 30));
+    app
 }
 
-#[test]
-fn snapshot_help_overlay() {
+/// The help overlay over the Pipelines view.
+fn help_app() -> App {
     let mut app = app();
     key(&mut app, KeyCode::Char('2'));
     key(&mut app, KeyCode::Char('?'));
     assert_eq!(app.context(), Context::Help);
-    insta::assert_snapshot!("help_pipelines_100x30", render(&app, 100, 30));
-    key(&mut app, KeyCode::Esc);
-    assert_eq!(app.context(), Context::View(View::Pipelines));
+    app
 }
 
-#[test]
-fn snapshot_read_only_badge_and_flash_on_write_attempt() {
-    let mut app = app_with(true);
-    key(&mut app, KeyCode::Char('2'));
-    key(&mut app, KeyCode::Char('r'));
-    assert!(app.popup.is_none(), "a read-only console proposes no write");
-    assert!(app.drain_requests().iter().all(|r| !is_write_spawn(r)));
-    let screen = render(&app, 100, 30);
-    assert!(screen.contains("[RO]"), "{screen}");
-    assert!(screen.contains("read-only: running a pipeline is disabled"), "{screen}");
-    insta::assert_snapshot!("read_only_flash_100x30", screen);
-}
-
-#[test]
-fn snapshot_reset_confirmation_popup() {
+/// A planned reset of enriched_publications/publications to version 200, waiting for the
+/// pipeline name to be typed (half of it is).
+fn reset_confirm_app() -> App {
     let mut app = tracker_app();
     key(&mut app, KeyCode::Char('j')); // enriched_publications / publications
     key(&mut app, KeyCode::Char('e'));
@@ -503,6 +487,84 @@ fn snapshot_reset_confirmation_popup() {
     key(&mut app, KeyCode::Enter);
     assert_eq!(app.context(), Context::TypedConfirm, "4,500 change rows need the pipeline name typed");
     keys_typed(&mut app, "enriched");
+    app
+}
+
+/// The six views first, then the two popups: what the snapshot tests, the theme snapshots
+/// and the SVG screenshots all show, built once.
+const SCREENS: [&str; 8] =
+    ["upstreams", "pipelines", "link", "preview", "tracker", "activity", "help", "reset_confirm"];
+
+fn screen_app(name: &str) -> App {
+    match name {
+        "upstreams" => app(),
+        "pipelines" => pipelines_app(),
+        "link" => link_app(),
+        "preview" => preview_app(),
+        "tracker" => tracker_app(),
+        "activity" => activity_app(),
+        "help" => help_app(),
+        "reset_confirm" => reset_confirm_app(),
+        other => panic!("no fixture screen `{other}`"),
+    }
+}
+
+// ---------------------------------------------------------------- snapshots of every view
+
+#[test]
+fn snapshot_upstreams_view() {
+    insta::assert_snapshot!("upstreams_100x30", render(&app(), 100, 30));
+}
+
+#[test]
+fn snapshot_pipelines_view_with_detail_pane() {
+    insta::assert_snapshot!("pipelines_100x30", render(&pipelines_app(), 100, 30));
+}
+
+#[test]
+fn snapshot_link_view() {
+    insta::assert_snapshot!("link_100x30", render(&link_app(), 100, 30));
+}
+
+#[test]
+fn snapshot_preview_view_spinner_then_result() {
+    insta::assert_snapshot!("preview_100x30", render(&preview_app(), 100, 30));
+}
+
+#[test]
+fn snapshot_tracker_view() {
+    insta::assert_snapshot!("tracker_100x30", render(&tracker_app(), 100, 30));
+}
+
+#[test]
+fn snapshot_activity_view() {
+    insta::assert_snapshot!("activity_100x30", render(&activity_app(), 100, 30));
+}
+
+#[test]
+fn snapshot_help_overlay() {
+    let mut app = help_app();
+    insta::assert_snapshot!("help_pipelines_100x30", render(&app, 100, 30));
+    key(&mut app, KeyCode::Esc);
+    assert_eq!(app.context(), Context::View(View::Pipelines));
+}
+
+#[test]
+fn snapshot_read_only_badge_and_flash_on_write_attempt() {
+    let mut app = app_with(true);
+    key(&mut app, KeyCode::Char('2'));
+    key(&mut app, KeyCode::Char('r'));
+    assert!(app.popup.is_none(), "a read-only console proposes no write");
+    assert!(app.drain_requests().iter().all(|r| !is_write_spawn(r)));
+    let screen = render(&app, 100, 30);
+    assert!(screen.contains("[RO]"), "{screen}");
+    assert!(screen.contains("read-only: running a pipeline is disabled"), "{screen}");
+    insta::assert_snapshot!("read_only_flash_100x30", screen);
+}
+
+#[test]
+fn snapshot_reset_confirmation_popup() {
+    let mut app = reset_confirm_app();
     insta::assert_snapshot!("reset_confirm_100x30", render(&app, 100, 30));
 
     key(&mut app, KeyCode::Enter); // wrong name: refused
@@ -746,6 +808,180 @@ fn theme_file_by_path() {
     assert_eq!(t.header.bg, Some(Color::Yellow));
 }
 
+/// Where the colours are, which text snapshots cannot show: every distinct cell style gets a
+/// letter, the legend names it after the theme style it equals (over the base, or over a
+/// popup's cleared cells) and the screen is drawn in those letters.
+fn style_map(buf: &Buffer, theme: &Theme) -> String {
+    type StyleKey = (Color, Color, Modifier);
+    let resolve = |s: Style| -> StyleKey {
+        (s.fg.unwrap_or(Color::Reset), s.bg.unwrap_or(Color::Reset), s.add_modifier - s.sub_modifier)
+    };
+    let layers = [("", theme.base), ("popup+", Style::reset().patch(theme.popup))];
+    // Themes may give several styles the same look (mono does): name them all, `a=b`.
+    let names = |k: &StyleKey| {
+        layers
+            .iter()
+            .map(|(layer, under)| {
+                let same = theme.styles().into_iter().filter(|(_, s)| resolve(under.patch(*s)) == *k);
+                same.map(|(n, _)| format!("{layer}{n}")).collect::<Vec<_>>().join("=")
+            })
+            .find(|n| !n.is_empty())
+            .unwrap_or_else(|| "-".into())
+    };
+    let letters: Vec<char> = ('a'..='z').chain('A'..='Z').chain('0'..='9').collect();
+    let mut seen: Vec<StyleKey> = Vec::new();
+    let mut grid = String::new();
+    for y in 0..buf.area.height {
+        for x in 0..buf.area.width {
+            let c = &buf[(x, y)];
+            let k = (c.fg, c.bg, c.modifier);
+            let i = seen.iter().position(|s| *s == k).unwrap_or_else(|| {
+                seen.push(k);
+                seen.len() - 1
+            });
+            grid.push(letters.get(i).copied().unwrap_or('?'));
+        }
+        grid.push('\n');
+    }
+    let colour =
+        |c: Color| theme::to_rgb(c).map_or("default".to_string(), |(r, g, b)| format!("#{r:02x}{g:02x}{b:02x}"));
+    let mut legend = String::from("styles:\n");
+    for (i, k) in seen.iter().enumerate() {
+        let mods: Vec<String> = k.2.iter_names().map(|(n, _)| n.to_lowercase()).collect();
+        let name = names(k);
+        legend += &format!(
+            "  {}  {} on {} {:<20} {name}\n",
+            letters.get(i).copied().unwrap_or('?'),
+            colour(k.0),
+            colour(k.1),
+            mods.join(",")
+        );
+    }
+    legend + &grid
+}
+
+#[test]
+fn snapshots_of_every_view_per_theme_and_size() {
+    // The dark snapshot holds the text and its styles; the other themes hold only their
+    // styles, after checking that a theme changes no character of the screen.
+    for (w, h) in [(80, 24), (160, 48)] {
+        for name in &SCREENS[..6] {
+            let mut dark_text = None;
+            for (theme_name, _) in theme::BUILTIN {
+                let mut app = screen_app(name);
+                app.theme = theme::load(theme_name, ColorDepth::TrueColor).expect("built-in theme");
+                let buf = draw(&app, w, h);
+                let text = text_of(&buf);
+                let styles = style_map(&buf, &app.theme);
+                let snap = format!("{name}_{theme_name}_{w}x{h}");
+                match &dark_text {
+                    None => {
+                        insta::assert_snapshot!(snap, format!("{text}\n{styles}"));
+                        dark_text = Some(text);
+                    }
+                    Some(dark) => {
+                        assert_eq!(&text, dark, "{snap}: the theme changed the text");
+                        insta::assert_snapshot!(snap, styles);
+                    }
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------- SVG screenshots
+
+/// One cell of an SVG screenshot: 14px monospace advances about 0.6em.
+const CELL_W: f32 = 8.4;
+const CELL_H: f32 = 17.0;
+
+/// `#rrggbb` of a colour; `Reset` (the terminal's default) becomes `default`.
+fn hex(c: Color, default: Color) -> String {
+    let (r, g, b) = theme::to_rgb(c).or_else(|| theme::to_rgb(default)).unwrap_or((0, 0, 0));
+    format!("#{r:02x}{g:02x}{b:02x}")
+}
+
+/// A screen as SVG. Each run of equal-styled cells in a row becomes a background rect and a
+/// text stretched to exactly the run's cells, so the grid holds whatever font the viewer has.
+/// `base` stands in for the terminal's default colours (`Color::Reset`).
+fn buffer_to_svg(buf: &Buffer, base: Style) -> String {
+    let (dfg, dbg) = (base.fg.unwrap_or(Color::Gray), base.bg.unwrap_or(Color::Black));
+    let (w, h) = (buf.area.width, buf.area.height);
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{:.0}\" height=\"{:.0}\" \
+         font-family=\"'DejaVu Sans Mono', Menlo, Consolas, monospace\" font-size=\"14\" xml:space=\"preserve\">\n\
+         <style>text {{ white-space: pre }}</style>\n<rect width=\"100%\" height=\"100%\" fill=\"{}\"/>\n",
+        f32::from(w) * CELL_W,
+        f32::from(h) * CELL_H,
+        hex(dbg, dbg)
+    );
+    for y in 0..h {
+        let mut x = 0;
+        while x < w {
+            let first = &buf[(x, y)];
+            let (start, style) = (x, (first.fg, first.bg, first.modifier));
+            let mut text = String::new();
+            while x < w && (buf[(x, y)].fg, buf[(x, y)].bg, buf[(x, y)].modifier) == style {
+                text.push_str(buf[(x, y)].symbol());
+                x += 1;
+            }
+            let (mut fg, mut bg, m) = (hex(style.0, dfg), hex(style.1, dbg), style.2);
+            if m.contains(Modifier::REVERSED) {
+                std::mem::swap(&mut fg, &mut bg);
+            }
+            let (px, py, width) = (f32::from(start) * CELL_W, f32::from(y) * CELL_H, f32::from(x - start) * CELL_W);
+            if bg != hex(dbg, dbg) {
+                svg += &format!(
+                    "<rect x=\"{px:.1}\" y=\"{py:.1}\" width=\"{width:.1}\" height=\"{CELL_H}\" fill=\"{bg}\"/>\n"
+                );
+            }
+            if text.trim().is_empty() {
+                continue;
+            }
+            let mut attrs = format!("fill=\"{fg}\"");
+            for (flag, attr) in [
+                (Modifier::BOLD, " font-weight=\"bold\""),
+                (Modifier::ITALIC, " font-style=\"italic\""),
+                (Modifier::DIM, " fill-opacity=\"0.6\""),
+                (Modifier::UNDERLINED, " text-decoration=\"underline\""),
+                (Modifier::CROSSED_OUT, " text-decoration=\"line-through\""),
+            ] {
+                if m.contains(flag) {
+                    attrs += attr;
+                }
+            }
+            let escaped = text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+            svg += &format!(
+                "<text x=\"{px:.1}\" y=\"{:.1}\" textLength=\"{width:.1}\" lengthAdjust=\"spacingAndGlyphs\" {attrs}>{escaped}</text>\n",
+                py + CELL_H * 0.78
+            );
+        }
+    }
+    svg + "</svg>\n"
+}
+
+/// Every view, the help overlay and the reset confirmation as SVG in the dark theme, from the
+/// snapshot fixtures; `DELTALINK_SAVE_SCREENSHOTS=1` refreshes screenshots/*.svg.
+#[test]
+fn screenshots_of_every_view_as_svg() {
+    let dark = theme::load("dark", ColorDepth::TrueColor).expect("dark");
+    for name in SCREENS {
+        let mut app = screen_app(name);
+        app.theme = dark.clone();
+        let svg = buffer_to_svg(&draw(&app, 120, 32), dark.base);
+        let title = match View::ALL.iter().find(|v| v.title().to_lowercase().starts_with(name)) {
+            Some(v) => format!("{} {}", v.index() + 1, v.title()),
+            None if name == "help" => "Keys: Pipelines".into(),
+            None => "Confirm".into(),
+        };
+        assert!(svg.starts_with("<svg") && svg.ends_with("</svg>\n"), "{name}: not an SVG document");
+        assert!(svg.contains(&title), "{name}: no `{title}` in the SVG");
+        assert_eq!(svg.matches("<text").count(), svg.matches("</text>").count(), "{name}: unbalanced text");
+        assert!(svg.contains("fill=\"#1e2030\""), "{name}: the dark theme's background is missing");
+        save_screenshot(&format!("{name}.svg"), &svg);
+    }
+}
+
 // ---------------------------------------------------------------- end to end, in tmux
 
 /// A private tmux server (its own socket), killed when dropped.
@@ -794,16 +1030,16 @@ fn on_path(tool: &str) -> bool {
     std::env::var_os("PATH").is_some_and(|paths| std::env::split_paths(&paths).any(|p| p.join(tool).is_file()))
 }
 
-/// Screens of the tmux run go to the target dir; `DELTALINK_SAVE_SCREENSHOTS=1` refreshes the
-/// committed ones in screenshots/ (so a plain test run leaves the checkout clean).
-fn save_screenshot(name: &str, screen: &str) {
+/// Screenshots go to the target dir; `DELTALINK_SAVE_SCREENSHOTS=1` refreshes the committed
+/// ones in screenshots/ instead (so a plain test run leaves the checkout clean).
+fn save_screenshot(file_name: &str, contents: &str) {
     let dir = if std::env::var("DELTALINK_SAVE_SCREENSHOTS").is_ok_and(|v| v == "1") {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("screenshots")
     } else {
         Path::new(env!("CARGO_TARGET_TMPDIR")).join("screenshots")
     };
     std::fs::create_dir_all(&dir).expect("screenshots dir");
-    std::fs::write(dir.join(format!("{name}.txt")), screen).expect("write screenshot");
+    std::fs::write(dir.join(file_name), contents).expect("write screenshot");
 }
 
 #[test]
@@ -840,21 +1076,21 @@ fn console_end_to_end_in_tmux() {
     let screen = tmux.wait_for("the Upstreams view with status", minute, |s| {
         s.contains("d_daisng_ranked_affiliation") && s.contains("refreshed") && s.contains("enriched_publications")
     });
-    save_screenshot("upstreams", &screen);
+    save_screenshot("upstreams.txt", &screen);
 
     tmux.send(&["2"]);
     tmux.wait_for("the Pipelines view", minute, |s| s.contains("Last run") && s.contains("never run"));
     tmux.send(&["j"]);
     tmux.send(&["-l", "?"]);
     let screen = tmux.wait_for("the help overlay", minute, |s| s.contains("Keys: Pipelines"));
-    save_screenshot("help", &screen);
+    save_screenshot("help.txt", &screen);
     tmux.send(&["Escape"]);
     let screen = tmux.wait_for("help to close", minute, |s| !s.contains("Keys: Pipelines"));
-    save_screenshot("pipelines", &screen);
+    save_screenshot("pipelines.txt", &screen);
 
     tmux.send(&["4"]);
     let screen = tmux.wait_for("the preview", Duration::from_secs(120), |s| s.contains("distinct keys"));
-    save_screenshot("preview", &screen);
+    save_screenshot("preview.txt", &screen);
 
     tmux.send(&["r"]);
     tmux.wait_for("the run confirmation", minute, |s| s.contains("Run pipeline enriched_publications now?"));
@@ -867,17 +1103,84 @@ fn console_end_to_end_in_tmux() {
 
     tmux.send(&["3"]);
     let screen = tmux.wait_for("link rows", minute, |s| s.contains("rows 1–"));
-    save_screenshot("link", &screen);
+    save_screenshot("link.txt", &screen);
     tmux.send(&["5"]);
     let screen =
         tmux.wait_for("the tracker", minute, |s| s.contains("Audit trail") && s.contains("enriched_publications"));
-    save_screenshot("tracker", &screen);
+    save_screenshot("tracker.txt", &screen);
+    reset_from_the_keyboard(&tmux, &lake);
+
     tmux.send(&["6"]);
     let screen = tmux.wait_for("Activity", minute, |s| s.contains("Activity ·"));
-    save_screenshot("activity", &screen);
+    save_screenshot("activity.txt", &screen);
 
     tmux.send(&["q"]);
     let exit = || std::fs::read_to_string(&exit_file).unwrap_or_default().trim().to_string();
     tmux.wait_for("the console to exit", minute, |_| !exit().is_empty());
     assert_eq!(exit(), "0", "exit status; log:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+}
+
+/// The Processed column of a tracker row as the screen shows it.
+fn shown_version(screen: &str, pipeline: &str, upstream: &str) -> Option<i64> {
+    screen.lines().find_map(|line| {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let at = words.windows(2).position(|w| w == [pipeline, upstream])?;
+        words.get(at + 2)?.parse().ok()
+    })
+}
+
+/// The tracker row on disk, read with the library as any other process would.
+fn tracker_on_disk(lake: &Path, pipeline: &str, upstream: &str) -> TrackerRow {
+    let config = Config::load(lake.join("deltalink.toml")).expect("the demo lake's config");
+    let rows = crate::common::rt().block_on(async {
+        let tracker = deltalink::Engine::new(config).tracker().await.expect("open the tracker");
+        tracker.rows(Some(pipeline)).await.expect("tracker rows")
+    });
+    rows.into_iter().find(|r| r.upstream == upstream).expect("the tracker row on disk")
+}
+
+/// In the Tracker view after the run: reset enriched_publications/publications back by two
+/// commits through the form (dry run, reason, confirmation), then check that the screen, the
+/// tracker on disk and the audit trail all show it.
+fn reset_from_the_keyboard(tmux: &Tmux, lake: &Path) {
+    let (pipeline, upstream, reason) = ("enriched_publications", "publications", "e2e shift back");
+    let minute = Duration::from_secs(60);
+    let before = tracker_on_disk(lake, pipeline, upstream).last_processed_version.expect("processed after the run");
+    assert!(before >= 2, "the run processed too little to shift back by 2: v{before}");
+
+    tmux.send(&["j"]); // rows are sorted: author_publication_link, then publications
+    tmux.send(&["e"]);
+    tmux.wait_for("the reset form", minute, |s| s.contains("Reset the tracker of enriched_publications"));
+    tmux.wait_for("the form scoped to publications", minute, |s| s.contains("‹ publications ›"));
+    tmux.send(&["Right", "Right", "Right"]); // target: version → earliest → latest → shift by
+    tmux.wait_for("the shift target", minute, |s| s.contains("‹ shift by ›"));
+    tmux.send(&["Tab"]);
+    tmux.send(&["-l", "--", "-2"]); // `--`: the value starts with a dash
+    tmux.send(&["Enter"]);
+    let screen = tmux.wait_for("the dry run", minute, |s| s.contains("Enter again to confirm") || s.contains("error"));
+    assert!(screen.contains("Dry run:") && screen.contains("re-read 2"), "{screen}");
+    save_screenshot("reset_form.txt", &screen);
+    tmux.send(&["Tab"]);
+    tmux.send(&["-l", reason]);
+    tmux.send(&["Enter"]);
+    let screen = tmux.wait_for("the reset confirmation", minute, |s| s.contains(&format!("reason: {reason}")));
+    // Large resets ask for the pipeline name, small ones for y.
+    if screen.contains(&format!("type `{pipeline}`")) {
+        tmux.send(&["-l", pipeline]);
+        tmux.send(&["Enter"]);
+    } else {
+        tmux.send(&["y"]);
+    }
+    let after = before - 2;
+    // The audit trail's row of the reset: action, pipeline and the reason typed above.
+    let audited = |s: &str| s.lines().any(|l| l.contains(" reset ") && l.contains(pipeline) && l.contains(reason));
+    let screen = tmux.wait_for("the reset row and its audit entry", minute, |s| {
+        shown_version(s, pipeline, upstream) == Some(after) && audited(s)
+    });
+    save_screenshot("tracker_after_reset.txt", &screen);
+
+    let row = tracker_on_disk(lake, pipeline, upstream);
+    assert_eq!(row.last_processed_version, Some(after), "tracker on disk: {row:?}");
+    let other = tracker_on_disk(lake, pipeline, "author_publication_link");
+    assert_eq!(shown_version(&screen, pipeline, "author_publication_link"), other.last_processed_version, "{screen}");
 }
