@@ -219,3 +219,54 @@ fn a_killed_process_converges_on_restart() {
         });
     }
 }
+
+#[test]
+fn watch_picks_up_commits_landing_while_it_runs_and_reads_each_once() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+    rt().block_on(async {
+        let lake = Lake::new();
+        let mut a = ModelTable::create(&lake.path("a"), true).await;
+        let mut expected = a.insert(&[Some(1)]).await;
+        let engine = lake.engine(&simple_config(&["a"], &[("p", &["a"])]));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut watcher = deltalink::watch::Watcher::new(engine.clone(), vec![], Duration::from_millis(20));
+        let watching = watcher.run(stop.clone(), move |_, r| {
+            let _ = tx.send(r.as_ref().map(|rep| rep.upstreams.iter().map(|u| (u.processed, u.pinned)).collect::<Vec<_>>()).map_err(|e| format!("{e:#}")));
+        });
+        // The driver commits while the watcher polls and runs, and waits (on the watcher's own
+        // reports, not on time) until a run has read up to its latest commit.
+        let driver = async {
+            let mut rng = seeded(5);
+            let mut ranges: Vec<(Option<i64>, u64)> = Vec::new();
+            for _ in 0..4 {
+                for _ in 0..3 {
+                    expected.extend(a.random_commit(&mut rng, 50).await);
+                }
+                let target = a.version();
+                loop {
+                    let report = tokio::time::timeout(Duration::from_secs(60), rx.recv()).await.expect("a run within 60 s").expect("watcher alive");
+                    let read = report.expect("watch run succeeds");
+                    ranges.extend(read.iter().copied());
+                    if read.iter().any(|(_, pinned)| *pinned >= target) {
+                        break;
+                    }
+                }
+            }
+            stop.store(true, Ordering::SeqCst);
+            ranges
+        };
+        let (watched, ranges) = tokio::join!(watching, driver);
+        watched.expect("watch stops cleanly");
+        // Ranges (processed, pinned] tile the versions: each run starts where the last ended.
+        let mut last: Option<u64> = None;
+        for (processed, pinned) in ranges.iter().filter(|(p, pin)| *p != Some(*pin as i64)) {
+            assert_eq!(*processed, last.map(|v| v as i64), "no commit skipped or read twice: {ranges:?}");
+            last = Some(*pinned);
+        }
+        assert_eq!(last, Some(a.version()));
+        assert_eq!(link_keys(&engine, "p").await.keys().copied().collect::<Affected>(), expected);
+    });
+}
