@@ -50,6 +50,8 @@ pub enum Step {
 pub enum RunEvent {
     Step { pipeline: String, step: Step },
     Message { pipeline: String, text: String },
+    /// One pipeline of a `run_many` cycle finished (the others may still be running).
+    Finished { pipeline: String, result: std::result::Result<RunReport, String> },
 }
 
 /// Options of a run, built like delta-rs's operation builders.
@@ -926,17 +928,21 @@ impl Engine {
             ..Default::default()
         };
         let engine = Engine { cycle: Some(Arc::new(cycle)), ..self.clone() };
-        // Pipelines run concurrently (bounded): each is I/O- and CPU-light on its own.
+        // Pipelines run concurrently (bounded): each is I/O- and CPU-light on its own. Each
+        // future owns its engine and options, so the whole cycle can be spawned on a runtime.
         let parallel = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 8);
-        let engine = &engine;
-        futures::stream::iter(names)
-            .map(|n| async move {
-                let r = engine.run(&n, opts).await;
+        let runs = names.into_iter().map(|n| {
+            let (engine, opts) = (engine.clone(), opts.clone());
+            async move {
+                let r = engine.run(&n, &opts).await;
+                if let Some(tx) = &opts.events {
+                    let result = r.as_ref().map(Clone::clone).map_err(|e| format!("{e:#}"));
+                    let _ = tx.send(RunEvent::Finished { pipeline: n.clone(), result });
+                }
                 (n, r)
-            })
-            .buffered(parallel)
-            .collect()
-            .await
+            }
+        });
+        futures::stream::iter(runs).buffered(parallel).collect().await
     }
 }
 

@@ -1098,6 +1098,8 @@ impl App {
                 }
             }
             Progress::Run(RunEvent::Message { pipeline, text }) => self.log(Level::Warn, format!("{pipeline}: {text}")),
+            // run_many's per-pipeline ends arrive as PipelineDone (see tasks::run_all).
+            Progress::Run(RunEvent::Finished { .. }) => {}
             Progress::PipelineDone { pipeline, result } => {
                 if let Some(t) = self.task_mut(id) {
                     t.done += 1;

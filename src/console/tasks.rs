@@ -214,11 +214,7 @@ async fn run_job(
             Finished::Run { pipeline, result }
         }
         Job::Write(WriteOp::RunAll) => {
-            for pipeline in engine.config.pipelines.keys() {
-                let result = run_one(engine, id, pipeline, events).await;
-                let progress = Progress::PipelineDone { pipeline: pipeline.clone(), result };
-                let _ = events.send(TaskEvent::Progress { id, progress });
-            }
+            run_all(engine, id, events).await;
             Finished::RunAll
         }
         Job::Write(WriteOp::Reset { plan, reason }) => {
@@ -267,6 +263,24 @@ async fn run_one(
     // The sender is gone with the options: wait for the last steps so they precede the result.
     let _ = forward.await;
     result
+}
+
+/// All pipelines as one engine cycle (central reads, bounded concurrency); each pipeline's end
+/// is reported as it happens.
+async fn run_all(engine: &Engine, id: TaskId, events: &UnboundedSender<TaskEvent>) {
+    let (tx, mut rx) = mpsc::unbounded_channel::<RunEvent>();
+    let out = events.clone();
+    let forward = tokio::spawn(async move {
+        while let Some(ev) = rx.recv().await {
+            let progress = match ev {
+                RunEvent::Finished { pipeline, result } => Progress::PipelineDone { pipeline, result },
+                other => Progress::Run(other),
+            };
+            let _ = out.send(TaskEvent::Progress { id, progress });
+        }
+    });
+    engine.run_many(&[], &RunOptions::default().with_events(tx)).await;
+    let _ = forward.await;
 }
 
 async fn load_tracker(engine: &Engine) -> Result<TrackerData> {
