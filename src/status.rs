@@ -2,6 +2,7 @@
 //! Upstreams are probed concurrently (bounded), so 100+ tables stay cheap to refresh.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use color_eyre::eyre::Result;
 use futures::StreamExt;
@@ -111,21 +112,24 @@ pub fn format_ms(ms: i64) -> Option<String> {
 
 /// Gather the whole status: upstream probes and link counts run concurrently.
 pub async fn status(engine: &Engine) -> Result<Status> {
-    let names: Vec<String> = engine.config.upstreams.keys().cloned().collect();
-    let mut upstreams: Vec<UpstreamStatus> = futures::stream::iter(names.iter())
-        .map(|n| probe_upstream(engine, n))
-        .buffer_unordered(PROBE_CONCURRENCY)
-        .collect()
-        .await;
+    // Every probe future owns what it uses (an engine clone, shared rows), so the whole status
+    // future is `Send` and the console can spawn it.
+    let probes = engine.config.upstreams.keys().cloned().map(|n| {
+        let engine = engine.clone();
+        async move { probe_upstream(&engine, &n).await }
+    });
+    let mut upstreams: Vec<UpstreamStatus> =
+        futures::stream::iter(probes).buffer_unordered(PROBE_CONCURRENCY).collect().await;
     upstreams.sort_by(|a, b| a.name.cmp(&b.name));
     let tracker = engine.tracker().await?;
-    let rows = tracker.rows(None).await?;
-    let by_name: HashMap<&str, &UpstreamStatus> = upstreams.iter().map(|u| (u.name.as_str(), u)).collect();
-    let pipelines = futures::stream::iter(engine.config.pipelines.values())
-        .map(|p| pipeline_status(engine, p, &rows, &by_name))
-        .buffered(PROBE_CONCURRENCY)
-        .collect::<Vec<_>>()
-        .await;
+    let rows = Arc::new(tracker.rows(None).await?);
+    let by_name: Arc<HashMap<String, UpstreamStatus>> =
+        Arc::new(upstreams.iter().map(|u| (u.name.clone(), u.clone())).collect());
+    let pipelines = engine.config.pipelines.values().cloned().map(|p| {
+        let (engine, rows, by_name) = (engine.clone(), rows.clone(), by_name.clone());
+        async move { pipeline_status(&engine, &p, &rows, &by_name).await }
+    });
+    let pipelines = futures::stream::iter(pipelines).buffered(PROBE_CONCURRENCY).collect::<Vec<_>>().await;
     Ok(Status { upstreams, pipelines })
 }
 
@@ -133,7 +137,7 @@ async fn pipeline_status(
     engine: &Engine,
     p: &crate::config::Pipeline,
     rows: &[TrackerRow],
-    upstreams: &HashMap<&str, &UpstreamStatus>,
+    upstreams: &HashMap<String, UpstreamStatus>,
 ) -> PipelineStatus {
     let link_rows = match engine.tables.owned(&p.link_table, &engine.config.storage_options).await {
         Ok(Some(t)) => link::row_count(&t).await.ok(),

@@ -143,10 +143,9 @@ impl Tasks {
         let engine = self.engine.clone();
         let events = self.events.clone();
         let depth = self.depth;
-        let log = self.log.clone();
         let work = async move {
             // A panic in engine code must not take the console down: report it as a failure.
-            let event = match AssertUnwindSafe(run_job(&engine, id, job, &events, depth, &log)).catch_unwind().await {
+            let event = match AssertUnwindSafe(run_job(&engine, id, job, &events, depth)).catch_unwind().await {
                 Ok(result) => TaskEvent::Finished { id, result },
                 Err(panic) => TaskEvent::Failed { id, error: panic_text(panic.as_ref()) },
             };
@@ -192,10 +191,9 @@ async fn run_job(
     job: Job,
     events: &UnboundedSender<TaskEvent>,
     depth: ColorDepth,
-    log: &Dispatch,
 ) -> Finished {
     match job {
-        Job::Status => Finished::Status(status_off_thread(engine, log).await),
+        Job::Status => Finished::Status(status::status(engine).await.map_err(text)),
         Job::Tracker => Finished::Tracker(load_tracker(engine).await.map_err(text)),
         Job::Preview { pipeline } => {
             let result = engine.preview(&pipeline, Some(PREVIEW_LIMIT)).await.map_err(text);
@@ -228,20 +226,6 @@ async fn run_job(
                 Err(e) => Err(e.to_string()),
             })
         }
-    }
-}
-
-/// `status()` runs on a blocking thread with its own `block_on`: rustc cannot prove its future
-/// `Send` (a higher-ranked lifetime limitation with its stream closures), and `tokio::spawn`
-/// needs that. Status is never cancelled, so the blocking thread is no loss.
-async fn status_off_thread(engine: &Engine, log: &Dispatch) -> Result<Status, String> {
-    let engine = engine.clone();
-    let log = log.clone();
-    let runtime = tokio::runtime::Handle::current();
-    let probe = move || tracing::dispatcher::with_default(&log, || runtime.block_on(status::status(&engine)));
-    match tokio::task::spawn_blocking(probe).await {
-        Ok(result) => result.map_err(text),
-        Err(e) => Err(format!("status task failed: {e}")),
     }
 }
 
