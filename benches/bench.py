@@ -44,6 +44,7 @@ def parse_args():
     p.add_argument("--generate", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--more-commits", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--floor", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--floor-tables", default=None, help=argparse.SUPPRESS)
     return p.parse_args()
 
 
@@ -212,7 +213,7 @@ def main():
         return
     if args.floor:
         t0 = time.perf_counter()
-        rows = floor_scan(args.dir, tables)
+        rows = floor_scan(args.dir, args.floor_tables.split(",") if args.floor_tables else tables)
         print(json.dumps({"rows": rows, "seconds": time.perf_counter() - t0}))
         return
 
@@ -241,6 +242,14 @@ def main():
         results[name] = dict(dl_s=s, dl_rss=rss, rows=rows, keys=keys, base_s=bs, base_rss=brss,
                              base_rows=b["change_rows"], base_keys=b["keys"])
 
+    # The CDF read part alone: `preview` plans, reads and groups exactly like a run, and writes
+    # nothing. Taken for the pipeline reading the most upstreams, against the floor of its tables.
+    widest = max(pipelines, key=lambda p: len(pipelines[p]))
+    read_s, read_rss, read_out = timed(dl + ["preview", widest, "--json", "--limit", "1"], env)
+    _, _, wfout = timed(child(args, lake, "--floor") + ["--floor-tables", ",".join(pipelines[widest])])
+    wfloor = json.loads(wfout)
+    read_rows = json.loads(read_out).get("change_rows")
+
     phase("from scratch")
     timed(child(args, lake, "--more-commits"))
     phase("incremental")
@@ -266,6 +275,10 @@ def main():
           f"(whole process incl. start-up), peak RSS {min(r for _, r in status):.0f} MiB")
     print(f"floor: raw parquet scan of the key column of all {floor['rows']:,} data+change rows: {floor['seconds']:.2f}s; "
           f"deltalink from scratch = {results['from scratch']['dl_s'] / floor['seconds']:.1f}x the floor (end to end, incl. MERGE)")
+    print(f"CDF read + grouping only ({widest}, {len(pipelines[widest])} upstreams, `preview`, writes nothing): "
+          f"{read_s:.2f}s for {read_rows if read_rows is not None else '?'} change rows, peak RSS {read_rss:.0f} MiB; "
+          f"floor for the same tables ({wfloor['rows']:,} rows in all their data+change files): {wfloor['seconds']:.2f}s "
+          f"-> {read_s / wfloor['seconds']:.1f}x the floor")
     if not args.dir:
         shutil.rmtree(lake, ignore_errors=True)
 
