@@ -141,6 +141,9 @@ pub struct LinkMerge<'a> {
     pub run_id: i64,
     pub kind: WriteKind,
     pub now_us: i64,
+    /// Target size of the files a first write produces: the keys arrive sorted, so files hold
+    /// disjoint key ranges and a later MERGE of clustered keys rewrites only the files it hits.
+    pub target_file_size: u64,
 }
 
 /// What a link-table write did.
@@ -148,6 +151,8 @@ pub struct LinkMerge<'a> {
 pub struct LinkWriteMetrics {
     pub inserted: u64,
     pub updated: u64,
+    /// Existing link-table files the write rewrote (a first write rewrites none).
+    pub files_rewritten: u64,
 }
 
 impl LinkMerge<'_> {
@@ -189,10 +194,11 @@ impl LinkMerge<'_> {
                 .write(Vec::new())
                 .with_input_plan(source.logical_plan().clone())
                 .with_save_mode(SaveMode::Append)
+                .with_target_file_size(std::num::NonZeroU64::new(self.target_file_size))
                 .with_commit_properties(props)
                 .await
                 .wrap_err_with(|| format!("first write into the link table of pipeline `{}` failed", self.pipeline))?;
-            return Ok((table, LinkWriteMetrics { inserted: rows, updated: 0 }));
+            return Ok((table, LinkWriteMetrics { inserted: rows, updated: 0, files_rewritten: 0 }));
         }
         let (table, metrics) = table
             .merge(source, predicate)
@@ -208,6 +214,7 @@ impl LinkMerge<'_> {
         let metrics = LinkWriteMetrics {
             inserted: metrics.num_target_rows_inserted as u64,
             updated: metrics.num_target_rows_updated as u64,
+            files_rewritten: metrics.num_target_files_removed as u64,
         };
         Ok((table, metrics))
     }

@@ -164,6 +164,8 @@ pub struct RunReport {
     pub distinct_keys: u64,
     pub keys_inserted: u64,
     pub keys_updated: u64,
+    /// Link-table files the MERGE rewrote (few when the changed keys are clustered).
+    pub link_files_rewritten: u64,
     pub cdf_scans: u64,
     #[serde(serialize_with = "ser_duration")]
     pub duration: Duration,
@@ -173,6 +175,9 @@ fn ser_duration<S: serde::Serializer>(d: &Duration, s: S) -> std::result::Result
     s.serialize_f64(d.as_secs_f64())
 }
 
+/// Link-table files of a first write: small enough that a MERGE of clustered keys skips most.
+pub const DEFAULT_LINK_FILE_SIZE: u64 = 32 * 1024 * 1024;
+
 /// The engine: a validated config plus shared state. Cheap to clone into tasks.
 #[derive(Clone)]
 pub struct Engine {
@@ -181,6 +186,8 @@ pub struct Engine {
     pub scans: Arc<ScanCounter>,
     /// Upstream snapshots kept between status refreshes (moved forward incrementally).
     pub tables: Arc<lake::TableCache>,
+    /// Target file size of a link table's first write (see [`LinkMerge::target_file_size`]).
+    pub link_file_size: u64,
     /// Set while `run_many` runs a cycle: shared pins and shared change reads.
     cycle: Option<Arc<Cycle>>,
 }
@@ -243,8 +250,15 @@ impl Engine {
             read_only: false,
             scans: Arc::new(ScanCounter::default()),
             tables: Arc::default(),
+            link_file_size: DEFAULT_LINK_FILE_SIZE,
             cycle: None,
         }
+    }
+
+    /// Target size of link-table files written by a first run (default 32 MiB).
+    pub fn with_link_file_size(mut self, bytes: u64) -> Self {
+        self.link_file_size = bytes.max(1);
+        self
     }
 
     pub fn with_read_only(mut self, read_only: bool) -> Self {
@@ -300,6 +314,7 @@ impl Engine {
             distinct_keys: 0,
             keys_inserted: 0,
             keys_updated: 0,
+            link_files_rewritten: 0,
             cdf_scans: 0,
             duration: Duration::ZERO,
         };
@@ -339,10 +354,12 @@ impl Engine {
                 run_id: plan.run_id,
                 kind: WriteKind::Run,
                 now_us: now_ms() * 1000,
+                target_file_size: self.link_file_size,
             };
             let (_, metrics) = merge.execute(link_table, per_key).await?;
             report.keys_inserted = metrics.inserted;
             report.keys_updated = metrics.updated;
+            report.link_files_rewritten = metrics.files_rewritten;
         }
         opts.reached(name, Step::LinkCommitted)?;
 
@@ -428,6 +445,7 @@ impl Engine {
             distinct_keys: 0,
             keys_inserted: 0,
             keys_updated: 0,
+            link_files_rewritten: 0,
             cdf_scans: 0,
             duration: started.elapsed(),
         }))
@@ -870,6 +888,7 @@ impl Engine {
                     run_id: plan.run_id,
                     kind: WriteKind::Replay,
                     now_us: now_ms() * 1000,
+                    target_file_size: self.link_file_size,
                 };
                 merge.execute(table, per_key).await?;
             }

@@ -197,6 +197,7 @@ fn report(pipeline: &str, run_id: i64, keys: u64) -> RunReport {
         distinct_keys: keys,
         keys_inserted: keys - 2,
         keys_updated: 2,
+        link_files_rewritten: 1,
         cdf_scans: 2,
         duration: Duration::from_millis(1_234),
     }

@@ -265,3 +265,33 @@ fn earliest_on_a_truncated_log_starts_from_the_oldest_snapshot() {
         assert_eq!(link_keys(&engine, "p").await.into_keys().collect::<Affected>(), expected);
     });
 }
+
+#[test]
+fn an_incremental_run_of_clustered_keys_rewrites_only_the_files_it_touches() {
+    rt().block_on(async {
+        let lake = Lake::new();
+        let mut a = ModelTable::create(&lake.path("a"), true).await;
+        let keys: Vec<Option<Key>> = (0..60_000).map(Some).collect();
+        a.insert(&keys).await;
+        // Small link files so a modest table spans many of them (the default is 32 MiB).
+        let engine = lake.engine(&simple_config(&["a"], &[("p", &["a"])])).with_link_file_size(64 * 1024);
+        engine.run("p", &RunOptions::default()).await.expect("first run");
+        let p = engine.config.pipeline("p").expect("pipeline");
+        let link = deltalink::lake::open_owned(&p.link_table, &Default::default()).await.expect("open").expect("link");
+        let files = link.snapshot().expect("snapshot").log_data().num_files();
+        assert!(files >= 8, "the first write split the sorted keys over many files: {files}");
+
+        // Recent keys change (clustered at the top of the key range), as is typical.
+        let recent: Vec<i64> = a.rows.iter().filter(|(_, k)| k.is_some_and(|k| k >= 59_900)).map(|(id, _)| *id).collect();
+        let touched = a.update_payload(&recent).await;
+        let r = engine.run("p", &RunOptions::default()).await.expect("incremental run");
+        assert_eq!(r.keys_updated, touched.len() as u64);
+        eprintln!("clustered MERGE: {} keys, {} of {files} link files rewritten", touched.len(), r.link_files_rewritten);
+        assert!(
+            r.link_files_rewritten <= 2,
+            "a MERGE of 100 clustered keys rewrote {} of {files} files",
+            r.link_files_rewritten
+        );
+        assert_eq!(link_keys(&engine, "p").await.len(), 60_000);
+    });
+}
