@@ -41,7 +41,7 @@ pub fn project_source(
     let schema = df.schema().clone();
     let mut exprs: Vec<Expr> = Vec::with_capacity(key.len() + 4);
     for (i, (src, dst)) in source_columns.iter().zip(key).enumerate() {
-        if schema.field_with_unqualified_name(src).is_err() {
+        let Ok(field) = schema.field_with_unqualified_name(src) else {
             let available = schema
                 .fields()
                 .iter()
@@ -56,9 +56,9 @@ pub fn project_source(
                 available,
             }
             .into());
-        }
+        };
         if let Some(expected) = key_types.map(|t| &t[i]) {
-            let found = schema.field_with_unqualified_name(src)?.data_type();
+            let found = field.data_type();
             if !same_key_family(found, expected) {
                 return Err(Error::KeyColumnRetyped {
                     name: upstream.into(),
@@ -221,10 +221,13 @@ async fn group_one_upstream(
 
 /// Concatenate batches whose string columns may differ in encoding (Utf8 / Utf8View: `sql`
 /// sources and parquet reads differ) by casting every column to the first batch's type, with
-/// views read as plain strings.
+/// every string encoding read as plain `Utf8` (what the per-key pass reads).
 fn concat_unified(batches: &[RecordBatch], schema: &SchemaRef) -> Result<RecordBatch> {
     use deltalake::arrow::compute::{cast, concat_batches};
-    let plain = |t: &DataType| if *t == DataType::Utf8View { DataType::Utf8 } else { t.clone() };
+    let plain = |t: &DataType| match t {
+        DataType::Utf8View | DataType::LargeUtf8 => DataType::Utf8,
+        other => other.clone(),
+    };
     let fields: Vec<Field> = schema.fields().iter().map(|f| Field::new(f.name(), plain(f.data_type()), true)).collect();
     let target: SchemaRef = Arc::new(deltalake::arrow::datatypes::Schema::new(fields));
     let unified = batches
@@ -304,8 +307,7 @@ impl AffectedKeys {
         // Sort by key, then upstream. Upstreams become small integer ranks; an integer key is
         // sorted as plain i64 tuples (profiled: comparing arrow row encodings spent most of
         // its time in memcmp calls); other keys use the row encoding.
-        let up_text = deltalake::arrow::compute::cast(rows.column(nkeys), &DataType::Utf8)?;
-        let up_text = up_text.as_string::<i32>();
+        let up_text = rows.column(nkeys).as_string::<i32>();
         let mut names: Vec<&str> = up_text.iter().flatten().collect();
         names.sort_unstable();
         names.dedup();
@@ -340,10 +342,8 @@ impl AffectedKeys {
         };
         let sorted = take_record_batch(&rows, &UInt32Array::from(order))?;
         let n = sorted.num_rows();
-        // Strings may arrive as views (DataFusion reads parquet strings as Utf8View): normalise.
-        let as_utf8 = |i: usize| deltalake::arrow::compute::cast(sorted.column(i), &DataType::Utf8);
-        let (upstream, last_change) = (as_utf8(nkeys)?, as_utf8(nkeys + 3)?);
-        let (upstream, last_change) = (upstream.as_string::<i32>(), last_change.as_string::<i32>());
+        // Strings are plain Utf8 here (concat_unified); numbers are cast in case a source typed them differently.
+        let (upstream, last_change) = (sorted.column(nkeys).as_string::<i32>(), sorted.column(nkeys + 3).as_string::<i32>());
         let version = deltalake::arrow::compute::cast(sorted.column(nkeys + 1), &DataType::Int64)?;
         let version = version.as_primitive::<Int64Type>();
         let ts = deltalake::arrow::compute::cast(sorted.column(nkeys + 2), &timestamp_type())?;

@@ -50,29 +50,30 @@ pub struct TableCache(tokio::sync::Mutex<HashMap<String, DeltaTable>>);
 impl TableCache {
     /// The upstream at its latest version, from the cache when it has it.
     pub async fn latest(&self, name: &str, uri: &Url, storage: &HashMap<String, String>) -> Result<DeltaTable> {
-        let cached = self.0.lock().await.get(uri.as_str()).cloned();
-        let table = match cached {
-            Some(mut t) => match t.update_incremental(None).await {
-                // The cached version's commit still there means the table was not dropped or
-                // re-created underneath (its versions would start again below ours).
-                Ok(()) if still_there(&t).await => t,
-                _ => open_upstream(name, uri, storage).await?,
-            },
-            None => open_upstream(name, uri, storage).await?,
-        };
-        self.0.lock().await.insert(uri.as_str().to_string(), table.clone());
-        Ok(table)
+        let table = self.refreshed(uri, async { open_upstream(name, uri, storage).await.map(Some) }).await?;
+        table.ok_or_else(|| eyre!("upstream `{name}` at {} vanished while it was opened", display_uri(uri)))
     }
 
     /// A table deltalink owns (link table) at its latest version; `None` when it does not exist.
     pub async fn owned(&self, uri: &Url, storage: &HashMap<String, String>) -> Result<Option<DeltaTable>> {
+        self.refreshed(uri, open_owned(uri, storage)).await
+    }
+
+    /// The cached table moved forward to its latest commit, or `open` when there is none or it
+    /// cannot be moved forward (dropped or re-created underneath: its versions would start
+    /// again below ours, so the cached version's commit is checked to be still there).
+    async fn refreshed(
+        &self,
+        uri: &Url,
+        open: impl std::future::Future<Output = Result<Option<DeltaTable>>>,
+    ) -> Result<Option<DeltaTable>> {
         let cached = self.0.lock().await.get(uri.as_str()).cloned();
         let table = match cached {
             Some(mut t) => match t.update_incremental(None).await {
                 Ok(()) if still_there(&t).await => Some(t),
-                _ => open_owned(uri, storage).await?,
+                _ => open.await?,
             },
-            None => open_owned(uri, storage).await?,
+            None => open.await?,
         };
         let mut cache = self.0.lock().await;
         match &table {

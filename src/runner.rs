@@ -344,9 +344,7 @@ impl Engine {
         }
 
         if let Some(affected) = affected.filter(|a| a.distinct_keys > 0) {
-            let t = Instant::now();
             let per_key = affected.per_key(&ctx)?;
-            tracing::info!(pipeline = name, ms = t.elapsed().as_millis() as u64, "keys aggregated per key");
             let link_table = self.link_table_for(&plan, Some(&per_key)).await?;
             let merge = LinkMerge {
                 pipeline: name,

@@ -1098,7 +1098,7 @@ impl App {
                 }
             }
             Progress::Run(RunEvent::Message { pipeline, text }) => self.log(Level::Warn, format!("{pipeline}: {text}")),
-            // run_many's per-pipeline ends arrive as PipelineDone (see tasks::run_all).
+            // A pipeline's end is forwarded as PipelineDone (tasks::forward_run_events).
             Progress::Run(RunEvent::Finished { .. }) => {}
             Progress::PipelineDone { pipeline, result } => {
                 if let Some(t) = self.task_mut(id) {

@@ -236,13 +236,7 @@ async fn run_one(
     pipeline: &str,
     events: &UnboundedSender<TaskEvent>,
 ) -> Result<RunReport, String> {
-    let (tx, mut rx) = mpsc::unbounded_channel::<RunEvent>();
-    let out = events.clone();
-    let forward = tokio::spawn(async move {
-        while let Some(ev) = rx.recv().await {
-            let _ = out.send(TaskEvent::Progress { id, progress: Progress::Run(ev) });
-        }
-    });
+    let (tx, forward) = forward_run_events(id, events);
     let result = engine.run(pipeline, &RunOptions::default().with_events(tx)).await.map_err(text);
     // The sender is gone with the options: wait for the last steps so they precede the result.
     let _ = forward.await;
@@ -252,6 +246,17 @@ async fn run_one(
 /// All pipelines as one engine cycle (central reads, bounded concurrency); each pipeline's end
 /// is reported as it happens.
 async fn run_all(engine: &Engine, id: TaskId, events: &UnboundedSender<TaskEvent>) {
+    let (tx, forward) = forward_run_events(id, events);
+    engine.run_many(&[], &RunOptions::default().with_events(tx)).await;
+    let _ = forward.await;
+}
+
+/// A sender for a run's events and the task that forwards them as progress of task `id`
+/// (a pipeline's end as `PipelineDone`); it ends when the sender is dropped.
+fn forward_run_events(
+    id: TaskId,
+    events: &UnboundedSender<TaskEvent>,
+) -> (UnboundedSender<RunEvent>, tokio::task::JoinHandle<()>) {
     let (tx, mut rx) = mpsc::unbounded_channel::<RunEvent>();
     let out = events.clone();
     let forward = tokio::spawn(async move {
@@ -263,8 +268,7 @@ async fn run_all(engine: &Engine, id: TaskId, events: &UnboundedSender<TaskEvent
             let _ = out.send(TaskEvent::Progress { id, progress });
         }
     });
-    engine.run_many(&[], &RunOptions::default().with_events(tx)).await;
-    let _ = forward.await;
+    (tx, forward)
 }
 
 async fn load_tracker(engine: &Engine) -> Result<TrackerData> {
