@@ -1,8 +1,8 @@
 //! Key mapping: from change rows to the distinct entity keys they affect, with provenance.
 //!
 //! Every change type counts (insert, delete, both images of an update, and snapshot rows), so
-//! a key column that changed value marks both the old and the new key. Aggregation runs in
-//! DataFusion and is streamed: memory grows with distinct keys, not with change rows.
+//! a key column that changed value marks both the old and the new key. Change rows stream
+//! into one hash map per run: memory grows with distinct keys, not with change rows.
 
 use std::sync::Arc;
 
@@ -15,9 +15,6 @@ use deltalake::datafusion::prelude::{DataFrame, SessionContext};
 
 use crate::cdf::{CHANGE_TYPE, COMMIT_TIMESTAMP, COMMIT_VERSION};
 use crate::Error;
-
-/// Name of the provenance column carrying the upstream in intermediate frames.
-pub const UPSTREAM_COL: &str = "_upstream";
 
 pub fn quote(ident: &str) -> String {
     format!("\"{}\"", ident.replace('"', "\"\""))
@@ -75,7 +72,6 @@ pub fn project_source(
     exprs.push(ident(CHANGE_TYPE));
     exprs.push(cast(ident(COMMIT_VERSION), DataType::Int64).alias(COMMIT_VERSION));
     exprs.push(cast(ident(COMMIT_TIMESTAMP), timestamp_type()).alias(COMMIT_TIMESTAMP));
-    exprs.push(lit(upstream.to_string()).alias(UPSTREAM_COL));
     Ok(df.select(exprs)?)
 }
 
@@ -98,7 +94,6 @@ fn cast_key(e: Expr, ty: Option<&DataType>) -> Expr {
 /// returned the change row's version/type/time; otherwise the range end is the version.
 pub fn project_sql_output(
     df: DataFrame,
-    upstream: &str,
     key: &[String],
     key_types: Option<&[DataType]>,
     provenance: bool,
@@ -121,260 +116,453 @@ pub fn project_sql_output(
         exprs.push(lit(version as i64).alias(COMMIT_VERSION));
         exprs.push(lit(ScalarValue::TimestampMicrosecond(ts.map(|t| t * 1000), Some("UTC".into()))).alias(COMMIT_TIMESTAMP));
     }
-    exprs.push(lit(upstream.to_string()).alias(UPSTREAM_COL));
     Ok(df.select(exprs)?)
 }
 
-/// The keys a run affects, grouped per (key, upstream), before anything is written.
-#[derive(Debug, Clone)]
+/// The keys a run affects, grouped per key (and per upstream within a key), before anything is
+/// written. Entries are sorted by key.
 pub struct AffectedKeys {
     pub key: Vec<String>,
-    /// Rows: key columns, then `_upstream`, `_version` (latest commit), `_ts`, `_last_change`,
-    /// `_rows` at positions `key.len()..key.len()+5`.
-    pub per_upstream: Vec<RecordBatch>,
-    pub schema: SchemaRef,
     pub change_rows: u64,
     pub null_key_rows: u64,
     pub distinct_keys: u64,
-    /// One row per distinct non-null key (see [`AffectedKeys::per_key`]).
-    per_key: (SchemaRef, Vec<RecordBatch>),
+    /// Upstream names in lexical order; a [`Hit`]'s `upstream` indexes this.
+    upstreams: Vec<String>,
+    /// Key fields as written (string encodings read as plain `Utf8`).
+    key_fields: Vec<Field>,
+    keys: SortedKeys,
+    overflow: Overflow,
 }
 
-/// Group projected change rows per key and upstream. `changes` holds one frame (a union of
-/// [`project_source`] frames) per upstream: each is grouped by the key alone — a single-column
-/// group-by on the key type, which DataFusion does far faster than grouping by (key, upstream)
-/// strings (profiled: the multi-column group values dominated a run).
-pub async fn group_changes(ctx: &SessionContext, changes: Vec<(String, DataFrame)>, key: &[String]) -> Result<AffectedKeys> {
-    let mut batches = Vec::new();
-    let mut schema = None;
-    for (upstream, frame) in changes {
-        let (s, b) = group_one_upstream(ctx, &upstream, frame, key)
-            .await
-            .wrap_err_with(|| format!("grouping the change rows of upstream `{upstream}` by key failed"))?;
-        schema.get_or_insert(s);
-        batches.extend(b);
+impl std::fmt::Debug for AffectedKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AffectedKeys")
+            .field("key", &self.key)
+            .field("change_rows", &self.change_rows)
+            .field("null_key_rows", &self.null_key_rows)
+            .field("distinct_keys", &self.distinct_keys)
+            .finish_non_exhaustive()
     }
-    let schema = schema.unwrap_or_else(|| Arc::new(deltalake::arrow::datatypes::Schema::empty()));
-    let mut affected = AffectedKeys {
-        key: key.to_vec(),
-        per_upstream: batches.into_iter().filter(|b| b.num_rows() > 0).collect(),
-        schema,
-        change_rows: 0,
-        null_key_rows: 0,
-        distinct_keys: 0,
-        per_key: (Arc::new(deltalake::arrow::datatypes::Schema::empty()), vec![]),
-    };
-    affected.count_rows();
-    affected.per_key = affected.aggregate_per_key()?;
-    affected.distinct_keys = affected.per_key.1.iter().map(|b| b.num_rows() as u64).sum();
+}
+
+/// Group projected change rows per key. `changes` holds one frame (a union of
+/// [`project_source`] frames) per upstream. The rows are streamed into one hash map keyed by
+/// the key alone (a plain `i64` for integer keys, arrow's row encoding otherwise): memory grows
+/// with distinct keys, not change rows. Profiled: grouping in DataFusion per upstream, then
+/// sorting and building the per-key lists in arrow, was most of a run's CPU and its peak memory.
+pub async fn group_changes(mut changes: Vec<(String, DataFrame)>, key: &[String]) -> Result<AffectedKeys> {
+    use futures::StreamExt;
+    // Folded in lexical order of upstream (see `KeyEntry`).
+    changes.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut upstreams: Vec<String> = changes.iter().map(|(u, _)| u.clone()).collect();
+    upstreams.sort_unstable();
+    upstreams.dedup();
+    // Every upstream's scan is planned and started at once (planning a CDF scan reads the
+    // range's commits); the streams are then folded one after another.
+    let streams = futures::future::try_join_all(changes.into_iter().map(|(upstream, frame)| async move {
+        let stream = frame
+            .execute_stream()
+            .await
+            .wrap_err_with(|| format!("reading the change rows of upstream `{upstream}` failed"))?;
+        Ok::<_, color_eyre::Report>((upstream, stream))
+    }))
+    .await?;
+    let mut grouper = Grouper::new(key.len());
+    for (upstream, mut stream) in streams {
+        let index = upstreams.binary_search(&upstream).unwrap_or(0) as u16;
+        while let Some(batch) = stream.next().await {
+            let batch = batch.wrap_err_with(|| format!("reading the change rows of upstream `{upstream}` failed"))?;
+            grouper
+                .fold(index, &batch)
+                .wrap_err_with(|| format!("grouping the change rows of upstream `{upstream}` by key failed"))?;
+        }
+    }
+    let affected = grouper.finish(key, upstreams)?;
     tracing::info!(rows = affected.change_rows, keys = affected.distinct_keys, "change rows grouped");
     Ok(affected)
 }
 
-async fn group_one_upstream(
-    ctx: &SessionContext,
-    upstream: &str,
-    frame: DataFrame,
-    key: &[String],
-) -> Result<(SchemaRef, Vec<RecordBatch>)> {
-    let view = format!("__changes_{}", uuid::Uuid::new_v4().simple());
-    ctx.register_table(view.as_str(), frame.into_view())?;
-    let keys = key.iter().map(|k| quote(k)).collect::<Vec<_>>().join(", ");
-    // The latest change per key is packed into one integer, `version * 8 + rank(change type)`,
-    // so a plain max() finds it: `last_value(… ORDER BY …)` compared scalar values row by row
-    // (profiled: the top cost of grouping). Ranks follow the names' lexical order, so a tie in
-    // version resolves as ORDER BY version, change type would.
-    let rank = CHANGE_TYPE_RANKS
-        .iter()
-        .enumerate()
-        .map(|(i, t)| format!("WHEN '{t}' THEN {i}"))
-        .collect::<Vec<_>>()
-        .join(" ");
-    let unrank = CHANGE_TYPE_RANKS
-        .iter()
-        .enumerate()
-        .map(|(i, t)| format!("WHEN {i} THEN '{t}'"))
-        .collect::<Vec<_>>()
-        .join(" ");
-    let sql = format!(
-        "SELECT {keys}, {up_value} AS {up}, _packed / 8 AS _version, _ts, \
-         CASE _packed % 8 {unrank} ELSE 'unknown' END AS _last_change, _rows FROM ( \
-           SELECT {keys}, max(CAST({ver} AS BIGINT) * 8 + CASE {ct} {rank} ELSE 7 END) AS _packed, \
-                  max({ts}) AS _ts, count(*) AS _rows \
-           FROM {view} GROUP BY {keys})",
-        up_value = sql_string(upstream),
-        up = quote(UPSTREAM_COL),
-        ver = quote(COMMIT_VERSION),
-        ts = quote(COMMIT_TIMESTAMP),
-        ct = quote(CHANGE_TYPE),
-    );
-    let result = async {
-        let df = ctx.sql(&sql).await?;
-        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-        let batches = df.collect().await?;
-        Ok::<_, color_eyre::Report>((schema, batches))
-    }
-    .await;
-    ctx.deregister_table(view.as_str())?;
-    result
-}
-
-/// Concatenate batches whose string columns may differ in encoding (Utf8 / Utf8View: `sql`
-/// sources and parquet reads differ) by casting every column to the first batch's type, with
-/// every string encoding read as plain `Utf8` (what the per-key pass reads).
-fn concat_unified(batches: &[RecordBatch], schema: &SchemaRef) -> Result<RecordBatch> {
-    use deltalake::arrow::compute::{cast, concat_batches};
-    let plain = |t: &DataType| match t {
-        DataType::Utf8View | DataType::LargeUtf8 => DataType::Utf8,
-        other => other.clone(),
-    };
-    let fields: Vec<Field> = schema.fields().iter().map(|f| Field::new(f.name(), plain(f.data_type()), true)).collect();
-    let target: SchemaRef = Arc::new(deltalake::arrow::datatypes::Schema::new(fields));
-    let unified = batches
-        .iter()
-        .map(|b| {
-            let columns = b
-                .columns()
-                .iter()
-                .zip(target.fields())
-                .map(|(c, f)| cast(c, f.data_type()))
-                .collect::<std::result::Result<Vec<_>, _>>()?;
-            Ok(RecordBatch::try_new(target.clone(), columns)?)
-        })
-        .collect::<Result<Vec<_>>>()?;
-    Ok(concat_batches(&target, &unified)?)
-}
-
-/// Change types in lexical order (their rank packs into the latest-change integer).
+/// Change types in lexical order: a change's rank packs into `version * 8 + rank`, so the
+/// latest change of a key is a plain max (a tie in version resolves as ORDER BY version,
+/// change type would). Rank 7 is an unknown change type.
 const CHANGE_TYPE_RANKS: [&str; 6] = ["delete", "insert", "join", "snapshot", "update_postimage", "update_preimage"];
 
-fn sql_string(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
+fn change_type_of(packed: i64) -> &'static str {
+    CHANGE_TYPE_RANKS.get((packed & 7) as usize).copied().unwrap_or("unknown")
+}
+
+/// One upstream's share of a key: its latest change (packed) and how many change rows it had.
+#[derive(Debug, Clone, Copy)]
+struct Hit {
+    upstream: u16,
+    rows: u32,
+    packed: i64,
+}
+
+impl Hit {
+    fn add(&mut self, packed: i64) {
+        self.packed = self.packed.max(packed);
+        self.rows = self.rows.saturating_add(1);
+    }
+}
+
+/// Everything known about one key. The first upstream's hit is inline; hits of further
+/// upstreams are chained through the grouper's overflow arena (no allocation per key: a boxed
+/// list per key made malloc a quarter of the grouping time). Upstreams are folded in lexical
+/// order, so a key's hits are chained in that order and a new row's upstream is its first or
+/// its last hit: no chain walk.
+#[derive(Debug)]
+struct KeyEntry {
+    /// Latest commit timestamp (µs), `i64::MIN` when none is known.
+    last_ts: i64,
+    first: Hit,
+    /// First and last hit in the overflow arena, [`NO_HIT`] when none.
+    next: u32,
+    last: u32,
+}
+
+const NO_HIT: u32 = u32::MAX;
+
+/// Hits beyond a key's first, each linking to the next of the same key.
+#[derive(Default)]
+struct Overflow(Vec<(Hit, u32)>);
+
+impl KeyEntry {
+    fn new(upstream: u16, packed: i64, ts: i64) -> Self {
+        KeyEntry { last_ts: ts, first: Hit { upstream, rows: 1, packed }, next: NO_HIT, last: NO_HIT }
+    }
+
+    fn add(&mut self, overflow: &mut Overflow, upstream: u16, packed: i64, ts: i64) {
+        self.last_ts = self.last_ts.max(ts);
+        let last = match self.last {
+            NO_HIT => &mut self.first,
+            at => &mut overflow.0[at as usize].0,
+        };
+        if last.upstream == upstream {
+            return last.add(packed);
+        }
+        debug_assert!(last.upstream < upstream, "upstreams must be folded in lexical order");
+        let index = overflow.0.len() as u32;
+        overflow.0.push((Hit { upstream, rows: 1, packed }, NO_HIT));
+        match self.last {
+            NO_HIT => self.next = index,
+            at => overflow.0[at as usize].1 = index,
+        }
+        self.last = index;
+    }
+
+    /// Hits in upstream (lexical) order.
+    fn hits<'a>(&'a self, overflow: &'a Overflow) -> impl Iterator<Item = Hit> + 'a {
+        let mut at = self.next;
+        std::iter::once(self.first).chain(std::iter::from_fn(move || {
+            let (hit, next) = *overflow.0.get(at as usize)?;
+            at = next;
+            Some(hit)
+        }))
+    }
+
+    fn last_ts(&self) -> Option<i64> {
+        (self.last_ts != i64::MIN).then_some(self.last_ts)
+    }
+}
+
+/// A multiply-fold hasher: keys come from the operator's own tables, so std's DoS-resistant
+/// SipHash buys nothing here and costs a third of the grouping time.
+#[derive(Default, Clone, Copy)]
+struct FoldHasher(u64);
+
+impl FoldHasher {
+    fn mix(&mut self, v: u64) {
+        let full = u128::from(self.0 ^ v) * 0x9E37_79B9_7F4A_7C15_u128;
+        self.0 = (full as u64) ^ ((full >> 64) as u64);
+    }
+}
+
+impl std::hash::Hasher for FoldHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.mix(u64::from_le_bytes(word));
+        }
+    }
+    fn write_i64(&mut self, v: i64) {
+        self.mix(v as u64);
+    }
+    fn write_usize(&mut self, v: usize) {
+        self.mix(v as u64);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type FastMap<K> = std::collections::HashMap<K, KeyEntry, std::hash::BuildHasherDefault<FoldHasher>>;
+
+/// Keys while folding: a single integer key (lossless as i64) or arrow's row encoding.
+enum KeyMap {
+    Int(FastMap<i64>),
+    Rows(deltalake::arrow::row::RowConverter, FastMap<Box<[u8]>>),
+}
+
+/// Keys after folding, sorted (row encodings sort as arrow sorts the key columns); `entries`
+/// is parallel to the key vector.
+struct SortedKeys {
+    keys: SortedKeyValues,
+    entries: Vec<KeyEntry>,
+}
+
+enum SortedKeyValues {
+    Int(Vec<i64>),
+    Rows(deltalake::arrow::row::RowConverter, Vec<Box<[u8]>>),
+}
+
+/// Hint the CPU to load what `index` points at in `overflow` (no-op off x86_64). Walking the
+/// sorted keys chases each key's overflow hits at random: prefetching a few keys ahead turned
+/// that from the top single cost of building the link rows into noise.
+#[inline]
+fn prefetch(overflow: &Overflow, index: u32) {
+    if index == NO_HIT {
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        let at = overflow.0.as_ptr().wrapping_add(index as usize);
+        // SAFETY: a prefetch never faults, whatever the address; `at` is only a hint.
+        #[allow(unused_unsafe)]
+        unsafe {
+            core::arch::x86_64::_mm_prefetch(at as *const i8, core::arch::x86_64::_MM_HINT_T0)
+        };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = overflow;
+}
+
+struct Grouper {
+    nkeys: usize,
+    key_fields: Option<Vec<Field>>,
+    keys: Option<KeyMap>,
+    overflow: Overflow,
+    change_rows: u64,
+    null_key_rows: u64,
+}
+
+/// A single integer key of a type that converts to i64 without loss.
+fn is_small_int(t: &DataType) -> bool {
+    matches!(
+        t,
+        DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64 | DataType::UInt8 | DataType::UInt16 | DataType::UInt32
+    )
+}
+
+fn plain_strings(t: &DataType) -> DataType {
+    match t {
+        DataType::Utf8View | DataType::LargeUtf8 => DataType::Utf8,
+        other => other.clone(),
+    }
+}
+
+impl Grouper {
+    fn new(nkeys: usize) -> Self {
+        Grouper { nkeys, key_fields: None, keys: None, overflow: Overflow::default(), change_rows: 0, null_key_rows: 0 }
+    }
+
+    /// Fix the key types on the first batch; later batches (another source may type the key
+    /// differently, e.g. a `sql` source) are cast to them.
+    fn init(&mut self, batch: &RecordBatch) -> Result<()> {
+        use deltalake::arrow::row::{RowConverter, SortField};
+        let fields: Vec<Field> = batch.schema().fields()[..self.nkeys]
+            .iter()
+            .map(|f| Field::new(f.name(), plain_strings(f.data_type()), true))
+            .collect();
+        self.keys = Some(if self.nkeys == 1 && is_small_int(fields[0].data_type()) {
+            KeyMap::Int(FastMap::default())
+        } else {
+            let sort = fields.iter().map(|f| SortField::new(f.data_type().clone())).collect();
+            KeyMap::Rows(RowConverter::new(sort)?, FastMap::default())
+        });
+        self.key_fields = Some(fields);
+        Ok(())
+    }
+
+    /// Fold one batch of projected change rows (key columns, change type, version, timestamp).
+    fn fold(&mut self, upstream: u16, batch: &RecordBatch) -> Result<()> {
+        use deltalake::arrow::compute::cast;
+        use deltalake::arrow::datatypes::TimestampMicrosecondType;
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        if self.keys.is_none() {
+            self.init(batch)?;
+        }
+        let nkeys = self.nkeys;
+        let fields = self.key_fields.as_ref().map(Vec::as_slice).unwrap_or_default();
+        let key_columns = batch.columns()[..nkeys]
+            .iter()
+            .zip(fields)
+            .map(|(c, f)| if c.data_type() == f.data_type() { Ok(c.clone()) } else { cast(c, f.data_type()) })
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let ranks = change_ranks(batch.column(nkeys))?;
+        let version = cast(batch.column(nkeys + 1), &DataType::Int64)?;
+        let version = version.as_primitive::<Int64Type>();
+        let ts = cast(batch.column(nkeys + 2), &timestamp_type())?;
+        let ts = ts.as_primitive::<TimestampMicrosecondType>();
+        let packed = |i: usize| if version.is_null(i) { 0 } else { version.value(i) * 8 } + i64::from(ranks[i]);
+        let ts_at = |i: usize| if ts.is_null(i) { i64::MIN } else { ts.value(i) };
+        let null_key = |i: usize| key_columns.iter().any(|c| c.is_null(i));
+
+        let n = batch.num_rows();
+        self.change_rows += n as u64;
+        let overflow = &mut self.overflow;
+        match self.keys.as_mut() {
+            Some(KeyMap::Int(map)) => {
+                let k = cast(&key_columns[0], &DataType::Int64)?;
+                let k = k.as_primitive::<Int64Type>();
+                for i in 0..n {
+                    if k.is_null(i) {
+                        self.null_key_rows += 1;
+                        continue;
+                    }
+                    match map.entry(k.value(i)) {
+                        std::collections::hash_map::Entry::Occupied(mut e) => e.get_mut().add(overflow, upstream, packed(i), ts_at(i)),
+                        std::collections::hash_map::Entry::Vacant(v) => {
+                            v.insert(KeyEntry::new(upstream, packed(i), ts_at(i)));
+                        }
+                    }
+                }
+            }
+            Some(KeyMap::Rows(converter, map)) => {
+                let rows = converter.convert_columns(&key_columns)?;
+                for i in 0..n {
+                    if null_key(i) {
+                        self.null_key_rows += 1;
+                        continue;
+                    }
+                    let row = rows.row(i);
+                    match map.get_mut(row.as_ref()) {
+                        Some(e) => e.add(overflow, upstream, packed(i), ts_at(i)),
+                        None => {
+                            map.insert(row.as_ref().into(), KeyEntry::new(upstream, packed(i), ts_at(i)));
+                        }
+                    }
+                }
+            }
+            None => {}
+        }
+        Ok(())
+    }
+
+    fn finish(self, key: &[String], upstreams: Vec<String>) -> Result<AffectedKeys> {
+        let keys = match self.keys {
+            None => SortedKeys { keys: SortedKeyValues::Int(Vec::new()), entries: Vec::new() },
+            Some(KeyMap::Int(map)) => {
+                let mut v: Vec<(i64, KeyEntry)> = map.into_iter().collect();
+                v.sort_unstable_by_key(|(k, _)| *k);
+                let (keys, entries) = v.into_iter().unzip();
+                SortedKeys { keys: SortedKeyValues::Int(keys), entries }
+            }
+            Some(KeyMap::Rows(converter, map)) => {
+                let mut v: Vec<(Box<[u8]>, KeyEntry)> = map.into_iter().collect();
+                v.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+                let (keys, entries) = v.into_iter().unzip();
+                SortedKeys { keys: SortedKeyValues::Rows(converter, keys), entries }
+            }
+        };
+        let distinct_keys = keys.entries.len() as u64;
+        // Without any row the key types are unknown; nothing is written then.
+        let key_fields = self.key_fields.unwrap_or_else(|| key.iter().map(|k| Field::new(k, DataType::Int64, true)).collect());
+        Ok(AffectedKeys {
+            key: key.to_vec(),
+            change_rows: self.change_rows,
+            null_key_rows: self.null_key_rows,
+            distinct_keys,
+            upstreams,
+            key_fields,
+            keys,
+            overflow: self.overflow,
+        })
+    }
+}
+
+/// Append `v` in decimal.
+fn push_decimal(text: &mut String, v: i64) {
+    if v < 0 {
+        text.push('-');
+    }
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut rest = v.unsigned_abs();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    text.extend(digits[at..].iter().map(|d| char::from(*d)));
+}
+
+/// Rank of each row's change type (see [`CHANGE_TYPE_RANKS`]).
+fn change_ranks(column: &deltalake::arrow::array::ArrayRef) -> Result<Vec<u8>> {
+    let plain = match column.data_type() {
+        DataType::Utf8 => column.clone(),
+        _ => deltalake::arrow::compute::cast(column, &DataType::Utf8)?,
+    };
+    let names = plain.as_string::<i32>();
+    Ok((0..names.len())
+        .map(|i| {
+            if names.is_null(i) {
+                return 7;
+            }
+            let name = names.value(i);
+            CHANGE_TYPE_RANKS.iter().position(|t| *t == name).map_or(7, |r| r as u8)
+        })
+        .collect())
 }
 
 impl AffectedKeys {
-    fn count_rows(&mut self) {
-        let nkeys = self.key.len();
-        for b in &self.per_upstream {
-            let rows = b.column(nkeys + 4).as_primitive::<Int64Type>();
-            for i in 0..b.num_rows() {
-                let n = rows.value(i) as u64;
-                self.change_rows += n;
-                if (0..nkeys).any(|k| b.column(k).is_null(i)) {
-                    self.null_key_rows += n;
-                }
-            }
-        }
-    }
-
-    /// Per-upstream rows whose key has no nulls (null keys are counted, never written).
-    pub fn non_null_frame(&self, ctx: &SessionContext) -> Result<DataFrame> {
-        let table = mem_table(self.schema.clone(), self.per_upstream.clone())?;
-        let df = ctx.read_table(Arc::new(table))?;
-        let not_null = self
-            .key
-            .iter()
-            .map(|k| ident(k).is_not_null())
-            .reduce(Expr::and)
-            .unwrap_or_else(|| lit(true));
-        Ok(df.filter(not_null)?)
-    }
-
-    /// One row per distinct key (sorted, materialised): the MERGE source.
+    /// One row per distinct non-null key, sorted by key: the MERGE source. Columns: the key,
+    /// `last_change_ts`, `upstreams` and `provenance` (`upstream@version:change_type`).
     pub fn per_key(&self, ctx: &SessionContext) -> Result<DataFrame> {
-        let (schema, batches) = &self.per_key;
-        Ok(ctx.read_table(Arc::new(mem_table(schema.clone(), batches.clone())?))?)
+        let batch = self.per_key_batch()?;
+        Ok(ctx.read_table(Arc::new(mem_table(batch.schema(), vec![batch])?))?)
     }
 
-    /// Aggregate per key: `last_change_ts`, `upstreams` and `provenance` lists, sorted by key
-    /// and materialised so the MERGE source has statistics for file pruning. Done in arrow
-    /// (sort + one pass): DataFusion's `array_agg` has no grouped accumulator and went row by
-    /// row through scalar values (profiled: most of a large run's CPU; ordered `array_agg` was
-    /// 100x slower still).
-    fn aggregate_per_key(&self) -> Result<(SchemaRef, Vec<RecordBatch>)> {
-        use deltalake::arrow::array::{ListBuilder, StringBuilder, TimestampMicrosecondArray, UInt32Array};
-        use deltalake::arrow::compute::{filter_record_batch, is_not_null, take, take_record_batch};
-        use deltalake::arrow::datatypes::TimestampMicrosecondType;
-        use deltalake::arrow::row::{RowConverter, SortField};
-
-        let nkeys = self.key.len();
-        let all = concat_unified(&self.per_upstream, &self.schema_of_rows())?;
-        let mut keep = deltalake::arrow::array::BooleanArray::from(vec![true; all.num_rows()]);
-        for k in 0..nkeys {
-            keep = deltalake::arrow::compute::and(&keep, &is_not_null(all.column(k))?)?;
-        }
-        let rows = filter_record_batch(&all, &keep)?;
-        // Sort by key, then upstream. Upstreams become small integer ranks; an integer key is
-        // sorted as plain i64 tuples (profiled: comparing arrow row encodings spent most of
-        // its time in memcmp calls); other keys use the row encoding.
-        let up_text = rows.column(nkeys).as_string::<i32>();
-        let mut names: Vec<&str> = up_text.iter().flatten().collect();
-        names.sort_unstable();
-        names.dedup();
-        let up_rank: Vec<u32> =
-            up_text.iter().map(|u| names.binary_search(&u.unwrap_or_default()).unwrap_or(0) as u32).collect();
-        let int_key = (nkeys == 1 && rows.column(0).data_type().is_integer())
-            .then(|| deltalake::arrow::compute::cast(rows.column(0), &DataType::Int64))
-            .transpose()?;
-        let (order, starts): (Vec<u32>, Vec<u32>) = match &int_key {
-            Some(k) => {
-                let k = k.as_primitive::<Int64Type>();
-                let mut t: Vec<(i64, u32, u32)> = (0..rows.num_rows()).map(|i| (k.value(i), up_rank[i], i as u32)).collect();
-                t.sort_unstable();
-                let starts = (0..t.len()).filter(|&i| i == 0 || t[i].0 != t[i - 1].0).map(|i| i as u32).collect();
-                (t.into_iter().map(|x| x.2).collect(), starts)
+    fn per_key_batch(&self) -> Result<RecordBatch> {
+        use deltalake::arrow::array::{ArrayRef, ListBuilder, StringBuilder, TimestampMicrosecondArray};
+        let n = self.distinct_keys as usize;
+        let mut text = String::new();
+        let mut last_ts: Vec<Option<i64>> = Vec::with_capacity(n);
+        let mut upstreams = ListBuilder::with_capacity(StringBuilder::new(), n);
+        let mut provenance = ListBuilder::with_capacity(StringBuilder::new(), n);
+        const AHEAD: usize = 16;
+        let entries = &self.keys.entries;
+        for (i, entry) in entries.iter().enumerate() {
+            if let Some(ahead) = entries.get(i + AHEAD) {
+                prefetch(&self.overflow, ahead.next);
+                prefetch(&self.overflow, ahead.last);
             }
-            None => {
-                let converter =
-                    RowConverter::new((0..nkeys).map(|i| SortField::new(rows.column(i).data_type().clone())).collect())?;
-                let keys = converter.convert_columns(&rows.columns()[..nkeys])?;
-                let mut order: Vec<u32> = (0..rows.num_rows() as u32).collect();
-                order.sort_unstable_by(|&a, &b| {
-                    let (a, b) = (a as usize, b as usize);
-                    keys.row(a).cmp(&keys.row(b)).then(up_rank[a].cmp(&up_rank[b]))
-                });
-                let starts = (0..order.len())
-                    .filter(|&i| i == 0 || keys.row(order[i] as usize) != keys.row(order[i - 1] as usize))
-                    .map(|i| i as u32)
-                    .collect();
-                (order, starts)
+            last_ts.push(entry.last_ts());
+            for hit in entry.hits(&self.overflow) {
+                let name = &self.upstreams[hit.upstream as usize];
+                upstreams.values().append_value(name);
+                // Built by hand into one reused buffer: formatting machinery per key and
+                // upstream was a tenth of a large run.
+                text.clear();
+                text.push_str(name);
+                text.push('@');
+                push_decimal(&mut text, hit.packed >> 3);
+                text.push(':');
+                text.push_str(change_type_of(hit.packed));
+                provenance.values().append_value(&text);
             }
-        };
-        let sorted = take_record_batch(&rows, &UInt32Array::from(order))?;
-        let n = sorted.num_rows();
-        // Strings are plain Utf8 here (concat_unified); numbers are cast in case a source typed them differently.
-        let (upstream, last_change) = (sorted.column(nkeys).as_string::<i32>(), sorted.column(nkeys + 3).as_string::<i32>());
-        let version = deltalake::arrow::compute::cast(sorted.column(nkeys + 1), &DataType::Int64)?;
-        let version = version.as_primitive::<Int64Type>();
-        let ts = deltalake::arrow::compute::cast(sorted.column(nkeys + 2), &timestamp_type())?;
-        let ts = ts.as_primitive::<TimestampMicrosecondType>();
-        let mut last_ts: Vec<Option<i64>> = Vec::with_capacity(starts.len());
-        let mut upstreams = ListBuilder::new(StringBuilder::new());
-        let mut provenance = ListBuilder::new(StringBuilder::new());
-        for (g, &start) in starts.iter().enumerate() {
-            let end = starts.get(g + 1).map_or(n, |e| *e as usize);
-            let mut max_ts: Option<i64> = None;
-            for i in start as usize..end {
-                if ts.is_valid(i) {
-                    max_ts = max_ts.max(Some(ts.value(i)));
-                }
-                if i == start as usize || upstream.value(i) != upstream.value(i - 1) {
-                    upstreams.values().append_value(upstream.value(i));
-                }
-                provenance.values().append_value(format!("{}@{}:{}", upstream.value(i), version.value(i), last_change.value(i)));
-            }
-            last_ts.push(max_ts);
             upstreams.append(true);
             provenance.append(true);
         }
-        let first_rows = UInt32Array::from(starts);
-        let mut columns: Vec<deltalake::arrow::array::ArrayRef> = Vec::with_capacity(nkeys + 3);
-        let mut fields: Vec<Field> = Vec::with_capacity(nkeys + 3);
-        for k in 0..nkeys {
-            columns.push(take(sorted.column(k).as_ref(), &first_rows, None)?);
-            fields.push(sorted.schema().field(k).clone());
-        }
-        columns.push(Arc::new(TimestampMicrosecondArray::from(last_ts).with_timezone("UTC")));
+        let mut columns = self.key_columns(0..n)?;
+        let mut fields = self.key_fields.clone();
+        columns.push(Arc::new(TimestampMicrosecondArray::from(last_ts).with_timezone("UTC")) as ArrayRef);
         fields.push(Field::new("last_change_ts", timestamp_type(), true));
         let upstreams = upstreams.finish();
         fields.push(Field::new("upstreams", upstreams.data_type().clone(), true));
@@ -382,39 +570,55 @@ impl AffectedKeys {
         let provenance = provenance.finish();
         fields.push(Field::new("provenance", provenance.data_type().clone(), true));
         columns.push(Arc::new(provenance));
-        let schema: SchemaRef = Arc::new(deltalake::arrow::datatypes::Schema::new(fields));
-        let batch = RecordBatch::try_new(schema.clone(), columns)?;
-        Ok((schema, vec![batch]))
+        Ok(RecordBatch::try_new(Arc::new(deltalake::arrow::datatypes::Schema::new(fields)), columns)?)
     }
 
-    /// The schema the per-upstream batches really have (nullability may differ from the plan's).
-    fn schema_of_rows(&self) -> SchemaRef {
-        self.per_upstream.first().map(|b| b.schema()).unwrap_or_else(|| self.schema.clone())
-    }
-
-    /// Preview rows: key, upstream, latest commit version, latest change type — ordered by key.
-    pub async fn preview_rows(&self, ctx: &SessionContext, limit: Option<usize>) -> Result<Vec<PreviewRow>> {
-        let mut order: Vec<_> = self.key.iter().map(|k| ident(k).sort(true, false)).collect();
-        order.push(ident(UPSTREAM_COL).sort(true, false));
-        let mut df = self.non_null_frame(ctx)?.sort(order)?;
-        if let Some(n) = limit {
-            df = df.limit(0, Some(n))?;
+    /// Key columns of the sorted entries in `range`, in the key's arrow types.
+    fn key_columns(&self, range: std::ops::Range<usize>) -> Result<Vec<deltalake::arrow::array::ArrayRef>> {
+        use deltalake::arrow::array::Int64Array;
+        match &self.keys.keys {
+            SortedKeyValues::Int(v) => {
+                let ints: deltalake::arrow::array::ArrayRef = Arc::new(Int64Array::from_iter_values(v[range].iter().copied()));
+                Ok(vec![deltalake::arrow::compute::cast(&ints, self.key_fields[0].data_type())?])
+            }
+            SortedKeyValues::Rows(converter, v) => {
+                let parser = converter.parser();
+                Ok(converter.convert_rows(v[range].iter().map(|bytes| parser.parse(bytes)))?)
+            }
         }
-        let nkeys = self.key.len();
-        let mut rows = Vec::new();
-        for b in df.collect().await? {
-            for i in 0..b.num_rows() {
-                let key = (0..nkeys).map(|k| display_value(b.column(k), i)).collect();
-                rows.push(PreviewRow {
-                    key,
-                    upstream: display_value(b.column(nkeys), i),
-                    commit_version: b.column(nkeys + 1).as_primitive::<Int64Type>().value(i),
-                    change_type: display_value(b.column(nkeys + 3), i),
-                    change_rows: b.column(nkeys + 4).as_primitive::<Int64Type>().value(i) as u64,
+    }
+
+    /// Preview rows — key, upstream, latest commit version and change type — ordered by key,
+    /// then upstream; at most `limit` of them.
+    pub fn preview_rows(&self, limit: Option<usize>) -> Result<Vec<PreviewRow>> {
+        let limit = limit.unwrap_or(usize::MAX);
+        let mut wanted = 0;
+        let mut rows = 0;
+        for entry in &self.keys.entries {
+            if rows >= limit {
+                break;
+            }
+            rows += entry.hits(&self.overflow).count();
+            wanted += 1;
+        }
+        let columns = self.key_columns(0..wanted)?;
+        let mut out = Vec::new();
+        for (i, entry) in self.keys.entries.iter().take(wanted).enumerate() {
+            let key: Vec<String> = columns.iter().map(|c| display_value(c.as_ref(), i)).collect();
+            for hit in entry.hits(&self.overflow) {
+                if out.len() >= limit {
+                    break;
+                }
+                out.push(PreviewRow {
+                    key: key.clone(),
+                    upstream: self.upstreams[hit.upstream as usize].clone(),
+                    commit_version: hit.packed >> 3,
+                    change_type: change_type_of(hit.packed).to_string(),
+                    change_rows: u64::from(hit.rows),
                 });
             }
         }
-        Ok(rows)
+        Ok(out)
     }
 }
 
