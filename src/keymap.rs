@@ -11,7 +11,7 @@ use deltalake::arrow::array::{Array, AsArray, RecordBatch};
 use deltalake::arrow::datatypes::{DataType, Field, Int64Type, SchemaRef, TimeUnit};
 use deltalake::datafusion::datasource::MemTable;
 use deltalake::datafusion::logical_expr::{cast, ident, lit, Expr};
-use deltalake::datafusion::prelude::{DataFrame, SessionContext};
+use deltalake::datafusion::prelude::DataFrame;
 
 use crate::cdf::{CHANGE_TYPE, COMMIT_TIMESTAMP, COMMIT_VERSION};
 use crate::Error;
@@ -269,7 +269,7 @@ impl KeyEntry {
 /// A multiply-fold hasher: keys come from the operator's own tables, so std's DoS-resistant
 /// SipHash buys nothing here and costs a third of the grouping time.
 #[derive(Default, Clone, Copy)]
-struct FoldHasher(u64);
+pub(crate) struct FoldHasher(u64);
 
 impl FoldHasher {
     fn mix(&mut self, v: u64) {
@@ -297,7 +297,8 @@ impl std::hash::Hasher for FoldHasher {
     }
 }
 
-type FastMap<K> = std::collections::HashMap<K, KeyEntry, std::hash::BuildHasherDefault<FoldHasher>>;
+pub(crate) type FastHash = std::hash::BuildHasherDefault<FoldHasher>;
+type FastMap<K> = std::collections::HashMap<K, KeyEntry, FastHash>;
 
 /// Keys while folding: a single integer key (lossless as i64) or arrow's row encoding.
 enum KeyMap {
@@ -522,14 +523,9 @@ fn change_ranks(column: &deltalake::arrow::array::ArrayRef) -> Result<Vec<u8>> {
 }
 
 impl AffectedKeys {
-    /// One row per distinct non-null key, sorted by key: the MERGE source. Columns: the key,
+    /// One row per distinct non-null key, sorted by key: the link-table write's source. Columns: the key,
     /// `last_change_ts`, `upstreams` and `provenance` (`upstream@version:change_type`).
-    pub fn per_key(&self, ctx: &SessionContext) -> Result<DataFrame> {
-        let batch = self.per_key_batch()?;
-        Ok(ctx.read_table(Arc::new(mem_table(batch.schema(), vec![batch])?))?)
-    }
-
-    fn per_key_batch(&self) -> Result<RecordBatch> {
+    pub fn per_key(&self) -> Result<RecordBatch> {
         use deltalake::arrow::array::{ArrayRef, ListBuilder, StringBuilder, TimestampMicrosecondArray};
         let n = self.distinct_keys as usize;
         let mut text = String::new();

@@ -11,7 +11,7 @@ use deltalake::arrow::array::RecordBatch;
 use deltalake::arrow::datatypes::DataType;
 use deltalake::datafusion::common::Column;
 use deltalake::datafusion::logical_expr::{cast, col, ident, lit, Expr};
-use deltalake::datafusion::prelude::{DataFrame, SessionContext};
+use deltalake::datafusion::prelude::SessionContext;
 use deltalake::datafusion::scalar::ScalarValue;
 use deltalake::kernel::transaction::CommitProperties;
 use deltalake::kernel::Transaction;
@@ -23,6 +23,8 @@ use url::Url;
 use crate::config::display_uri;
 use crate::keymap::{display_value, string_list_type, timestamp_type};
 use crate::lake;
+
+mod sorted_merge;
 
 pub const PIPELINE_COL: &str = "pipeline_name";
 pub const RUN_ID_COL: &str = "run_id";
@@ -141,9 +143,21 @@ pub struct LinkMerge<'a> {
     pub run_id: i64,
     pub kind: WriteKind,
     pub now_us: i64,
-    /// Target size of the files a first write produces: the keys arrive sorted, so files hold
+    /// Target size of the files a write produces: the keys arrive sorted, so files hold
     /// disjoint key ranges and a later MERGE of clustered keys rewrites only the files it hits.
     pub target_file_size: u64,
+    pub strategy: MergeStrategy,
+}
+
+/// How a link-table MERGE is executed (both give the same table; see [`sorted_merge`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum MergeStrategy {
+    /// deltalink's own MERGE over sorted keys: rewrites only files holding a touched key.
+    #[default]
+    SortedKeys,
+    /// delta-rs's MERGE (a DataFusion join); also the fallback for tables with deletion
+    /// vectors or partition columns.
+    DeltaRs,
 }
 
 /// What a link-table write did.
@@ -156,9 +170,22 @@ pub struct LinkWriteMetrics {
 }
 
 impl LinkMerge<'_> {
-    /// MERGE the keys into the link table. An empty link table (a new pipeline's first run, the
-    /// largest write it ever gets) is appended to instead: nothing to match, so no join.
-    pub async fn execute(self, table: DeltaTable, per_key: DataFrame) -> Result<(DeltaTable, LinkWriteMetrics)> {
+    /// MERGE the keys (`per_key`: one row per key, sorted by key) into the link table, by the
+    /// sorted-key MERGE ([`sorted_merge`]; into an empty table it is a sorted append), or by
+    /// delta-rs (an append into an empty table, else its MERGE) for tables the former does not
+    /// cover or when [`MergeStrategy::DeltaRs`] is chosen.
+    pub async fn execute(self, table: DeltaTable, per_key: RecordBatch) -> Result<(DeltaTable, LinkWriteMetrics)> {
+        let props = self.commit_properties();
+        let empty = table.snapshot()?.log_data().num_files() == 0;
+        if self.strategy == MergeStrategy::SortedKeys && sorted_merge::applies(&table)? {
+            let schema = std::sync::Arc::new(table.snapshot()?.snapshot().arrow_schema().as_ref().clone());
+            let incoming = sorted_merge::incoming_rows(&schema, self.pipeline, self.run_id, self.now_us, &per_key)?;
+            return sorted_merge::merge(&table, self.key, incoming, props, self.predicate_text(), self.target_file_size)
+                .await
+                .wrap_err_with(|| format!("MERGE into the link table of pipeline `{}` failed", self.pipeline));
+        }
+        let ctx = SessionContext::new();
+        let per_key = ctx.read_batch(per_key)?;
         let now = || lit(ScalarValue::TimestampMicrosecond(Some(self.now_us), Some("UTC".into())));
         let mut exprs: Vec<Expr> = vec![lit(self.pipeline.to_string()).alias(PIPELINE_COL)];
         exprs.extend(self.key.iter().map(|k| ident(k)));
@@ -180,15 +207,7 @@ impl LinkMerge<'_> {
         inserted.extend(self.key.iter().cloned());
         inserted.extend([RUN_ID_COL, LAST_CHANGE_COL, UPSTREAMS_COL, PROVENANCE_COL, CREATED_COL, UPDATED_COL].map(String::from));
 
-        let metadata = [
-            ("deltalink.pipeline".to_string(), serde_json::json!(self.pipeline)),
-            ("deltalink.run_id".to_string(), serde_json::json!(self.run_id)),
-            ("deltalink.kind".to_string(), serde_json::json!(self.kind.as_str())),
-        ];
-        let props = CommitProperties::default()
-            .with_application_transaction(Transaction::new(app_id(self.pipeline), self.run_id))
-            .with_metadata(metadata);
-        if table.snapshot()?.log_data().num_files() == 0 {
+        if empty {
             let rows = source.clone().count().await? as u64;
             let table = table
                 .write(Vec::new())
@@ -217,6 +236,23 @@ impl LinkMerge<'_> {
             files_rewritten: metrics.num_target_files_removed as u64,
         };
         Ok((table, metrics))
+    }
+
+    /// The commit's metadata and the run's application transaction (see exactly-once).
+    fn commit_properties(&self) -> CommitProperties {
+        let metadata = [
+            ("deltalink.pipeline".to_string(), serde_json::json!(self.pipeline)),
+            ("deltalink.run_id".to_string(), serde_json::json!(self.run_id)),
+            ("deltalink.kind".to_string(), serde_json::json!(self.kind.as_str())),
+        ];
+        CommitProperties::default()
+            .with_application_transaction(Transaction::new(app_id(self.pipeline), self.run_id))
+            .with_metadata(metadata)
+    }
+
+    /// The MERGE condition as text, for the commit's history entry.
+    fn predicate_text(&self) -> String {
+        self.key.iter().map(|k| format!("target.{k} = source.{k}")).collect::<Vec<_>>().join(" AND ")
     }
 }
 

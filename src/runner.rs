@@ -30,7 +30,7 @@ use crate::cdf::{self, ReadRange, ScanCounter};
 use crate::config::{Config, KeyMapping, Pipeline, StartFrom};
 use crate::keymap::{self, AffectedKeys, PreviewRow};
 use crate::lake;
-use crate::link::{self, LinkMerge, WriteKind};
+use crate::link::{self, LinkMerge, MergeStrategy, WriteKind};
 use crate::sqlmap;
 use crate::tracker::{now_ms, Audit, Tracker, TrackerRow};
 use crate::Error;
@@ -175,8 +175,9 @@ fn ser_duration<S: serde::Serializer>(d: &Duration, s: S) -> std::result::Result
     s.serialize_f64(d.as_secs_f64())
 }
 
-/// Link-table files of a first write: small enough that a MERGE of clustered keys skips most.
-pub const DEFAULT_LINK_FILE_SIZE: u64 = 32 * 1024 * 1024;
+/// Link-table file size: small enough that a MERGE of clustered keys skips most files, and
+/// that reading and writing a rewritten table spreads over the cores.
+pub const DEFAULT_LINK_FILE_SIZE: u64 = 16 * 1024 * 1024;
 
 /// The engine: a validated config plus shared state. Cheap to clone into tasks.
 #[derive(Clone)]
@@ -186,8 +187,9 @@ pub struct Engine {
     pub scans: Arc<ScanCounter>,
     /// Upstream snapshots kept between status refreshes (moved forward incrementally).
     pub tables: Arc<lake::TableCache>,
-    /// Target file size of a link table's first write (see [`LinkMerge::target_file_size`]).
+    /// Target size of link-table files (see [`LinkMerge::target_file_size`]).
     pub link_file_size: u64,
+    pub merge_strategy: MergeStrategy,
     /// Set while `run_many` runs a cycle: shared pins and shared change reads.
     cycle: Option<Arc<Cycle>>,
 }
@@ -251,11 +253,18 @@ impl Engine {
             scans: Arc::new(ScanCounter::default()),
             tables: Arc::default(),
             link_file_size: DEFAULT_LINK_FILE_SIZE,
+            merge_strategy: MergeStrategy::default(),
             cycle: None,
         }
     }
 
-    /// Target size of link-table files written by a first run (default 32 MiB).
+    /// How link-table MERGEs run (default: deltalink's sorted-key MERGE).
+    pub fn with_merge_strategy(mut self, strategy: MergeStrategy) -> Self {
+        self.merge_strategy = strategy;
+        self
+    }
+
+    /// Target size of link-table files (default 16 MiB).
     pub fn with_link_file_size(mut self, bytes: u64) -> Self {
         self.link_file_size = bytes.max(1);
         self
@@ -344,8 +353,8 @@ impl Engine {
         }
 
         if let Some(affected) = affected.filter(|a| a.distinct_keys > 0) {
-            let per_key = affected.per_key(&ctx)?;
-            let link_table = self.link_table_for(&plan, Some(&per_key)).await?;
+            let per_key = affected.per_key()?;
+            let link_table = self.link_table_for(&plan, Some(&per_key.schema())).await?;
             let merge = LinkMerge {
                 pipeline: name,
                 key: &plan.pipeline.key,
@@ -353,6 +362,7 @@ impl Engine {
                 kind: WriteKind::Run,
                 now_us: now_ms() * 1000,
                 target_file_size: self.link_file_size,
+                strategy: self.merge_strategy,
             };
             let (_, metrics) = merge.execute(link_table, per_key).await?;
             report.keys_inserted = metrics.inserted;
@@ -793,14 +803,14 @@ impl Engine {
             .map(Some)
     }
 
-    async fn link_table_for(&self, plan: &Plan, per_key: Option<&DataFrame>) -> Result<DeltaTable> {
+    async fn link_table_for(&self, plan: &Plan, per_key: Option<&deltalake::arrow::datatypes::SchemaRef>) -> Result<DeltaTable> {
         let key_types: Vec<(String, DeltaType)> = match first_column_source(&plan.pipeline) {
             Ok((upstream, cols)) => {
                 link::key_types_from(&plan.tables[upstream], upstream, &plan.pipeline.name, cols, &plan.pipeline.key)?
             }
             Err(_) => {
-                let df = per_key.ok_or_else(|| eyre!("pipeline `{}` has only `sql` sources: key types come from its first keys", plan.pipeline.name))?;
-                link::delta_key_types(df.schema().as_arrow(), &plan.pipeline.key)?
+                let schema = per_key.ok_or_else(|| eyre!("pipeline `{}` has only `sql` sources: key types come from its first keys", plan.pipeline.name))?;
+                link::delta_key_types(schema, &plan.pipeline.key)?
             }
         };
         link::open_or_create(&plan.pipeline.link_table, &plan.pipeline.name, &key_types, self.storage()).await
@@ -880,8 +890,8 @@ impl Engine {
         let result = async {
             plan.run_id = self.next_run_id_for_replay(&plan, replay.into.is_none()).await?;
             if let Some(a) = affected.filter(|a| a.distinct_keys > 0) {
-                let per_key = a.per_key(&ctx)?;
-                let table = self.link_table_for(&plan, Some(&per_key)).await?;
+                let per_key = a.per_key()?;
+                let table = self.link_table_for(&plan, Some(&per_key.schema())).await?;
                 let merge = LinkMerge {
                     pipeline: &plan.pipeline.name,
                     key: &plan.pipeline.key,
@@ -889,6 +899,7 @@ impl Engine {
                     kind: WriteKind::Replay,
                     now_us: now_ms() * 1000,
                     target_file_size: self.link_file_size,
+                    strategy: self.merge_strategy,
                 };
                 merge.execute(table, per_key).await?;
             }
