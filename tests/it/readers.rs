@@ -24,7 +24,9 @@ dt = DeltaTable(uri)
 df = pl.from_arrow(dt.to_pyarrow_table())
 cdf = pl.from_arrow(__import__("pyarrow").table(dt.load_cdf(starting_version=0)))
 inserted = cdf.filter(pl.col("_change_type") == "insert")["k"].to_list()
+images = lambda t: sorted([k, r] for k, r in cdf.filter(pl.col("_change_type") == t).select(["k", "run_id"]).iter_rows())
 print(json.dumps({"keys": sorted(df["k"].to_list()), "cdf_inserts": sorted(inserted),
+                  "pre": images("update_preimage"), "post": images("update_postimage"),
                   "runs": sorted(set(df["run_id"].to_list())), "upstreams": df["upstreams"].to_list()[0]}))
 "#;
 
@@ -54,6 +56,9 @@ fn python_deltalake_and_polars_read_the_link_table_and_its_change_feed() {
     assert_eq!(keys, expected);
     let inserted: BTreeSet<i64> = v["cdf_inserts"].as_array().expect("cdf").iter().map(|k| k.as_i64().expect("int")).collect();
     assert_eq!(inserted, expected, "every key appears as an insert in the link table's change feed");
+    // Run 2 moved row 1 from key 1 to 101: key 1 was updated from run 1 to run 2, 101 inserted.
+    assert_eq!(v["pre"], serde_json::json!([[1, 1]]), "update pre-image: the key as run 1 left it");
+    assert_eq!(v["post"], serde_json::json!([[1, 2]]), "update post-image: the key as run 2 wrote it");
     assert_eq!(v["runs"], serde_json::json!([1, 2]));
     assert_eq!(v["upstreams"], serde_json::json!(["a"]));
 }
