@@ -177,7 +177,7 @@ fn ser_duration<S: serde::Serializer>(d: &Duration, s: S) -> std::result::Result
 
 /// Link-table file size: small enough that a MERGE of clustered keys skips most files, and
 /// that reading and writing a rewritten table spreads over the cores.
-pub const DEFAULT_LINK_FILE_SIZE: u64 = 16 * 1024 * 1024;
+pub const DEFAULT_LINK_FILE_SIZE: u64 = 8 * 1024 * 1024;
 
 /// The engine: a validated config plus shared state. Cheap to clone into tasks.
 #[derive(Clone)]
@@ -264,7 +264,7 @@ impl Engine {
         self
     }
 
-    /// Target size of link-table files (default 16 MiB).
+    /// Target size of link-table files (default 8 MiB).
     pub fn with_link_file_size(mut self, bytes: u64) -> Self {
         self.link_file_size = bytes.max(1);
         self

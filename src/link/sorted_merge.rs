@@ -68,7 +68,6 @@ pub(super) async fn merge(
     let schema: SchemaRef = incoming.schema();
     let key_index: Vec<usize> =
         key.iter().map(|k| schema.index_of(k).map_err(|_| eyre!("link rows have no key column `{k}`"))).collect::<Result<_>>()?;
-    let converter = RowConverter::new(key_index.iter().map(|&i| SortField::new(schema.field(i).data_type().clone())).collect())?;
     let first_key = first_int_keys(&incoming, key_index[0])?;
     let candidates: Vec<TargetFile> = target_files(table, &key[0])?
         .into_iter()
@@ -80,69 +79,215 @@ pub(super) async fn merge(
             _ => true,
         })
         .collect();
-    if candidates.is_empty() {
-        // Every key is new (a first run, or keys beyond every file's range): a sorted append.
-        let inserted = incoming.num_rows() as u64;
-        let per_file = rows_per_file(target_file_size, 0, 0, &incoming);
-        let adds = write_data(table, incoming, per_file).await?;
-        let metrics = LinkWriteMetrics { inserted, updated: 0, files_rewritten: 0 };
-        return commit(table, props, predicate, adds.into_iter().map(Action::Add).collect(), metrics).await;
-    }
-    let incoming_keys = converter.convert_columns(&key_index.iter().map(|&i| incoming.column(i).clone()).collect::<Vec<_>>())?;
-    let mut lookup: HashMap<&[u8], u32, FastHash> = HashMap::with_capacity_and_hasher(incoming.num_rows(), FastHash::default());
-    for i in 0..incoming.num_rows() {
-        lookup.insert(incoming_keys.row(i).data(), i as u32);
-    }
-
-    // Read the candidates (two at a time: decoding is CPU) and keep those holding a touched key.
     let store = table.object_store();
-    let reads = futures::stream::iter(candidates.into_iter().map(|file| {
-        let store = store.clone();
-        let schema = schema.clone();
-        async move {
-            let batch = read_file(store, &file.path, &schema).await?;
-            Ok::<_, color_eyre::Report>((file, batch))
-        }
+    let groups = group_by_file(candidates, first_key.as_deref(), incoming.num_rows());
+    let job = Job { table, store: store.clone(), schema: schema.clone(), key_index, target_file_size };
+    // Groups go two at a time: reading and writing are CPU, and memory holds about two files.
+    let mut results: Vec<(usize, Rewrite)> = futures::stream::iter(groups.into_iter().enumerate().map(|(i, group)| {
+        let job = &job;
+        let slice = incoming.slice(group.rows.start, group.rows.len());
+        async move { Ok::<_, color_eyre::Report>((i, job.rewrite(group.files, slice, group.own).await?)) }
     }))
     .buffer_unordered(2)
-    .try_collect::<Vec<_>>()
+    .try_collect()
     .await?;
+    results.sort_by_key(|(i, _)| *i);
 
-    let read_done = std::time::Instant::now();
-
-    // Merge the touched files' rows (each sorted by key, or put in order here) with the new
-    // keys, by key, into one pick list per column kind: one `interleave` per column then builds
-    // the rewritten rows in key order, with no concatenation, sort or take of whole columns.
-    let mut seen = vec![false; incoming.num_rows()];
-    let mut files: Vec<RecordBatch> = Vec::new();
-    let mut file_rows = Vec::new();
-    let mut matches: Vec<Vec<Option<u32>>> = Vec::new();
-    let mut removes: Vec<Remove> = Vec::new();
-    for (file, batch) in reads {
-        let rows = converter.convert_columns(&key_index.iter().map(|&i| batch.column(i).clone()).collect::<Vec<_>>())?;
-        let matched: Vec<Option<u32>> = (0..batch.num_rows()).map(|i| lookup.get(rows.row(i).data()).copied()).collect();
-        if matched.iter().all(Option::is_none) {
-            continue;
-        }
-        for src in matched.iter().flatten() {
-            seen[*src as usize] = true;
-        }
-        files.push(batch);
-        file_rows.push(rows);
-        matches.push(matched);
-        removes.push(file.remove);
+    let mut actions: Vec<Action> = Vec::new();
+    let (mut pre, mut post, mut inserts, mut leftovers) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut metrics = LinkWriteMetrics::default();
+    for (_, r) in results {
+        metrics.files_rewritten += r.removes.len() as u64;
+        metrics.updated += r.updated;
+        actions.extend(r.removes.into_iter().map(Action::Remove));
+        actions.extend(r.adds.into_iter().map(Action::Add));
+        pre.extend(r.pre);
+        post.extend(r.post);
+        inserts.extend(r.inserts);
+        leftovers.extend(r.leftover);
     }
-    let new_keys: Vec<u32> = (0..incoming.num_rows() as u32).filter(|&i| !seen[i as usize]).collect();
-    let inserted = new_keys.len() as u64;
-    let incoming_source = files.len();
+    // New keys in no rewritten file's range: appended as files of their own, in key order.
+    let leftovers = concat_batches(&schema, &leftovers)?;
+    if leftovers.num_rows() > 0 {
+        let per_file = rows_per_file(target_file_size, 0, 0, &leftovers);
+        actions.extend(write_data(table, leftovers.clone(), per_file).await?.into_iter().map(Action::Add));
+        inserts.push(leftovers);
+    }
+    metrics.inserted = inserts.iter().map(|b| b.num_rows() as u64).sum();
+    // A commit that only adds files reads as inserts of their rows; once it also removes files,
+    // the change-data file must say what really changed (else readers see every row deleted
+    // and re-inserted).
+    if metrics.files_rewritten > 0 {
+        actions.extend(write_change_data(&store, &schema, &pre, &post, &inserts).await?.map(Action::Cdc));
+    }
+    tracing::debug!(ms = started.elapsed().as_millis() as u64, files = metrics.files_rewritten, "sorted-key MERGE written");
+    commit(table, props, predicate, actions, metrics).await
+}
 
-    // Runs to merge: each file's rows in key order, then the new keys (already sorted).
+/// Candidate files with the incoming rows each may hold. When every candidate has an integer
+/// key range and the ranges are disjoint (as deltalink writes them), each file is its own group
+/// with the incoming rows from its minimum up to the next file's: files are then read, merged
+/// and written one at a time. Otherwise one group holds every candidate and every row.
+///
+/// A file of its own group is always rewritten: pruning kept it because one of the incoming
+/// keys falls in its range, so the key is either in the file or a new key that must join it
+/// (appended elsewhere, it would overlap the file's range and break the disjoint layout).
+fn group_by_file(mut candidates: Vec<TargetFile>, first_key: Option<&[i64]>, rows: usize) -> Vec<Group> {
+    let ranges: Option<Vec<(i64, i64)>> = candidates.iter().map(|f| f.first_key_range).collect();
+    let one_group = |candidates| vec![Group { files: candidates, rows: 0..rows, own: false }];
+    let (Some(keys), Some(_)) = (first_key, ranges) else {
+        return one_group(candidates);
+    };
+    candidates.sort_by_key(|f| f.first_key_range.map(|r| r.0));
+    let disjoint = candidates.windows(2).all(|w| match (w[0].first_key_range, w[1].first_key_range) {
+        (Some((_, max)), Some((min, _))) => max < min,
+        _ => false,
+    });
+    if !disjoint || candidates.is_empty() {
+        return one_group(candidates);
+    }
+    let starts: Vec<usize> = candidates
+        .iter()
+        .enumerate()
+        .map(|(j, f)| if j == 0 { 0 } else { keys.partition_point(|k| Some(*k) < f.first_key_range.map(|r| r.0)) })
+        .collect();
+    candidates
+        .into_iter()
+        .enumerate()
+        .map(|(j, f)| Group { files: vec![f], rows: starts[j]..starts.get(j + 1).copied().unwrap_or(rows), own: true })
+        .collect()
+}
+
+/// Files rewritten together with the incoming rows (a range of them) that may fall in them;
+/// `own`: one file in its own key range (always rewritten, see [`group_by_file`]).
+struct Group {
+    files: Vec<TargetFile>,
+    rows: std::ops::Range<usize>,
+    own: bool,
+}
+
+/// What rewriting one group of files produced.
+#[derive(Default)]
+struct Rewrite {
+    removes: Vec<Remove>,
+    adds: Vec<deltalake::kernel::Add>,
+    updated: u64,
+    /// Touched rows before and after, and new keys merged into the rewritten files.
+    pre: Vec<RecordBatch>,
+    post: Vec<RecordBatch>,
+    inserts: Option<RecordBatch>,
+    /// The group's new keys when none of its files held a touched key (nothing rewritten).
+    leftover: Option<RecordBatch>,
+}
+
+struct Job<'a> {
+    table: &'a DeltaTable,
+    store: Arc<dyn ObjectStore>,
+    schema: SchemaRef,
+    key_index: Vec<usize>,
+    target_file_size: u64,
+}
+
+impl Job<'_> {
+    fn key_rows(&self, converter: &RowConverter, batch: &RecordBatch) -> Result<deltalake::arrow::row::Rows> {
+        Ok(converter.convert_columns(&self.key_index.iter().map(|&i| batch.column(i).clone()).collect::<Vec<_>>())?)
+    }
+
+    /// Read a group's files, and rewrite those holding one of `incoming`'s keys (or all of them,
+    /// `always`): touched rows get the run's columns, the new keys join them, in key order.
+    async fn rewrite(&self, candidates: Vec<TargetFile>, incoming: RecordBatch, always: bool) -> Result<Rewrite> {
+        if candidates.is_empty() {
+            // Every key is new (a first run, or keys beyond every file's range).
+            return Ok(Rewrite { leftover: Some(incoming), ..Rewrite::default() });
+        }
+        let schema = &self.schema;
+        let converter =
+            RowConverter::new(self.key_index.iter().map(|&i| SortField::new(schema.field(i).data_type().clone())).collect())?;
+        let incoming_keys = self.key_rows(&converter, &incoming)?;
+        let mut lookup: HashMap<&[u8], u32, FastHash> = HashMap::with_capacity_and_hasher(incoming.num_rows(), FastHash::default());
+        for i in 0..incoming.num_rows() {
+            lookup.insert(incoming_keys.row(i).data(), i as u32);
+        }
+        let reads: Vec<(TargetFile, RecordBatch)> = futures::stream::iter(candidates.into_iter().map(|file| async move {
+            let batch = read_file(self.store.clone(), &file.path, schema).await?;
+            Ok::<_, color_eyre::Report>((file, batch))
+        }))
+        .buffer_unordered(2)
+        .try_collect()
+        .await?;
+
+        // Keep the files holding a touched key, with each row's match in `incoming`.
+        let mut seen = vec![false; incoming.num_rows()];
+        let mut files: Vec<RecordBatch> = Vec::new();
+        let mut file_keys = Vec::new();
+        let mut matches: Vec<Vec<Option<u32>>> = Vec::new();
+        let mut out = Rewrite::default();
+        for (file, batch) in reads {
+            let rows = self.key_rows(&converter, &batch)?;
+            let matched: Vec<Option<u32>> = (0..batch.num_rows()).map(|i| lookup.get(rows.row(i).data()).copied()).collect();
+            if !always && matched.iter().all(Option::is_none) {
+                continue;
+            }
+            for src in matched.iter().flatten() {
+                seen[*src as usize] = true;
+            }
+            files.push(batch);
+            file_keys.push(rows);
+            matches.push(matched);
+            out.removes.push(file.remove);
+        }
+        let new_keys: Vec<u32> = (0..incoming.num_rows() as u32).filter(|&i| !seen[i as usize]).collect();
+        if files.is_empty() {
+            out.leftover = Some(incoming);
+            return Ok(out);
+        }
+        let picks = merge_by_key(&files, &file_keys, &matches, &incoming_keys, &new_keys);
+        for (f, batch) in files.iter().enumerate() {
+            let touched = UInt32Array::from((0..batch.num_rows() as u32).filter(|&i| matches[f][i as usize].is_some()).collect::<Vec<_>>());
+            out.pre.push(take_record_batch(batch, &touched)?);
+        }
+        out.updated = picks.post.len() as u64;
+        let mut sources: Vec<&RecordBatch> = files.iter().collect();
+        sources.push(&incoming);
+        let rows = assemble(schema, &sources, &picks.keep, &picks.update)?;
+        let (post_keep, post_update): (Vec<_>, Vec<_>) = picks.post.iter().copied().unzip();
+        out.post.push(assemble(schema, &sources, &post_keep, &post_update)?);
+        out.inserts = Some(take_record_batch(&incoming, &UInt32Array::from(new_keys))?);
+
+        let file_bytes: u64 = out.removes.iter().filter_map(|r| r.size).map(|s| s as u64).sum();
+        let file_rows: usize = files.iter().map(|b| b.num_rows()).sum();
+        drop(sources);
+        drop(files);
+        let per_file = rows_per_file(self.target_file_size, file_bytes, file_rows, &rows);
+        out.adds = write_data(self.table, rows, per_file).await?;
+        Ok(out)
+    }
+}
+
+/// Where each rewritten row comes from: `keep` for the columns a MERGE keeps, `update` for the
+/// run's columns ((source, row), source `files.len()` being the incoming rows), and the
+/// (keep, update) pick of every touched row for its post-image.
+struct Picks {
+    keep: Vec<(usize, usize)>,
+    update: Vec<(usize, usize)>,
+    post: Vec<((usize, usize), (usize, usize))>,
+}
+
+/// Merge the files' rows (each put in key order if it is not) with the new keys, by key.
+fn merge_by_key(
+    files: &[RecordBatch],
+    file_keys: &[deltalake::arrow::row::Rows],
+    matches: &[Vec<Option<u32>>],
+    incoming_keys: &deltalake::arrow::row::Rows,
+    new_keys: &[u32],
+) -> Picks {
+    let incoming_source = files.len();
     let mut runs: Vec<Vec<(usize, u32)>> = files
         .iter()
         .enumerate()
         .map(|(f, b)| {
             let mut order: Vec<u32> = (0..b.num_rows() as u32).collect();
-            let rows = &file_rows[f];
+            let rows = &file_keys[f];
             if !(1..b.num_rows()).all(|i| rows.row(i - 1) <= rows.row(i)) {
                 order.sort_unstable_by(|x, y| rows.row(*x as usize).cmp(&rows.row(*y as usize)));
             }
@@ -154,36 +299,29 @@ pub(super) async fn merge(
         if source == incoming_source {
             incoming_keys.row(row as usize).data()
         } else {
-            file_rows[source].row(row as usize).data()
+            file_keys[source].row(row as usize).data()
         }
     };
-    let mut keep_picks: Vec<(usize, usize)> = Vec::with_capacity(runs.iter().map(Vec::len).sum());
-    let mut update_picks: Vec<(usize, usize)> = Vec::with_capacity(keep_picks.capacity());
-    let mut post_picks: Vec<(usize, usize)> = Vec::new();
-    let mut pre: Vec<RecordBatch> = Vec::new();
+    let total = runs.iter().map(Vec::len).sum();
+    let mut picks = Picks { keep: Vec::with_capacity(total), update: Vec::with_capacity(total), post: Vec::new() };
+    let mut take = |source: usize, row: usize| {
+        if source == incoming_source {
+            picks.keep.push((source, row));
+            picks.update.push((source, row));
+        } else if let Some(src) = matches[source][row] {
+            picks.keep.push((source, row));
+            picks.update.push((incoming_source, src as usize));
+            picks.post.push(((source, row), (incoming_source, src as usize)));
+        } else {
+            picks.keep.push((source, row));
+            picks.update.push((source, row));
+        }
+    };
     let mut heads = vec![0usize; runs.len()];
-    let mut take_pick = |source: usize, row: usize| {
-        match (source == incoming_source).then_some(row).or_else(|| matches[source][row].map(|s| s as usize)) {
-            Some(src) if source == incoming_source => {
-                keep_picks.push((incoming_source, src));
-                update_picks.push((incoming_source, src));
-            }
-            Some(src) => {
-                keep_picks.push((source, row));
-                update_picks.push((incoming_source, src));
-                post_picks.push((source, row));
-                post_picks.push((incoming_source, src));
-            }
-            None => {
-                keep_picks.push((source, row));
-                update_picks.push((source, row));
-            }
-        }
-    };
     loop {
         // The run with the smallest head, and the smallest head of the others: rows are taken
         // from the former up to the latter at one comparison each (files hold disjoint key
-        // ranges, so this takes whole runs of a file at once).
+        // ranges, so this takes long stretches of a file at once).
         let mut best: Option<usize> = None;
         let mut second: Option<&[u8]> = None;
         for r in 0..runs.len() {
@@ -205,46 +343,10 @@ pub(super) async fn merge(
                 break;
             }
             heads[r] += 1;
-            take_pick(source, row as usize);
+            take(source, row as usize);
         }
     }
-    for (f, batch) in files.iter().enumerate() {
-        let touched = UInt32Array::from((0..batch.num_rows() as u32).filter(|&i| matches[f][i as usize].is_some()).collect::<Vec<_>>());
-        pre.push(take_record_batch(batch, &touched)?);
-    }
-    let updated_rows = (post_picks.len() / 2) as u64;
-    let mut sources: Vec<&RecordBatch> = files.iter().collect();
-    sources.push(&incoming);
-    let rows = assemble(&schema, &sources, &keep_picks, &update_picks)?;
-    let (post_keep, post_update): (Vec<_>, Vec<_>) = post_picks.chunks(2).map(|p| (p[0], p[1])).unzip();
-    let post = assemble(&schema, &sources, &post_keep, &post_update)?;
-    let inserts = take_record_batch(&incoming, &UInt32Array::from(new_keys))?;
-    let merged = std::time::Instant::now();
-
-    let file_bytes: u64 = removes.iter().filter_map(|r| r.size).map(|s| s as u64).sum();
-    let file_rows: usize = files.iter().map(|b| b.num_rows()).sum();
-    let per_file = rows_per_file(target_file_size, file_bytes, file_rows, &rows);
-    let adds = write_data(table, rows, per_file).await?;
-    // A commit that only adds files reads as inserts of their rows; once it also removes files,
-    // the change-data file must say what really changed (else readers see every row deleted
-    // and re-inserted).
-    let cdc = match removes.is_empty() {
-        true => None,
-        false => write_change_data(&store, &schema, &pre, &[post], &inserts).await?,
-    };
-    tracing::debug!(
-        read_ms = (read_done - started).as_millis() as u64,
-        merge_ms = (merged - read_done).as_millis() as u64,
-        write_ms = merged.elapsed().as_millis() as u64,
-        files = removes.len(),
-        "sorted-key MERGE prepared"
-    );
-
-    let mut actions: Vec<Action> = removes.iter().cloned().map(Action::Remove).collect();
-    actions.extend(adds.into_iter().map(Action::Add));
-    actions.extend(cdc.map(Action::Cdc));
-    let metrics = LinkWriteMetrics { inserted, updated: updated_rows, files_rewritten: removes.len() as u64 };
-    commit(table, props, predicate, actions, metrics).await
+    picks
 }
 
 /// Commit the MERGE's actions (with the run's application transaction in `props`).
@@ -379,7 +481,9 @@ async fn write_data(table: &DeltaTable, rows: RecordBatch, rows_per_file: usize)
     let rows_per_file = rows_per_file.max(1);
     let writes = (0..rows.num_rows()).step_by(rows_per_file).map(|at| {
         let chunk = rows.slice(at, rows_per_file.min(rows.num_rows() - at));
-        let writer = RecordBatchWriter::for_table(table);
+        // Files are cut here, by rows; the writer's own size rolling (by encoded bytes in
+        // memory) would cut them far below the target.
+        let writer = RecordBatchWriter::for_table(table).map(|w| w.with_target_file_size(u64::MAX / 2));
         tokio::spawn(async move {
             let mut writer = writer?;
             // Handed over in slices: the writer encodes as it goes.
@@ -399,9 +503,9 @@ async fn write_data(table: &DeltaTable, rows: RecordBatch, rows_per_file: usize)
 
 /// Rows per file for about `target_bytes` per file: from the sizes of the files being
 /// rewritten, or (a first write) from the rows' size in memory, which parquet's dictionary
-/// and snappy encoding shrink about fourfold for link rows.
+/// and snappy encoding shrink about twelvefold for link rows (measured).
 fn rows_per_file(target_bytes: u64, file_bytes: u64, file_rows: usize, rows: &RecordBatch) -> usize {
-    const MEMORY_TO_FILE: f64 = 4.0;
+    const MEMORY_TO_FILE: f64 = 12.0;
     let bytes_per_row = match (file_bytes, file_rows) {
         (0, _) | (_, 0) if rows.num_rows() > 0 => rows.get_array_memory_size() as f64 / rows.num_rows() as f64 / MEMORY_TO_FILE,
         (0, _) | (_, 0) => return 1 << 20,
@@ -417,7 +521,7 @@ async fn write_change_data(
     schema: &SchemaRef,
     pre: &[RecordBatch],
     post: &[RecordBatch],
-    inserts: &RecordBatch,
+    inserts: &[RecordBatch],
 ) -> Result<Option<AddCDCFile>> {
     let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
     fields.push(Field::new(CHANGE_TYPE, DataType::Utf8, false));
@@ -434,7 +538,9 @@ async fn write_change_data(
     for b in post {
         parts.push(labelled(b, "update_postimage")?);
     }
-    parts.push(labelled(inserts, "insert")?);
+    for b in inserts {
+        parts.push(labelled(b, "insert")?);
+    }
     let rows: usize = parts.iter().map(|b| b.num_rows()).sum();
     if rows == 0 {
         return Ok(None);

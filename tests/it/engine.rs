@@ -273,8 +273,8 @@ fn an_incremental_run_of_clustered_keys_rewrites_only_the_files_it_touches() {
         let mut a = ModelTable::create(&lake.path("a"), true).await;
         let keys: Vec<Option<Key>> = (0..60_000).map(Some).collect();
         a.insert(&keys).await;
-        // Small link files so a modest table spans many of them (the default is 32 MiB).
-        let engine = lake.engine(&simple_config(&["a"], &[("p", &["a"])])).with_link_file_size(64 * 1024);
+        // Small link files so a modest table spans many of them (the default is 8 MiB).
+        let engine = lake.engine(&simple_config(&["a"], &[("p", &["a"])])).with_link_file_size(32 * 1024);
         engine.run("p", &RunOptions::default()).await.expect("first run");
         let p = engine.config.pipeline("p").expect("pipeline");
         let link = deltalink::lake::open_owned(&p.link_table, &Default::default()).await.expect("open").expect("link");
