@@ -293,3 +293,17 @@ pub async fn list_log(table: &DeltaTable) -> Result<LogListing> {
     }
     Ok(listing)
 }
+
+/// A MERGE as its commit info records it, for the MERGEs deltalink commits itself (tracker
+/// upserts, the link table's sorted-key MERGE). No predicate: the commit counts as reading the
+/// whole table, so any concurrent commit conflicts with it.
+pub fn merge_operation(merge_predicate: &str) -> deltalake::protocol::DeltaOperation {
+    use deltalake::protocol::{DeltaOperation, MergePredicate};
+    DeltaOperation::Merge {
+        predicate: None,
+        merge_predicate: Some(merge_predicate.to_string()),
+        matched_predicates: vec![MergePredicate { action_type: "update".into(), predicate: None }],
+        not_matched_predicates: vec![MergePredicate { action_type: "insert".into(), predicate: None }],
+        not_matched_by_source_predicates: vec![],
+    }
+}

@@ -316,7 +316,6 @@ async fn read_rows(table: &DeltaTable) -> Result<Vec<TrackerRow>> {
 async fn merge_rows(table: DeltaTable, rows: &[TrackerRow], audit: &Audit) -> Result<DeltaTable> {
     use deltalake::kernel::transaction::CommitBuilder;
     use deltalake::kernel::Action;
-    use deltalake::protocol::{DeltaOperation, MergePredicate};
     use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 
     let mut all: std::collections::BTreeMap<(String, String), TrackerRow> =
@@ -351,13 +350,7 @@ async fn merge_rows(table: DeltaTable, rows: &[TrackerRow], audit: &Audit) -> Re
     if !audit.details.is_null() {
         metadata.push(("deltalink.details".to_string(), audit.details.clone()));
     }
-    let operation = DeltaOperation::Merge {
-        predicate: None,
-        merge_predicate: Some("t.pipeline_name = s.pipeline_name AND t.upstream = s.upstream".into()),
-        matched_predicates: vec![MergePredicate { action_type: "update".into(), predicate: None }],
-        not_matched_predicates: vec![MergePredicate { action_type: "insert".into(), predicate: None }],
-        not_matched_by_source_predicates: vec![],
-    };
+    let operation = lake::merge_operation("t.pipeline_name = s.pipeline_name AND t.upstream = s.upstream");
     CommitBuilder::from(CommitProperties::default().with_metadata(metadata))
         .with_actions(actions)
         .build(Some(table.snapshot()?), table.log_store(), operation)

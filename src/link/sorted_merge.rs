@@ -23,7 +23,6 @@ use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake::kernel::{Action, AddCDCFile, Remove};
 use deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use deltalake::parquet::arrow::ArrowWriter;
-use deltalake::protocol::{DeltaOperation, MergePredicate};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use deltalake::logstore::object_store::ObjectStoreExt;
 use deltalake::{DeltaTable, ObjectStore, Path};
@@ -357,13 +356,7 @@ async fn commit(
     actions: Vec<Action>,
     metrics: LinkWriteMetrics,
 ) -> Result<(DeltaTable, LinkWriteMetrics)> {
-    let operation = DeltaOperation::Merge {
-        predicate: None,
-        merge_predicate: Some(predicate),
-        matched_predicates: vec![MergePredicate { action_type: "update".into(), predicate: None }],
-        not_matched_predicates: vec![MergePredicate { action_type: "insert".into(), predicate: None }],
-        not_matched_by_source_predicates: vec![],
-    };
+    let operation = crate::lake::merge_operation(&predicate);
     CommitBuilder::from(props)
         .with_actions(actions)
         .build(Some(table.snapshot()?), table.log_store(), operation)
