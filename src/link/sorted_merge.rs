@@ -85,7 +85,7 @@ pub(super) async fn merge(
     let mut results: Vec<(usize, Rewrite)> = futures::stream::iter(groups.into_iter().enumerate().map(|(i, group)| {
         let job = &job;
         let slice = incoming.slice(group.rows.start, group.rows.len());
-        async move { Ok::<_, color_eyre::Report>((i, job.rewrite(group.files, slice, group.own).await?)) }
+        async move { Ok::<_, color_eyre::Report>((i, job.rewrite_group(group, slice).await?)) }
     }))
     .buffer_unordered(2)
     .try_collect()
@@ -190,6 +190,95 @@ struct Job<'a> {
 impl Job<'_> {
     fn key_rows(&self, converter: &RowConverter, batch: &RecordBatch) -> Result<deltalake::arrow::row::Rows> {
         Ok(converter.convert_columns(&self.key_index.iter().map(|&i| batch.column(i).clone()).collect::<Vec<_>>())?)
+    }
+
+    /// A file of its own streams (see [`Job::rewrite_sorted_file`]); anything else, or a file
+    /// that turns out not to be sorted by key, is rewritten whole ([`Job::rewrite`]).
+    async fn rewrite_group(&self, group: Group, incoming: RecordBatch) -> Result<Rewrite> {
+        if let (true, [file]) = (group.own, group.files.as_slice()) {
+            if let Some(done) = self.rewrite_sorted_file(file, &incoming).await? {
+                return Ok(done);
+            }
+            tracing::debug!(file = %file.path, "link file not sorted by key: rewritten whole");
+        }
+        self.rewrite(group.files, incoming, group.own).await
+    }
+
+    /// Rewrite one file sorted by key, streaming: batch by batch, its rows are merge-joined with
+    /// the incoming rows (also sorted) and written out, so memory holds one batch and the
+    /// writer's buffer instead of the whole file twice. `None` when the file is not sorted
+    /// (what it wrote so far is never committed).
+    async fn rewrite_sorted_file(&self, file: &TargetFile, incoming: &RecordBatch) -> Result<Option<Rewrite>> {
+        const BATCH: usize = 64 * 1024;
+        let schema = &self.schema;
+        let converter =
+            RowConverter::new(self.key_index.iter().map(|&i| SortField::new(schema.field(i).data_type().clone())).collect())?;
+        let incoming_keys = self.key_rows(&converter, incoming)?;
+        let bytes = self
+            .store
+            .get(&file.path)
+            .await
+            .wrap_err_with(|| format!("cannot read link-table file {}", file.path))?
+            .bytes()
+            .await?;
+        let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)?.with_batch_size(BATCH);
+        let file_rows = builder.metadata().file_metadata().num_rows().max(0) as usize;
+        let per_file = rows_per_file(self.target_file_size, file.remove.size.unwrap_or(0).max(0) as u64, file_rows, incoming);
+        let mut output = RowsOut::new(self.table, per_file)?;
+        let mut out = Rewrite { removes: vec![file.remove.clone()], ..Rewrite::default() };
+        let mut inserted: Vec<u32> = Vec::new();
+        let (m, mut j, mut j_matched) = (incoming.num_rows(), 0usize, false);
+        let mut last_key: Option<deltalake::arrow::row::OwnedRow> = None;
+        for batch in builder.build()? {
+            let batch = conform(&batch?, schema)?;
+            let keys = self.key_rows(&converter, &batch)?;
+            let n = batch.num_rows();
+            let ordered = (1..n).all(|i| keys.row(i - 1) <= keys.row(i))
+                && last_key.as_ref().is_none_or(|prev| n == 0 || prev.row() <= keys.row(0));
+            if !ordered {
+                return Ok(None);
+            }
+            let mut picks = Picks { keep: Vec::with_capacity(n), update: Vec::with_capacity(n), post: Vec::new() };
+            let mut touched: Vec<u32> = Vec::new();
+            for i in 0..n {
+                let key = keys.row(i);
+                while j < m && incoming_keys.row(j) < key {
+                    if !j_matched {
+                        picks.keep.push((1, j));
+                        picks.update.push((1, j));
+                        inserted.push(j as u32);
+                    }
+                    j += 1;
+                    j_matched = false;
+                }
+                if j < m && incoming_keys.row(j) == key {
+                    picks.keep.push((0, i));
+                    picks.update.push((1, j));
+                    picks.post.push(((0, i), (1, j)));
+                    touched.push(i as u32);
+                    j_matched = true;
+                } else {
+                    picks.keep.push((0, i));
+                    picks.update.push((0, i));
+                }
+            }
+            let sources = [&batch, incoming];
+            output.write(assemble(schema, &sources, &picks.keep, &picks.update)?).await?;
+            out.updated += picks.post.len() as u64;
+            let (post_keep, post_update): (Vec<_>, Vec<_>) = picks.post.into_iter().unzip();
+            out.post.push(assemble(schema, &sources, &post_keep, &post_update)?);
+            out.pre.push(take_record_batch(&batch, &UInt32Array::from(touched))?);
+            if n > 0 {
+                last_key = Some(keys.row(n - 1).owned());
+            }
+        }
+        // New keys beyond the file's last row.
+        let tail: Vec<u32> = (j..m).filter(|&r| !(r == j && j_matched)).map(|r| r as u32).collect();
+        output.write(take_record_batch(incoming, &UInt32Array::from(tail.clone()))?).await?;
+        inserted.extend(tail);
+        out.adds = output.finish().await?;
+        out.inserts = Some(take_record_batch(incoming, &UInt32Array::from(inserted))?);
+        Ok(Some(out))
     }
 
     /// Read a group's files, and rewrite those holding one of `incoming`'s keys (or all of them,
@@ -492,6 +581,45 @@ async fn write_data(table: &DeltaTable, rows: RecordBatch, rows_per_file: usize)
         adds.extend(written?);
     }
     Ok(adds)
+}
+
+/// Rows written in order into files of `per_file` rows (one writer, flushed at each cut).
+struct RowsOut {
+    writer: RecordBatchWriter,
+    schema: SchemaRef,
+    per_file: usize,
+    in_file: usize,
+    adds: Vec<deltalake::kernel::Add>,
+}
+
+impl RowsOut {
+    fn new(table: &DeltaTable, per_file: usize) -> Result<Self> {
+        // Files are cut here, by rows (see `write_data`).
+        let writer = RecordBatchWriter::for_table(table)?.with_target_file_size(u64::MAX / 2);
+        let schema = writer.arrow_schema();
+        Ok(RowsOut { writer, schema, per_file: per_file.max(1), in_file: 0, adds: Vec::new() })
+    }
+
+    async fn write(&mut self, rows: RecordBatch) -> Result<()> {
+        let rows = conform(&rows, &self.schema)?;
+        let mut at = 0;
+        while at < rows.num_rows() {
+            let take = (self.per_file - self.in_file).min(rows.num_rows() - at);
+            self.writer.write(rows.slice(at, take)).await?;
+            self.in_file += take;
+            at += take;
+            if self.in_file >= self.per_file {
+                self.adds.extend(self.writer.flush().await?);
+                self.in_file = 0;
+            }
+        }
+        Ok(())
+    }
+
+    async fn finish(mut self) -> Result<Vec<deltalake::kernel::Add>> {
+        self.adds.extend(self.writer.flush().await?);
+        Ok(self.adds)
+    }
 }
 
 /// Rows per file for about `target_bytes` per file: from the sizes of the files being
