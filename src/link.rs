@@ -147,6 +147,9 @@ pub struct LinkMerge<'a> {
     /// disjoint key ranges and a later MERGE of clustered keys rewrites only the files it hits.
     pub target_file_size: u64,
     pub strategy: MergeStrategy,
+    /// Called once the new files are written, right before the commit (a fault point in
+    /// tests: a run that dies here leaves files no commit references).
+    pub before_commit: &'a (dyn Fn() -> Result<()> + Sync),
 }
 
 /// How a link-table MERGE is executed (both give the same table; see [`sorted_merge`]).
@@ -180,7 +183,7 @@ impl LinkMerge<'_> {
         if self.strategy == MergeStrategy::SortedKeys && sorted_merge::applies(&table)? {
             let schema = std::sync::Arc::new(table.snapshot()?.snapshot().arrow_schema().as_ref().clone());
             let incoming = sorted_merge::incoming_rows(&schema, self.pipeline, self.run_id, self.now_us, &per_key)?;
-            return sorted_merge::merge(&table, self.key, incoming, props, self.predicate_text(), self.target_file_size)
+            return sorted_merge::merge(&table, self.key, incoming, props, self.predicate_text(), self.target_file_size, self.before_commit)
                 .await
                 .wrap_err_with(|| format!("MERGE into the link table of pipeline `{}` failed", self.pipeline));
         }
@@ -196,6 +199,8 @@ impl LinkMerge<'_> {
         exprs.push(now().alias(CREATED_COL));
         exprs.push(now().alias(UPDATED_COL));
         let source = per_key.select(exprs)?;
+        // delta-rs writes and commits in one call: the fault point comes before both.
+        (self.before_commit)()?;
 
         let on = |k: &str| {
             Expr::Column(Column::new(Some("target"), k)).eq(Expr::Column(Column::new(Some("source"), k)))

@@ -41,6 +41,8 @@ pub enum Step {
     Pinned,
     IntentRecorded,
     ChangesRead,
+    /// The link table's new files are written, its commit not made yet.
+    LinkFilesWritten,
     LinkCommitted,
     TrackerCommitted,
 }
@@ -92,6 +94,7 @@ pub fn step_name(step: Step) -> &'static str {
         Step::Pinned => "pinned",
         Step::IntentRecorded => "intent",
         Step::ChangesRead => "read",
+        Step::LinkFilesWritten => "files",
         Step::LinkCommitted => "link",
         Step::TrackerCommitted => "tracker",
     }
@@ -363,6 +366,7 @@ impl Engine {
                 now_us: now_ms() * 1000,
                 target_file_size: self.link_file_size,
                 strategy: self.merge_strategy,
+                before_commit: &|| opts.reached(name, Step::LinkFilesWritten),
             };
             let (_, metrics) = merge.execute(link_table, per_key).await?;
             report.keys_inserted = metrics.inserted;
@@ -900,6 +904,7 @@ impl Engine {
                     now_us: now_ms() * 1000,
                     target_file_size: self.link_file_size,
                     strategy: self.merge_strategy,
+                    before_commit: &|| Ok(()),
                 };
                 merge.execute(table, per_key).await?;
             }

@@ -128,8 +128,9 @@ fn step_number(s: Step) -> usize {
         Step::Pinned => 1,
         Step::IntentRecorded => 2,
         Step::ChangesRead => 3,
-        Step::LinkCommitted => 4,
-        Step::TrackerCommitted => 5,
+        Step::LinkFilesWritten => 4,
+        Step::LinkCommitted => 5,
+        Step::TrackerCommitted => 6,
     }
 }
 
@@ -138,6 +139,7 @@ pub fn step_label(s: Step) -> &'static str {
         Step::Pinned => "versions pinned",
         Step::IntentRecorded => "intent recorded",
         Step::ChangesRead => "changes read",
+        Step::LinkFilesWritten => "link files written",
         Step::LinkCommitted => "link table committed",
         Step::TrackerCommitted => "tracker committed",
     }
@@ -145,7 +147,7 @@ pub fn step_label(s: Step) -> &'static str {
 
 /// Progress of the running write: pipelines done plus the steps of the current one.
 fn gauge(f: &mut Frame, area: Rect, app: &App, task: &InFlight) {
-    const STEPS: f64 = 5.0;
+    const STEPS: f64 = 6.0;
     let step = task.step.map_or(0, step_number);
     let ratio = ((task.done as f64 + step as f64 / STEPS) / task.total.max(1) as f64).clamp(0.0, 1.0);
     let secs = (app.now() - task.started).num_milliseconds().max(0) as f64 / 1000.0;

@@ -62,6 +62,7 @@ pub(super) async fn merge(
     props: CommitProperties,
     predicate: String,
     target_file_size: u64,
+    before_commit: &(dyn Fn() -> Result<()> + Sync),
 ) -> Result<(DeltaTable, LinkWriteMetrics)> {
     let started = std::time::Instant::now();
     let schema: SchemaRef = incoming.schema();
@@ -120,6 +121,7 @@ pub(super) async fn merge(
         actions.extend(write_change_data(&store, &schema, &pre, &post, &inserts).await?.map(Action::Cdc));
     }
     tracing::debug!(ms = started.elapsed().as_millis() as u64, files = metrics.files_rewritten, "sorted-key MERGE written");
+    before_commit()?;
     commit(table, props, predicate, actions, metrics).await
 }
 

@@ -169,7 +169,7 @@ fn preview_is_exactly_what_the_run_writes_and_writes_nothing() {
 
 #[test]
 fn a_fault_at_any_step_converges_to_one_clean_run() {
-    let steps = [Step::Pinned, Step::IntentRecorded, Step::ChangesRead, Step::LinkCommitted, Step::TrackerCommitted];
+    let steps = [Step::Pinned, Step::IntentRecorded, Step::ChangesRead, Step::LinkFilesWritten, Step::LinkCommitted, Step::TrackerCommitted];
     rt().block_on(async {
         for (i, step) in steps.into_iter().enumerate() {
             let lake = Lake::new();
@@ -193,7 +193,7 @@ fn a_fault_at_any_step_converges_to_one_clean_run() {
                     apply(&mut expected, &late, 1);
                 }
                 // Died with the intent recorded but before/after the link commit: same run 1, same pins.
-                Step::IntentRecorded | Step::ChangesRead | Step::LinkCommitted => {
+                Step::IntentRecorded | Step::ChangesRead | Step::LinkFilesWritten | Step::LinkCommitted => {
                     apply(&mut expected, &first, 1);
                 }
                 // Completed: the restart is run 2 with the late commit.
@@ -205,7 +205,7 @@ fn a_fault_at_any_step_converges_to_one_clean_run() {
             assert_eq!(link_keys(&engine, "p").await, expected, "after fault at {step:?} and restart ({r:?})");
             // One more run catches up; link rows and run ids keep agreeing with the oracle.
             let r2 = engine.run("p", &RunOptions::default()).await.expect("catch up");
-            if matches!(step, Step::IntentRecorded | Step::ChangesRead | Step::LinkCommitted) {
+            if matches!(step, Step::IntentRecorded | Step::ChangesRead | Step::LinkFilesWritten | Step::LinkCommitted) {
                 assert_eq!(r2.run_id, Some(2));
                 apply(&mut expected, &late, 2);
             } else {
@@ -384,5 +384,36 @@ fn sorted_key_merge_equals_delta_rs_merge_over_random_histories() {
                 }
             }
         }
+    });
+}
+
+/// A run that dies after writing a MERGE's files (rewritten files, change data) but before its
+/// commit leaves the link table as it was; the restart redoes the same run, and the table and
+/// its change feed equal those of a pipeline that never failed.
+#[test]
+fn a_fault_between_merge_files_and_commit_leaves_no_trace() {
+    rt().block_on(async {
+        let lake = Lake::new();
+        let mut rng = seeded(77);
+        let mut a = ModelTable::create(&lake.path("a"), true).await;
+        let config = simple_config(&["a"], &[("faulted", &["a"]), ("clean", &["a"])]);
+        let engine = lake.engine(&config).with_link_file_size(2048);
+        let first: Vec<Option<Key>> = (0..300).map(|_| Some(rng.gen_range(0..400))).collect();
+        a.insert(&first).await;
+        for p in ["faulted", "clean"] {
+            engine.run(p, &RunOptions::default()).await.expect("first run");
+        }
+        for _ in 0..4 {
+            a.random_commit(&mut rng, 400).await;
+        }
+        let before = link_rows_and_feed(&engine, "faulted").await;
+        let err = engine.run("faulted", &RunOptions::default().with_fault_after(Step::LinkFilesWritten)).await;
+        assert!(err.is_err(), "the injected fault surfaces");
+        assert_eq!(link_rows_and_feed(&engine, "faulted").await, before, "nothing committed before the fault");
+        let redone = engine.run("faulted", &RunOptions::default()).await.expect("restart");
+        let clean = engine.run("clean", &RunOptions::default()).await.expect("clean run");
+        assert_eq!((redone.run_id, redone.keys_updated), (Some(2), clean.keys_updated), "the same run 2, redone");
+        assert!(redone.link_files_rewritten > 0, "the redone run is a MERGE that rewrites files");
+        assert_eq!(link_rows_and_feed(&engine, "faulted").await, link_rows_and_feed(&engine, "clean").await);
     });
 }

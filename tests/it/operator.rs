@@ -188,7 +188,7 @@ fn two_engines_racing_on_one_pipeline_write_once() {
 #[test]
 fn a_killed_process_converges_on_restart() {
     let bin = env!("CARGO_BIN_EXE_deltalink");
-    for step in ["intent", "read", "link"] {
+    for step in ["intent", "read", "files", "link"] {
         let (lake, expected) = rt().block_on(async {
             let lake = Lake::new();
             let mut a = ModelTable::create(&lake.path("a"), true).await;
