@@ -195,7 +195,8 @@ impl Job<'_> {
     }
 
     /// A file of its own streams (see [`Job::rewrite_sorted_file`]); anything else, or a file
-    /// that turns out not to be sorted by key, is rewritten whole ([`Job::rewrite`]).
+    /// that turns out not to be sorted by key, is rewritten whole ([`Job::rewrite`], which
+    /// looks keys up by hash and sorts what is out of order).
     async fn rewrite_group(&self, group: Group, incoming: RecordBatch) -> Result<Rewrite> {
         if let (true, [file]) = (group.own, group.files.as_slice()) {
             if let Some(done) = self.rewrite_sorted_file(file, &incoming).await? {
@@ -216,6 +217,10 @@ impl Job<'_> {
         let converter =
             RowConverter::new(self.key_index.iter().map(|&i| SortField::new(schema.field(i).data_type().clone())).collect())?;
         let incoming_keys = self.key_rows(&converter, incoming)?;
+        if !(1..incoming.num_rows()).all(|i| incoming_keys.row(i - 1) < incoming_keys.row(i)) {
+            // The merge-join needs the run's keys sorted and unique (they are, by construction).
+            return Ok(None);
+        }
         let bytes = self
             .store
             .get(&file.path)
