@@ -650,7 +650,7 @@ impl Engine {
                     }
                 }
                 KeyMapping::Sql(sql) => {
-                    let df = self.sql_source(ctx, plan, &source.upstream, sql, changes, &raw).await?;
+                    let df = self.sql_source(ctx, plan, &source.upstream, sql, changes, &raw, key_types.as_deref()).await?;
                     add(&source.upstream, df)?;
                 }
             }
@@ -675,6 +675,7 @@ impl Engine {
         sql: &str,
         changes: &[DataFrame],
         raw: &HashMap<String, Vec<DataFrame>>,
+        key_types: Option<&[DataType]>,
     ) -> Result<DataFrame> {
         let names: Vec<String> = self.config.upstreams.keys().cloned().collect();
         let prepared = sqlmap::prepare(sql, &plan.pipeline.name, upstream, &names)?;
@@ -697,7 +698,7 @@ impl Engine {
         let columns: Vec<String> = df.schema().fields().iter().map(|f| f.name().clone()).collect();
         sqlmap::check_output(&columns, &plan.pipeline.key, &plan.pipeline.name, upstream)?;
         let read = plan.reads.iter().find(|r| r.upstream == upstream);
-        keymap::project_sql_output(df, &plan.pipeline.key, None, prepared.provenance, read.map(|r| (r.pinned, r.pinned_ts)))
+        keymap::project_sql_output(df, &plan.pipeline.key, key_types, prepared.provenance, read.map(|r| (r.pinned, r.pinned_ts)))
     }
 
     /// Another upstream as a SQL source sees it: snapshot at the pin ∪ this run's pre-images/deletes.

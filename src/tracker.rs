@@ -330,9 +330,10 @@ async fn merge_rows(table: DeltaTable, rows: &[TrackerRow], audit: &Audit) -> Re
     let columns = schema
         .fields()
         .iter()
-        .map(|f| {
-            let c = batch.column_by_name(f.name()).ok_or_else(|| eyre!("tracker rows have no column `{}`", f.name()))?;
-            Ok(deltalake::arrow::compute::cast(c, f.data_type())?)
+        .map(|f| match batch.column_by_name(f.name()) {
+            Some(c) => Ok(deltalake::arrow::compute::cast(c, f.data_type())?),
+            // A column added by hand: deltalink does not know it, so it stays empty.
+            None => Ok(deltalake::arrow::array::new_null_array(f.data_type(), batch.num_rows())),
         })
         .collect::<Result<Vec<_>>>()?;
     writer.write(RecordBatch::try_new(schema, columns)?).await?;

@@ -68,6 +68,7 @@ pub(super) async fn merge(
     let schema: SchemaRef = incoming.schema();
     let key_index: Vec<usize> =
         key.iter().map(|k| schema.index_of(k).map_err(|_| eyre!("link rows have no key column `{k}`"))).collect::<Result<_>>()?;
+    let incoming = sorted_and_unique(incoming, &key_index)?;
     let first_key = first_int_keys(&incoming, key_index[0])?;
     let candidates: Vec<TargetFile> = target_files(table, &key[0])?
         .into_iter()
@@ -460,6 +461,30 @@ async fn commit(
     let mut table = table.clone();
     table.update_incremental(None).await?;
     Ok((table, metrics))
+}
+
+/// `incoming` in key order as the link table's key types sort, which is what pruning, grouping
+/// and the merge-join rely on. The run's keys arrive sorted in the types they were grouped in;
+/// cast to the table's types (a `sql` source may return another type) the order can change, or
+/// two keys can become one: the latter is refused, since a MERGE cannot apply both.
+fn sorted_and_unique(incoming: RecordBatch, key_index: &[usize]) -> Result<RecordBatch> {
+    let columns: Vec<ArrayRef> = key_index.iter().map(|&i| incoming.column(i).clone()).collect();
+    let converter = RowConverter::new(columns.iter().map(|c| SortField::new(c.data_type().clone())).collect())?;
+    let rows = converter.convert_columns(&columns)?;
+    if (1..incoming.num_rows()).all(|i| rows.row(i - 1) < rows.row(i)) {
+        return Ok(incoming);
+    }
+    let mut order: Vec<u32> = (0..incoming.num_rows() as u32).collect();
+    order.sort_unstable_by(|a, b| rows.row(*a as usize).cmp(&rows.row(*b as usize)));
+    if let Some(w) = order.windows(2).find(|w| rows.row(w[0] as usize) == rows.row(w[1] as usize)) {
+        let shown: Vec<String> =
+            columns.iter().map(|c| crate::keymap::display_value(c.as_ref(), w[0] as usize)).collect();
+        return Err(eyre!(
+            "two of the run's keys become the same key ({}) in the link table's key types\n  fix: make every source return the key in the link table's types (cast it in the `sql`)",
+            shown.join(", ")
+        ));
+    }
+    Ok(take_record_batch(&incoming, &UInt32Array::from(order))?)
 }
 
 /// The link table's data files, with the first key column's range from their statistics.
