@@ -964,13 +964,17 @@ impl Engine {
             ..Default::default()
         };
         let engine = Engine { cycle: Some(Arc::new(cycle)), ..self.clone() };
-        // Pipelines run concurrently (bounded): each is I/O- and CPU-light on its own. Each
-        // future owns its engine and options, so the whole cycle can be spawned on a runtime.
+        // Pipelines run concurrently (bounded), each as its own task: as futures of one task
+        // their CPU work (grouping, building and encoding link rows) shared one core.
         let parallel = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 8);
         let runs = names.into_iter().map(|n| {
             let (engine, opts) = (engine.clone(), opts.clone());
             async move {
-                let r = engine.run(&n, &opts).await;
+                let task = {
+                    let (n, opts) = (n.clone(), opts.clone());
+                    tokio::spawn(async move { engine.run(&n, &opts).await })
+                };
+                let r = task.await.unwrap_or_else(|e| Err(eyre!("the run of pipeline `{n}` stopped: {e}")));
                 if let Some(tx) = &opts.events {
                     let result = r.as_ref().map(Clone::clone).map_err(|e| format!("{e:#}"));
                     let _ = tx.send(RunEvent::Finished { pipeline: n.clone(), result });

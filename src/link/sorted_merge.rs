@@ -82,12 +82,16 @@ pub(super) async fn merge(
         .collect();
     let store = table.object_store();
     let groups = group_by_file(candidates, first_key.as_deref(), incoming.num_rows());
-    let job = Job { table, store: store.clone(), schema: schema.clone(), key_index, target_file_size };
-    // Groups go two at a time: reading and writing are CPU, and memory holds about two files.
+    let job = Arc::new(Job { table: table.clone(), store: store.clone(), schema: schema.clone(), key_index, target_file_size });
+    // Groups go two at a time, each its own task (decoding, merging and encoding are CPU: as
+    // futures of one task they would share one core); memory holds about two files' batches.
     let mut results: Vec<(usize, Rewrite)> = futures::stream::iter(groups.into_iter().enumerate().map(|(i, group)| {
-        let job = &job;
+        let job = job.clone();
         let slice = incoming.slice(group.rows.start, group.rows.len());
-        async move { Ok::<_, color_eyre::Report>((i, job.rewrite_group(group, slice).await?)) }
+        async move {
+            let done = tokio::spawn(async move { job.rewrite_group(group, slice).await }).await??;
+            Ok::<_, color_eyre::Report>((i, done))
+        }
     }))
     .buffer_unordered(2)
     .try_collect()
@@ -182,15 +186,15 @@ struct Rewrite {
     leftover: Option<RecordBatch>,
 }
 
-struct Job<'a> {
-    table: &'a DeltaTable,
+struct Job {
+    table: DeltaTable,
     store: Arc<dyn ObjectStore>,
     schema: SchemaRef,
     key_index: Vec<usize>,
     target_file_size: u64,
 }
 
-impl Job<'_> {
+impl Job {
     fn key_rows(&self, converter: &RowConverter, batch: &RecordBatch) -> Result<deltalake::arrow::row::Rows> {
         Ok(converter.convert_columns(&self.key_index.iter().map(|&i| batch.column(i).clone()).collect::<Vec<_>>())?)
     }
@@ -232,7 +236,7 @@ impl Job<'_> {
         let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)?.with_batch_size(BATCH);
         let file_rows = builder.metadata().file_metadata().num_rows().max(0) as usize;
         let per_file = rows_per_file(self.target_file_size, file.remove.size.unwrap_or(0).max(0) as u64, file_rows, incoming);
-        let mut output = RowsOut::new(self.table, per_file)?;
+        let mut output = RowsOut::new(&self.table, per_file)?;
         let mut out = Rewrite { removes: vec![file.remove.clone()], ..Rewrite::default() };
         let mut inserted: Vec<u32> = Vec::new();
         let (m, mut j, mut j_matched) = (incoming.num_rows(), 0usize, false);
@@ -355,7 +359,7 @@ impl Job<'_> {
         drop(sources);
         drop(files);
         let per_file = rows_per_file(self.target_file_size, file_bytes, file_rows, &rows);
-        out.adds = write_data(self.table, rows, per_file).await?;
+        out.adds = write_data(&self.table, rows, per_file).await?;
         Ok(out)
     }
 }
