@@ -177,7 +177,10 @@ pub async fn group_changes(mut changes: Vec<(String, DataFrame)>, key: &[String]
                 .wrap_err_with(|| format!("grouping the change rows of upstream `{upstream}` by key failed"))?;
         }
     }
-    let affected = grouper.finish(key, upstreams)?;
+    // Sorting millions of keys is long CPU work: off the async workers (they also drive the
+    // timers the console's frames wait on).
+    let key = key.to_vec();
+    let affected = tokio::task::spawn_blocking(move || grouper.finish(&key, upstreams)).await??;
     tracing::info!(rows = affected.change_rows, keys = affected.distinct_keys, "change rows grouped");
     Ok(affected)
 }
@@ -526,6 +529,15 @@ impl AffectedKeys {
     /// One row per distinct non-null key, sorted by key: the link-table write's source. Columns: the key,
     /// `last_change_ts`, `upstreams` and `provenance` (`upstream@version:change_type`).
     pub fn per_key(&self) -> Result<RecordBatch> {
+        self.per_key_batch()
+    }
+
+    /// [`AffectedKeys::per_key`] built on a blocking thread (long CPU work for millions of keys).
+    pub async fn per_key_off_runtime(self: Arc<Self>) -> Result<RecordBatch> {
+        tokio::task::spawn_blocking(move || self.per_key_batch()).await?
+    }
+
+    fn per_key_batch(&self) -> Result<RecordBatch> {
         use deltalake::arrow::array::{ArrayRef, ListBuilder, StringBuilder, TimestampMicrosecondArray};
         let n = self.distinct_keys as usize;
         let mut text = String::new();

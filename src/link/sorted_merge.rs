@@ -599,9 +599,7 @@ async fn write_data(table: &DeltaTable, rows: RecordBatch, rows_per_file: usize)
     let rows_per_file = rows_per_file.max(1);
     let writes = (0..rows.num_rows()).step_by(rows_per_file).map(|at| {
         let chunk = rows.slice(at, rows_per_file.min(rows.num_rows() - at));
-        // Files are cut here, by rows; the writer's own size rolling (by encoded bytes in
-        // memory) would cut them far below the target.
-        let writer = RecordBatchWriter::for_table(table).map(|w| w.with_target_file_size(u64::MAX / 2));
+        let writer = link_writer(table);
         tokio::spawn(async move {
             let mut writer = writer?;
             // Handed over in slices: the writer encodes as it goes.
@@ -619,6 +617,18 @@ async fn write_data(table: &DeltaTable, rows: RecordBatch, rows_per_file: usize)
     Ok(adds)
 }
 
+/// A writer for link files. Files are cut by rows here (the writer's own size rolling, by
+/// encoded bytes in memory, would cut them far below the target). Row groups of 128k rows:
+/// a row group is encoded in one go inside a `write` call, and a million-row group held an
+/// async worker for long enough to stall the console's frames.
+fn link_writer(table: &DeltaTable) -> Result<RecordBatchWriter> {
+    use deltalake::parquet::basic::Compression;
+    use deltalake::parquet::file::properties::WriterProperties;
+    let properties =
+        WriterProperties::builder().set_compression(Compression::SNAPPY).set_max_row_group_row_count(Some(128 * 1024)).build();
+    Ok(RecordBatchWriter::for_table(table)?.with_target_file_size(u64::MAX / 2).with_writer_properties(properties))
+}
+
 /// Rows written in order into files of `per_file` rows (one writer, flushed at each cut).
 struct RowsOut {
     writer: RecordBatchWriter,
@@ -630,8 +640,7 @@ struct RowsOut {
 
 impl RowsOut {
     fn new(table: &DeltaTable, per_file: usize) -> Result<Self> {
-        // Files are cut here, by rows (see `write_data`).
-        let writer = RecordBatchWriter::for_table(table)?.with_target_file_size(u64::MAX / 2);
+        let writer = link_writer(table)?;
         let schema = writer.arrow_schema();
         Ok(RowsOut { writer, schema, per_file: per_file.max(1), in_file: 0, adds: Vec::new() })
     }
@@ -702,12 +711,18 @@ async fn write_change_data(
     if rows == 0 {
         return Ok(None);
     }
-    let mut buffer = Vec::new();
-    let mut writer = ArrowWriter::try_new(&mut buffer, cdc_schema.clone(), None)?;
-    for b in &parts {
-        writer.write(b)?;
-    }
-    writer.close()?;
+    // Encoded on a blocking thread: a run touching millions of keys writes millions of images,
+    // seconds of CPU that would otherwise hold an async worker (and the console's frames).
+    let buffer = tokio::task::spawn_blocking(move || {
+        let mut buffer = Vec::new();
+        let mut writer = ArrowWriter::try_new(&mut buffer, cdc_schema, None)?;
+        for b in &parts {
+            writer.write(b)?;
+        }
+        writer.close()?;
+        Ok::<_, color_eyre::Report>(buffer)
+    })
+    .await??;
     let name = format!("_change_data/cdc-00000-{}.c000.snappy.parquet", uuid::Uuid::new_v4());
     let size = buffer.len() as i64;
     store
