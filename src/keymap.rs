@@ -16,10 +16,6 @@ use deltalake::datafusion::prelude::DataFrame;
 use crate::cdf::{CHANGE_TYPE, COMMIT_TIMESTAMP, COMMIT_VERSION};
 use crate::Error;
 
-pub fn quote(ident: &str) -> String {
-    format!("\"{}\"", ident.replace('"', "\"\""))
-}
-
 /// The Delta/Arrow type the link table uses for timestamps.
 pub fn timestamp_type() -> DataType {
     DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
@@ -528,12 +524,8 @@ fn change_ranks(column: &deltalake::arrow::array::ArrayRef) -> Result<Vec<u8>> {
 impl AffectedKeys {
     /// One row per distinct non-null key, sorted by key: the link-table write's source. Columns: the key,
     /// `last_change_ts`, `upstreams` and `provenance` (`upstream@version:change_type`).
-    pub fn per_key(&self) -> Result<RecordBatch> {
-        self.per_key_batch()
-    }
-
-    /// [`AffectedKeys::per_key`] built on a blocking thread (long CPU work for millions of keys).
-    pub async fn per_key_off_runtime(self: Arc<Self>) -> Result<RecordBatch> {
+    /// Built on a blocking thread: long CPU work for millions of keys.
+    pub async fn per_key(self: Arc<Self>) -> Result<RecordBatch> {
         tokio::task::spawn_blocking(move || self.per_key_batch()).await?
     }
 

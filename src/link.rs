@@ -179,7 +179,6 @@ impl LinkMerge<'_> {
     /// cover or when [`MergeStrategy::DeltaRs`] is chosen.
     pub async fn execute(self, table: DeltaTable, per_key: RecordBatch) -> Result<(DeltaTable, LinkWriteMetrics)> {
         let props = self.commit_properties();
-        let empty = table.snapshot()?.log_data().num_files() == 0;
         if self.strategy == MergeStrategy::SortedKeys && sorted_merge::applies(&table)? {
             let schema = std::sync::Arc::new(table.snapshot()?.snapshot().arrow_schema().as_ref().clone());
             let incoming = sorted_merge::incoming_rows(&schema, self.pipeline, self.run_id, self.now_us, &per_key)?;
@@ -199,6 +198,7 @@ impl LinkMerge<'_> {
         exprs.push(now().alias(CREATED_COL));
         exprs.push(now().alias(UPDATED_COL));
         let source = per_key.select(exprs)?;
+        let empty = table.snapshot()?.log_data().num_files() == 0;
         // delta-rs writes and commits in one call: the fault point comes before both.
         (self.before_commit)()?;
 

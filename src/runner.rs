@@ -356,7 +356,7 @@ impl Engine {
         }
 
         if let Some(affected) = affected.filter(|a| a.distinct_keys > 0) {
-            let per_key = Arc::new(affected).per_key_off_runtime().await?;
+            let per_key = Arc::new(affected).per_key().await?;
             let link_table = self.link_table_for(&plan, Some(&per_key.schema())).await?;
             let merge = LinkMerge {
                 pipeline: name,
@@ -895,7 +895,7 @@ impl Engine {
         let result = async {
             plan.run_id = self.next_run_id_for_replay(&plan, replay.into.is_none()).await?;
             if let Some(a) = affected.filter(|a| a.distinct_keys > 0) {
-                let per_key = Arc::new(a).per_key_off_runtime().await?;
+                let per_key = Arc::new(a).per_key().await?;
                 let table = self.link_table_for(&plan, Some(&per_key.schema())).await?;
                 let merge = LinkMerge {
                     pipeline: &plan.pipeline.name,

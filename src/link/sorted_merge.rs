@@ -195,6 +195,12 @@ struct Job {
 }
 
 impl Job {
+    /// Row encodings of the key columns in the link table's types (they sort as the keys do).
+    fn key_converter(&self) -> Result<RowConverter> {
+        let fields = self.key_index.iter().map(|&i| SortField::new(self.schema.field(i).data_type().clone())).collect();
+        Ok(RowConverter::new(fields)?)
+    }
+
     fn key_rows(&self, converter: &RowConverter, batch: &RecordBatch) -> Result<deltalake::arrow::row::Rows> {
         Ok(converter.convert_columns(&self.key_index.iter().map(|&i| batch.column(i).clone()).collect::<Vec<_>>())?)
     }
@@ -214,25 +220,15 @@ impl Job {
 
     /// Rewrite one file sorted by key, streaming: batch by batch, its rows are merge-joined with
     /// the incoming rows (also sorted) and written out, so memory holds one batch and the
-    /// writer's buffer instead of the whole file twice. `None` when the file is not sorted
-    /// (what it wrote so far is never committed).
+    /// writer's buffer instead of the whole file twice. `incoming` is sorted and unique (see
+    /// [`sorted_and_unique`]). `None` when the file is not sorted (what it wrote so far is
+    /// never committed).
     async fn rewrite_sorted_file(&self, file: &TargetFile, incoming: &RecordBatch) -> Result<Option<Rewrite>> {
         const BATCH: usize = 64 * 1024;
         let schema = &self.schema;
-        let converter =
-            RowConverter::new(self.key_index.iter().map(|&i| SortField::new(schema.field(i).data_type().clone())).collect())?;
+        let converter = self.key_converter()?;
         let incoming_keys = self.key_rows(&converter, incoming)?;
-        if !(1..incoming.num_rows()).all(|i| incoming_keys.row(i - 1) < incoming_keys.row(i)) {
-            // The merge-join needs the run's keys sorted and unique (they are, by construction).
-            return Ok(None);
-        }
-        let bytes = self
-            .store
-            .get(&file.path)
-            .await
-            .wrap_err_with(|| format!("cannot read link-table file {}", file.path))?
-            .bytes()
-            .await?;
+        let bytes = fetch(&self.store, &file.path).await?;
         let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)?.with_batch_size(BATCH);
         let file_rows = builder.metadata().file_metadata().num_rows().max(0) as usize;
         let per_file = rows_per_file(self.target_file_size, file.remove.size.unwrap_or(0).max(0) as u64, file_rows, incoming);
@@ -301,8 +297,7 @@ impl Job {
             return Ok(Rewrite { leftover: Some(incoming), ..Rewrite::default() });
         }
         let schema = &self.schema;
-        let converter =
-            RowConverter::new(self.key_index.iter().map(|&i| SortField::new(schema.field(i).data_type().clone())).collect())?;
+        let converter = self.key_converter()?;
         let incoming_keys = self.key_rows(&converter, &incoming)?;
         let mut lookup: HashMap<&[u8], u32, FastHash> = HashMap::with_capacity_and_hasher(incoming.num_rows(), FastHash::default());
         for i in 0..incoming.num_rows() {
@@ -523,12 +518,7 @@ fn first_int_keys(incoming: &RecordBatch, index: usize) -> Result<Option<Vec<i64
 
 /// Read one data file whole, its columns cast to the link rows' schema by name.
 async fn read_file(store: Arc<dyn ObjectStore>, path: &Path, schema: &SchemaRef) -> Result<RecordBatch> {
-    let bytes = store
-        .get(path)
-        .await
-        .wrap_err_with(|| format!("cannot read link-table file {path}"))?
-        .bytes()
-        .await?;
+    let bytes = fetch(&store, path).await?;
     let schema = schema.clone();
     let path = path.to_string();
     tokio::task::spawn_blocking(move || {
@@ -539,6 +529,11 @@ async fn read_file(store: Arc<dyn ObjectStore>, path: &Path, schema: &SchemaRef)
     })
     .await?
     .wrap_err_with(|| format!("cannot decode link-table file {path}"))
+}
+
+/// The bytes of one link-table file.
+async fn fetch(store: &Arc<dyn ObjectStore>, path: &Path) -> Result<impl deltalake::parquet::file::reader::ChunkReader + 'static> {
+    Ok(store.get(path).await.wrap_err_with(|| format!("cannot read link-table file {path}"))?.bytes().await?)
 }
 
 /// `batch` with the columns of `schema`, found by name and cast (list field names, string
