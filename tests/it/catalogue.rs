@@ -150,9 +150,7 @@ fn null_keys_are_skipped_and_very_long_keys_kept_whole() {
         let engine = lake.engine(&cfg);
         let r = engine.run("p", &RunOptions::default()).await.expect("run");
         assert_eq!((r.distinct_keys, r.null_key_rows), (2, 1), "{r:?}");
-        let p = engine.config.pipeline("p").expect("pipeline");
-        let t = deltalink::lake::open_owned(&p.link_table, &Default::default()).await.expect("open").expect("link");
-        let mut keys: Vec<String> = deltalink::link::all_keys(&t, &p.key).await.expect("keys").into_iter().map(|(k, _)| k[0].clone()).collect();
+        let mut keys: Vec<String> = link_rows(&engine, "p").await.into_iter().map(|(k, _)| k[0].clone()).collect();
         keys.sort();
         assert_eq!(keys, vec!["short".to_string(), long], "the long key is stored whole");
     });

@@ -216,18 +216,23 @@ pub fn simple_config(upstreams: &[&str], pipelines: &[(&str, &[&str])]) -> Strin
     s
 }
 
+/// A pipeline's link table; `None` while it does not exist.
+pub async fn link_table(engine: &Engine, pipeline: &str) -> Option<deltalake::DeltaTable> {
+    let p = engine.config.pipeline(pipeline).expect("pipeline");
+    deltalink::lake::open_owned(&p.link_table, &engine.config.storage_options).await.expect("open link")
+}
+
+/// Every row of a pipeline's link table as (key rendered as text, run_id), sorted; empty while
+/// the table does not exist.
+pub async fn link_rows(engine: &Engine, pipeline: &str) -> Vec<(Vec<String>, i64)> {
+    let Some(t) = link_table(engine, pipeline).await else { return Vec::new() };
+    let key = &engine.config.pipeline(pipeline).expect("pipeline").key;
+    deltalink::link::all_keys(&t, key).await.expect("read link")
+}
+
 /// The link table's (key, run_id) pairs of a pipeline, keys parsed back to integers.
 pub async fn link_keys(engine: &Engine, pipeline: &str) -> BTreeMap<Key, i64> {
-    let p = engine.config.pipeline(pipeline).expect("pipeline");
-    let Some(t) = deltalink::lake::open_owned(&p.link_table, &engine.config.storage_options).await.expect("open link") else {
-        return BTreeMap::new();
-    };
-    deltalink::link::all_keys(&t, &p.key)
-        .await
-        .expect("read link")
-        .into_iter()
-        .map(|(k, run)| (k[0].parse::<i64>().expect("int key"), run))
-        .collect()
+    link_rows(engine, pipeline).await.into_iter().map(|(k, run)| (k[0].parse::<i64>().expect("int key"), run)).collect()
 }
 
 pub fn seeded(seed: u64) -> SmallRng {

@@ -94,8 +94,7 @@ fn a_run_with_no_new_commits_writes_nothing() {
         let versions = || async {
             let t = engine.tracker().await.expect("tracker");
             let tv = t.table().and_then(|t| t.version());
-            let p = engine.config.pipeline("p").expect("p");
-            let lv = deltalink::lake::open_owned(&p.link_table, &Default::default()).await.expect("link").and_then(|t| t.version());
+            let lv = link_table(&engine, "p").await.and_then(|t| t.version());
             (tv, lv)
         };
         let before = versions().await;
@@ -276,8 +275,7 @@ fn an_incremental_run_of_clustered_keys_rewrites_only_the_files_it_touches() {
         // Small link files so a modest table spans many of them (the default is 8 MiB).
         let engine = lake.engine(&simple_config(&["a"], &[("p", &["a"])])).with_link_file_size(32 * 1024);
         engine.run("p", &RunOptions::default()).await.expect("first run");
-        let p = engine.config.pipeline("p").expect("pipeline");
-        let link = deltalink::lake::open_owned(&p.link_table, &Default::default()).await.expect("open").expect("link");
+        let link = link_table(&engine, "p").await.expect("link table");
         let files = link.snapshot().expect("snapshot").log_data().num_files();
         assert!(files >= 8, "the first write split the sorted keys over many files: {files}");
 
@@ -301,8 +299,7 @@ fn an_incremental_run_of_clustered_keys_rewrites_only_the_files_it_touches() {
 async fn link_rows_and_feed(engine: &deltalink::runner::Engine, pipeline: &str) -> (Vec<String>, Vec<String>) {
     use deltalake::datafusion::prelude::{ident, SessionContext};
     use deltalake::delta_datafusion::DeltaCdfTableProvider;
-    let p = engine.config.pipeline(pipeline).expect("pipeline");
-    let t = deltalink::lake::open_owned(&p.link_table, &Default::default()).await.expect("open").expect("link table");
+    let t = link_table(engine, pipeline).await.expect("link table");
     let render = |batches: Vec<deltalake::arrow::array::RecordBatch>| -> Vec<String> {
         let mut out: Vec<String> = batches
             .iter()

@@ -96,11 +96,7 @@ impl Side {
 }
 
 async fn link_payloads(engine: &deltalink::Engine) -> BTreeSet<String> {
-    let p = engine.config.pipeline("j").expect("j");
-    match deltalink::lake::open_owned(&p.link_table, &Default::default()).await.expect("open") {
-        Some(t) => deltalink::link::all_keys(&t, &p.key).await.expect("keys").into_iter().map(|(k, _)| k[0].clone()).collect(),
-        None => BTreeSet::new(),
-    }
+    link_rows(engine, "j").await.into_iter().map(|(k, _)| k[0].clone()).collect()
 }
 
 #[test]
@@ -143,13 +139,8 @@ fn join_mapping_follows_the_delta_rule_over_random_histories() {
                 let report = engine.run("j", &RunOptions::default()).await.expect("run");
                 let after = link_payloads(&engine).await;
                 linked.extend(must.iter().cloned());
-                let link = deltalink::lake::open_owned(&engine.config.pipeline("j").expect("j").link_table, &Default::default())
-                    .await
-                    .expect("open");
-                let all = match link {
-                    Some(t) => deltalink::link::all_keys(&t, &["payload".to_string()]).await.expect("keys"),
-                    None => vec![], // no key yet: a pipeline of `sql` sources creates its table with the first key
-                };
+                // Empty while there is no key yet: a pipeline of `sql` sources creates its table with the first key.
+                let all = link_rows(&engine, "j").await;
                 let written: BTreeSet<String> = all
                 .into_iter()
                 .filter(|(_, run)| Some(*run) == report.run_id)
@@ -272,9 +263,7 @@ fn a_sql_key_of_another_type_is_cast_to_the_link_tables() {
             engine.run("p", &RunOptions::default()).await.expect("run");
             let link = link_keys(&engine, "p").await;
             assert_eq!(link.keys().copied().collect::<Affected>(), expected, "round {round}");
-            let p = engine.config.pipeline("p").expect("pipeline");
-            let t = deltalink::lake::open_owned(&p.link_table, &Default::default()).await.expect("open").expect("link");
-            let rows = deltalink::link::all_keys(&t, &p.key).await.expect("rows");
+            let rows = link_rows(&engine, "p").await;
             assert_eq!(rows.len(), expected.len(), "round {round}: one row per key");
         }
     });
