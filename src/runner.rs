@@ -30,7 +30,7 @@ use crate::cdf::{self, ReadRange, ScanCounter};
 use crate::config::{Config, KeyMapping, Pipeline, StartFrom};
 use crate::keymap::{self, AffectedKeys, PreviewRow};
 use crate::lake;
-use crate::link::{self, LinkMerge, MergeStrategy, WriteKind};
+use crate::link::{self, LinkMerge, LinkWriteMetrics, MergeStrategy, WriteKind};
 use crate::sqlmap;
 use crate::tracker::{now_ms, Audit, Tracker, TrackerRow};
 use crate::Error;
@@ -174,6 +174,27 @@ pub struct RunReport {
     pub duration: Duration,
 }
 
+impl RunReport {
+    /// A report of `pipeline` with nothing counted yet.
+    fn new(pipeline: &str, outcome: Outcome) -> Self {
+        RunReport {
+            pipeline: pipeline.into(),
+            run_id: None,
+            outcome,
+            resumed: false,
+            upstreams: vec![],
+            change_rows: 0,
+            null_key_rows: 0,
+            distinct_keys: 0,
+            keys_inserted: 0,
+            keys_updated: 0,
+            link_files_rewritten: 0,
+            cdf_scans: 0,
+            duration: Duration::ZERO,
+        }
+    }
+}
+
 fn ser_duration<S: serde::Serializer>(d: &Duration, s: S) -> std::result::Result<S::Ok, S::Error> {
     s.serialize_f64(d.as_secs_f64())
 }
@@ -315,21 +336,8 @@ impl Engine {
         }
         let plan = self.plan(&pipeline, &rows).await?;
         opts.reached(name, Step::Pinned)?;
-        let mut report = RunReport {
-            pipeline: name.into(),
-            run_id: None,
-            outcome: Outcome::NothingNew,
-            resumed: plan.resumed,
-            upstreams: plan.reads.clone(),
-            change_rows: 0,
-            null_key_rows: 0,
-            distinct_keys: 0,
-            keys_inserted: 0,
-            keys_updated: 0,
-            link_files_rewritten: 0,
-            cdf_scans: 0,
-            duration: Duration::ZERO,
-        };
+        let mut report =
+            RunReport { resumed: plan.resumed, upstreams: plan.reads.clone(), ..RunReport::new(name, Outcome::NothingNew) };
         if !plan.has_work() {
             report.duration = started.elapsed();
             return Ok(report);
@@ -356,19 +364,8 @@ impl Engine {
         }
 
         if let Some(affected) = affected.filter(|a| a.distinct_keys > 0) {
-            let per_key = Arc::new(affected).per_key().await?;
-            let link_table = self.link_table_for(&plan, Some(&per_key.schema())).await?;
-            let merge = LinkMerge {
-                pipeline: name,
-                key: &plan.pipeline.key,
-                run_id: plan.run_id,
-                kind: WriteKind::Run,
-                now_us: now_ms() * 1000,
-                target_file_size: self.link_file_size,
-                strategy: self.merge_strategy,
-                before_commit: &|| opts.reached(name, Step::LinkFilesWritten),
-            };
-            let (_, metrics) = merge.execute(link_table, per_key).await?;
+            let metrics =
+                self.write_keys(&plan, affected, WriteKind::Run, &|| opts.reached(name, Step::LinkFilesWritten)).await?;
             report.keys_inserted = metrics.inserted;
             report.keys_updated = metrics.updated;
             report.link_files_rewritten = metrics.files_rewritten;
@@ -447,19 +444,10 @@ impl Engine {
         a.details = serde_json::json!({ "run_id": pending });
         tracker.upsert(&done, &a).await?;
         Ok(Some(RunReport {
-            pipeline: pipeline.name.clone(),
             run_id: Some(pending),
-            outcome: Outcome::Recovered,
             resumed: true,
-            upstreams: vec![],
-            change_rows: 0,
-            null_key_rows: 0,
-            distinct_keys: 0,
-            keys_inserted: 0,
-            keys_updated: 0,
-            link_files_rewritten: 0,
-            cdf_scans: 0,
             duration: started.elapsed(),
+            ..RunReport::new(&pipeline.name, Outcome::Recovered)
         }))
     }
 
@@ -808,6 +796,29 @@ impl Engine {
             .map(Some)
     }
 
+    /// MERGE a run's (or replay's) keys into the pipeline's link table under `plan.run_id`.
+    async fn write_keys(
+        &self,
+        plan: &Plan,
+        affected: AffectedKeys,
+        kind: WriteKind,
+        before_commit: &(dyn Fn() -> Result<()> + Sync),
+    ) -> Result<LinkWriteMetrics> {
+        let per_key = Arc::new(affected).per_key().await?;
+        let table = self.link_table_for(plan, Some(&per_key.schema())).await?;
+        let merge = LinkMerge {
+            pipeline: &plan.pipeline.name,
+            key: &plan.pipeline.key,
+            run_id: plan.run_id,
+            kind,
+            now_us: now_ms() * 1000,
+            target_file_size: self.link_file_size,
+            strategy: self.merge_strategy,
+            before_commit,
+        };
+        Ok(merge.execute(table, per_key).await?.1)
+    }
+
     async fn link_table_for(&self, plan: &Plan, per_key: Option<&deltalake::arrow::datatypes::SchemaRef>) -> Result<DeltaTable> {
         let key_types: Vec<(String, DeltaType)> = match first_column_source(&plan.pipeline) {
             Ok((upstream, cols)) => {
@@ -895,19 +906,7 @@ impl Engine {
         let result = async {
             plan.run_id = self.next_run_id_for_replay(&plan, replay.into.is_none()).await?;
             if let Some(a) = affected.filter(|a| a.distinct_keys > 0) {
-                let per_key = Arc::new(a).per_key().await?;
-                let table = self.link_table_for(&plan, Some(&per_key.schema())).await?;
-                let merge = LinkMerge {
-                    pipeline: &plan.pipeline.name,
-                    key: &plan.pipeline.key,
-                    run_id: plan.run_id,
-                    kind: WriteKind::Replay,
-                    now_us: now_ms() * 1000,
-                    target_file_size: self.link_file_size,
-                    strategy: self.merge_strategy,
-                    before_commit: &|| Ok(()),
-                };
-                merge.execute(table, per_key).await?;
+                self.write_keys(&plan, a, WriteKind::Replay, &|| Ok(())).await?;
             }
             Ok::<_, color_eyre::Report>(())
         }
