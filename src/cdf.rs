@@ -208,11 +208,16 @@ pub fn map_cdf_error(name: &str, start: u64, end: u64, e: DeltaTableError) -> co
 
 /// Turn an execution error (e.g. a data file removed by VACUUM, delta-rs #3392) into a clear one.
 pub fn explain_read_error(name: &str, start: u64, end: u64, e: color_eyre::Report) -> color_eyre::Report {
-    let text = format!("{e:#}");
-    if text.contains("not found") || text.contains("No such file") {
+    if names_a_missing_file(&e) {
         return e.wrap_err(format!(
             "upstream `{name}`: versions {start}..={end} are no longer readable (a data file they reference was removed, e.g. by VACUUM)\n  fix: deltalink tracker reset PIPELINE --upstream {name} --to-latest, and backfill the keys of those versions downstream"
         ));
     }
     e.wrap_err(format!("upstream `{name}`: reading changes {start}..={end} failed"))
+}
+
+/// Whether a read failed because an object the log references is gone (VACUUM, a hand delete).
+pub fn names_a_missing_file(e: &color_eyre::Report) -> bool {
+    let text = format!("{e:#}");
+    text.contains("not found") || text.contains("No such file")
 }

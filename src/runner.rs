@@ -1025,9 +1025,9 @@ fn explain(e: color_eyre::Report, plan: &Plan) -> color_eyre::Report {
         .iter()
         .filter_map(|r| r.range.map(|g| format!("upstream `{}` versions {}..={}", r.upstream, g.from, g.to)))
         .collect();
-    let text = format!("{e:#}");
-    if text.contains("not found") || text.contains("No such file") {
+    if cdf::names_a_missing_file(&e) {
         // The missing object's path names the upstream it belongs to.
+        let text = format!("{e:#}");
         let gone: Vec<String> = plan
             .reads
             .iter()

@@ -1,8 +1,9 @@
 //! The link table's MERGE, done on sorted keys instead of through a DataFusion join.
 //!
-//! A run's keys arrive sorted and unique, and deltalink writes link files sorted by key. So the
-//! MERGE is: prune files by the key's min/max statistics, read each remaining file whole, look
-//! every row's key up in the run's keys, and rewrite only the files that hold a touched key —
+//! A run's keys arrive sorted and unique, and deltalink writes link files sorted by key, in
+//! disjoint key ranges. So the MERGE is: give each key to the one file whose slot of the key
+//! space holds it (by the key's min/max statistics; see [`slot_groups`]), stream each such file
+//! merge-joined with its keys, and rewrite only the files that hold a touched key —
 //! touched rows get the run's columns, new keys join the rewritten rows, and everything goes
 //! back sorted by key, in one commit with the change-data file (pre/post images, inserts) and
 //! the run's application transaction. Profiled: delta-rs's MERGE (a hash join over the whole
@@ -70,18 +71,12 @@ pub(super) async fn merge(
         key.iter().map(|k| schema.index_of(k).map_err(|_| eyre!("link rows have no key column `{k}`"))).collect::<Result<_>>()?;
     let incoming = sorted_and_unique(incoming, &key_index)?;
     let first_key = first_int_keys(&incoming, key_index[0])?;
-    let candidates: Vec<TargetFile> = target_files(table, &key[0])?
-        .into_iter()
-        .filter(|f| match (&first_key, f.first_key_range) {
-            (Some(keys), Some((min, max))) => {
-                let at = keys.partition_point(|k| *k < min);
-                at < keys.len() && keys[at] <= max
-            }
-            _ => true,
-        })
-        .collect();
+    let files = target_files(table, &key[0])?;
+    let (groups, appended) = match (&first_key, disjoint_layout(files)) {
+        (Some(keys), Ok(sorted)) => slot_groups(sorted, keys),
+        (_, Ok(files) | Err(files)) => (group_by_file(prune(files, first_key.as_deref()), first_key.as_deref(), incoming.num_rows()), 0..0),
+    };
     let store = table.object_store();
-    let groups = group_by_file(candidates, first_key.as_deref(), incoming.num_rows());
     let job = Arc::new(Job { table: table.clone(), store: store.clone(), schema: schema.clone(), key_index, target_file_size });
     // Groups go two at a time, each its own task (decoding, merging and encoding are CPU: as
     // futures of one task they would share one core); memory holds about two files' batches.
@@ -101,6 +96,7 @@ pub(super) async fn merge(
     let mut actions: Vec<Action> = Vec::new();
     let (mut pre, mut post, mut inserts, mut leftovers) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut metrics = LinkWriteMetrics::default();
+    leftovers.push(incoming.slice(appended.start, appended.len()));
     for (_, r) in results {
         metrics.files_rewritten += r.removes.len() as u64;
         metrics.updated += r.updated;
@@ -111,7 +107,7 @@ pub(super) async fn merge(
         inserts.extend(r.inserts);
         leftovers.extend(r.leftover);
     }
-    // New keys in no rewritten file's range: appended as files of their own, in key order.
+    // New keys in no file's slot or range: appended as files of their own, in key order.
     let leftovers = concat_batches(&schema, &leftovers)?;
     if leftovers.num_rows() > 0 {
         let per_file = rows_per_file(target_file_size, 0, 0, &leftovers);
@@ -128,6 +124,57 @@ pub(super) async fn merge(
     tracing::debug!(ms = started.elapsed().as_millis() as u64, files = metrics.files_rewritten, "sorted-key MERGE written");
     before_commit()?;
     commit(table, props, predicate, actions, metrics).await
+}
+
+/// The table's files sorted by their first key's range, when every file has an integer range
+/// and no two ranges overlap (as deltalink writes them); otherwise the files as they were.
+fn disjoint_layout(mut files: Vec<TargetFile>) -> Result<Vec<TargetFile>, Vec<TargetFile>> {
+    if files.iter().any(|f| f.first_key_range.is_none()) {
+        return Err(files);
+    }
+    files.sort_by_key(|f| f.first_key_range.map(|r| r.0));
+    let disjoint = files.windows(2).all(|w| match (w[0].first_key_range, w[1].first_key_range) {
+        (Some((_, max)), Some((min, _))) => max < min,
+        _ => false,
+    });
+    if disjoint { Ok(files) } else { Err(files) }
+}
+
+/// Groups for a disjoint layout (`files` sorted by range): each file owns the slot of the key
+/// space from its minimum up to the next file's minimum (the first file's slot also takes every
+/// key below it; the last file's ends at its maximum). A key goes to the file whose slot holds
+/// it, including keys in the gap after a file's maximum, so a rewritten file never reaches into
+/// the next file's range and the layout stays disjoint run after run. Files whose slot holds no
+/// incoming key are left alone. Returns the groups and the rows above every file (appended as
+/// new files, which stay above them).
+fn slot_groups(files: Vec<TargetFile>, keys: &[i64]) -> (Vec<Group>, std::ops::Range<usize>) {
+    let last_max = files.last().and_then(|f| f.first_key_range).map(|r| r.1);
+    let above = last_max.map_or(0, |max| keys.partition_point(|k| *k <= max));
+    let next_mins: Vec<Option<i64>> = files.iter().skip(1).map(|f| f.first_key_range.map(|r| r.0)).chain([None]).collect();
+    let mut groups = Vec::new();
+    let mut start = 0;
+    for (file, next_min) in files.into_iter().zip(next_mins) {
+        let end = next_min.map_or(above, |min| keys.partition_point(|k| *k < min));
+        if end > start {
+            groups.push(Group { files: vec![file], rows: start..end, own: true });
+        }
+        start = end;
+    }
+    (groups, above..keys.len())
+}
+
+/// The files whose first-key range holds one of `keys` (all of them without integer keys).
+fn prune(files: Vec<TargetFile>, keys: Option<&[i64]>) -> Vec<TargetFile> {
+    files
+        .into_iter()
+        .filter(|f| match (keys, f.first_key_range) {
+            (Some(keys), Some((min, max))) => {
+                let at = keys.partition_point(|k| *k < min);
+                at < keys.len() && keys[at] <= max
+            }
+            _ => true,
+        })
+        .collect()
 }
 
 /// Candidate files with the incoming rows each may hold. When every candidate has an integer
@@ -244,6 +291,7 @@ impl Job {
             let ordered = (1..n).all(|i| keys.row(i - 1) <= keys.row(i))
                 && last_key.as_ref().is_none_or(|prev| n == 0 || prev.row() <= keys.row(0));
             if !ordered {
+                output.abandon(&self.store).await;
                 return Ok(None);
             }
             let mut picks = Picks { keep: Vec::with_capacity(n), update: Vec::with_capacity(n), post: Vec::new() };
@@ -659,6 +707,15 @@ impl RowsOut {
     async fn finish(mut self) -> Result<Vec<deltalake::kernel::Add>> {
         self.adds.extend(self.writer.flush().await?);
         Ok(self.adds)
+    }
+
+    /// Delete the files written so far (never committed: they would only wait for VACUUM).
+    async fn abandon(self, store: &Arc<dyn ObjectStore>) {
+        for add in &self.adds {
+            if let Err(e) = store.delete(&Path::from(add.path.as_str())).await {
+                tracing::warn!(file = %add.path, error = %e, "could not delete an abandoned link file");
+            }
+        }
     }
 }
 

@@ -294,6 +294,63 @@ fn an_incremental_run_of_clustered_keys_rewrites_only_the_files_it_touches() {
     });
 }
 
+/// (min, max) of the key column of every data file of a pipeline's link table, sorted.
+async fn link_file_ranges(engine: &deltalink::runner::Engine, pipeline: &str) -> Vec<(i64, i64)> {
+    let link = link_table(engine, pipeline).await.expect("link table");
+    let snapshot = link.snapshot().expect("snapshot");
+    let mut ranges: Vec<(i64, i64)> = snapshot
+        .log_data()
+        .iter()
+        .map(|f| {
+            let stats: serde_json::Value = serde_json::from_str(&f.stats().expect("link files have statistics")).expect("stats json");
+            (stats["minValues"]["k"].as_i64().expect("min"), stats["maxValues"]["k"].as_i64().expect("max"))
+        })
+        .collect();
+    ranges.sort();
+    ranges
+}
+
+#[test]
+fn new_keys_in_the_gaps_between_link_files_keep_the_file_ranges_disjoint() {
+    rt().block_on(async {
+        let lake = Lake::new();
+        let mut rng = seeded(11);
+        let mut a = ModelTable::create(&lake.path("a"), true).await;
+        // Even keys only: between two files' ranges there is always an odd key free.
+        a.insert(&(0..20_000).map(|k| Some(k * 2)).collect::<Vec<_>>()).await;
+        let engine = lake.engine(&simple_config(&["a"], &[("p", &["a"])])).with_link_file_size(16 * 1024);
+        engine.run("p", &RunOptions::default()).await.expect("first run");
+        let first = link_file_ranges(&engine, "p").await;
+        assert!(first.len() >= 8, "the first write split the keys over many files: {first:?}");
+        let mut expected: Affected = (0..20_000).map(|k| k * 2).collect();
+        for round in 0..4 {
+            let ranges = link_file_ranges(&engine, "p").await;
+            // A key inside one file, one in the gap after the next file (whose range holds no
+            // key of the run), one inside the file after that: the gap key must not stretch the
+            // first file over the second's range.
+            let j = rng.gen_range(0..ranges.len() - 3);
+            let picks = [ranges[j].0 + 1, ranges[j + 1].1 + 1, ranges[j + 2].0 + 1, ranges[ranges.len() - 1].1 + 7];
+            let new: Vec<Key> = picks.into_iter().filter(|k| !expected.contains(k)).collect();
+            a.insert(&new.iter().copied().map(Some).collect::<Vec<_>>()).await;
+            expected.extend(&new);
+            engine.run("p", &RunOptions::default()).await.expect("incremental run");
+            let after = link_file_ranges(&engine, "p").await;
+            assert!(
+                after.windows(2).all(|w| w[0].1 < w[1].0),
+                "round {round}: keys {new:?} left overlapping link files: {after:?}"
+            );
+        }
+        assert_eq!(link_keys(&engine, "p").await.into_keys().collect::<Affected>(), expected);
+        // The layout still prunes: one key inside one file rewrites that file alone.
+        let ranges = link_file_ranges(&engine, "p").await;
+        let key = ranges[ranges.len() / 2].0;
+        let ids: Vec<i64> = a.rows.iter().filter(|(_, k)| **k == Some(key)).map(|(id, _)| *id).collect();
+        a.update_payload(&ids).await;
+        let r = engine.run("p", &RunOptions::default()).await.expect("update run");
+        assert_eq!((r.keys_updated, r.link_files_rewritten), (1, 1), "touching key {key} alone rewrites its file alone");
+    });
+}
+
 /// Every link row (key, run_id, last change, upstreams, provenance) and every change-feed row
 /// of a pipeline's link table, rendered and sorted (creation/update times left out).
 async fn link_rows_and_feed(engine: &deltalink::runner::Engine, pipeline: &str) -> (Vec<String>, Vec<String>) {
@@ -379,9 +436,36 @@ fn sorted_key_merge_equals_delta_rs_merge_over_random_histories() {
                 if round > 0 && s.keys_updated > 0 {
                     assert!(s.link_files_rewritten > 0, "an update rewrites at least one file");
                 }
+                let ranges = link_file_ranges(&sorted, "sorted").await;
+                assert!(ranges.windows(2).all(|w| w[0].1 < w[1].0), "seed {seed} round {round}: sorted layout overlaps: {ranges:?}");
+            }
+            for p in ["sorted", "mixed"] {
+                let orphans = unreferenced_data_files(&lake.path(&format!("_deltalink/links/{p}")));
+                assert!(orphans.is_empty(), "seed {seed}: `{p}` has data files no commit references: {orphans:?}");
             }
         }
     });
+}
+
+/// Data files under a table's folder that no commit of its log ever added (abandoned writes).
+fn unreferenced_data_files(root: &std::path::Path) -> Vec<String> {
+    let mut added = std::collections::BTreeSet::new();
+    for entry in std::fs::read_dir(root.join("_delta_log")).expect("log folder") {
+        let path = entry.expect("log entry").path();
+        if path.extension().is_some_and(|e| e == "json") {
+            for line in std::fs::read_to_string(&path).expect("commit").lines() {
+                let action: serde_json::Value = serde_json::from_str(line).expect("action json");
+                if let Some(p) = action["add"]["path"].as_str() {
+                    added.insert(p.to_string());
+                }
+            }
+        }
+    }
+    std::fs::read_dir(root)
+        .expect("table folder")
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|name| name.ends_with(".parquet") && !added.contains(name))
+        .collect()
 }
 
 /// A run that dies after writing a MERGE's files (rewritten files, change data) but before its
