@@ -21,6 +21,13 @@ pub fn timestamp_type() -> DataType {
     DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
 }
 
+/// Commit timestamps on their way to grouping: epoch microseconds, UTC as Delta defines them,
+/// without a zone. A cast that adds a zone to zoneless values adjusts each one through the
+/// zone's rules (profiled: ~5 % of a from-scratch run); casts between zoneless units do not.
+fn change_ts_type() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, None)
+}
+
 /// Project one source's change rows onto the pipeline key (renamed, cast to `key_types`) plus
 /// the provenance columns. Fails with a clear error when a key column is missing.
 pub fn project_source(
@@ -67,7 +74,7 @@ pub fn project_source(
     }
     exprs.push(ident(CHANGE_TYPE));
     exprs.push(cast(ident(COMMIT_VERSION), DataType::Int64).alias(COMMIT_VERSION));
-    exprs.push(cast(ident(COMMIT_TIMESTAMP), timestamp_type()).alias(COMMIT_TIMESTAMP));
+    exprs.push(cast(ident(COMMIT_TIMESTAMP), change_ts_type()).alias(COMMIT_TIMESTAMP));
     Ok(df.select(exprs)?)
 }
 
@@ -105,12 +112,12 @@ pub fn project_sql_output(
     if provenance {
         exprs.push(ident(PROV_TYPE).alias(CHANGE_TYPE));
         exprs.push(cast(ident(PROV_VERSION), DataType::Int64).alias(COMMIT_VERSION));
-        exprs.push(cast(ident(PROV_TS), timestamp_type()).alias(COMMIT_TIMESTAMP));
+        exprs.push(cast(ident(PROV_TS), change_ts_type()).alias(COMMIT_TIMESTAMP));
     } else {
         let (version, ts) = pinned.unwrap_or((0, None));
         exprs.push(lit("join").alias(CHANGE_TYPE));
         exprs.push(lit(version as i64).alias(COMMIT_VERSION));
-        exprs.push(lit(ScalarValue::TimestampMicrosecond(ts.map(|t| t * 1000), Some("UTC".into()))).alias(COMMIT_TIMESTAMP));
+        exprs.push(lit(ScalarValue::TimestampMicrosecond(ts.map(|t| t * 1000), None)).alias(COMMIT_TIMESTAMP));
     }
     Ok(df.select(exprs)?)
 }
@@ -405,7 +412,7 @@ impl Grouper {
         let ranks = change_ranks(batch.column(nkeys))?;
         let version = cast(batch.column(nkeys + 1), &DataType::Int64)?;
         let version = version.as_primitive::<Int64Type>();
-        let ts = cast(batch.column(nkeys + 2), &timestamp_type())?;
+        let ts = cast(batch.column(nkeys + 2), &change_ts_type())?;
         let ts = ts.as_primitive::<TimestampMicrosecondType>();
         let packed = |i: usize| if version.is_null(i) { 0 } else { version.value(i) * 8 } + i64::from(ranks[i]);
         let ts_at = |i: usize| if ts.is_null(i) { i64::MIN } else { ts.value(i) };
