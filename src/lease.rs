@@ -5,8 +5,16 @@
 //! created with an atomic create-if-absent put (object_store `PutMode::Create`). The holder
 //! rewrites it every [`HEARTBEAT`]; a lease whose heartbeat is older than [`TTL`], or whose
 //! holder process is gone on this host, has expired and may be taken over.
+//!
+//! A lease also ends when its [`Lease`] is dropped without [`Lease::release`] — the run's task
+//! was cancelled (the console's cancel aborts it) or panicked: the process keeps running, so
+//! neither rule above would free the pipeline before the TTL. Each lease carries a token; the
+//! tokens of the leases this process holds live in [`LIVE`], and a lease of this process whose
+//! token is no longer there is stale. Heartbeats and releases only touch a lease that still
+//! carries their token, so a holder that stalled past its TTL never clobbers its successor's.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use color_eyre::eyre::{eyre, Result, WrapErr};
@@ -21,6 +29,13 @@ use crate::tracker::{now_ms, operator};
 pub const HEARTBEAT: Duration = Duration::from_secs(15);
 pub const TTL: Duration = Duration::from_secs(60);
 
+/// Tokens of the leases held by live [`Lease`] values of this process.
+static LIVE: LazyLock<Mutex<HashSet<String>>> = LazyLock::new(Mutex::default);
+
+fn live(token: &str) -> bool {
+    LIVE.lock().map(|set| set.contains(token)).unwrap_or(true)
+}
+
 /// Who holds a lease, and since when.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct LeaseHolder {
@@ -30,6 +45,9 @@ pub struct LeaseHolder {
     pub purpose: String,
     pub since_ms: i64,
     pub heartbeat_ms: i64,
+    /// Identifies one holding (older leases have none).
+    #[serde(default)]
+    pub token: String,
 }
 
 impl LeaseHolder {
@@ -42,15 +60,22 @@ impl LeaseHolder {
             purpose: purpose.into(),
             since_ms: now,
             heartbeat_ms: now,
+            token: uuid::Uuid::new_v4().to_string(),
         }
     }
 
-    /// Expired: heartbeat too old, or the holder process is gone (same host only).
+    /// Expired: heartbeat too old, the holder process is gone (same host only), or the holder
+    /// is this process and dropped the lease (a cancelled run).
     pub fn expired(&self) -> bool {
         if now_ms() - self.heartbeat_ms > TTL.as_millis() as i64 {
             return true;
         }
-        self.host == hostname() && !process_alive(self.pid)
+        let here = self.host == hostname();
+        (here && !process_alive(self.pid)) || (here && self.pid == std::process::id() && !live(&self.token))
+    }
+
+    fn same_holding(&self, other: &LeaseHolder) -> bool {
+        (&self.host, self.pid, self.since_ms, &self.token) == (&other.host, other.pid, other.since_ms, &other.token)
     }
 
     pub fn describe(&self) -> String {
@@ -80,11 +105,16 @@ fn process_alive(pid: u32) -> bool {
     }
 }
 
-/// A held lease; call [`Lease::release`] when done (a crash leaves it to expire).
+/// A held lease; call [`Lease::release`] when done (a crash leaves it to expire; a drop frees
+/// it for this process at once and deletes it in the background).
 pub struct Lease {
     store: Arc<dyn ObjectStore>,
     path: Path,
+    me: LeaseHolder,
     heartbeat: tokio::task::JoinHandle<()>,
+    released: bool,
+    /// Keeps the token live while this value lives.
+    _registered: Registered,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -132,21 +162,33 @@ pub async fn acquire(engine: &Engine, pipeline: &str, purpose: &str) -> Result<L
     let store = store_for(engine).await?;
     let path = lease_path(pipeline);
     let me = LeaseHolder::me(purpose);
+    // Live before the lease object exists: another task of this process may read the object
+    // before this one resumes, and must not take it for a dropped lease.
+    let registered = Registered::new(&me.token);
     for _ in 0..2 {
         let body = PutPayload::from(serde_json::to_vec(&me)?);
         match store.put_opts(&path, body, PutOptions::from(PutMode::Create)).await {
             Ok(_) => {
                 let heartbeat = spawn_heartbeat(store.clone(), path.clone(), me.clone());
-                return Ok(Lease { store, path, heartbeat });
+                return Ok(Lease { store, path, me, heartbeat, released: false, _registered: registered });
             }
             Err(ObjectStoreError::AlreadyExists { .. }) => match read(&store, &path).await? {
                 Some(holder) if !holder.expired() => {
                     return Err(LeaseHeld { pipeline: pipeline.into(), holder: holder.describe(), ttl: TTL.as_secs() }.into())
                 }
-                // Expired (or unreadable): remove it and try once more to create ours.
-                _ => {
+                // Expired (or unreadable): remove it — unless someone else took it over since
+                // we read it — and try once more to create ours.
+                expired => {
                     tracing::warn!(pipeline, "taking over an expired lease");
-                    let _ = store.delete(&path).await;
+                    let still = read(&store, &path).await?;
+                    let unchanged = match (&expired, &still) {
+                        (Some(a), Some(b)) => a.same_holding(b),
+                        (None, _) => true,
+                        (Some(_), None) => false,
+                    };
+                    if unchanged {
+                        let _ = store.delete(&path).await;
+                    }
                 }
             },
             Err(e) => {
@@ -161,10 +203,34 @@ pub async fn acquire(engine: &Engine, pipeline: &str, purpose: &str) -> Result<L
     Err(eyre!("pipeline `{pipeline}`: another process took the lease at the same moment; try again"))
 }
 
+/// A token in [`LIVE`] until dropped (with the [`Lease`] that holds it, or the failed attempt).
+struct Registered(String);
+
+impl Registered {
+    fn new(token: &str) -> Self {
+        if let Ok(mut set) = LIVE.lock() {
+            set.insert(token.to_string());
+        }
+        Registered(token.to_string())
+    }
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        if let Ok(mut set) = LIVE.lock() {
+            set.remove(&self.0);
+        }
+    }
+}
+
 fn spawn_heartbeat(store: Arc<dyn ObjectStore>, path: Path, mut me: LeaseHolder) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(HEARTBEAT).await;
+            if !holds(&store, &path, &me).await {
+                tracing::warn!(lease = %path, "lease taken over by another process (this holder stalled past its TTL)");
+                return;
+            }
             me.heartbeat_ms = now_ms();
             if let Ok(body) = serde_json::to_vec(&me) {
                 let _ = store.put(&path, PutPayload::from(body)).await;
@@ -173,12 +239,40 @@ fn spawn_heartbeat(store: Arc<dyn ObjectStore>, path: Path, mut me: LeaseHolder)
     })
 }
 
+/// Whether the lease object still records `me`'s holding.
+async fn holds(store: &Arc<dyn ObjectStore>, path: &Path, me: &LeaseHolder) -> bool {
+    matches!(read(store, path).await, Ok(Some(holder)) if holder.same_holding(me))
+}
+
+async fn delete_if_held(store: &Arc<dyn ObjectStore>, path: &Path, me: &LeaseHolder) {
+    if !holds(store, path, me).await {
+        return;
+    }
+    if let Err(e) = store.delete(path).await {
+        tracing::warn!(error = %e, "could not delete lease; it will expire");
+    }
+}
+
 impl Lease {
-    pub async fn release(self) {
+    pub async fn release(mut self) {
         self.heartbeat.abort();
-        let _ = self.heartbeat.await;
-        if let Err(e) = self.store.delete(&self.path).await {
-            tracing::warn!(error = %e, "could not delete lease; it will expire");
+        let _ = (&mut self.heartbeat).await;
+        delete_if_held(&self.store, &self.path, &self.me).await;
+        self.released = true;
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.heartbeat.abort();
+        if self.released {
+            return;
+        }
+        // Dropped unreleased: the holding task was cancelled or panicked. This process already
+        // treats the lease as expired; delete it for the others too.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let (store, path, me) = (self.store.clone(), self.path.clone(), self.me.clone());
+            runtime.spawn(async move { delete_if_held(&store, &path, &me).await });
         }
     }
 }

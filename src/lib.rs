@@ -22,6 +22,7 @@ pub mod reset;
 pub mod runner;
 pub mod sqlmap;
 pub mod status;
+mod task;
 pub mod tracker;
 pub mod watch;
 

@@ -60,6 +60,7 @@ pub enum RunEvent {
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
     fail_after: Option<Step>,
+    hold_after: Option<(Step, Arc<tokio::sync::Notify>)>,
     events: Option<UnboundedSender<RunEvent>>,
 }
 
@@ -69,9 +70,24 @@ impl RunOptions {
         self.fail_after = Some(step);
         self
     }
+    /// Testing: right after `step`, notify `held` and wait until the run's task is cancelled
+    /// (a cancel at a known step, without sleeps).
+    pub fn with_hold_after(mut self, step: Step, held: Arc<tokio::sync::Notify>) -> Self {
+        self.hold_after = Some((step, held));
+        self
+    }
     pub fn with_events(mut self, tx: UnboundedSender<RunEvent>) -> Self {
         self.events = Some(tx);
         self
+    }
+    /// [`RunOptions::reached`], then the test hold, if any, at this step.
+    async fn passed(&self, pipeline: &str, step: Step) -> Result<()> {
+        self.reached(pipeline, step)?;
+        if let Some((_, held)) = self.hold_after.as_ref().filter(|(s, _)| *s == step) {
+            held.notify_one();
+            std::future::pending::<()>().await;
+        }
+        Ok(())
     }
     fn reached(&self, pipeline: &str, step: Step) -> Result<()> {
         tracing::info!(pipeline, step = step_name(step), "run step reached");
@@ -335,7 +351,7 @@ impl Engine {
             return Ok(report);
         }
         let plan = self.plan(&pipeline, &rows).await?;
-        opts.reached(name, Step::Pinned)?;
+        opts.passed(name, Step::Pinned).await?;
         let mut report =
             RunReport { resumed: plan.resumed, upstreams: plan.reads.clone(), ..RunReport::new(name, Outcome::NothingNew) };
         if !plan.has_work() {
@@ -350,11 +366,11 @@ impl Engine {
             // Created even by a run without keys, so a missing link table later means lost data.
             self.link_table_for(&plan, None).await?;
         }
-        opts.reached(name, Step::IntentRecorded)?;
+        opts.passed(name, Step::IntentRecorded).await?;
 
         let ctx = session();
         let affected = self.read_keys(&ctx, &plan).await?;
-        opts.reached(name, Step::ChangesRead)?;
+        opts.passed(name, Step::ChangesRead).await?;
         report.change_rows = affected.as_ref().map_or(0, |a| a.change_rows);
         report.null_key_rows = affected.as_ref().map_or(0, |a| a.null_key_rows);
         report.distinct_keys = affected.as_ref().map_or(0, |a| a.distinct_keys);
@@ -370,11 +386,11 @@ impl Engine {
             report.keys_updated = metrics.updated;
             report.link_files_rewritten = metrics.files_rewritten;
         }
-        opts.reached(name, Step::LinkCommitted)?;
+        opts.passed(name, Step::LinkCommitted).await?;
 
         let done = plan_rows(&plan, RowState::Done);
         tracker.upsert(&done, &audit("run", &plan)).await?;
-        opts.reached(name, Step::TrackerCommitted)?;
+        opts.passed(name, Step::TrackerCommitted).await?;
 
         report.run_id = Some(plan.run_id);
         report.outcome = Outcome::Written;
@@ -885,6 +901,8 @@ impl Engine {
             reads.push(read);
             tables.insert(name, table);
         }
+        // Tables a `sql` source joins, replayed or not (at their latest versions).
+        self.open_sql_tables(&pipeline, &mut tables).await?;
         let mut plan = Plan { pipeline, run_id: 0, resumed: false, reads, tables, prior: HashMap::new() };
         let ctx = session();
         let affected = self.read_keys(&ctx, &plan).await?;
@@ -971,7 +989,7 @@ impl Engine {
             async move {
                 let task = {
                     let (n, opts) = (n.clone(), opts.clone());
-                    tokio::spawn(async move { engine.run(&n, &opts).await })
+                    crate::task::spawn_owned(async move { engine.run(&n, &opts).await })
                 };
                 let r = task.await.unwrap_or_else(|e| Err(eyre!("the run of pipeline `{n}` stopped: {e}")));
                 if let Some(tx) = &opts.events {

@@ -84,7 +84,7 @@ pub(super) async fn merge(
         let job = job.clone();
         let slice = incoming.slice(group.rows.start, group.rows.len());
         async move {
-            let done = tokio::spawn(async move { job.rewrite_group(group, slice).await }).await??;
+            let done = crate::task::spawn_owned(async move { job.rewrite_group(group, slice).await }).await??;
             Ok::<_, color_eyre::Report>((i, done))
         }
     }))
@@ -643,7 +643,7 @@ async fn write_data(table: &DeltaTable, rows: RecordBatch, rows_per_file: usize)
     let writes = (0..rows.num_rows()).step_by(rows_per_file).map(|at| {
         let chunk = rows.slice(at, rows_per_file.min(rows.num_rows() - at));
         let writer = link_writer(table);
-        tokio::spawn(async move {
+        crate::task::spawn_owned(async move {
             let mut writer = writer?;
             // Handed over in slices: the writer encodes as it goes.
             const SLICE: usize = 64 * 1024;

@@ -162,6 +162,54 @@ fn replay_into_a_scratch_table_matches_the_oracle_for_that_range() {
     });
 }
 
+/// The tracker's processed version of each of `pipeline`'s upstreams.
+async fn processed_versions(engine: &deltalink::Engine, pipeline: &str) -> Vec<Option<i64>> {
+    let rows = engine.tracker().await.expect("tracker").rows(Some(pipeline)).await.expect("rows");
+    rows.iter().map(|r| r.processed()).collect()
+}
+
+/// Cancelling a run (the console aborts its task) at any step frees the pipeline at once —
+/// the process lives on, so neither a dead pid nor the TTL would — and the next run converges
+/// to the state of a pipeline that was never cancelled. Cancelling a `run_many` cycle cancels
+/// the runs it spawned.
+#[test]
+fn a_cancelled_run_frees_its_pipeline_and_the_next_run_converges() {
+    use deltalink::runner::Step;
+    use std::sync::Arc;
+    rt().block_on(async {
+        let lake = Lake::new();
+        let mut rng = seeded(5);
+        let mut a = ModelTable::create(&lake.path("a"), true).await;
+        let engine = lake.engine(&simple_config(&["a"], &[("cancelled", &["a"]), ("clean", &["a"])]));
+        let steps = [Step::Pinned, Step::IntentRecorded, Step::ChangesRead, Step::LinkCommitted, Step::TrackerCommitted];
+        for (round, step) in steps.into_iter().enumerate() {
+            for _ in 0..3 {
+                a.random_commit(&mut rng, 50).await;
+            }
+            let held = Arc::new(tokio::sync::Notify::new());
+            let opts = RunOptions::default().with_hold_after(step, held.clone());
+            let run = {
+                let engine = engine.clone();
+                if round % 2 == 0 {
+                    tokio::spawn(async move { drop(engine.run("cancelled", &opts).await) })
+                } else {
+                    tokio::spawn(async move { drop(engine.run_many(&["cancelled".into()], &opts).await) })
+                }
+            };
+            held.notified().await;
+            run.abort();
+            assert!(run.await.is_err_and(|e| e.is_cancelled()), "the run was cancelled at {step:?}");
+            engine
+                .run("cancelled", &RunOptions::default())
+                .await
+                .unwrap_or_else(|e| panic!("run after a cancel at {step:?} (round {round}): {e:#}"));
+            engine.run("clean", &RunOptions::default()).await.expect("clean run");
+            assert_eq!(link_keys(&engine, "cancelled").await, link_keys(&engine, "clean").await, "after a cancel at {step:?}");
+            assert_eq!(processed_versions(&engine, "cancelled").await, processed_versions(&engine, "clean").await);
+        }
+    });
+}
+
 #[test]
 fn two_engines_racing_on_one_pipeline_write_once() {
     rt().block_on(async {
