@@ -1,5 +1,5 @@
 //! Continuous mode: poll upstream versions cheaply and run a pipeline when one of its
-//! upstreams moved. Ctrl-C stops after the in-flight run finishes (runs are crash-safe anyway).
+//! upstreams moved. Ctrl-C stops after the in-flight cycle finishes (runs are crash-safe anyway).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -39,37 +39,54 @@ impl Watcher {
         Ok(t.get_latest_version().await?)
     }
 
-    /// Pipelines with an upstream ahead of the tracker (or an unfinished run).
-    pub async fn due(&mut self) -> Result<Vec<String>> {
+    /// Pipelines with an upstream ahead of the tracker (or an unfinished run), and the
+    /// upstreams whose version could not be read. An unreadable upstream holds back nothing
+    /// else: its pipelines still run when another of their upstreams moved (the run then
+    /// names the problem and its fix), and the other pipelines run as usual.
+    pub async fn due(&mut self) -> Result<(Vec<String>, Vec<(String, color_eyre::Report)>)> {
         let rows = self.engine.tracker().await?.rows(None).await?;
-        let mut due = Vec::new();
-        for p in self.pipelines.clone() {
+        let mut latest: HashMap<String, Option<i64>> = HashMap::new();
+        let mut unreadable = Vec::new();
+        let (mut due, pipelines) = (Vec::new(), self.pipelines.clone());
+        for p in pipelines {
             let pipeline = self.engine.config.pipeline(&p)?.clone();
             let mine: Vec<_> = rows.iter().filter(|r| r.pipeline_name == p).collect();
             let mut moved = mine.iter().any(|r| r.pending_run_id.is_some());
             for u in pipeline.upstream_names() {
+                if !latest.contains_key(&u) {
+                    let version = match self.latest(&u).await {
+                        Ok(v) => Some(v as i64),
+                        Err(e) => {
+                            unreadable.push((u.clone(), e));
+                            None
+                        }
+                    };
+                    latest.insert(u.clone(), version);
+                }
                 let processed = mine.iter().find(|r| r.upstream == u).and_then(|r| r.last_processed_version);
-                let latest = self.latest(&u).await? as i64;
-                moved |= processed.is_none_or(|v| v < latest);
+                moved |= latest[&u].is_some_and(|v| processed.is_none_or(|p| p < v));
             }
             if moved {
                 due.push(p);
             }
         }
-        Ok(due)
+        Ok((due, unreadable))
     }
 
-    /// Poll until `stop` is set; `report` is called after every run (or error).
+    /// Poll until `stop` is set; `report` is called after every run (or error). The pipelines
+    /// due in one poll run as one cycle, like `run --all`: an upstream several of them read
+    /// is scanned once.
     pub async fn run(&mut self, stop: Arc<AtomicBool>, mut report: impl FnMut(&str, &Result<RunReport>)) -> Result<()> {
         while !stop.load(Ordering::SeqCst) {
             match self.due().await {
-                Ok(due) => {
-                    for p in due {
-                        if stop.load(Ordering::SeqCst) {
-                            break;
+                Ok((due, unreadable)) => {
+                    for (upstream, e) in unreadable {
+                        report(&format!("(poll of upstream `{upstream}`)"), &Err(e));
+                    }
+                    if !due.is_empty() {
+                        for (p, r) in self.engine.run_many(&due, &RunOptions::default()).await {
+                            report(&p, &r);
                         }
-                        let r = self.engine.run(&p, &RunOptions::default()).await;
-                        report(&p, &r);
                     }
                 }
                 Err(e) => report("(poll)", &Err(e)),

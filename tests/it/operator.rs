@@ -318,3 +318,53 @@ fn watch_picks_up_commits_landing_while_it_runs_and_reads_each_once() {
         assert_eq!(link_keys(&engine, "p").await.keys().copied().collect::<Affected>(), expected);
     });
 }
+
+/// An upstream that cannot be read (here: not created yet) is reported on every poll and holds
+/// back nothing else: the pipelines of the other upstreams keep running.
+#[test]
+fn watch_reports_an_unreadable_upstream_and_keeps_running_the_others() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+    rt().block_on(async {
+        let lake = Lake::new();
+        let mut a = ModelTable::create(&lake.path("a"), true).await;
+        let mut expected = a.insert(&[Some(1)]).await;
+        let engine = lake.engine(&simple_config(&["a", "missing"], &[("p", &["a"]), ("q", &["missing"])]));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut watcher = deltalink::watch::Watcher::new(engine.clone(), vec![], Duration::from_millis(20));
+        let watching = watcher.run(stop.clone(), move |who, r| {
+            let _ = tx.send((who.to_string(), r.as_ref().map(|rep| rep.upstreams[0].pinned).map_err(|e| format!("{e:#}"))));
+        });
+        let driver = async {
+            let (mut poll_errors, mut runs) = (Vec::new(), 0);
+            for k in 2..4 {
+                expected.extend(a.insert(&[Some(k)]).await);
+                let target = a.version();
+                loop {
+                    let (who, r) = tokio::time::timeout(Duration::from_secs(60), rx.recv()).await.expect("a report within 60 s").expect("watcher alive");
+                    match (who.as_str(), r) {
+                        ("p", Ok(pinned)) if pinned >= target => {
+                            runs += 1;
+                            break;
+                        }
+                        ("p", Ok(_)) => {}
+                        (_, Err(e)) => poll_errors.push((who, e)),
+                        other => panic!("unexpected report {other:?}"),
+                    }
+                }
+            }
+            stop.store(true, Ordering::SeqCst);
+            (poll_errors, runs)
+        };
+        let (watched, (poll_errors, runs)) = tokio::join!(watching, driver);
+        watched.expect("watch stops cleanly");
+        assert_eq!(runs, 2);
+        assert!(!poll_errors.is_empty(), "the unreadable upstream is reported");
+        for (who, e) in &poll_errors {
+            assert!(who.contains("`missing`") && e.contains("missing"), "{who}: {e}");
+        }
+        assert_eq!(link_keys(&engine, "p").await.keys().copied().collect::<Affected>(), expected);
+    });
+}
