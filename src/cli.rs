@@ -174,8 +174,12 @@ pub fn main() -> Result<()> {
     runtime.block_on(dispatch(cli))
 }
 
+/// Warnings, and delta-rs's errors except its transaction log's: a concurrent commit is logged
+/// there as an ERROR before deltalink retries it (or reports it, with context, itself).
+const DEFAULT_LOG_FILTER: &str = "warn,deltalake_core=error,deltalake_core::kernel::transaction=off";
+
 fn init_stderr_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("DELTALINK_LOG").unwrap_or_else(|_| "warn,deltalake_core=error".into());
+    let filter = tracing_subscriber::EnvFilter::try_from_env("DELTALINK_LOG").unwrap_or_else(|_| DEFAULT_LOG_FILTER.into());
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 

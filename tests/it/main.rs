@@ -1,5 +1,6 @@
 //! One integration-test binary (each file in tests/ would link the whole Delta stack again).
 mod catalogue;
+mod cli;
 mod common;
 mod console;
 mod engine;

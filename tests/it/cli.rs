@@ -1,0 +1,139 @@
+//! The command line as scripts and operators use it: the `deltalink` binary on a demo lake,
+//! its JSON contracts, two processes racing, and the tracker commands' dry runs and refusals.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn deltalink(config: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_deltalink"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env("USER", "cli-tester")
+        .env("NO_COLOR", "1")
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .expect("spawn deltalink")
+}
+
+fn ok(out: &Output, what: &str) -> String {
+    assert!(out.status.success(), "{what} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn json(out: &Output, what: &str) -> Value {
+    serde_json::from_str(&ok(out, what)).unwrap_or_else(|e| panic!("{what}: not JSON ({e})"))
+}
+
+fn demo_lake(dir: &Path) -> PathBuf {
+    let out = Command::new(env!("CARGO_BIN_EXE_deltalink"))
+        .args(["demo", dir.to_str().expect("utf-8"), "--no-console", "--commits", "20"])
+        .output()
+        .expect("spawn deltalink demo");
+    PathBuf::from(ok(&out, "demo").trim())
+}
+
+/// Number of commits in a table's log: a dry run must not add one.
+fn log_len(table: &Path) -> usize {
+    std::fs::read_dir(table.join("_delta_log")).map_or(0, |d| d.filter(|e| e.as_ref().is_ok_and(|e| e.path().extension().is_some_and(|x| x == "json"))).count())
+}
+
+#[test]
+fn the_cli_on_the_demo_lake_status_runs_races_resets_and_replays() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = demo_lake(dir.path());
+    let tracker = dir.path().join("_deltalink/tracker");
+
+    // status --json: the documented shape, every pipeline behind every upstream before a run.
+    let status = json(&deltalink(&config, &["status", "--json"]), "status --json");
+    let upstreams = status["upstreams"].as_array().expect("upstreams");
+    assert_eq!(upstreams.len(), 4);
+    for u in upstreams {
+        for field in ["name", "uri", "latest_version", "cdf_enabled", "last_commit_ts", "last_operation"] {
+            assert!(!u[field].is_null(), "upstream field `{field}`: {u}");
+        }
+    }
+    let pipelines = status["pipelines"].as_array().expect("pipelines");
+    let names: Vec<&str> = pipelines.iter().map(|p| p["name"].as_str().expect("name")).collect();
+    assert_eq!(names.len(), 5, "{names:?}");
+    for p in pipelines {
+        assert!(p["link_table"].is_string() && p.get("link_rows").is_some(), "{p}");
+        for u in p["upstreams"].as_array().expect("pipeline upstreams") {
+            assert!(u["processed_version"].is_null() && u["lag_versions"].as_i64() > Some(0), "never run yet: {u}");
+        }
+    }
+
+    // preview --json writes nothing and names provenance.
+    let before = log_len(&tracker);
+    let preview = json(&deltalink(&config, &["preview", "institution_rollup", "--json", "--limit", "3"]), "preview");
+    assert!(preview["distinct_keys"].as_u64() > Some(0), "{preview}");
+    assert_eq!(log_len(&tracker), before, "preview writes nothing");
+
+    // Two processes run everything at once: every pipeline is written exactly once; the
+    // loser of a pipeline's lease says who holds it.
+    let spawn = || {
+        Command::new(env!("CARGO_BIN_EXE_deltalink"))
+            .arg("--config")
+            .arg(&config)
+            .args(["run", "--all", "--json"])
+            .env("NO_COLOR", "1")
+            .env("RUST_BACKTRACE", "0")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn run")
+    };
+    let (first, second) = (spawn(), spawn());
+    let outputs = [first.wait_with_output().expect("first run"), second.wait_with_output().expect("second run")];
+    let mut written: Vec<String> = Vec::new();
+    for out in &outputs {
+        let reports: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Array(vec![]));
+        for r in reports.as_array().expect("run reports") {
+            if r["outcome"] == "written" {
+                written.push(r["pipeline"].as_str().expect("pipeline").to_string());
+            }
+        }
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        for line in stderr.lines().filter(|l| l.contains("FAILED")) {
+            assert!(stderr.contains("is busy: leased by"), "a failed pipeline lost the lease race, nothing else: {line}\n{stderr}");
+        }
+    }
+    written.sort();
+    // A pipeline whose lease the other process held is caught up by the rerun below instead.
+    assert!(written.windows(2).all(|w| w[0] != w[1]), "a pipeline written twice: {written:?}");
+    ok(&deltalink(&config, &["run", "--all"]), "catch-up run");
+    let status = json(&deltalink(&config, &["status", "--json"]), "status after runs");
+    for p in status["pipelines"].as_array().expect("pipelines") {
+        assert!(p["link_rows"].as_u64() > Some(0), "{p}");
+        for u in p["upstreams"].as_array().expect("upstreams") {
+            assert_eq!((u["lag_versions"].as_i64(), &u["processed_version"]), (Some(0), &u["latest_version"]), "caught up: {p}");
+        }
+    }
+
+    // tracker reset: a dry run prints the impact and writes nothing; --read-only refuses to
+    // execute; --execute records the reason and the operator.
+    let before = log_len(&tracker);
+    let dry = deltalink(&config, &["tracker", "reset", "enriched_publications", "--shift-by", "-2"]);
+    let (impact, note) = (ok(&dry, "reset dry run"), String::from_utf8_lossy(&dry.stderr));
+    assert!(impact.contains("re-reads 2 commits") && note.contains("DRY RUN"), "{impact}\n{note}");
+    let ro = deltalink(&config, &["--read-only", "tracker", "reset", "enriched_publications", "--shift-by", "-2", "--execute", "--reason", "x"]);
+    assert!(!ro.status.success() && String::from_utf8_lossy(&ro.stderr).contains("--read-only"), "{ro:?}");
+    assert_eq!(log_len(&tracker), before, "dry run and read-only refusal write nothing");
+    ok(&deltalink(&config, &["tracker", "reset", "enriched_publications", "--shift-by", "-2", "--execute", "--reason", "cli test"]), "reset");
+    let shown = json(&deltalink(&config, &["tracker", "show", "enriched_publications", "--json"]), "tracker show");
+    let last = &shown["history"][0];
+    assert_eq!((last["action"].as_str(), last["reason"].as_str(), last["operator"].as_str()), (Some("reset"), Some("cli test"), Some("cli-tester")), "{last}");
+    let status = json(&deltalink(&config, &["status", "--json"]), "status after reset");
+    let enriched = status["pipelines"].as_array().expect("pipelines").iter().find(|p| p["name"] == "enriched_publications").expect("pipeline");
+    assert!(enriched["upstreams"].as_array().expect("upstreams").iter().all(|u| u["lag_versions"].as_i64() == Some(2)), "{enriched}");
+
+    // replay: a dry run by default.
+    let links = dir.path().join("_deltalink/links/enriched_publications");
+    let before = log_len(&links);
+    let replay = deltalink(&config, &["replay", "enriched_publications", "--from-version", "0"]);
+    let said = format!("{}{}", ok(&replay, "replay dry run"), String::from_utf8_lossy(&replay.stderr));
+    assert!(said.contains("DRY RUN"), "{said}");
+    assert_eq!(log_len(&links), before, "a replay dry run writes nothing");
+}
