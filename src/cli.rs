@@ -84,6 +84,9 @@ pub enum Command {
         /// Write (without it: a dry run that writes nothing).
         #[arg(long)]
         execute: bool,
+        /// Why (recorded with the operator in the tracker's audit log).
+        #[arg(long)]
+        reason: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -299,7 +302,7 @@ async fn run_command(engine: &Engine, cmd: &Command) -> Result<()> {
             tracker_show(engine, pipeline.as_deref(), *json, *history).await
         }
         Command::Tracker { command: TrackerCommand::Reset(args) } => tracker_reset(engine, args).await,
-        Command::Replay { pipeline, from_version, to_version, upstreams, into, execute, json } => {
+        Command::Replay { pipeline, from_version, to_version, upstreams, into, execute, reason, json } => {
             let into = match into {
                 Some(u) => Some(
                     crate::config::resolve_table_uri(u, &std::env::current_dir()?).map_err(color_eyre::eyre::Report::msg)?,
@@ -313,6 +316,7 @@ async fn run_command(engine: &Engine, cmd: &Command) -> Result<()> {
                 upstreams: upstreams.clone(),
                 into,
                 execute: *execute,
+                reason: reason.clone(),
             };
             let r = engine.replay(&replay).await?;
             if *json {

@@ -5,6 +5,7 @@
 //! `created_at`, `updated_at`. CDF is enabled so downstream readers can stream it.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use color_eyre::eyre::{eyre, Result, WrapErr};
 use deltalake::arrow::array::RecordBatch;
@@ -52,6 +53,24 @@ impl WriteKind {
             WriteKind::Run => "run",
             WriteKind::Replay => "replay",
         }
+    }
+
+    /// A replay's provenance entries read `replay:upstream@version:change_type`, so readers of
+    /// a link row tell keys re-derived by an operator from keys of live changes.
+    pub fn mark_provenance(self, per_key: RecordBatch) -> Result<RecordBatch> {
+        use deltalake::arrow::array::{Array, AsArray, ListArray, StringArray};
+        use deltalake::arrow::datatypes::{Field, Schema};
+        let Ok(i) = per_key.schema().index_of(PROVENANCE_COL) else { return Ok(per_key) };
+        let Some(list) = per_key.column(i).as_list_opt::<i32>().filter(|_| self == WriteKind::Replay) else { return Ok(per_key) };
+        let values = deltalake::arrow::compute::cast(list.values(), &DataType::Utf8)?;
+        let marked: StringArray = values.as_string::<i32>().iter().map(|v| v.map(|s| format!("replay:{s}"))).collect();
+        let item = Arc::new(Field::new("item", DataType::Utf8, true));
+        let marked = ListArray::try_new(item, list.offsets().clone(), Arc::new(marked), list.nulls().cloned())?;
+        let mut columns = per_key.columns().to_vec();
+        let mut fields: Vec<_> = per_key.schema().fields().iter().cloned().collect();
+        fields[i] = Arc::new(Field::new(PROVENANCE_COL, marked.data_type().clone(), true));
+        columns[i] = Arc::new(marked);
+        Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?)
     }
 }
 

@@ -820,7 +820,7 @@ impl Engine {
         kind: WriteKind,
         before_commit: &(dyn Fn() -> Result<()> + Sync),
     ) -> Result<LinkWriteMetrics> {
-        let per_key = Arc::new(affected).per_key().await?;
+        let per_key = kind.mark_provenance(Arc::new(affected).per_key().await?)?;
         let table = self.link_table_for(plan, Some(&per_key.schema())).await?;
         let merge = LinkMerge {
             pipeline: &plan.pipeline.name,
@@ -926,6 +926,10 @@ impl Engine {
             if let Some(a) = affected.filter(|a| a.distinct_keys > 0) {
                 self.write_keys(&plan, a, WriteKind::Replay, &|| Ok(())).await?;
             }
+            let mut audit = audit("replay", &plan);
+            audit.reason = replay.reason.clone();
+            audit.details["into"] = serde_json::json!(crate::config::display_uri(&plan.pipeline.link_table));
+            self.tracker().await?.record(&audit).await?;
             Ok::<_, color_eyre::Report>(())
         }
         .await;
@@ -1153,6 +1157,8 @@ pub struct Replay {
     pub upstreams: Vec<String>,
     pub into: Option<url::Url>,
     pub execute: bool,
+    /// Why, for the tracker's audit log.
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -198,6 +198,16 @@ impl Tracker {
         if rows.is_empty() {
             return Ok(());
         }
+        self.commit(rows, audit).await
+    }
+
+    /// A commit that moves no version and only carries `audit` (a replay: the tracker's
+    /// history is the audit log of everything an operator did to a pipeline).
+    pub async fn record(&mut self, audit: &Audit) -> Result<()> {
+        self.commit(&[], audit).await
+    }
+
+    async fn commit(&mut self, rows: &[TrackerRow], audit: &Audit) -> Result<()> {
         // Upserts of this process go one at a time (pipelines of a cycle finish together):
         // each rewrites the whole tracker, so two at once would conflict and back off.
         // Each starts from the latest version, which the previous one may just have written.

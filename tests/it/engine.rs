@@ -351,48 +351,6 @@ fn new_keys_in_the_gaps_between_link_files_keep_the_file_ranges_disjoint() {
     });
 }
 
-/// Every link row (key, run_id, last change, upstreams, provenance) and every change-feed row
-/// of a pipeline's link table, rendered and sorted (creation/update times left out).
-async fn link_rows_and_feed(engine: &deltalink::runner::Engine, pipeline: &str) -> (Vec<String>, Vec<String>) {
-    use deltalake::datafusion::prelude::{ident, SessionContext};
-    use deltalake::delta_datafusion::DeltaCdfTableProvider;
-    let t = link_table(engine, pipeline).await.expect("link table");
-    let render = |batches: Vec<deltalake::arrow::array::RecordBatch>| -> Vec<String> {
-        let mut out: Vec<String> = batches
-            .iter()
-            .flat_map(|b| {
-                (0..b.num_rows()).map(move |i| {
-                    (0..b.num_columns()).map(|c| deltalink::keymap::display_value(b.column(c), i)).collect::<Vec<_>>().join(" | ")
-                })
-            })
-            .collect();
-        out.sort();
-        out
-    };
-    let columns = ["k", "run_id", "last_change_ts", "upstreams", "provenance"];
-    let ctx = SessionContext::new();
-    t.update_datafusion_session(&ctx.state()).expect("session");
-    let rows = ctx
-        .read_table(t.table_provider().await.expect("provider"))
-        .expect("read")
-        .select(columns.iter().map(|c| ident(*c)).collect::<Vec<_>>())
-        .expect("select")
-        .collect()
-        .await
-        .expect("collect");
-    let provider = DeltaCdfTableProvider::try_new(t.clone().scan_cdf().with_starting_version(0)).expect("cdf");
-    let mut feed_columns: Vec<&str> = columns.to_vec();
-    feed_columns.extend(["_change_type", "_commit_version"]);
-    let feed = ctx
-        .read_table(std::sync::Arc::new(provider))
-        .expect("read cdf")
-        .select(feed_columns.iter().map(|c| ident(*c)).collect::<Vec<_>>())
-        .expect("select")
-        .collect()
-        .await
-        .expect("collect cdf");
-    (render(rows), render(feed))
-}
 
 /// deltalink's sorted-key MERGE against delta-rs's MERGE as the oracle: over random histories
 /// of two upstreams, with link files small enough that runs touch some files and skip others,

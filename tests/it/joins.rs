@@ -291,6 +291,7 @@ fn replaying_one_upstream_of_a_sql_pipeline_joins_the_others() {
             upstreams: vec!["a".into()],
             into: Some(scratch.clone()),
             execute: true,
+            reason: None,
         };
         let r = engine.replay(&replay).await.expect("replay of `a` alone");
         let t = deltalink::lake::open_owned(&scratch, &Default::default()).await.expect("open").expect("scratch exists");

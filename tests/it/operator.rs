@@ -115,7 +115,7 @@ fn reset_allowed_false_refuses_resets_and_replays() {
         let engine = lake.engine(&cfg);
         let e = format!("{:#}", plan_reset(&engine, "p", &[], ResetTarget::Latest).await.expect_err("refused"));
         assert!(e.contains("reset_allowed = false"), "{e}");
-        let replay = Replay { pipeline: "p".into(), from_version: 0, to_version: None, upstreams: vec![], into: None, execute: true };
+        let replay = Replay { pipeline: "p".into(), from_version: 0, to_version: None, upstreams: vec![], into: None, execute: true, reason: None };
         let e = format!("{:#}", engine.replay(&replay).await.expect_err("refused"));
         assert!(e.contains("reset_allowed = false"), "{e}");
     });
@@ -133,6 +133,7 @@ fn replay_into_a_scratch_table_matches_the_oracle_for_that_range() {
             upstreams: vec![],
             into: Some(scratch.clone()),
             execute: false,
+            reason: Some("downstream bug #7".into()),
         };
         let dry = engine.replay(&replay).await.expect("dry run");
         assert!(!dry.written);
@@ -159,6 +160,19 @@ fn replay_into_a_scratch_table_matches_the_oracle_for_that_range() {
         let link = link_keys(&engine, "p").await;
         assert_eq!(link[&20], 2);
         assert_eq!(link[&10], 1);
+        // The replayed keys' provenance says so; the others keep their run's.
+        let (rows, _) = link_rows_and_feed(&engine, "p").await;
+        let row = |k: &str| rows.iter().find(|r| r.starts_with(&format!("{k} |"))).cloned().expect("row");
+        assert!(row("20").contains("[replay:a@2:insert]"), "{}", row("20"));
+        assert!(row("10").contains("[a@1:insert]"), "{}", row("10"));
+        // Both replays are in the tracker's audit log, with who, why, from and to.
+        let history = engine.tracker().await.expect("tracker").history(2).await.expect("history");
+        for (h, into) in history.iter().zip(["_deltalink/links/p", "scratch"]) {
+            assert_eq!((h.action.as_deref(), h.reason.as_deref()), (Some("replay"), Some("downstream bug #7")), "{h:?}");
+            assert!(h.details["into"].as_str().is_some_and(|i| i.contains(into)), "{h:?}");
+            assert_eq!((&h.details["upstreams"][0]["from"], &h.details["upstreams"][0]["to"]), (&serde_json::json!(1), &serde_json::json!(4)), "{h:?}");
+        }
+        assert_eq!(processed_versions(&engine, "p").await, vec![Some(6)], "a replay moves no processed version");
     });
 }
 
