@@ -3,6 +3,7 @@
 //! Writes are a separate type ([`WriteOp`]) that only a confirmation popup turns into a task.
 
 use crate::reset::{ResetPlan, ResetTarget};
+use crate::runner::{Replay, ReplayReport};
 
 use super::tasks::TaskEvent;
 
@@ -88,6 +89,8 @@ pub enum Command {
     RunAll,
     /// Open the reset form for the selected tracker row (dry run, then asks).
     Reset,
+    /// Open the replay form for the pipeline in focus (dry run, then asks).
+    Replay,
     /// `y` in a confirmation popup.
     Confirm,
     /// Enter in a text input or the reset form.
@@ -103,7 +106,7 @@ pub enum Command {
 impl Command {
     /// Commands that lead to a write: disabled with --read-only and always confirmed.
     pub fn is_write(self) -> bool {
-        matches!(self, Command::RunSelected | Command::RunAll | Command::Reset)
+        matches!(self, Command::RunSelected | Command::RunAll | Command::Reset | Command::Replay)
     }
 }
 
@@ -144,9 +147,12 @@ pub enum WriteOp {
     Run(String),
     RunAll,
     Reset { plan: ResetPlan, reason: String },
+    /// `replay.execute` is set; `dry_run` is what the operator saw.
+    Replay { replay: Replay, dry_run: ReplayReport },
 }
 
-/// Resets moving more change rows than this must be confirmed by typing the pipeline name.
+/// Resets moving more change rows than this (and replays into the production link table of
+/// more keys) must be confirmed by typing the pipeline name.
 pub const TYPED_CONFIRM_ROWS: u64 = 1000;
 
 impl WriteOp {
@@ -156,6 +162,13 @@ impl WriteOp {
             WriteOp::Run(p) => format!("run {p}"),
             WriteOp::RunAll => "run all pipelines".into(),
             WriteOp::Reset { plan, .. } => format!("reset {} to {}", plan.pipeline, describe_target(&plan.target)),
+            WriteOp::Replay { replay, dry_run } => format!(
+                "replay {} versions {}..{} into {}",
+                replay.pipeline,
+                replay.from_version,
+                replay.to_version.map_or("latest".to_string(), |v| v.to_string()),
+                dry_run.target
+            ),
         }
     }
 
@@ -163,6 +176,10 @@ impl WriteOp {
     pub fn typed_confirmation(&self) -> Option<String> {
         match self {
             WriteOp::Reset { plan, .. } if reset_rows(plan) > TYPED_CONFIRM_ROWS => Some(plan.pipeline.clone()),
+            // Many keys re-emitted into the production link table reach every downstream reader.
+            WriteOp::Replay { replay, dry_run } if replay.into.is_none() && dry_run.distinct_keys > TYPED_CONFIRM_ROWS => {
+                Some(replay.pipeline.clone())
+            }
             _ => None,
         }
     }

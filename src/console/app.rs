@@ -18,6 +18,7 @@ use crate::tracker::{HistoryEntry, TrackerRow};
 use super::action::{Action, Command, Edit, View, WriteOp};
 use super::details;
 use super::form::ResetForm;
+use super::replay::ReplayForm;
 use super::keys::Context;
 use super::tasks::{Finished, Job, Progress, Request, TaskEvent, TaskId, TrackerData};
 use super::text;
@@ -84,6 +85,7 @@ pub enum TaskKind {
     Preview,
     LinkPage,
     PlanReset,
+    PlanReplay,
     Write,
     Theme,
 }
@@ -187,8 +189,8 @@ pub struct Confirm {
     pub op: WriteOp,
     /// What has been typed, when the write needs the pipeline name typed (else y/n).
     pub typed: Option<String>,
-    /// The form to return to when a reset is declined.
-    pub form: Option<Box<ResetForm>>,
+    /// The form to return to when the write is declined.
+    pub form: Option<Box<Popup>>,
 }
 
 #[derive(Clone, Debug)]
@@ -197,6 +199,7 @@ pub enum Popup {
     Detail { title: String, lines: Vec<String>, scroll: u16 },
     Confirm(Confirm),
     ResetForm(ResetForm),
+    ReplayForm(ReplayForm),
 }
 
 /// A row of the Upstreams view: the upstream and the pipelines reading it.
@@ -333,6 +336,7 @@ impl App {
             Some(Popup::Confirm(c)) if c.typed.is_some() => Context::TypedConfirm,
             Some(Popup::Confirm(_)) => Context::Confirm,
             Some(Popup::ResetForm(_)) => Context::ResetForm,
+            Some(Popup::ReplayForm(_)) => Context::ReplayForm,
             None if self.input.is_some() => Context::Input,
             None => Context::View(self.view),
         }
@@ -487,6 +491,7 @@ impl App {
             Context::Help | Context::Detail => self.popup_command(c),
             Context::Confirm | Context::TypedConfirm => self.confirm_command(c),
             Context::ResetForm => self.form_command(c),
+            Context::ReplayForm => self.replay_form_command(c),
             Context::Input => self.input_command(c),
             Context::View(_) => self.view_command(c),
         }
@@ -528,6 +533,7 @@ impl App {
             Command::RunSelected => self.run_focused(),
             Command::RunAll => self.run_all(),
             Command::Reset => self.reset_selected(),
+            Command::Replay => self.replay_focused(),
             _ => {}
         }
     }
@@ -723,8 +729,35 @@ impl App {
         self.popup = Some(Popup::ResetForm(ResetForm::new(pipeline, p.upstream_names(), upstream)));
     }
 
+    fn replay_focused(&mut self) {
+        if self.refuse_read_only("replaying a pipeline") {
+            return;
+        }
+        let upstream = match self.view {
+            View::Tracker => self.tracker_rows().get(self.selected(View::Tracker)).map(|r| r.upstream.clone()),
+            _ => None,
+        };
+        match self.focused_pipeline() {
+            Some(p) => self.open_replay_form(&p, upstream.as_deref()),
+            None => self.flash(Level::Warn, "no pipeline selected (or :replay PIPELINE)"),
+        }
+    }
+
+    fn open_replay_form(&mut self, pipeline: &str, upstream: Option<&str>) {
+        let Some(p) = self.config.pipelines.get(pipeline) else {
+            self.flash(Level::Error, format!("unknown pipeline `{pipeline}`"));
+            return;
+        };
+        let form = ReplayForm::new(pipeline, p.upstream_names(), upstream);
+        if !p.reset_allowed {
+            // A scratch table stays possible: say so up front instead of failing at the end.
+            self.flash(Level::Warn, format!("`{pipeline}` has reset_allowed = false: replay into a scratch table (Into)"));
+        }
+        self.popup = Some(Popup::ReplayForm(form));
+    }
+
     /// Every write goes through here: it becomes a confirmation popup, never a task.
-    fn propose(&mut self, op: WriteOp, form: Option<ResetForm>) {
+    fn propose(&mut self, op: WriteOp, form: Option<Popup>) {
         let typed = op.typed_confirmation().map(|_| String::new());
         self.input = None;
         self.popup = Some(Popup::Confirm(Confirm { op, typed, form: form.map(Box::new) }));
@@ -743,7 +776,7 @@ impl App {
             },
             Command::Back => {
                 self.flash(Level::Info, format!("not done: {}", confirm.op.describe()));
-                self.popup = confirm.form.map(|f| Popup::ResetForm(*f));
+                self.popup = confirm.form.map(|f| *f);
             }
             Command::DeleteBack | Command::ClearInput => {
                 if let Some(t) = confirm.typed.as_mut() {
@@ -763,7 +796,7 @@ impl App {
         let label = op.describe();
         let total = match op {
             WriteOp::RunAll => self.config.pipelines.len(),
-            WriteOp::Run(_) | WriteOp::Reset { .. } => 1,
+            WriteOp::Run(_) | WriteOp::Reset { .. } | WriteOp::Replay { .. } => 1,
         };
         self.log(Level::Info, format!("started: {label}"));
         let id = self.spawn(Job::Write(op), TaskKind::Write, label);
@@ -802,7 +835,7 @@ impl App {
                 return;
             }
             let reason = form.reason.trim().to_string();
-            if let Some(Popup::ResetForm(form)) = self.popup.take() {
+            if let Some(form @ Popup::ResetForm(_)) = self.popup.take() {
                 self.propose(WriteOp::Reset { plan, reason }, Some(form));
             }
             return;
@@ -817,6 +850,71 @@ impl App {
                 }
             }
             Err(e) => form.plan = Some(Err(e)),
+        }
+    }
+
+    // ---------------------------------------------------------------- replay form
+
+    fn replay_form_command(&mut self, c: Command) {
+        let Some(Popup::ReplayForm(form)) = self.popup.as_mut() else { return };
+        match c {
+            Command::NextField => form.move_focus(1),
+            Command::PrevField => form.move_focus(-1),
+            Command::PrevOption => form.cycle(-1),
+            Command::NextOption => form.cycle(1),
+            Command::DeleteBack | Command::ClearInput => form.edit(|t| edit_text(t, c)),
+            Command::Back => self.popup = None,
+            Command::Submit => self.submit_replay_form(),
+            _ => {}
+        }
+    }
+
+    /// Enter: dry-run the inputs; once a dry run of them is shown, propose the replay.
+    fn submit_replay_form(&mut self) {
+        // A relative scratch path resolves like the config's own paths.
+        let base = self.config.path.parent().map(std::path::Path::to_path_buf).unwrap_or_default();
+        let Some(Popup::ReplayForm(form)) = self.popup.as_mut() else { return };
+        if form.planning.is_some() {
+            self.flash(Level::Info, "dry run in progress…");
+            return;
+        }
+        if let Some(dry_run) = form.planned().cloned() {
+            if form.reason.trim().is_empty() {
+                form.focus = super::replay::ReplayField::Reason;
+                self.flash(Level::Warn, "enter a reason: it is recorded in the audit trail");
+                return;
+            }
+            match form.replay(true, &base) {
+                Ok(replay) => {
+                    if let Some(form @ Popup::ReplayForm(_)) = self.popup.take() {
+                        self.propose(WriteOp::Replay { replay, dry_run }, Some(form));
+                    }
+                }
+                Err(e) => form.plan = Some(Err(e)),
+            }
+            return;
+        }
+        match form.replay(false, &base) {
+            Ok(replay) => {
+                let label = format!("dry run of replay {}", form.pipeline);
+                let id = self.spawn(Job::PlanReplay(replay), TaskKind::PlanReplay, label);
+                if let Some(Popup::ReplayForm(form)) = self.popup.as_mut() {
+                    form.planning = Some(id);
+                }
+            }
+            Err(e) => form.plan = Some(Err(e)),
+        }
+    }
+
+    fn replay_plan_loaded(&mut self, id: TaskId, pipeline: String, result: Result<crate::runner::ReplayReport, String>) {
+        if let Err(e) = &result {
+            self.log(Level::Error, format!("dry run of replay {pipeline}: {e}"));
+        }
+        if let Some(Popup::ReplayForm(form)) = self.popup.as_mut() {
+            if Self::wanted(form.planning, id, &form.pipeline, &pipeline) {
+                form.planning = None;
+                form.plan = Some(result);
+            }
         }
     }
 
@@ -873,6 +971,7 @@ impl App {
             }
             (_, Some(Popup::Confirm(Confirm { typed: Some(t), .. }))) => t.push(ch),
             (_, Some(Popup::ResetForm(form))) => form.edit(|t| t.push(ch)),
+            (_, Some(Popup::ReplayForm(form))) => form.edit(|t| t.push(ch)),
             _ => {}
         }
     }
@@ -914,6 +1013,11 @@ impl App {
                     self.open_reset_form(p, words.next());
                 }
             }
+            ("replay", Some(p)) => {
+                if !self.refuse_read_only("replaying a pipeline") && self.known_pipeline(p) {
+                    self.open_replay_form(p, words.next());
+                }
+            }
             ("theme", Some(t)) => {
                 self.spawn(Job::Theme(t.to_string()), TaskKind::Theme, format!("theme {t}"));
             }
@@ -921,7 +1025,7 @@ impl App {
             ("help", _) => self.popup = Some(Popup::Help { scroll: 0 }),
             _ => self.flash(
                 Level::Error,
-                format!("unknown command `{line}`: try :run NAME, :run-all, :preview NAME, :link NAME, :reset NAME, :theme NAME, :q"),
+                format!("unknown command `{line}`: try :run NAME, :run-all, :preview NAME, :link NAME, :reset NAME, :replay NAME, :theme NAME, :q"),
             ),
         }
     }
@@ -1084,8 +1188,10 @@ impl App {
         mine(&mut self.tracker.loading);
         mine(&mut self.link.loading);
         mine(&mut self.preview.loading);
-        if let Some(Popup::ResetForm(form)) = self.popup.as_mut() {
-            mine(&mut form.planning);
+        match self.popup.as_mut() {
+            Some(Popup::ResetForm(form)) => mine(&mut form.planning),
+            Some(Popup::ReplayForm(form)) => mine(&mut form.planning),
+            _ => {}
         }
     }
 
@@ -1127,6 +1233,17 @@ impl App {
                 match result {
                     Ok(()) => self.log(Level::Ok, format!("reset {pipeline}: done (recorded in the audit trail)")),
                     Err(e) => self.log(Level::Error, format!("reset {pipeline} failed: {e}")),
+                }
+                self.after_write(&pipeline);
+            }
+            Finished::ReplayPlan { pipeline, result } => self.replay_plan_loaded(id, pipeline, result),
+            Finished::Replay { pipeline, result } => {
+                match result {
+                    Ok(r) => self.log(
+                        Level::Ok,
+                        format!("replay {pipeline}: {} keys written into {} (recorded in the audit trail)", r.distinct_keys, r.target),
+                    ),
+                    Err(e) => self.log(Level::Error, format!("replay {pipeline} failed: {e}")),
                 }
                 self.after_write(&pipeline);
             }

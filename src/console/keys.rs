@@ -17,6 +17,7 @@ pub enum Context {
     Confirm,
     TypedConfirm,
     ResetForm,
+    ReplayForm,
     /// The filter (`/`) or command palette (`:`) line.
     Input,
 }
@@ -24,7 +25,7 @@ pub enum Context {
 impl Context {
     /// Contexts where printable characters are text, not commands.
     pub fn takes_text(self) -> bool {
-        matches!(self, Context::TypedConfirm | Context::ResetForm | Context::Input)
+        matches!(self, Context::TypedConfirm | Context::ResetForm | Context::ReplayForm | Context::Input)
     }
 }
 
@@ -108,7 +109,7 @@ static GLOBAL: &[Binding] = &[
     bind(
         &[key(':')],
         Command::Palette,
-        "command palette (:run NAME, :run-all, :preview NAME, :theme NAME, :q)",
+        "command palette (:run :run-all :preview :link :reset :replay :theme :q)",
         Some("cmd"),
     ),
     bind(&[code(KeyCode::F(5)), ctrl('r')], Command::Refresh, "refresh now", Some("refresh")),
@@ -137,8 +138,17 @@ static UPSTREAMS: &[Binding] = &[
     bind(&[key('s')], Command::Sort, "sort by name, lag, latest version, last commit", Some("sort")),
 ];
 
+/// Replay: the write key of the pipeline views (and of nothing else anywhere).
+const REPLAY: Binding = bind(
+    &[key('P')],
+    Command::Replay,
+    "replay a version range: form, dry run, confirm (link table or scratch table)",
+    Some("replay"),
+);
+
 static PIPELINES: &[Binding] = &[
     bind(&[key('r')], Command::RunSelected, "run the selected pipeline (asks first)", Some("run")),
+    REPLAY,
     bind(&[code(KeyCode::Enter)], Command::Open, "toggle the detail pane", Some("details")),
     bind(&[key('/')], Command::Filter, "filter pipelines by name", Some("filter")),
 ];
@@ -169,6 +179,7 @@ static PREVIEW: &[Binding] = &[
 static TRACKER: &[Binding] = &[
     bind(&[key('e')], Command::Reset, "reset the selected row's pipeline: form, dry run, confirm", Some("reset")),
     bind(&[key('r')], Command::RunSelected, "run the selected row's pipeline (asks first)", Some("run")),
+    REPLAY,
     bind(&[code(KeyCode::Enter)], Command::Open, "all fields of the selected row", Some("details")),
     bind(&[key('/')], Command::Filter, "filter rows by pipeline or upstream", Some("filter")),
 ];
@@ -213,6 +224,17 @@ static RESET_FORM: &[Binding] = &[
     bind(&[code(KeyCode::Esc)], Command::Back, "close the form", Some("close")),
 ];
 
+static REPLAY_FORM: &[Binding] = &[
+    bind(&[code(KeyCode::Enter)], Command::Submit, "dry run; once planned, confirm", Some("dry run/confirm")),
+    bind(&[code(KeyCode::Tab), code(KeyCode::Down)], Command::NextField, "next field", Some("field")),
+    bind(&[code(KeyCode::BackTab), code(KeyCode::Up)], Command::PrevField, "previous field", None),
+    bind(&[code(KeyCode::Left)], Command::PrevOption, "previous upstream scope", Some("scope")),
+    bind(&[code(KeyCode::Right)], Command::NextOption, "next upstream scope", None),
+    bind(&[code(KeyCode::Backspace)], Command::DeleteBack, "delete a character", None),
+    bind(&[ctrl('u')], Command::ClearInput, "clear the field", None),
+    bind(&[code(KeyCode::Esc)], Command::Back, "close the form", Some("close")),
+];
+
 static INPUT: &[Binding] = &[
     bind(&[code(KeyCode::Enter)], Command::Submit, "apply", Some("apply")),
     bind(&[code(KeyCode::Esc)], Command::Back, "cancel (a filter is cleared)", Some("cancel")),
@@ -241,6 +263,7 @@ pub fn bindings(ctx: Context) -> Vec<&'static Binding> {
         Context::Confirm => CONFIRM,
         Context::TypedConfirm => TYPED_CONFIRM,
         Context::ResetForm => RESET_FORM,
+        Context::ReplayForm => REPLAY_FORM,
         Context::Input => INPUT,
     };
     let global: &[Binding] = if matches!(ctx, Context::View(_)) { GLOBAL } else { &[] };

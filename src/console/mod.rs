@@ -11,6 +11,7 @@ mod details;
 pub mod form;
 pub mod keys;
 mod popups;
+pub mod replay;
 pub mod tasks;
 pub mod text;
 pub mod theme;

@@ -1,5 +1,5 @@
 //! Popups drawn over the view: help (generated from the bindings table), details,
-//! confirmations of writes, and the reset form with its dry run.
+//! confirmations of writes, and the reset and replay forms with their dry runs.
 
 use ratatui::layout::Rect;
 use ratatui::style::Style;
@@ -12,6 +12,7 @@ use crate::reset::{ResetChange, ResetPlan};
 use super::action::{describe_target, reset_rows, WriteOp, TYPED_CONFIRM_ROWS};
 use super::app::{App, Confirm, Popup};
 use super::form::{FormField, ResetForm};
+use super::replay::{ReplayField, ReplayForm};
 use super::keys::{self, Binding, Context};
 use super::text::{self, thousands};
 use super::theme::Theme;
@@ -29,6 +30,10 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App, popup: &Popup) {
         Popup::ResetForm(form) => {
             let title = format!("Reset the tracker of {}", form.pipeline);
             show(f, area, app, title, with_hints(app, form_lines(app, form)), 0, 90)
+        }
+        Popup::ReplayForm(form) => {
+            let title = format!("Replay {}", form.pipeline);
+            show(f, area, app, title, with_hints(app, replay_form_lines(app, form)), 0, 90)
         }
     }
 }
@@ -134,6 +139,18 @@ fn confirm_lines(app: &App, c: &Confirm) -> Vec<Line<'static>> {
                 Line::raw(""),
             ];
             l.extend(plan_lines(t, plan));
+            l
+        }
+        WriteOp::Replay { replay, dry_run } => {
+            let mut l = vec![
+                Line::styled(format!("Replay {} into {}?", replay.pipeline, dry_run.target), t.title),
+                Line::raw(format!("reason: {}", replay.reason.as_deref().unwrap_or_default())),
+                Line::raw(""),
+            ];
+            l.extend(replay_lines(t, dry_run));
+            if replay.into.is_none() {
+                l.push(Line::styled("These keys get a new run_id in the production link table: downstream reprocesses them.", t.warn));
+            }
             l
         }
     };
@@ -242,8 +259,60 @@ fn form_lines(app: &App, form: &ResetForm) -> Vec<Line<'static>> {
 }
 
 fn field(t: &Theme, form: &ResetForm, which: FormField, name: &str, value: String) -> Line<'static> {
-    let focused = form.focus == which;
+    form_field(t, form.focus == which, name, value)
+}
+
+/// One line of a form: its name, and its value highlighted while focused.
+fn form_field(t: &Theme, focused: bool, name: &str, value: String) -> Line<'static> {
     let marker = if focused { "▶ " } else { "  " };
     let style: Style = if focused { t.selected } else { t.popup };
     Line::from(vec![Span::styled(format!("{marker}{name:<10}"), t.column), Span::styled(value, style)])
+}
+
+// ---------------------------------------------------------------- replay form
+
+fn replay_form_lines(app: &App, form: &ReplayForm) -> Vec<Line<'static>> {
+    let t = &app.theme;
+    let into = if form.into_production() {
+        "▏  (empty: the pipeline's link table; a path or URI: a scratch table)".to_string()
+    } else {
+        format!("{}▏  (scratch table; relative to the config's folder)", form.into)
+    };
+    let r = |which, name, value| form_field(t, form.focus == which, name, value);
+    let mut lines = vec![
+        r(ReplayField::Scope, "Upstreams", format!("‹ {} ›", form.scope_label())),
+        r(ReplayField::From, "From", format!("{}▏  version, inclusive", form.from)),
+        r(ReplayField::To, "To", format!("{}▏  version, inclusive (empty: latest)", form.to)),
+        r(ReplayField::Into, "Into", into),
+        r(ReplayField::Reason, "Reason", format!("{}▏", form.reason)),
+        Line::raw(""),
+    ];
+    match (&form.plan, form.planning) {
+        (_, Some(_)) => lines.push(Line::styled(format!("{} dry run…", app.spinner()), t.warn)),
+        (None, None) => lines.push(Line::styled("Enter runs a dry run: nothing is written until you confirm.", t.dim)),
+        (Some(Err(e)), None) => lines.extend(e.lines().map(|l| Line::styled(l.to_string(), t.error))),
+        (Some(Ok(report)), None) => {
+            lines.push(Line::styled("Dry run:", t.title));
+            lines.extend(replay_lines(t, report));
+            lines.push(Line::styled("Enter again to confirm (a reason is required).", t.warn));
+        }
+    }
+    lines
+}
+
+/// A replay's dry run: the ranges read and the keys it would write.
+fn replay_lines(t: &Theme, r: &crate::runner::ReplayReport) -> Vec<Line<'static>> {
+    let mut lines: Vec<Line<'static>> = r
+        .upstreams
+        .iter()
+        .map(|u| match u.range {
+            Some(g) => Line::raw(format!("  {:<28} versions {}..={}", u.upstream, g.from, g.to)),
+            None => Line::raw(format!("  {:<28} nothing in range", u.upstream)),
+        })
+        .collect();
+    lines.push(Line::styled(
+        format!("{} change rows → {} keys, into {}", thousands(r.change_rows), thousands(r.distinct_keys), r.target),
+        t.column,
+    ));
+    lines
 }

@@ -15,7 +15,7 @@ use tracing::Dispatch;
 use crate::lake;
 use crate::link::{self, LinkPage, LinkQuery};
 use crate::reset::{self, ResetPlan, ResetTarget};
-use crate::runner::{Engine, Preview, RunEvent, RunOptions, RunReport};
+use crate::runner::{Engine, Preview, Replay, ReplayReport, RunEvent, RunOptions, RunReport};
 use crate::status::{self, Status};
 use crate::tracker::{HistoryEntry, TrackerRow};
 
@@ -48,6 +48,8 @@ pub enum Job {
         upstreams: Vec<String>,
         target: ResetTarget,
     },
+    /// A replay without `execute`: what it would write.
+    PlanReplay(Replay),
     /// Only ever built from an accepted confirmation.
     Write(WriteOp),
     Theme(String),
@@ -111,6 +113,8 @@ pub enum Finished {
     LinkPage { pipeline: String, result: Result<LinkPage, String> },
     ResetPlan { pipeline: String, result: Result<ResetPlan, String> },
     Reset { pipeline: String, result: Result<(), String> },
+    ReplayPlan { pipeline: String, result: Result<ReplayReport, String> },
+    Replay { pipeline: String, result: Result<ReplayReport, String> },
     Run { pipeline: String, result: Result<RunReport, String> },
     RunAll,
     Theme(Result<Theme, String>),
@@ -206,6 +210,15 @@ async fn run_job(
         Job::PlanReset { pipeline, upstreams, target } => {
             let result = reset::plan_reset(engine, &pipeline, &upstreams, target).await.map_err(text);
             Finished::ResetPlan { pipeline, result }
+        }
+        Job::PlanReplay(replay) => {
+            let dry_run = Replay { execute: false, ..replay };
+            let result = engine.replay(&dry_run).await.map_err(text);
+            Finished::ReplayPlan { pipeline: dry_run.pipeline, result }
+        }
+        Job::Write(WriteOp::Replay { replay, .. }) => {
+            let result = engine.replay(&replay).await.map_err(text);
+            Finished::Replay { pipeline: replay.pipeline, result }
         }
         Job::Write(WriteOp::Run(pipeline)) => {
             let result = run_one(engine, id, &pipeline, events).await;

@@ -18,7 +18,7 @@ use deltalink::console::ui;
 use deltalink::keymap::PreviewRow;
 use deltalink::link::LinkPage;
 use deltalink::reset::{ResetChange, ResetPlan, ResetTarget};
-use deltalink::runner::{Outcome, Preview, ReadRangeView, RunReport, UpstreamRead};
+use deltalink::runner::{Outcome, Preview, ReadRangeView, ReplayReport, RunReport, UpstreamRead};
 use deltalink::status::{PipelineStatus, PipelineUpstreamStatus, Status, UpstreamStatus};
 use deltalink::tracker::{HistoryEntry, TrackerRow};
 use ratatui::backend::TestBackend;
@@ -491,10 +491,55 @@ fn reset_confirm_app() -> App {
     app
 }
 
-/// The six views first, then the two popups: what the snapshot tests, the theme snapshots
-/// and the SVG screenshots all show, built once.
-const SCREENS: [&str; 8] =
-    ["upstreams", "pipelines", "link", "preview", "tracker", "activity", "help", "reset_confirm"];
+/// The replay form of enriched_publications, versions 120..=140 of publications, its dry run
+/// shown.
+fn replay_form_app() -> App {
+    let mut app = pipelines_app();
+    key(&mut app, KeyCode::Char('P'));
+    assert_eq!(app.context(), Context::ReplayForm);
+    key(&mut app, KeyCode::BackTab); // from → scope
+    key(&mut app, KeyCode::Right); // all → the first upstream
+    key(&mut app, KeyCode::Tab);
+    keys_typed(&mut app, "120");
+    key(&mut app, KeyCode::Tab);
+    keys_typed(&mut app, "140");
+    key(&mut app, KeyCode::Enter);
+    let asked = respond(&mut app, |job| match job {
+        Job::PlanReplay(r) => {
+            assert_eq!((r.from_version, r.to_version, r.execute, r.into.is_none()), (120, Some(140), false, true));
+            assert_eq!(r.upstreams, vec!["publications".to_string()]);
+            Some(Finished::ReplayPlan { pipeline: r.pipeline.clone(), result: Ok(replay_report(4_321)) })
+        }
+        _ => None,
+    });
+    assert!(asked.iter().all(|r| !is_write_spawn(r)), "a dry run writes nothing");
+    app
+}
+
+fn replay_report(keys: u64) -> ReplayReport {
+    ReplayReport {
+        pipeline: "enriched_publications".into(),
+        target: "demo-lake/_deltalink/links/enriched_publications".into(),
+        upstreams: vec![UpstreamRead {
+            upstream: "publications".into(),
+            processed: Some(119),
+            tracked: true,
+            pinned: 140,
+            pinned_ts: None,
+            range: Some(ReadRangeView { snapshot: None, from: 120, to: 140 }),
+        }],
+        change_rows: keys * 2,
+        distinct_keys: keys,
+        run_id: None,
+        written: false,
+        duration: Duration::from_millis(80),
+    }
+}
+
+/// The six views first, then the popups: what the snapshot tests, the theme snapshots and the
+/// SVG screenshots all show, built once.
+const SCREENS: [&str; 9] =
+    ["upstreams", "pipelines", "link", "preview", "tracker", "activity", "help", "reset_confirm", "replay_form"];
 
 fn screen_app(name: &str) -> App {
     match name {
@@ -506,6 +551,7 @@ fn screen_app(name: &str) -> App {
         "activity" => activity_app(),
         "help" => help_app(),
         "reset_confirm" => reset_confirm_app(),
+        "replay_form" => replay_form_app(),
         other => panic!("no fixture screen `{other}`"),
     }
 }
@@ -581,6 +627,11 @@ fn snapshot_reset_confirmation_popup() {
 }
 
 #[test]
+fn snapshot_replay_form_with_its_dry_run() {
+    insta::assert_snapshot!("replay_form_100x30", render(&replay_form_app(), 100, 30));
+}
+
+#[test]
 fn snapshot_small_terminal_80x24() {
     let mut app = app();
     insta::assert_snapshot!("upstreams_80x24", render(&app, 80, 24));
@@ -626,6 +677,44 @@ fn small_reset_is_confirmed_with_y_and_declining_returns_to_the_form() {
 }
 
 #[test]
+fn replay_needs_a_dry_run_a_reason_and_a_typed_name_and_declining_returns_to_the_form() {
+    let mut app = replay_form_app();
+    key(&mut app, KeyCode::Enter);
+    assert_eq!(app.context(), Context::ReplayForm, "no reason yet");
+    assert!(app.flash.as_ref().is_some_and(|f| f.text.contains("reason")));
+    keys_typed(&mut app, "bad join in v121");
+    key(&mut app, KeyCode::Enter);
+    assert_eq!(app.context(), Context::TypedConfirm, "4,321 keys into the production link table: type the name");
+    key(&mut app, KeyCode::Esc);
+    assert_eq!(app.context(), Context::ReplayForm, "declining goes back to the form");
+    assert!(app.drain_requests().iter().all(|r| !is_write_spawn(r)));
+    key(&mut app, KeyCode::Enter);
+    keys_typed(&mut app, "enriched_publications");
+    key(&mut app, KeyCode::Enter);
+    let requests = app.drain_requests();
+    let written = requests.iter().find_map(|r| match r {
+        Request::Spawn { job: Job::Write(deltalink::console::action::WriteOp::Replay { replay, .. }), .. } => Some(replay.clone()),
+        _ => None,
+    });
+    let replay = written.expect("the confirmed replay is sent");
+    assert_eq!((replay.execute, replay.from_version, replay.to_version), (true, 120, Some(140)));
+    assert_eq!(replay.reason.as_deref(), Some("bad join in v121"));
+
+    // Into a scratch table: a path, resolved like the config's paths; editing drops the dry run.
+    let mut app = replay_form_app();
+    key(&mut app, KeyCode::Tab); // to → into
+    keys_typed(&mut app, "scratch/check");
+    assert!(matches!(&app.popup, Some(Popup::ReplayForm(f)) if f.plan.is_none()), "an edit invalidates the dry run");
+    key(&mut app, KeyCode::Enter);
+    let asked = app.drain_requests();
+    let into = asked.iter().find_map(|r| match r {
+        Request::Spawn { job: Job::PlanReplay(r), .. } => r.into.clone(),
+        _ => None,
+    });
+    assert!(into.is_some_and(|u| u.path().ends_with("scratch/check/")), "{asked:?}");
+}
+
+#[test]
 fn every_binding_of_every_view_is_in_the_help_overlay() {
     for view in View::ALL {
         let mut app = app();
@@ -643,11 +732,16 @@ fn every_binding_of_every_view_is_in_the_help_overlay() {
 fn every_popup_shows_its_bar_bindings() {
     let mut app = tracker_app();
     key(&mut app, KeyCode::Char('e'));
-    let screen = render(&app, 120, 40);
-    for b in keys::bindings(Context::ResetForm) {
-        if let Some(label) = b.bar {
-            let hint = format!("{} {label}", keys::keys_label(b));
-            assert!(screen.contains(&hint), "reset form lacks `{hint}`:\n{screen}");
+    let mut replay = tracker_app();
+    key(&mut replay, KeyCode::Char('P'));
+    for (app, ctx) in [(app, Context::ResetForm), (replay, Context::ReplayForm)] {
+        assert_eq!(app.context(), ctx);
+        let screen = render(&app, 120, 40);
+        for b in keys::bindings(ctx) {
+            if let Some(label) = b.bar {
+                let hint = format!("{} {label}", keys::keys_label(b));
+                assert!(screen.contains(&hint), "{ctx:?} lacks `{hint}`:\n{screen}");
+            }
         }
     }
 }
@@ -663,7 +757,7 @@ fn writes_always_go_through_a_confirmation() {
             let requests = app.drain_requests();
             assert!(requests.iter().all(|r| !is_write_spawn(r)), "{view:?} {:?} wrote without asking", b.command);
             assert!(
-                matches!(app.popup, Some(Popup::Confirm(_) | Popup::ResetForm(_))),
+                matches!(app.popup, Some(Popup::Confirm(_) | Popup::ResetForm(_) | Popup::ReplayForm(_))),
                 "{view:?} {:?} opened no confirmation",
                 b.command
             );
@@ -705,7 +799,7 @@ fn a_write_key_means_the_same_in_every_view() {
 #[test]
 fn read_only_refuses_every_write_path() {
     let mut app = app_with(true);
-    for (view, k) in [(View::Pipelines, 'r'), (View::Pipelines, 'R'), (View::Upstreams, 'R')] {
+    for (view, k) in [(View::Pipelines, 'r'), (View::Pipelines, 'R'), (View::Upstreams, 'R'), (View::Pipelines, 'P'), (View::Tracker, 'P')] {
         app.update(Command::Show(view).into());
         key(&mut app, KeyCode::Char(k));
         assert!(app.popup.is_none(), "{view:?} {k}");
@@ -961,7 +1055,7 @@ fn buffer_to_svg(buf: &Buffer, base: Style) -> String {
     svg + "</svg>\n"
 }
 
-/// Every view, the help overlay and the reset confirmation as SVG in the dark theme, from the
+/// Every view, the help overlay, the reset confirmation and the replay form as SVG in the dark theme, from the
 /// snapshot fixtures; `DELTALINK_SAVE_SCREENSHOTS=1` refreshes screenshots/*.svg.
 #[test]
 fn screenshots_of_every_view_as_svg() {
@@ -973,6 +1067,7 @@ fn screenshots_of_every_view_as_svg() {
         let title = match View::ALL.iter().find(|v| v.title().to_lowercase().starts_with(name)) {
             Some(v) => format!("{} {}", v.index() + 1, v.title()),
             None if name == "help" => "Keys: Pipelines".into(),
+            None if name == "replay_form" => "Replay enriched_publications".into(),
             None => "Confirm".into(),
         };
         assert!(svg.starts_with("<svg") && svg.ends_with("</svg>\n"), "{name}: not an SVG document");
