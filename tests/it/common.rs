@@ -257,7 +257,9 @@ pub async fn link_rows_and_feed(engine: &Engine, pipeline: &str) -> (Vec<String>
         out.sort();
         out
     };
-    let columns = ["k", "run_id", "last_change_ts", "upstreams", "provenance"];
+    let key = engine.config.pipeline(pipeline).expect("pipeline").key.clone();
+    let mut columns: Vec<&str> = key.iter().map(String::as_str).collect();
+    columns.extend(["run_id", "last_change_ts", "upstreams", "provenance"]);
     let ctx = SessionContext::new();
     t.update_datafusion_session(&ctx.state()).expect("session");
     let rows = ctx
@@ -269,7 +271,7 @@ pub async fn link_rows_and_feed(engine: &Engine, pipeline: &str) -> (Vec<String>
         .await
         .expect("collect");
     let provider = DeltaCdfTableProvider::try_new(t.clone().scan_cdf().with_starting_version(0)).expect("cdf");
-    let mut feed_columns: Vec<&str> = columns.to_vec();
+    let mut feed_columns: Vec<&str> = columns.clone();
     feed_columns.extend(["_change_type", "_commit_version"]);
     let feed = ctx
         .read_table(std::sync::Arc::new(provider))
