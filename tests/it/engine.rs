@@ -166,54 +166,125 @@ fn preview_is_exactly_what_the_run_writes_and_writes_nothing() {
     });
 }
 
+/// A fault (an injected error, as if the process died there) after every step of a run, over
+/// several random histories each, with and without earlier runs in the link table: the restart
+/// and one catch-up run leave exactly the oracle's link rows and run ids, and the tracker at
+/// the latest version with nothing pending.
 #[test]
 fn a_fault_at_any_step_converges_to_one_clean_run() {
     let steps = [Step::Pinned, Step::IntentRecorded, Step::ChangesRead, Step::LinkFilesWritten, Step::LinkCommitted, Step::TrackerCommitted];
     rt().block_on(async {
         for (i, step) in steps.into_iter().enumerate() {
+            for history in 0..4u64 {
+                let lake = Lake::new();
+                let mut rng = seeded(100 + 10 * i as u64 + history);
+                let mut a = ModelTable::create(&lake.path("a"), true).await;
+                let engine = lake.engine(&simple_config(&["a"], &[("p", &["a"])]));
+                let mut expected = BTreeMap::new();
+                // Odd histories already have a run in the link table: the faulted run MERGEs.
+                let prior = history % 2;
+                if prior == 1 {
+                    let mut earlier = Affected::new();
+                    for _ in 0..3 {
+                        earlier.extend(a.random_commit(&mut rng, 25).await);
+                    }
+                    engine.run("p", &RunOptions::default()).await.expect("earlier run");
+                    apply(&mut expected, &earlier, 1);
+                }
+                let (this, next) = (prior as i64 + 1, prior as i64 + 2);
+                let mut first = Affected::new();
+                for _ in 0..4 {
+                    first.extend(a.random_commit(&mut rng, 25).await);
+                }
+                let err = engine.run("p", &RunOptions::default().with_fault_after(step)).await;
+                assert!(err.is_err(), "fault after {step:?} must surface");
+                // A commit lands after the crashed run pinned its versions: it belongs to a later run.
+                let late = a.random_commit(&mut rng, 25).await;
+                let r = engine.run("p", &RunOptions::default()).await.expect("restart");
+                match step {
+                    // Died before the intent: the restart is a fresh run that also sees the late commit.
+                    Step::Pinned => {
+                        apply(&mut expected, &first, this);
+                        apply(&mut expected, &late, this);
+                    }
+                    // Died with the intent recorded but before/after the link commit: same run, same pins.
+                    Step::IntentRecorded | Step::ChangesRead | Step::LinkFilesWritten | Step::LinkCommitted => {
+                        apply(&mut expected, &first, this);
+                    }
+                    // Completed: the restart is the next run, with the late commit.
+                    Step::TrackerCommitted => {
+                        apply(&mut expected, &first, this);
+                        apply(&mut expected, &late, next);
+                    }
+                }
+                let case = format!("fault at {step:?}, history {history}");
+                assert_eq!(link_keys(&engine, "p").await, expected, "{case}: after the restart ({r:?})");
+                // One more run catches up; link rows and run ids keep agreeing with the oracle.
+                let r2 = engine.run("p", &RunOptions::default()).await.expect("catch up");
+                if matches!(step, Step::IntentRecorded | Step::ChangesRead | Step::LinkFilesWritten | Step::LinkCommitted) {
+                    assert_eq!(r2.run_id, Some(next), "{case}");
+                    apply(&mut expected, &late, next);
+                } else {
+                    assert_eq!(r2.outcome, Outcome::NothingNew, "{case}");
+                }
+                assert_eq!(link_keys(&engine, "p").await, expected, "{case}: after catch-up");
+                let rows = engine.tracker().await.expect("tracker").rows(Some("p")).await.expect("rows");
+                assert_eq!(rows[0].last_processed_version, Some(a.version() as i64), "{case}");
+                assert_eq!(rows[0].pending_run_id, None, "{case}");
+            }
+        }
+    });
+}
+
+/// The same faults in a `run_many` cycle whose two pipelines share their upstreams (one scan,
+/// fanned out), one of them join-mapped: after a restart of the cycle both equal pipelines of
+/// an engine that never failed.
+#[test]
+fn a_fault_in_a_cycle_with_shared_reads_converges_for_every_pipeline() {
+    let steps = [Step::IntentRecorded, Step::ChangesRead, Step::LinkFilesWritten, Step::LinkCommitted, Step::TrackerCommitted];
+    let config = |prefix: &str| {
+        format!(
+            "[tracker]\nuri = \"{prefix}/tracker\"\n[upstreams.a]\nuri = \"a\"\n[upstreams.b]\nuri = \"b\"\n\
+             [pipelines.direct]\nlink_table = \"{prefix}/direct\"\nkey = [\"k\"]\n\
+             [[pipelines.direct.sources]]\nupstream = \"a\"\nkeys = [\"k\"]\n[[pipelines.direct.sources]]\nupstream = \"b\"\nkeys = [\"k\"]\n\
+             [pipelines.joined]\nlink_table = \"{prefix}/joined\"\nkey = [\"k\"]\n\
+             [[pipelines.joined.sources]]\nupstream = \"a\"\nsql = \"SELECT b.k AS k FROM changes c JOIN b ON c.k = b.k\"\n\
+             [[pipelines.joined.sources]]\nupstream = \"b\"\nsql = \"SELECT c.k AS k FROM changes c JOIN a ON c.k = a.k\"\n"
+        )
+    };
+    rt().block_on(async {
+        for (i, step) in steps.into_iter().enumerate() {
             let lake = Lake::new();
-            let mut rng = seeded(100 + i as u64);
+            let mut rng = seeded(300 + i as u64);
             let mut a = ModelTable::create(&lake.path("a"), true).await;
-            let engine = lake.engine(&simple_config(&["a"], &[("p", &["a"])]));
-            let mut first = Affected::new();
-            for _ in 0..4 {
-                first.extend(a.random_commit(&mut rng, 25).await);
-            }
-            let err = engine.run("p", &RunOptions::default().with_fault_after(step)).await;
-            assert!(err.is_err(), "fault after {step:?} must surface");
-            // A commit lands after the crashed run pinned its versions: it belongs to a later run.
-            let late = a.random_commit(&mut rng, 25).await;
-            let r = engine.run("p", &RunOptions::default()).await.expect("restart");
-            let mut expected = BTreeMap::new();
-            match step {
-                // Died before the intent: the restart is a fresh run that also sees the late commit.
-                Step::Pinned => {
-                    apply(&mut expected, &first, 1);
-                    apply(&mut expected, &late, 1);
+            let mut b = ModelTable::create(&lake.path("b"), true).await;
+            let faulty = lake.engine(&config("faulty"));
+            let clean = lake.engine(&config("clean"));
+            let all = ["direct".to_string(), "joined".to_string()];
+            for round in 0..3 {
+                for _ in 0..3 {
+                    a.random_commit(&mut rng, 20).await;
+                    b.random_commit(&mut rng, 20).await;
                 }
-                // Died with the intent recorded but before/after the link commit: same run 1, same pins.
-                Step::IntentRecorded | Step::ChangesRead | Step::LinkFilesWritten | Step::LinkCommitted => {
-                    apply(&mut expected, &first, 1);
+                if round == 1 {
+                    let failed = faulty.run_many(&all, &RunOptions::default().with_fault_after(step)).await;
+                    assert!(failed.iter().all(|(_, r)| r.is_err()), "fault after {step:?} surfaces in every pipeline");
                 }
-                // Completed: the restart is run 2 with the late commit.
-                Step::TrackerCommitted => {
-                    apply(&mut expected, &first, 1);
-                    apply(&mut expected, &late, 2);
+                for (p, r) in faulty.run_many(&all, &RunOptions::default()).await {
+                    r.unwrap_or_else(|e| panic!("{p} after a fault at {step:?}: {e:#}"));
+                }
+                for (p, r) in clean.run_many(&all, &RunOptions::default()).await {
+                    r.unwrap_or_else(|e| panic!("clean {p}: {e:#}"));
                 }
             }
-            assert_eq!(link_keys(&engine, "p").await, expected, "after fault at {step:?} and restart ({r:?})");
-            // One more run catches up; link rows and run ids keep agreeing with the oracle.
-            let r2 = engine.run("p", &RunOptions::default()).await.expect("catch up");
-            if matches!(step, Step::IntentRecorded | Step::ChangesRead | Step::LinkFilesWritten | Step::LinkCommitted) {
-                assert_eq!(r2.run_id, Some(2));
-                apply(&mut expected, &late, 2);
-            } else {
-                assert_eq!(r2.outcome, Outcome::NothingNew);
+            for p in &all {
+                let (f_rows, f_feed) = link_rows_and_feed(&faulty, p).await;
+                let (c_rows, c_feed) = link_rows_and_feed(&clean, p).await;
+                assert!(!c_rows.is_empty(), "{p} has keys");
+                // Same keys, run ids, change times, upstreams and provenance; same change feed.
+                assert_eq!(f_rows, c_rows, "{p}: link rows after a fault at {step:?}");
+                assert_eq!(f_feed, c_feed, "{p}: change feed after a fault at {step:?}");
             }
-            assert_eq!(link_keys(&engine, "p").await, expected, "after catch-up ({step:?})");
-            let rows = engine.tracker().await.expect("tracker").rows(Some("p")).await.expect("rows");
-            assert_eq!(rows[0].last_processed_version, Some(a.version() as i64));
-            assert_eq!(rows[0].pending_run_id, None);
         }
     });
 }
