@@ -362,10 +362,8 @@ impl Engine {
             let intent = plan_rows(&plan, RowState::Intent);
             tracker.upsert(&intent, &audit("run-intent", &plan)).await?;
         }
-        if first_column_source(&plan.pipeline).is_ok() {
-            // Created even by a run without keys, so a missing link table later means lost data.
-            self.link_table_for(&plan, None).await?;
-        }
+        // Created even by a run without keys, so a missing link table later means lost data.
+        self.link_table_for(&plan, None).await?;
         opts.passed(name, Step::IntentRecorded).await?;
 
         let ctx = session();
@@ -500,9 +498,7 @@ impl Engine {
     /// A link table deleted by hand while the tracker says runs happened would silently lose
     /// every key written so far: refuse and say how to rebuild it.
     async fn check_link_table_present(&self, pipeline: &Pipeline, rows: &[TrackerRow]) -> Result<()> {
-        let ran = rows.iter().filter_map(|r| r.run_id).max();
-        let creates_eagerly = first_column_source(pipeline).is_ok();
-        if let (Some(run), true) = (ran, creates_eagerly) {
+        if let Some(run) = rows.iter().filter_map(|r| r.run_id).max() {
             if lake::open_owned(&pipeline.link_table, self.storage()).await?.is_none() {
                 return Err(eyre!(
                     "pipeline `{}`: its link table {} is missing, but the tracker records run {run}; the keys written so far are gone\n  fix: rebuild it from history with  deltalink tracker reset {} --to-earliest --execute --reason \"link table lost\"  then  deltalink run {}",
@@ -535,25 +531,31 @@ impl Engine {
     /// Check every `sql` source against the upstream schemas (unknown tables, syntax, output
     /// columns) so a typo fails at start-up, not at 3 a.m. Reads schemas only.
     pub async fn validate_sql(&self) -> Result<()> {
-        let names: Vec<String> = self.config.upstreams.keys().cloned().collect();
         for pipeline in self.config.pipelines.values() {
             for source in &pipeline.sources {
-                let KeyMapping::Sql(sql) = &source.mapping else { continue };
-                let prepared = sqlmap::prepare(sql, &pipeline.name, &source.upstream, &names)?;
-                let ctx = session();
-                let changes = self.empty_relation(&source.upstream, true).await?;
-                ctx.register_table(sqlmap::CHANGES, changes)?;
-                for t in &prepared.tables {
-                    ctx.register_table(t.as_str(), self.empty_relation(t, false).await?)?;
+                if let KeyMapping::Sql(sql) = &source.mapping {
+                    self.plan_sql(pipeline, &source.upstream, sql).await?;
                 }
-                let df = ctx.sql(&prepared.sql).await.wrap_err_with(|| {
-                    format!("pipeline `{}`, source `{}`: the `sql` does not plan against the upstream schemas", pipeline.name, source.upstream)
-                })?;
-                let columns: Vec<String> = df.schema().fields().iter().map(|f| f.name().clone()).collect();
-                sqlmap::check_output(&columns, &pipeline.key, &pipeline.name, &source.upstream)?;
             }
         }
         Ok(())
+    }
+
+    /// Plan one `sql` source against empty relations of the upstream schemas; its output schema.
+    async fn plan_sql(&self, pipeline: &Pipeline, upstream: &str, sql: &str) -> Result<deltalake::arrow::datatypes::Schema> {
+        let names: Vec<String> = self.config.upstreams.keys().cloned().collect();
+        let prepared = sqlmap::prepare(sql, &pipeline.name, upstream, &names)?;
+        let ctx = session();
+        ctx.register_table(sqlmap::CHANGES, self.empty_relation(upstream, true).await?)?;
+        for t in &prepared.tables {
+            ctx.register_table(t.as_str(), self.empty_relation(t, false).await?)?;
+        }
+        let df = ctx.sql(&prepared.sql).await.wrap_err_with(|| {
+            format!("pipeline `{}`, source `{upstream}`: the `sql` does not plan against the upstream schemas", pipeline.name)
+        })?;
+        let columns: Vec<String> = df.schema().fields().iter().map(|f| f.name().clone()).collect();
+        sqlmap::check_output(&columns, &pipeline.key, &pipeline.name, upstream)?;
+        Ok(df.schema().as_arrow().clone())
     }
 
     async fn empty_relation(&self, name: &str, with_cdf_columns: bool) -> Result<Arc<dyn deltalake::datafusion::catalog::TableProvider>> {
@@ -840,10 +842,23 @@ impl Engine {
             Ok((upstream, cols)) => {
                 link::key_types_from(&plan.tables[upstream], upstream, &plan.pipeline.name, cols, &plan.pipeline.key)?
             }
-            Err(_) => {
-                let schema = per_key.ok_or_else(|| eyre!("pipeline `{}` has only `sql` sources: key types come from its first keys", plan.pipeline.name))?;
-                link::delta_key_types(schema, &plan.pipeline.key)?
-            }
+            // Only `sql` sources: the key types of the keys at hand, else of the first query's
+            // planned output.
+            Err(_) => match per_key {
+                Some(schema) => link::delta_key_types(schema, &plan.pipeline.key)?,
+                None => {
+                    let (upstream, sql) = plan
+                        .pipeline
+                        .sources
+                        .iter()
+                        .find_map(|s| match &s.mapping {
+                            KeyMapping::Sql(sql) => Some((s.upstream.as_str(), sql.as_str())),
+                            _ => None,
+                        })
+                        .ok_or_else(|| eyre!("pipeline `{}` has no sources", plan.pipeline.name))?;
+                    link::delta_key_types(&self.plan_sql(&plan.pipeline, upstream, sql).await?, &plan.pipeline.key)?
+                }
+            },
         };
         link::open_or_create(&plan.pipeline.link_table, &plan.pipeline.name, &key_types, self.storage()).await
     }

@@ -67,6 +67,7 @@ pub async fn run_console(engine: Engine, args: ConsoleArgs, demo: Option<DemoOpt
         Some(d) => Some(start_demo_writer(d, events_tx.clone(), log.clone()).await?),
         None => None,
     };
+    let sql_check = spawn_sql_check(engine.clone(), events_tx.clone(), log.clone());
     let mut app = App::new(engine.config.clone(), engine.read_only).with_theme(theme).with_mouse(args.mouse);
     let mut tasks = Tasks::new(engine, events_tx, log, env.depth());
 
@@ -75,6 +76,7 @@ pub async fn run_console(engine: Engine, args: ConsoleArgs, demo: Option<DemoOpt
         Err(e) => Err(e),
     };
     tasks.abort_all();
+    sql_check.abort();
     if let Some(t) = demo_task {
         t.abort();
     }
@@ -94,6 +96,17 @@ fn file_logging(path: Option<&Path>) -> Result<(Dispatch, tracing_appender::non_
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,deltalink=info"));
     let subscriber = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_ansi(false).finish();
     Ok((Dispatch::new(subscriber), guard))
+}
+
+/// Plan every `sql` mapping against the upstream schemas (as `run` does before it starts), so
+/// a typo shows in Activity when the console opens, not when someone presses run at 3 a.m.
+fn spawn_sql_check(engine: Engine, events: UnboundedSender<TaskEvent>, log: Dispatch) -> JoinHandle<()> {
+    let work = async move {
+        if let Err(e) = engine.validate_sql().await {
+            let _ = events.send(TaskEvent::Background { error: format!("config: {e:#}") });
+        }
+    };
+    tokio::spawn(tracing::instrument::WithSubscriber::with_subscriber(work, log))
 }
 
 async fn start_demo_writer(

@@ -151,18 +151,26 @@ fn config_errors_name_file_line_and_field() {
 
 #[test]
 fn a_link_table_deleted_by_hand_is_refused_with_the_rebuild_command() {
-    rt().block_on(async {
-        let lake = Lake::new();
-        let mut a = ModelTable::create(&lake.path("a"), true).await;
-        let engine = lake.engine(&simple_config(&["a"], &[("p", &["a"])]));
-        a.insert(&[Some(1)]).await;
-        engine.run("p", &RunOptions::default()).await.expect("run");
-        std::fs::remove_dir_all(lake.path("_deltalink/links/p")).expect("delete link table");
-        a.insert(&[Some(2)]).await;
-        let e = message(engine.run("p", &RunOptions::default()).await.expect_err("must refuse"));
-        assert!(e.contains("link table") && e.contains("is missing") && e.contains("--to-earliest"), "{e}");
-        assert!(!lake.path("_deltalink/links/p").exists(), "nothing recreated silently");
-    });
+    // A pipeline mapping by columns, and one mapping only through `sql` (its link table's key
+    // types come from the query's planned output).
+    let by_columns = simple_config(&["a"], &[("p", &["a"])]);
+    let by_sql = by_columns.replace("keys = [\"k\"]", "sql = \"SELECT c.k AS k FROM changes c\"");
+    for config in [by_columns, by_sql] {
+        rt().block_on(async {
+            let lake = Lake::new();
+            let mut a = ModelTable::create(&lake.path("a"), true).await;
+            let engine = lake.engine(&config);
+            // The first run finds only a NULL key: the link table is created all the same.
+            a.insert(&[None]).await;
+            engine.run("p", &RunOptions::default()).await.expect("run");
+            assert!(lake.path("_deltalink/links/p/_delta_log").exists(), "created by a run without keys ({config})");
+            std::fs::remove_dir_all(lake.path("_deltalink/links/p")).expect("delete link table");
+            a.insert(&[Some(2)]).await;
+            let e = message(engine.run("p", &RunOptions::default()).await.expect_err("must refuse"));
+            assert!(e.contains("link table") && e.contains("is missing") && e.contains("--to-earliest"), "{e}");
+            assert!(!lake.path("_deltalink/links/p").exists(), "nothing recreated silently");
+        });
+    }
 }
 
 #[test]
