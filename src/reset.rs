@@ -154,7 +154,8 @@ async fn version_at(name: &str, table: &DeltaTable, latest: u64, lowest: i64, ts
     ))
 }
 
-async fn count_change_rows(engine: &Engine, name: &str, table: &DeltaTable, from: u64, to: u64) -> Result<u64> {
+/// Change rows of `name` over versions `from..=to` (counted by a scan of the change feed).
+pub async fn count_change_rows(engine: &Engine, name: &str, table: &DeltaTable, from: u64, to: u64) -> Result<u64> {
     let ctx = session();
     cdf::check_range(name, table, from, to).await?;
     let df = cdf::changes_frame(&ctx, name, table, from, to, &engine.scans).await?;

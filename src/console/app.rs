@@ -20,7 +20,7 @@ use super::details;
 use super::form::ResetForm;
 use super::replay::ReplayForm;
 use super::keys::Context;
-use super::tasks::{Finished, Job, Progress, Request, TaskEvent, TaskId, TrackerData};
+use super::tasks::{Finished, Job, PendingRange, Progress, Request, TaskEvent, TaskId, TrackerData};
 use super::text;
 use super::theme::Theme;
 use super::ui;
@@ -86,6 +86,7 @@ pub enum TaskKind {
     LinkPage,
     PlanReset,
     PlanReplay,
+    PendingRows,
     Write,
     Theme,
 }
@@ -162,6 +163,23 @@ pub struct PreviewState {
     pub loading: Option<TaskId>,
 }
 
+/// Change rows pending per upstream of the pipeline in the Pipelines detail pane, counted in
+/// the background for exactly `ranges` (recounted when the versions move).
+#[derive(Clone, Debug, Default)]
+pub struct PendingRows {
+    pub pipeline: String,
+    pub ranges: Vec<PendingRange>,
+    pub counts: Option<Vec<(String, Result<u64, String>)>>,
+    pub loading: Option<TaskId>,
+}
+
+impl PendingRows {
+    /// The count for `upstream`: `None` while counting (or nothing pending to count).
+    pub fn count(&self, upstream: &str) -> Option<&Result<u64, String>> {
+        self.counts.as_ref()?.iter().find(|(u, _)| u == upstream).map(|(_, c)| c)
+    }
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct TrackerState {
     pub data: Option<Result<TrackerData, String>>,
@@ -236,6 +254,7 @@ pub struct App {
     pub last_runs: BTreeMap<String, LastRun>,
     pub link: LinkState,
     pub preview: PreviewState,
+    pub pending_rows: PendingRows,
     pub tracker: TrackerState,
     activity: Vec<Entry>,
     pub tasks: Vec<InFlight>,
@@ -276,6 +295,7 @@ impl App {
             last_runs: BTreeMap::new(),
             link: LinkState::default(),
             preview: PreviewState::default(),
+            pending_rows: PendingRows::default(),
             tracker: TrackerState::default(),
             activity: Vec::new(),
             tasks: Vec::new(),
@@ -560,7 +580,8 @@ impl App {
             View::Link => self.ensure_link(),
             View::Preview => self.ensure_preview(),
             View::Tracker => self.ensure_tracker(),
-            View::Upstreams | View::Pipelines | View::Activity => {}
+            View::Pipelines => self.count_pending_rows(),
+            View::Upstreams | View::Activity => {}
         }
     }
 
@@ -577,13 +598,46 @@ impl App {
             if let Some(p) = self.pipeline_rows().get(sel) {
                 self.pipeline = Some(p.name.clone());
             }
+            self.count_pending_rows();
         }
+    }
+
+    /// While the Pipelines detail pane is open: count the selected pipeline's pending change
+    /// rows, unless they are counted (or being counted) for these very versions.
+    fn count_pending_rows(&mut self) {
+        if !(self.view == View::Pipelines && self.detail_open) {
+            return;
+        }
+        let Some(p) = self.pipeline_rows().get(self.selected(View::Pipelines)).map(|p| p.name.clone()) else { return };
+        let ranges: Vec<PendingRange> = self
+            .pipeline_status(&p)
+            .map(|s| s.upstreams.as_slice())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|u| {
+                let to = u.latest_version?;
+                let from = u.processed_version.map_or(0, |v| (v + 1).max(0) as u64);
+                (from <= to).then(|| PendingRange { upstream: u.upstream.clone(), from, to })
+            })
+            .collect();
+        let current = &self.pending_rows;
+        if current.pipeline == p && (current.ranges == ranges || current.loading.is_some()) {
+            return;
+        }
+        self.pending_rows = PendingRows { pipeline: p.clone(), ranges: ranges.clone(), counts: None, loading: None };
+        if ranges.is_empty() {
+            self.pending_rows.counts = Some(Vec::new());
+            return;
+        }
+        let label = format!("pending change rows of {p}");
+        self.pending_rows.loading = Some(self.spawn(Job::PendingRows { pipeline: p, ranges }, TaskKind::PendingRows, label));
     }
 
     fn open(&mut self) {
         let detail = match self.view {
             View::Pipelines => {
                 self.detail_open = !self.detail_open;
+                self.count_pending_rows();
                 return;
             }
             View::Upstreams => details::upstream(self),
@@ -1188,6 +1242,7 @@ impl App {
         mine(&mut self.tracker.loading);
         mine(&mut self.link.loading);
         mine(&mut self.preview.loading);
+        mine(&mut self.pending_rows.loading);
         match self.popup.as_mut() {
             Some(Popup::ResetForm(form)) => mine(&mut form.planning),
             Some(Popup::ReplayForm(form)) => mine(&mut form.planning),
@@ -1237,6 +1292,14 @@ impl App {
                 self.after_write(&pipeline);
             }
             Finished::ReplayPlan { pipeline, result } => self.replay_plan_loaded(id, pipeline, result),
+            Finished::PendingRows { pipeline, counts } => {
+                if self.pending_rows.loading == Some(id) && self.pending_rows.pipeline == pipeline {
+                    self.pending_rows.loading = None;
+                    self.pending_rows.counts = Some(counts);
+                    // Versions may have moved while counting.
+                    self.count_pending_rows();
+                }
+            }
             Finished::Replay { pipeline, result } => {
                 match result {
                     Ok(r) => self.log(
@@ -1263,6 +1326,7 @@ impl App {
             Ok(status) => {
                 self.status = Some(status);
                 self.last_refresh = Some(self.now());
+                self.count_pending_rows();
                 if self.status_error.take().is_some() {
                     self.log(Level::Ok, "status: refreshing works again");
                 }

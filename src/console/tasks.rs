@@ -50,6 +50,8 @@ pub enum Job {
     },
     /// A replay without `execute`: what it would write.
     PlanReplay(Replay),
+    /// Change rows of each pending range of a pipeline (the Pipelines detail pane).
+    PendingRows { pipeline: String, ranges: Vec<PendingRange> },
     /// Only ever built from an accepted confirmation.
     Write(WriteOp),
     Theme(String),
@@ -114,6 +116,7 @@ pub enum Finished {
     ResetPlan { pipeline: String, result: Result<ResetPlan, String> },
     Reset { pipeline: String, result: Result<(), String> },
     ReplayPlan { pipeline: String, result: Result<ReplayReport, String> },
+    PendingRows { pipeline: String, counts: Vec<(String, Result<u64, String>)> },
     Replay { pipeline: String, result: Result<ReplayReport, String> },
     Run { pipeline: String, result: Result<RunReport, String> },
     RunAll,
@@ -216,6 +219,13 @@ async fn run_job(
             let result = engine.replay(&dry_run).await.map_err(text);
             Finished::ReplayPlan { pipeline: dry_run.pipeline, result }
         }
+        Job::PendingRows { pipeline, ranges } => {
+            let mut counts = Vec::with_capacity(ranges.len());
+            for r in ranges {
+                counts.push((r.upstream.clone(), count_pending(engine, &r).await.map_err(text)));
+            }
+            Finished::PendingRows { pipeline, counts }
+        }
         Job::Write(WriteOp::Replay { replay, .. }) => {
             let result = engine.replay(&replay).await.map_err(text);
             Finished::Replay { pipeline: replay.pipeline, result }
@@ -282,6 +292,23 @@ fn forward_run_events(
         }
     });
     (tx, forward)
+}
+
+/// Versions `from..=to` of one upstream that a pipeline has not read yet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PendingRange {
+    pub upstream: String,
+    pub from: u64,
+    pub to: u64,
+}
+
+async fn count_pending(engine: &Engine, r: &PendingRange) -> Result<u64> {
+    let u = engine.config.upstream(&r.upstream)?;
+    let mut table = lake::open_upstream(&r.upstream, &u.uri, &engine.config.storage_options).await?;
+    if lake::table_version(&table)? != r.to {
+        table.load_version(r.to).await?;
+    }
+    reset::count_change_rows(engine, &r.upstream, &table, r.from, r.to).await
 }
 
 async fn load_tracker(engine: &Engine) -> Result<TrackerData> {

@@ -306,24 +306,38 @@ fn pipeline_detail(f: &mut Frame, area: Rect, app: &App, p: &Pipeline) {
             st.and_then(|s| s.link_rows).map_or("?".into(), thousands),
             opt(st.and_then(|s| s.last_run_id))
         )),
-        Line::styled(
-            format!(
-                "{:<28} {:>9} {:>8} {:>6} {:>9}  pending run",
-                "upstream", "processed", "latest", "lag", "lag time"
-            ),
-            t.column,
-        ),
     ];
-    for u in st.map(|s| s.upstreams.as_slice()).unwrap_or_default() {
-        lines.push(Line::from(format!(
-            "{:<28} {:>9} {:>8} {:>6} {:>9}  {}",
-            u.upstream,
+    let ups = st.map(|s| s.upstreams.as_slice()).unwrap_or_default();
+    // Fits 80 columns: the name column as wide as the longest name, the pending run only when
+    // a run is pending.
+    let w = ups.iter().map(|u| u.upstream.chars().count()).max().unwrap_or(8).max(8);
+    let pending_run = ups.iter().any(|u| u.pending_run_id.is_some());
+    let row = |cells: [String; 6], run: String| {
+        let [name, processed, latest, lag, rows, age] = cells;
+        let run = if pending_run { format!("  {run}") } else { String::new() };
+        format!("{name:<w$} {processed:>9} {latest:>7} {lag:>5} {rows:>9} {age:>8}{run}")
+    };
+    let header = ["upstream", "processed", "latest", "lag", "chg rows", "lag time"].map(String::from);
+    lines.push(Line::styled(row(header, "pending run".into()), t.column));
+    let pending = (app.pending_rows.pipeline == p.name).then_some(&app.pending_rows);
+    for u in ups {
+        // Change rows in the pending versions, counted in the background.
+        let rows = match (u.lag_versions, pending.and_then(|r| r.count(&u.upstream))) {
+            (Some(0), _) => "0".to_string(),
+            (_, Some(Ok(n))) => thousands(*n),
+            (_, Some(Err(_))) => "error".to_string(),
+            (_, None) if pending.is_some_and(|r| r.loading.is_some()) => app.spinner().to_string(),
+            (_, None) => "?".to_string(),
+        };
+        let cells = [
+            u.upstream.clone(),
             opt(u.processed_version),
             opt(u.latest_version),
             opt(u.lag_versions),
+            rows,
             u.lag_seconds.map_or("-".into(), text::age),
-            opt(u.pending_run_id)
-        )));
+        ];
+        lines.push(Line::from(row(cells, opt(u.pending_run_id))));
     }
     if let Some(last) = app.last_runs.get(&p.name) {
         let what = match &last.result {

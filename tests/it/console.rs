@@ -399,7 +399,19 @@ fn pipelines_app() -> App {
         },
     }));
     key(&mut app, KeyCode::Enter);
+    respond(&mut app, answer_pending_rows);
     app
+}
+
+/// The engine's answer to a count of pending change rows: 1,234 per range.
+fn answer_pending_rows(job: &Job) -> Option<Finished> {
+    match job {
+        Job::PendingRows { pipeline, ranges } => Some(Finished::PendingRows {
+            pipeline: pipeline.clone(),
+            counts: ranges.iter().map(|r| (r.upstream.clone(), Ok(1_234))).collect(),
+        }),
+        _ => None,
+    }
 }
 
 /// The Link view of enriched_publications with its first page.
@@ -712,6 +724,43 @@ fn replay_needs_a_dry_run_a_reason_and_a_typed_name_and_declining_returns_to_the
         _ => None,
     });
     assert!(into.is_some_and(|u| u.path().ends_with("scratch/check/")), "{asked:?}");
+}
+
+#[test]
+fn the_detail_pane_counts_pending_change_rows_once_per_version() {
+    use deltalink::console::tasks::PendingRange;
+    let mut app = app();
+    key(&mut app, KeyCode::Char('2'));
+    key(&mut app, KeyCode::Char('j')); // enriched_publications
+    app.drain_requests();
+    key(&mut app, KeyCode::Enter);
+    let asked: Vec<Job> = app.drain_requests().into_iter().filter_map(|r| match r {
+        Request::Spawn { job: job @ Job::PendingRows { .. }, id } => {
+            app.update(Action::Task(TaskEvent::Finished { id, result: answer_pending_rows(&job).expect("answer") }));
+            Some(job)
+        }
+        _ => None,
+    }).collect();
+    // Only publications is behind (230 of 240); author_publication_link is caught up.
+    assert!(
+        matches!(asked.as_slice(), [Job::PendingRows { pipeline, ranges }]
+            if pipeline == "enriched_publications" && ranges == &[PendingRange { upstream: "publications".into(), from: 231, to: 240 }]),
+        "{asked:?}"
+    );
+    let screen = render(&app, 120, 40);
+    assert!(screen.contains("chg rows") && screen.contains("1,234"), "{screen}");
+    // The same versions again (a refresh): not counted again.
+    app.update(Action::Task(TaskEvent::Finished { id: deltalink::console::tasks::TaskId(901), result: Finished::Status(Ok(status())) }));
+    assert!(app.drain_requests().iter().all(|r| !matches!(r, Request::Spawn { job: Job::PendingRows { .. }, .. })));
+    // publications moved on: counted again, over the new range.
+    let mut moved = status();
+    moved.pipelines[1].upstreams[0].latest_version = Some(245);
+    app.update(Action::Task(TaskEvent::Finished { id: deltalink::console::tasks::TaskId(902), result: Finished::Status(Ok(moved)) }));
+    let again = app.drain_requests();
+    assert!(
+        again.iter().any(|r| matches!(r, Request::Spawn { job: Job::PendingRows { ranges, .. }, .. } if ranges[0].to == 245)),
+        "{again:?}"
+    );
 }
 
 #[test]
