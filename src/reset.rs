@@ -162,6 +162,25 @@ pub async fn count_change_rows(engine: &Engine, name: &str, table: &DeltaTable, 
     Ok(df.count().await? as u64)
 }
 
+/// The dry run showed "current → new" and what that re-reads; if a run moved the tracker since,
+/// executing it would do something else than what the operator confirmed.
+fn refuse_if_moved(plan: &ResetPlan, existing: &[TrackerRow]) -> Result<()> {
+    for c in &plan.changes {
+        let now = existing.iter().find(|r| r.upstream == c.upstream).and_then(|r| r.processed());
+        if now != c.current {
+            let shown = |v: Option<i64>| v.map_or("never read".to_string(), |v| v.to_string());
+            return Err(eyre!(
+                "pipeline `{}`, upstream `{}`: the tracker moved since the dry run (it showed {}, it is now {}); nothing was reset\n  fix: run the dry run again and check what it re-reads or skips",
+                plan.pipeline,
+                c.upstream,
+                shown(c.current),
+                shown(now)
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Commit a planned reset with the operator and reason in the tracker's commit info.
 /// Refused in read-only mode and while a run of the pipeline holds its lease.
 pub async fn execute_reset(engine: &Engine, plan: &ResetPlan, reason: &str) -> Result<()> {
@@ -177,6 +196,7 @@ pub async fn execute_reset(engine: &Engine, plan: &ResetPlan, reason: &str) -> R
 async fn write_reset(engine: &Engine, plan: &ResetPlan, reason: &str) -> Result<()> {
     let mut tracker = engine.tracker().await?;
     let existing = tracker.rows(Some(&plan.pipeline)).await?;
+    refuse_if_moved(plan, &existing)?;
     let mut rows = Vec::new();
     for c in &plan.changes {
         let mut row = existing

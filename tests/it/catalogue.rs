@@ -87,36 +87,47 @@ fn vacuumed_data_files_are_reported_as_unreadable_versions() {
     });
 }
 
+/// Someone overwrites the upstream with a new schema (CDF kept on): `k` retyped to a string, or
+/// gone. The run is refused before anything is written: tracker and link table keep their
+/// versions.
 #[test]
-fn a_retyped_key_column_is_refused_before_any_write() {
-    rt().block_on(async {
-        let (_lake, a, engine) = lake_after_one_run().await;
-        // Someone overwrites the table with `k` as a string (schema overwrite, CDF kept on).
-        let schema = Arc::new(Schema::new(vec![
-            Field::new("row_id", DataType::Int64, false),
-            Field::new("k", DataType::Utf8, true),
-            Field::new("payload", DataType::Utf8, true),
-        ]));
-        let cols: Vec<ArrayRef> = vec![
-            Arc::new(Int64Array::from(vec![10])),
-            Arc::new(StringArray::from(vec!["k-10"])),
-            Arc::new(StringArray::from(vec!["x"])),
-        ];
-        let batch = RecordBatch::try_new(schema, cols).expect("batch");
-        a.table
-            .clone()
-            .write(vec![batch])
-            .with_save_mode(SaveMode::Overwrite)
-            .with_schema_mode(SchemaMode::Overwrite)
-            .await
-            .expect("overwrite with a new schema");
-        let before = processed(&engine).await;
-        let e = message(engine.run("p", &RunOptions::default()).await.expect_err("must refuse"));
-        assert!(e.contains("key column `k` is now Utf8") && e.contains("holds Int64"), "{e}");
-        assert!(e.contains("was the column retyped?") && e.contains("fix:"), "{e}");
-        assert_eq!(processed(&engine).await, before, "the tracker did not move");
-        assert_eq!(link_keys(&engine, "p").await.len(), 1, "the link table is untouched");
-    });
+fn a_retyped_or_dropped_key_column_is_refused_before_any_write() {
+    let retyped = (Field::new("k", DataType::Utf8, true), Arc::new(StringArray::from(vec!["k-10"])) as ArrayRef);
+    for key_column in [Some(retyped), None] {
+        rt().block_on(async {
+            let (_lake, a, engine) = lake_after_one_run().await;
+            let mut fields = vec![Field::new("row_id", DataType::Int64, false)];
+            let mut cols: Vec<ArrayRef> = vec![Arc::new(Int64Array::from(vec![10]))];
+            if let Some((field, col)) = key_column.clone() {
+                fields.push(field);
+                cols.push(col);
+            }
+            fields.push(Field::new("payload", DataType::Utf8, true));
+            cols.push(Arc::new(StringArray::from(vec!["x"])));
+            let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).expect("batch");
+            a.table
+                .clone()
+                .write(vec![batch])
+                .with_save_mode(SaveMode::Overwrite)
+                .with_schema_mode(SchemaMode::Overwrite)
+                .await
+                .expect("overwrite with a new schema");
+            let before = (processed(&engine).await, link_version(&engine).await);
+            let e = message(engine.run("p", &RunOptions::default()).await.expect_err("must refuse"));
+            if key_column.is_some() {
+                assert!(e.contains("key column `k` is now Utf8") && e.contains("holds Int64"), "{e}");
+                assert!(e.contains("was the column retyped?") && e.contains("fix:"), "{e}");
+            } else {
+                assert!(e.contains("no column `k`") && e.contains("row_id") && e.contains("payload"), "{e}");
+            }
+            assert_eq!((processed(&engine).await, link_version(&engine).await), before, "tracker and link table did not move");
+            assert_eq!(link_keys(&engine, "p").await.len(), 1, "the link table is untouched");
+        });
+    }
+}
+
+async fn link_version(engine: &Engine) -> Option<u64> {
+    link_table(engine, "p").await.and_then(|t| t.version())
 }
 
 #[test]

@@ -82,6 +82,25 @@ fn reset_targets_dry_run_and_audited_execute() {
     });
 }
 
+/// A dry run shows "current → new"; when a run moves the tracker before the operator
+/// executes it, executing the stale plan is refused instead of resetting from elsewhere.
+#[test]
+fn a_stale_dry_run_is_refused_once_the_tracker_moved() {
+    rt().block_on(async {
+        let (_lake, mut a, engine, _) = lake_with_history().await;
+        let plan = plan_reset(&engine, "p", &[], ResetTarget::ShiftBy(-2)).await.expect("plan");
+        a.insert(&[Some(99)]).await;
+        engine.run("p", &RunOptions::default()).await.expect("a run lands meanwhile");
+        let moved = processed_versions(&engine, "p").await;
+        let e = format!("{:#}", execute_reset(&engine, &plan, "stale").await.expect_err("stale plan"));
+        assert!(e.contains("moved since the dry run") && e.contains("it showed 6, it is now 7"), "{e}");
+        assert_eq!(processed_versions(&engine, "p").await, moved, "nothing was reset");
+        let fresh = plan_reset(&engine, "p", &[], ResetTarget::ShiftBy(-2)).await.expect("plan again");
+        execute_reset(&engine, &fresh, "fresh").await.expect("a fresh dry run executes");
+        assert_eq!(processed_versions(&engine, "p").await, vec![Some(5)]);
+    });
+}
+
 #[test]
 fn resets_and_runs_are_refused_while_leased_and_in_read_only_mode() {
     rt().block_on(async {
