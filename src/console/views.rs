@@ -535,7 +535,7 @@ fn tracker_rows(f: &mut Frame, area: Rect, app: &App, title: String) {
             Row::new(cells)
         })
         .collect();
-    let hint = if app.read_only { "" } else { " · e resets" };
+    let hint = if app.read_only { "" } else { " · e resets · P replays" };
     let title = format!("{title} · {} rows{hint}", rows.len());
     table(f, area, app, TableSpec { block: pane(title, t), header, widths, rows: table_rows });
 }
