@@ -269,11 +269,13 @@ fn two_engines_racing_on_one_pipeline_write_once() {
 #[test]
 fn a_killed_process_converges_on_restart() {
     let bin = env!("CARGO_BIN_EXE_deltalink");
-    for step in ["intent", "read", "files", "link"] {
+    // Every step, two histories each: the process aborts right after the step (no unwinding).
+    let cases = ["pinned", "intent", "read", "files", "link", "tracker"].into_iter().flat_map(|step| [(step, 9), (step, 19)]);
+    for (step, seed) in cases {
         let (lake, expected) = rt().block_on(async {
             let lake = Lake::new();
             let mut a = ModelTable::create(&lake.path("a"), true).await;
-            let mut rng = seeded(9);
+            let mut rng = seeded(seed);
             let mut expected = Affected::new();
             for _ in 0..4 {
                 expected.extend(a.random_commit(&mut rng, 30).await);
@@ -293,7 +295,7 @@ fn a_killed_process_converges_on_restart() {
         rt().block_on(async {
             let engine = deltalink::Engine::new(deltalink::Config::load(&cfg).expect("config"));
             let link = link_keys(&engine, "p").await;
-            assert_eq!(link, expected.iter().map(|k| (*k, 1)).collect::<BTreeMap<_, _>>(), "after kill at {step}");
+            assert_eq!(link, expected.iter().map(|k| (*k, 1)).collect::<BTreeMap<_, _>>(), "after kill at {step} (history {seed})");
             let rows = engine.tracker().await.expect("t").rows(Some("p")).await.expect("rows");
             assert_eq!(rows[0].pending_run_id, None);
             assert_eq!(rows[0].run_id, Some(1));
