@@ -291,7 +291,8 @@ async fn run_command(engine: &Engine, cmd: &Command) -> Result<()> {
             }
             println!("\n  {:<30} {:<30} {:>8}  change", p.key.join(", "), "upstream", "version");
             for r in &p.rows {
-                println!("  {:<30} {:<30} {:>8}  {}", r.key.join(", "), r.upstream, r.commit_version, r.change_type);
+                let at = r.commit_time.as_deref().unwrap_or("-");
+                println!("  {:<30} {:<30} {:>8}  {:<16} {at}", r.key.join(", "), r.upstream, r.commit_version, r.change_type);
             }
             if p.rows.len() as u64 >= *limit as u64 {
                 println!("  … (showing {limit}; use --limit N)");

@@ -4,6 +4,7 @@
 //! a key column that changed value marks both the old and the new key. Change rows stream
 //! into one hash map per run: memory grows with distinct keys, not with change rows.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use color_eyre::eyre::{Result, WrapErr};
@@ -135,6 +136,8 @@ pub struct AffectedKeys {
     key_fields: Vec<Field>,
     keys: SortedKeys,
     overflow: Overflow,
+    /// Commit time (epoch µs) of each (upstream, version) seen: provenance says when too.
+    commit_ts: HashMap<(u16, i64), i64>,
 }
 
 impl std::fmt::Debug for AffectedKeys {
@@ -352,6 +355,7 @@ struct Grouper {
     overflow: Overflow,
     change_rows: u64,
     null_key_rows: u64,
+    commit_ts: HashMap<(u16, i64), i64>,
 }
 
 /// A single integer key of a type that converts to i64 without loss.
@@ -371,7 +375,15 @@ fn plain_strings(t: &DataType) -> DataType {
 
 impl Grouper {
     fn new(nkeys: usize) -> Self {
-        Grouper { nkeys, key_fields: None, keys: None, overflow: Overflow::default(), change_rows: 0, null_key_rows: 0 }
+        Grouper {
+            nkeys,
+            key_fields: None,
+            keys: None,
+            overflow: Overflow::default(),
+            change_rows: 0,
+            null_key_rows: 0,
+            commit_ts: HashMap::new(),
+        }
     }
 
     /// Fix the key types on the first batch; later batches (another source may type the key
@@ -420,6 +432,15 @@ impl Grouper {
 
         let n = batch.num_rows();
         self.change_rows += n as u64;
+        // One commit time per (upstream, version): rows of a version come together, so a
+        // compare per row and an insert per version.
+        let mut seen: Option<i64> = None;
+        for i in (0..n).filter(|&i| !version.is_null(i) && !ts.is_null(i)) {
+            if seen != Some(version.value(i)) {
+                seen = Some(version.value(i));
+                self.commit_ts.entry((upstream, version.value(i))).or_insert(ts.value(i));
+            }
+        }
         let overflow = &mut self.overflow;
         match self.keys.as_mut() {
             Some(KeyMap::Int(map)) => {
@@ -487,7 +508,24 @@ impl Grouper {
             key_fields,
             keys,
             overflow: self.overflow,
+            commit_ts: self.commit_ts,
         })
+    }
+}
+
+/// Formatted commit times by upstream and version, indexed instead of hashed: looked up once
+/// per key and upstream of a run (millions of times), over a run's few versions.
+struct CommitTimes {
+    /// Per upstream, its lowest version seen.
+    base: Vec<i64>,
+    stamps: Vec<Vec<Option<String>>>,
+}
+
+impl CommitTimes {
+    fn get(&self, upstream: u16, version: i64) -> Option<&str> {
+        let u = upstream as usize;
+        let slot = usize::try_from(version - *self.base.get(u)?).ok()?;
+        self.stamps[u].get(slot)?.as_deref()
     }
 }
 
@@ -530,7 +568,7 @@ fn change_ranks(column: &deltalake::arrow::array::ArrayRef) -> Result<Vec<u8>> {
 
 impl AffectedKeys {
     /// One row per distinct non-null key, sorted by key: the link-table write's source. Columns: the key,
-    /// `last_change_ts`, `upstreams` and `provenance` (`upstream@version:change_type`).
+    /// `last_change_ts`, `upstreams` and `provenance` (`upstream@version:change_type@commit time`).
     /// Built on a blocking thread: long CPU work for millions of keys.
     pub async fn per_key(self: Arc<Self>) -> Result<RecordBatch> {
         tokio::task::spawn_blocking(move || self.per_key_batch()).await?
@@ -545,6 +583,7 @@ impl AffectedKeys {
         let mut provenance = ListBuilder::with_capacity(StringBuilder::new(), n);
         const AHEAD: usize = 16;
         let entries = &self.keys.entries;
+        let stamps = self.commit_times();
         for (i, entry) in entries.iter().enumerate() {
             if let Some(ahead) = entries.get(i + AHEAD) {
                 prefetch(&self.overflow, ahead.next);
@@ -562,6 +601,10 @@ impl AffectedKeys {
                 push_decimal(&mut text, hit.packed >> 3);
                 text.push(':');
                 text.push_str(change_type_of(hit.packed));
+                if let Some(stamp) = stamps.get(hit.upstream, hit.packed >> 3) {
+                    text.push('@');
+                    text.push_str(stamp);
+                }
                 provenance.values().append_value(&text);
             }
             upstreams.append(true);
@@ -597,6 +640,22 @@ impl AffectedKeys {
 
     /// Preview rows — key, upstream, latest commit version and change type — ordered by key,
     /// then upstream; at most `limit` of them.
+    /// Each (upstream, version)'s commit time as RFC 3339 (UTC, seconds), formatted once.
+    fn commit_times(&self) -> CommitTimes {
+        let mut times = CommitTimes { base: vec![0; self.upstreams.len()], stamps: vec![Vec::new(); self.upstreams.len()] };
+        for u in 0..self.upstreams.len() {
+            let versions = self.commit_ts.keys().filter(|(up, _)| *up as usize == u).map(|(_, v)| *v);
+            let (Some(lo), Some(hi)) = (versions.clone().min(), versions.max()) else { continue };
+            times.base[u] = lo;
+            times.stamps[u] = vec![None; (hi - lo + 1) as usize];
+        }
+        for ((u, v), us) in &self.commit_ts {
+            let (u, slot) = (*u as usize, (v - times.base[*u as usize]) as usize);
+            times.stamps[u][slot] = crate::status::format_ms(us.div_euclid(1000));
+        }
+        times
+    }
+
     pub fn preview_rows(&self, limit: Option<usize>) -> Result<Vec<PreviewRow>> {
         let limit = limit.unwrap_or(usize::MAX);
         let mut wanted = 0;
@@ -609,6 +668,7 @@ impl AffectedKeys {
             wanted += 1;
         }
         let columns = self.key_columns(0..wanted)?;
+        let stamps = self.commit_times();
         let mut out = Vec::new();
         for (i, entry) in self.keys.entries.iter().take(wanted).enumerate() {
             let key: Vec<String> = columns.iter().map(|c| display_value(c.as_ref(), i)).collect();
@@ -621,6 +681,7 @@ impl AffectedKeys {
                     upstream: self.upstreams[hit.upstream as usize].clone(),
                     commit_version: hit.packed >> 3,
                     change_type: change_type_of(hit.packed).to_string(),
+                    commit_time: stamps.get(hit.upstream, hit.packed >> 3).map(str::to_string),
                     change_rows: u64::from(hit.rows),
                 });
             }
@@ -643,6 +704,8 @@ pub struct PreviewRow {
     pub upstream: String,
     pub commit_version: i64,
     pub change_type: String,
+    /// When that commit happened (RFC 3339, UTC), when known.
+    pub commit_time: Option<String>,
     pub change_rows: u64,
 }
 

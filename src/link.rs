@@ -1,7 +1,7 @@
 //! The link table: one Delta table per pipeline holding the keys that changed upstream.
 //!
 //! Columns: `pipeline_name`, the key columns (upstream types), `run_id` (monotonic per
-//! pipeline), `last_change_ts`, `upstreams`, `provenance` (`upstream@version:change_type`),
+//! pipeline), `last_change_ts`, `upstreams`, `provenance` (`upstream@version:change_type@commit time`),
 //! `created_at`, `updated_at`. CDF is enabled so downstream readers can stream it.
 
 use std::collections::HashMap;
@@ -55,7 +55,7 @@ impl WriteKind {
         }
     }
 
-    /// A replay's provenance entries read `replay:upstream@version:change_type`, so readers of
+    /// A replay's provenance entries read `replay:upstream@version:change_type@time`, so readers of
     /// a link row tell keys re-derived by an operator from keys of live changes.
     pub fn mark_provenance(self, per_key: RecordBatch) -> Result<RecordBatch> {
         use deltalake::arrow::array::{Array, AsArray, ListArray, StringArray};

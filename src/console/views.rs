@@ -449,6 +449,7 @@ fn preview_data(f: &mut Frame, area: Rect, app: &App, data: &Preview, title: Str
         Constraint::Length(up_w as u16),
         Constraint::Length(8),
         Constraint::Length(16),
+        Constraint::Length(6),
         Constraint::Fill(1),
     ];
     let table_rows = rows
@@ -461,10 +462,11 @@ fn preview_data(f: &mut Frame, area: Rect, app: &App, data: &Preview, title: Str
                 r.commit_version.to_string(),
                 r.change_type.clone(),
                 thousands(r.change_rows),
+                r.commit_time.as_deref().map_or("-".into(), |t| t.replace('T', " ").trim_end_matches('Z').to_string()),
             ])
         })
         .collect();
-    let header = vec![key_header.as_str(), "Upstream", "Version", "Change", "Rows"];
+    let header = vec![key_header.as_str(), "Upstream", "Version", "Change", "Rows", "Committed (UTC)"];
     table(f, bottom, app, TableSpec { block: pane(keys_title, t), header, widths, rows: table_rows });
 }
 

@@ -311,6 +311,7 @@ fn preview_data() -> Preview {
         upstream: u.into(),
         commit_version: v,
         change_type: t.into(),
+        commit_time: Some(format!("2025-03-01T12:{:02}:00Z", v % 60)),
         change_rows: 1,
     };
     Preview {
@@ -354,9 +355,9 @@ fn link_page() -> LinkPage {
     LinkPage {
         columns: cols.map(String::from).to_vec(),
         rows: vec![
-            row("1017", "7", "2025-03-01T12:25:00Z", "[publications@233:update_postimage]"),
-            row("1204", "7", "2025-03-01T12:20:00Z", "[publications@236:insert]"),
-            row("877", "6", "2025-03-01T11:55:00Z", "[publications@212:delete]"),
+            row("1017", "7", "2025-03-01T12:25:00Z", "[publications@233:update_postimage@2025-03-01T12:25:00Z]"),
+            row("1204", "7", "2025-03-01T12:20:00Z", "[publications@236:insert@2025-03-01T12:20:00Z]"),
+            row("877", "6", "2025-03-01T11:55:00Z", "[publications@212:delete@2025-03-01T11:55:00Z]"),
         ],
         total_matching: 4_210,
     }

@@ -143,7 +143,7 @@ fn reset_allowed_false_refuses_resets_and_replays() {
 #[test]
 fn replay_into_a_scratch_table_matches_the_oracle_for_that_range() {
     rt().block_on(async {
-        let (lake, _a, engine, per_version) = lake_with_history().await;
+        let (lake, a, engine, per_version) = lake_with_history().await;
         let scratch = url_of(&lake.path("scratch"));
         let mut replay = Replay {
             pipeline: "p".into(),
@@ -182,8 +182,12 @@ fn replay_into_a_scratch_table_matches_the_oracle_for_that_range() {
         // The replayed keys' provenance says so; the others keep their run's.
         let (rows, _) = link_rows_and_feed(&engine, "p").await;
         let row = |k: &str| rows.iter().find(|r| r.starts_with(&format!("{k} |"))).cloned().expect("row");
-        assert!(row("20").contains("[replay:a@2:insert]"), "{}", row("20"));
-        assert!(row("10").contains("[a@1:insert]"), "{}", row("10"));
+        // Provenance: upstream, version, change type and the commit's time.
+        assert!(row("20").contains("[replay:a@2:insert@") && ends_with_time(&row("20")), "{}", row("20"));
+        assert!(row("10").contains("[a@1:insert@") && ends_with_time(&row("10")), "{}", row("10"));
+        let v1 = deltalink::lake::read_commit(&a.table, 1).await.expect("commit").and_then(|c| c.timestamp_ms).expect("time");
+        let stamp = deltalink::status::format_ms(v1).expect("format");
+        assert!(row("10").contains(&format!("[a@1:insert@{stamp}]")), "version 1's own commit time: {}", row("10"));
         // Both replays are in the tracker's audit log, with who, why, from and to.
         let history = engine.tracker().await.expect("tracker").history(2).await.expect("history");
         for (h, into) in history.iter().zip(["_deltalink/links/p", "scratch"]) {
@@ -402,4 +406,11 @@ fn watch_reports_an_unreadable_upstream_and_keeps_running_the_others() {
         }
         assert_eq!(link_keys(&engine, "p").await.keys().copied().collect::<Affected>(), expected);
     });
+}
+
+/// Whether a rendered link row's provenance list ends with an RFC 3339 commit time.
+fn ends_with_time(row: &str) -> bool {
+    let Some(prov) = row.rsplit(" | ").next() else { return false };
+    let Some(stamp) = prov.strip_suffix(']').and_then(|p| p.rsplit('@').next()) else { return false };
+    chrono::DateTime::parse_from_rfc3339(stamp).is_ok()
 }
