@@ -17,7 +17,7 @@ use crate::tracker::{HistoryEntry, TrackerRow};
 
 use super::action::{Action, Command, Edit, View, WriteOp};
 use super::details;
-use super::form::ResetForm;
+use super::form::{Form, ResetForm};
 use super::replay::ReplayForm;
 use super::keys::Context;
 use super::tasks::{Finished, Job, PendingRange, Progress, Request, TaskEvent, TaskId, TrackerData};
@@ -510,8 +510,7 @@ impl App {
         match self.context() {
             Context::Help | Context::Detail => self.popup_command(c),
             Context::Confirm | Context::TypedConfirm => self.confirm_command(c),
-            Context::ResetForm => self.form_command(c),
-            Context::ReplayForm => self.replay_form_command(c),
+            Context::ResetForm | Context::ReplayForm => self.form_command(c),
             Context::Input => self.input_command(c),
             Context::View(_) => self.view_command(c),
         }
@@ -861,16 +860,25 @@ impl App {
 
     // ---------------------------------------------------------------- reset form
 
+    /// Keys in the reset or replay form: Enter submits it, Esc closes it, the rest edits it.
     fn form_command(&mut self, c: Command) {
-        let Some(Popup::ResetForm(form)) = self.popup.as_mut() else { return };
+        match (c, &self.popup) {
+            (Command::Submit, Some(Popup::ResetForm(_))) => return self.submit_form(),
+            (Command::Submit, Some(Popup::ReplayForm(_))) => return self.submit_replay_form(),
+            (Command::Back, _) => return self.popup = None,
+            _ => {}
+        }
+        let form: &mut dyn Form = match self.popup.as_mut() {
+            Some(Popup::ResetForm(f)) => f,
+            Some(Popup::ReplayForm(f)) => f,
+            _ => return,
+        };
         match c {
             Command::NextField => form.move_focus(1),
             Command::PrevField => form.move_focus(-1),
             Command::PrevOption => form.cycle(-1),
             Command::NextOption => form.cycle(1),
-            Command::DeleteBack | Command::ClearInput => form.edit(|t| edit_text(t, c)),
-            Command::Back => self.popup = None,
-            Command::Submit => self.submit_form(),
+            Command::DeleteBack | Command::ClearInput => form.edit(&mut |t| edit_text(t, c)),
             _ => {}
         }
     }
@@ -908,20 +916,6 @@ impl App {
     }
 
     // ---------------------------------------------------------------- replay form
-
-    fn replay_form_command(&mut self, c: Command) {
-        let Some(Popup::ReplayForm(form)) = self.popup.as_mut() else { return };
-        match c {
-            Command::NextField => form.move_focus(1),
-            Command::PrevField => form.move_focus(-1),
-            Command::PrevOption => form.cycle(-1),
-            Command::NextOption => form.cycle(1),
-            Command::DeleteBack | Command::ClearInput => form.edit(|t| edit_text(t, c)),
-            Command::Back => self.popup = None,
-            Command::Submit => self.submit_replay_form(),
-            _ => {}
-        }
-    }
 
     /// Enter: dry-run the inputs; once a dry run of them is shown, propose the replay.
     fn submit_replay_form(&mut self) {
@@ -1024,8 +1018,8 @@ impl App {
                 }
             }
             (_, Some(Popup::Confirm(Confirm { typed: Some(t), .. }))) => t.push(ch),
-            (_, Some(Popup::ResetForm(form))) => form.edit(|t| t.push(ch)),
-            (_, Some(Popup::ReplayForm(form))) => form.edit(|t| t.push(ch)),
+            (_, Some(Popup::ResetForm(form))) => form.edit(&mut |t| t.push(ch)),
+            (_, Some(Popup::ReplayForm(form))) => form.edit(&mut |t| t.push(ch)),
             _ => {}
         }
     }

@@ -1,11 +1,19 @@
 //! The reset form: which upstreams, which target, why. Submitting it first asks the engine
 //! for a dry run (`plan_reset`); only a planned reset can be proposed for confirmation.
+//! [`Form`] is what it shares with the replay form: the keys that move, cycle and edit.
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 
 use crate::reset::{ResetPlan, ResetTarget};
 
 use super::tasks::TaskId;
+
+/// The editing both forms offer (Tab/arrows between fields, ←/→ through choices, typing).
+pub trait Form {
+    fn move_focus(&mut self, d: isize);
+    fn cycle(&mut self, d: isize);
+    fn edit(&mut self, f: &mut dyn FnMut(&mut String));
+}
 
 /// The kinds of reset target, in the order ←/→ cycles through them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -109,39 +117,6 @@ impl ResetForm {
         self.upstreams.get(self.scope).map(|u| vec![u.clone()]).unwrap_or_default()
     }
 
-    pub fn move_focus(&mut self, d: isize) {
-        self.focus = self.focus.step(d);
-    }
-
-    /// ←/→ on the scope or target field.
-    pub fn cycle(&mut self, d: isize) {
-        match self.focus {
-            FormField::Scope => {
-                let n = self.upstreams.len() as isize + 1;
-                self.scope = (self.scope as isize + d).rem_euclid(n) as usize;
-            }
-            FormField::Target => {
-                let all = TargetKind::ALL;
-                let i = all.iter().position(|k| *k == self.kind).unwrap_or(0) as isize;
-                self.kind = all[(i + d).rem_euclid(all.len() as isize) as usize];
-            }
-            FormField::Value | FormField::Reason => return,
-        }
-        self.plan = None;
-    }
-
-    /// Edit the focused text field; the dry run no longer matches, so it is dropped.
-    pub fn edit(&mut self, f: impl FnOnce(&mut String)) {
-        match self.focus {
-            FormField::Value => f(&mut self.value),
-            FormField::Reason => f(&mut self.reason),
-            FormField::Scope | FormField::Target => return,
-        }
-        if self.focus == FormField::Value {
-            self.plan = None;
-        }
-    }
-
     /// The planned reset, when a dry run of the current inputs succeeded.
     pub fn planned(&self) -> Option<&ResetPlan> {
         self.plan.as_ref().and_then(|p| p.as_ref().ok())
@@ -162,6 +137,41 @@ impl ResetForm {
                 .map(ResetTarget::ShiftBy)
                 .map_err(|_| format!("`{v}` is not a shift like -10 or +5")),
             TargetKind::DateTime => parse_instant(v).map(ResetTarget::DateTime),
+        }
+    }
+}
+
+impl Form for ResetForm {
+    fn move_focus(&mut self, d: isize) {
+        self.focus = self.focus.step(d);
+    }
+
+    /// ←/→ on the scope or target field.
+    fn cycle(&mut self, d: isize) {
+        match self.focus {
+            FormField::Scope => {
+                let n = self.upstreams.len() as isize + 1;
+                self.scope = (self.scope as isize + d).rem_euclid(n) as usize;
+            }
+            FormField::Target => {
+                let all = TargetKind::ALL;
+                let i = all.iter().position(|k| *k == self.kind).unwrap_or(0) as isize;
+                self.kind = all[(i + d).rem_euclid(all.len() as isize) as usize];
+            }
+            FormField::Value | FormField::Reason => return,
+        }
+        self.plan = None;
+    }
+
+    /// Edit the focused text field; the dry run no longer matches, so it is dropped.
+    fn edit(&mut self, f: &mut dyn FnMut(&mut String)) {
+        match self.focus {
+            FormField::Value => f(&mut self.value),
+            FormField::Reason => f(&mut self.reason),
+            FormField::Scope | FormField::Target => return,
+        }
+        if self.focus == FormField::Value {
+            self.plan = None;
         }
     }
 }

@@ -245,17 +245,29 @@ fn form_lines(app: &App, form: &ResetForm) -> Vec<Line<'static>> {
         field(t, form, FormField::Reason, "Reason", format!("{}▏", form.reason)),
         Line::raw(""),
     ];
-    match (&form.plan, form.planning) {
-        (_, Some(_)) => lines.push(Line::styled(format!("{} dry run…", app.spinner()), t.warn)),
-        (None, None) => lines.push(Line::styled("Enter runs a dry run: nothing is written until you confirm.", t.dim)),
-        (Some(Err(e)), None) => lines.extend(e.lines().map(|l| Line::styled(l.to_string(), t.error))),
-        (Some(Ok(plan)), None) => {
-            lines.push(Line::styled("Dry run:", t.title));
-            lines.extend(plan_lines(t, plan));
+    lines.extend(dry_run_lines(app, &form.plan, form.planning.is_some(), |plan| plan_lines(t, plan)));
+    lines
+}
+
+/// Where a form's dry run stands: not asked yet, running, failed, or its result and what next.
+fn dry_run_lines<T>(
+    app: &App,
+    plan: &Option<Result<T, String>>,
+    planning: bool,
+    shown: impl FnOnce(&T) -> Vec<Line<'static>>,
+) -> Vec<Line<'static>> {
+    let t = &app.theme;
+    match (plan, planning) {
+        (_, true) => vec![Line::styled(format!("{} dry run…", app.spinner()), t.warn)],
+        (None, false) => vec![Line::styled("Enter runs a dry run: nothing is written until you confirm.", t.dim)],
+        (Some(Err(e)), false) => e.lines().map(|l| Line::styled(l.to_string(), t.error)).collect(),
+        (Some(Ok(plan)), false) => {
+            let mut lines = vec![Line::styled("Dry run:", t.title)];
+            lines.extend(shown(plan));
             lines.push(Line::styled("Enter again to confirm (a reason is required).", t.warn));
+            lines
         }
     }
-    lines
 }
 
 fn field(t: &Theme, form: &ResetForm, which: FormField, name: &str, value: String) -> Line<'static> {
@@ -287,16 +299,7 @@ fn replay_form_lines(app: &App, form: &ReplayForm) -> Vec<Line<'static>> {
         r(ReplayField::Reason, "Reason", format!("{}▏", form.reason)),
         Line::raw(""),
     ];
-    match (&form.plan, form.planning) {
-        (_, Some(_)) => lines.push(Line::styled(format!("{} dry run…", app.spinner()), t.warn)),
-        (None, None) => lines.push(Line::styled("Enter runs a dry run: nothing is written until you confirm.", t.dim)),
-        (Some(Err(e)), None) => lines.extend(e.lines().map(|l| Line::styled(l.to_string(), t.error))),
-        (Some(Ok(report)), None) => {
-            lines.push(Line::styled("Dry run:", t.title));
-            lines.extend(replay_lines(t, report));
-            lines.push(Line::styled("Enter again to confirm (a reason is required).", t.warn));
-        }
-    }
+    lines.extend(dry_run_lines(app, &form.plan, form.planning.is_some(), |report| replay_lines(t, report)));
     lines
 }
 

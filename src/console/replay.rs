@@ -6,6 +6,7 @@ use std::path::Path;
 
 use crate::runner::{Replay, ReplayReport};
 
+use super::form::Form;
 use super::tasks::TaskId;
 
 /// The form's fields, in Tab order.
@@ -70,33 +71,6 @@ impl ReplayForm {
         }
     }
 
-    pub fn move_focus(&mut self, d: isize) {
-        self.focus = self.focus.step(d);
-    }
-
-    /// ←/→ on the scope field.
-    pub fn cycle(&mut self, d: isize) {
-        if self.focus == ReplayField::Scope {
-            let n = self.upstreams.len() as isize + 1;
-            self.scope = (self.scope as isize + d).rem_euclid(n) as usize;
-            self.plan = None;
-        }
-    }
-
-    /// Edit the focused text field; a dry run of other inputs no longer applies.
-    pub fn edit(&mut self, f: impl FnOnce(&mut String)) {
-        match self.focus {
-            ReplayField::From => f(&mut self.from),
-            ReplayField::To => f(&mut self.to),
-            ReplayField::Into => f(&mut self.into),
-            ReplayField::Reason => f(&mut self.reason),
-            ReplayField::Scope => return,
-        }
-        if self.focus != ReplayField::Reason {
-            self.plan = None;
-        }
-    }
-
     pub fn planned(&self) -> Option<&ReplayReport> {
         self.plan.as_ref().and_then(|p| p.as_ref().ok())
     }
@@ -128,5 +102,34 @@ impl ReplayForm {
             execute,
             reason: (!reason.is_empty()).then(|| reason.to_string()),
         })
+    }
+}
+
+impl Form for ReplayForm {
+    fn move_focus(&mut self, d: isize) {
+        self.focus = self.focus.step(d);
+    }
+
+    /// ←/→ on the scope field.
+    fn cycle(&mut self, d: isize) {
+        if self.focus == ReplayField::Scope {
+            let n = self.upstreams.len() as isize + 1;
+            self.scope = (self.scope as isize + d).rem_euclid(n) as usize;
+            self.plan = None;
+        }
+    }
+
+    /// Edit the focused text field; a dry run of other inputs no longer applies.
+    fn edit(&mut self, f: &mut dyn FnMut(&mut String)) {
+        match self.focus {
+            ReplayField::From => f(&mut self.from),
+            ReplayField::To => f(&mut self.to),
+            ReplayField::Into => f(&mut self.into),
+            ReplayField::Reason => f(&mut self.reason),
+            ReplayField::Scope => return,
+        }
+        if self.focus != ReplayField::Reason {
+            self.plan = None;
+        }
     }
 }
