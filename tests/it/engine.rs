@@ -565,3 +565,44 @@ fn a_fault_between_merge_files_and_commit_leaves_no_trace() {
         assert_eq!(link_rows_and_feed(&engine, "faulted").await, link_rows_and_feed(&engine, "clean").await);
     });
 }
+
+/// The console's link-table browser against a real table: pages, filters and sorts are done by
+/// the query, and agree with the keys and runs the test wrote.
+#[test]
+fn browsing_a_link_table_pages_filters_and_sorts_by_the_query() {
+    use deltalink::link::{browse, LinkQuery, LinkSort};
+    rt().block_on(async {
+        let lake = Lake::new();
+        let mut a = ModelTable::create(&lake.path("a"), true).await;
+        let engine = lake.engine(&simple_config(&["a"], &[("p", &["a"])]));
+        a.insert(&(1..=30).map(Some).collect::<Vec<_>>()).await;
+        engine.run("p", &RunOptions::default()).await.expect("run 1");
+        let touched: Vec<i64> = a.rows.iter().filter(|(_, k)| matches!(k, Some(5 | 15 | 25))).map(|(id, _)| *id).collect();
+        a.update_payload(&touched).await;
+        a.insert(&[Some(31)]).await;
+        engine.run("p", &RunOptions::default()).await.expect("run 2");
+        let table = link_table(&engine, "p").await.expect("link table");
+        let key = vec!["k".to_string()];
+        let page = |filter: Option<&str>, sort, offset, limit| {
+            let q = LinkQuery { filter: filter.map(String::from), sort, offset, limit };
+            let (table, key) = (table.clone(), key.clone());
+            async move { browse(&table, &key, &q).await.expect("browse") }
+        };
+        let keys_and_runs = |p: &deltalink::link::LinkPage| -> Vec<(String, String)> { p.rows.iter().map(|r| (r[0].clone(), r[1].clone())).collect() };
+
+        // Newest run first, then by key: run 2's keys lead.
+        let newest = page(None, LinkSort::RunIdDesc, 0, 5).await;
+        assert_eq!(newest.total_matching, 31);
+        let run2: Vec<(String, String)> = [5, 15, 25, 31].iter().map(|k| (k.to_string(), "2".to_string())).collect();
+        assert_eq!(keys_and_runs(&newest)[..4], run2[..]);
+        assert_eq!(keys_and_runs(&newest)[4], ("1".to_string(), "1".to_string()));
+        assert!(newest.columns.contains(&"provenance".to_string()));
+        // A filter on the key's text, counted before paging.
+        let fives = page(Some("5"), LinkSort::Key, 0, 50).await;
+        assert_eq!(fives.total_matching, 3);
+        assert_eq!(keys_and_runs(&fives).into_iter().map(|(k, _)| k).collect::<Vec<_>>(), ["5", "15", "25"]);
+        // Pages by key.
+        let third = page(None, LinkSort::Key, 10, 5).await;
+        assert_eq!(keys_and_runs(&third).into_iter().map(|(k, _)| k).collect::<Vec<_>>(), ["11", "12", "13", "14", "15"]);
+    });
+}

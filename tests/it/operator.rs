@@ -236,6 +236,14 @@ fn a_cancelled_run_frees_its_pipeline_and_the_next_run_converges() {
             held.notified().await;
             run.abort();
             assert!(run.await.is_err_and(|e| e.is_cancelled()), "the run was cancelled at {step:?}");
+            // A cycle's pipelines run as tasks of their own, aborted with it — and tokio aborts
+            // asynchronously: wait for the condition (the lease freed), not for a time.
+            let freed = async {
+                while deltalink::lease::current(&engine, "cancelled").await.expect("lease").is_some_and(|h| !h.expired()) {
+                    tokio::task::yield_now().await;
+                }
+            };
+            tokio::time::timeout(std::time::Duration::from_secs(30), freed).await.expect("the cancelled run's lease is freed");
             engine
                 .run("cancelled", &RunOptions::default())
                 .await
