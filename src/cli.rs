@@ -45,6 +45,9 @@ pub enum Command {
     Status {
         #[arg(long)]
         json: bool,
+        /// Also count each pipeline's pending change rows per upstream (scans the change feed).
+        #[arg(long)]
+        count_rows: bool,
     },
     /// Run pipelines once: read new changes and merge their keys into the link tables.
     Run {
@@ -238,8 +241,11 @@ async fn run_command(engine: &Engine, cmd: &Command) -> Result<()> {
         engine.validate_sql().await?;
     }
     match cmd {
-        Command::Status { json } => {
-            let st = status::status(engine).await?;
+        Command::Status { json, count_rows } => {
+            let mut st = status::status(engine).await?;
+            if *count_rows {
+                status::count_pending_rows(engine, &mut st).await;
+            }
             if *json {
                 println!("{}", serde_json::to_string_pretty(&st)?);
             } else {
@@ -411,12 +417,13 @@ fn print_status(st: &Status) {
         );
         for u in &p.upstreams {
             println!(
-                "  {:<30} processed {:>6}  latest {:>6}  lag {:>5} versions {:>9}{}",
+                "  {:<30} processed {:>6}  latest {:>6}  lag {:>5} versions {:>9}{}{}",
                 u.upstream,
                 u.processed_version.map_or("-".into(), |v| v.to_string()),
                 u.latest_version.map_or("-".into(), |v| v.to_string()),
                 u.lag_versions.map_or("?".into(), |v| v.to_string()),
                 u.lag_seconds.map_or("".into(), |s| format!("{s:.0}s")),
+                u.pending_change_rows.map_or(String::new(), |n| format!("  {n} change rows pending")),
                 u.pending_run_id.map_or(String::new(), |r| format!("  (run {r} pending)"))
             );
         }

@@ -40,6 +40,10 @@ pub struct PipelineUpstreamStatus {
     pub lag_seconds: Option<f64>,
     /// A run is in flight (or died) with this run_id pending.
     pub pending_run_id: Option<i64>,
+    /// Change rows in the versions not read yet; counted (a scan) only when asked for
+    /// ([`count_pending_rows`]), else absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pending_change_rows: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -169,6 +173,7 @@ async fn pipeline_status(
                 lag_versions,
                 lag_seconds: if lag_versions == Some(0) { Some(0.0) } else { lag_seconds },
                 pending_run_id: row.and_then(|r| r.pending_run_id),
+                pending_change_rows: None,
             }
         })
         .collect();
@@ -180,4 +185,32 @@ async fn pipeline_status(
         last_run_id: mine.iter().filter_map(|r| r.run_id).max(),
         upstreams: ups,
     }
+}
+
+/// Fill in each pipeline's pending change rows per upstream: a count over the change feed of
+/// the versions it has not read (0 when caught up). Costs a scan per behind (pipeline,
+/// upstream), so `status` does it only when asked (`--count-rows`). An upstream that cannot be
+/// counted (versions gone, CDF off) keeps `None`; `run` names the problem.
+pub async fn count_pending_rows(engine: &Engine, status: &mut Status) {
+    for p in &mut status.pipelines {
+        for u in &mut p.upstreams {
+            u.pending_change_rows = match (u.processed_version, u.latest_version) {
+                (Some(done), Some(latest)) if done >= latest as i64 => Some(0),
+                (done, Some(latest)) => {
+                    let from = done.map_or(0, |v| (v + 1).max(0) as u64);
+                    pending_rows(engine, &u.upstream, from, latest).await.ok()
+                }
+                _ => None,
+            };
+        }
+    }
+}
+
+async fn pending_rows(engine: &Engine, name: &str, from: u64, to: u64) -> Result<u64> {
+    let uri = &engine.config.upstream(name)?.uri;
+    let mut table = lake::open_upstream(name, uri, &engine.config.storage_options).await?;
+    if lake::table_version(&table)? != to {
+        table.load_version(to).await?;
+    }
+    crate::reset::count_change_rows(engine, name, &table, from, to).await
 }

@@ -65,6 +65,16 @@ fn the_cli_on_the_demo_lake_status_runs_races_resets_and_replays() {
         }
     }
 
+    // --count-rows: the change rows each pipeline has not read, per upstream, from the feed.
+    let counted = json(&deltalink(&config, &["status", "--json", "--count-rows"]), "status --count-rows");
+    let behind: Vec<u64> = counted["pipelines"]
+        .as_array()
+        .expect("pipelines")
+        .iter()
+        .flat_map(|p| p["upstreams"].as_array().expect("upstreams").iter().map(|u| u["pending_change_rows"].as_u64().expect("counted")))
+        .collect();
+    assert!(!behind.is_empty() && behind.iter().all(|n| *n > 0), "every upstream has unread change rows: {behind:?}");
+
     // preview --json writes nothing and names provenance.
     let before = log_len(&tracker);
     let preview = json(&deltalink(&config, &["preview", "institution_rollup", "--json", "--limit", "3"]), "preview");
@@ -105,6 +115,12 @@ fn the_cli_on_the_demo_lake_status_runs_races_resets_and_replays() {
     assert!(written.windows(2).all(|w| w[0] != w[1]), "a pipeline written twice: {written:?}");
     ok(&deltalink(&config, &["run", "--all"]), "catch-up run");
     let status = json(&deltalink(&config, &["status", "--json"]), "status after runs");
+    let caught_up = json(&deltalink(&config, &["status", "--json", "--count-rows"]), "status --count-rows after runs");
+    for p in caught_up["pipelines"].as_array().expect("pipelines") {
+        for u in p["upstreams"].as_array().expect("upstreams") {
+            assert_eq!(u["pending_change_rows"].as_u64(), Some(0), "nothing left to read: {p}");
+        }
+    }
     for p in status["pipelines"].as_array().expect("pipelines") {
         assert!(p["link_rows"].as_u64() > Some(0), "{p}");
         for u in p["upstreams"].as_array().expect("upstreams") {

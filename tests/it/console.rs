@@ -108,6 +108,7 @@ fn progress(upstream: &str, processed: Option<i64>, latest: Option<u64>, lag_s: 
         lag_versions: latest.map(|l| processed.map_or(l + 1, |p| (l as i64 - p).max(0) as u64)),
         lag_seconds: lag_s,
         pending_run_id: None,
+        pending_change_rows: None,
     }
 }
 
