@@ -46,6 +46,16 @@ pub struct PipelineUpstreamStatus {
     pub pending_change_rows: Option<u64>,
 }
 
+impl PipelineUpstreamStatus {
+    /// The versions the pipeline has not read yet, `(from, to)` inclusive; `None` when it is
+    /// caught up or the latest version is unknown.
+    pub fn pending_versions(&self) -> Option<(u64, u64)> {
+        let to = self.latest_version?;
+        let from = self.processed_version.map_or(0, |v| (v + 1).max(0) as u64);
+        (from <= to).then_some((from, to))
+    }
+}
+
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct PipelineStatus {
     pub name: String,
@@ -194,19 +204,17 @@ async fn pipeline_status(
 pub async fn count_pending_rows(engine: &Engine, status: &mut Status) {
     for p in &mut status.pipelines {
         for u in &mut p.upstreams {
-            u.pending_change_rows = match (u.processed_version, u.latest_version) {
-                (Some(done), Some(latest)) if done >= latest as i64 => Some(0),
-                (done, Some(latest)) => {
-                    let from = done.map_or(0, |v| (v + 1).max(0) as u64);
-                    pending_rows(engine, &u.upstream, from, latest).await.ok()
-                }
-                _ => None,
+            u.pending_change_rows = match (u.pending_versions(), u.latest_version) {
+                (Some((from, to)), _) => count_changes(engine, &u.upstream, from, to).await.ok(),
+                (None, Some(_)) => Some(0),
+                (None, None) => None,
             };
         }
     }
 }
 
-async fn pending_rows(engine: &Engine, name: &str, from: u64, to: u64) -> Result<u64> {
+/// Change rows of upstream `name` over versions `from..=to`, read at version `to`.
+pub async fn count_changes(engine: &Engine, name: &str, from: u64, to: u64) -> Result<u64> {
     let uri = &engine.config.upstream(name)?.uri;
     let mut table = lake::open_upstream(name, uri, &engine.config.storage_options).await?;
     if lake::table_version(&table)? != to {

@@ -613,11 +613,7 @@ impl App {
             .map(|s| s.upstreams.as_slice())
             .unwrap_or_default()
             .iter()
-            .filter_map(|u| {
-                let to = u.latest_version?;
-                let from = u.processed_version.map_or(0, |v| (v + 1).max(0) as u64);
-                (from <= to).then(|| PendingRange { upstream: u.upstream.clone(), from, to })
-            })
+            .filter_map(|u| u.pending_versions().map(|(from, to)| PendingRange { upstream: u.upstream.clone(), from, to }))
             .collect();
         let current = &self.pending_rows;
         if current.pipeline == p && (current.ranges == ranges || current.loading.is_some()) {
@@ -904,7 +900,7 @@ impl App {
         }
         match form.target() {
             Ok(target) => {
-                let job = Job::PlanReset { pipeline: form.pipeline.clone(), upstreams: form.scope_upstreams(), target };
+                let job = Job::PlanReset { pipeline: form.pipeline.clone(), upstreams: form.scope.selected(), target };
                 let label = format!("dry run of reset {}", form.pipeline);
                 let id = self.spawn(job, TaskKind::PlanReset, label);
                 if let Some(Popup::ResetForm(form)) = self.popup.as_mut() {

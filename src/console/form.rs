@@ -15,6 +15,39 @@ pub trait Form {
     fn edit(&mut self, f: &mut dyn FnMut(&mut String));
 }
 
+/// Which of a pipeline's upstreams a form acts on: one of them, or all (the position after
+/// the last, where ←/→ also stops).
+#[derive(Clone, Debug)]
+pub struct UpstreamScope {
+    upstreams: Vec<String>,
+    at: usize,
+}
+
+impl UpstreamScope {
+    /// `upstream` when it is one of `upstreams`, else all of them.
+    pub fn new(upstreams: Vec<String>, upstream: Option<&str>) -> Self {
+        let at = upstream.and_then(|u| upstreams.iter().position(|x| x == u)).unwrap_or(upstreams.len());
+        UpstreamScope { upstreams, at }
+    }
+
+    pub fn label(&self) -> String {
+        match self.upstreams.get(self.at) {
+            Some(u) => u.clone(),
+            None => format!("all {} upstreams", self.upstreams.len()),
+        }
+    }
+
+    /// The engine's upstreams argument: the one chosen, or empty for all.
+    pub fn selected(&self) -> Vec<String> {
+        self.upstreams.get(self.at).map(|u| vec![u.clone()]).unwrap_or_default()
+    }
+
+    pub fn cycle(&mut self, d: isize) {
+        let n = self.upstreams.len() as isize + 1;
+        self.at = (self.at as isize + d).rem_euclid(n) as usize;
+    }
+}
+
 /// The kinds of reset target, in the order ←/→ cycles through them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TargetKind {
@@ -76,9 +109,7 @@ impl FormField {
 #[derive(Clone, Debug)]
 pub struct ResetForm {
     pub pipeline: String,
-    /// The pipeline's upstreams; `scope == upstreams.len()` means all of them.
-    pub upstreams: Vec<String>,
-    pub scope: usize,
+    pub scope: UpstreamScope,
     pub kind: TargetKind,
     pub value: String,
     pub reason: String,
@@ -91,11 +122,9 @@ pub struct ResetForm {
 impl ResetForm {
     /// A form for `pipeline`, scoped to `upstream` when given, else to all its upstreams.
     pub fn new(pipeline: &str, upstreams: Vec<String>, upstream: Option<&str>) -> ResetForm {
-        let scope = upstream.and_then(|u| upstreams.iter().position(|x| x == u)).unwrap_or(upstreams.len());
         ResetForm {
             pipeline: pipeline.to_string(),
-            upstreams,
-            scope,
+            scope: UpstreamScope::new(upstreams, upstream),
             kind: TargetKind::Version,
             value: String::new(),
             reason: String::new(),
@@ -103,18 +132,6 @@ impl ResetForm {
             plan: None,
             planning: None,
         }
-    }
-
-    pub fn scope_label(&self) -> String {
-        match self.upstreams.get(self.scope) {
-            Some(u) => u.clone(),
-            None => format!("all {} upstreams", self.upstreams.len()),
-        }
-    }
-
-    /// The upstreams argument of `plan_reset` (empty = all).
-    pub fn scope_upstreams(&self) -> Vec<String> {
-        self.upstreams.get(self.scope).map(|u| vec![u.clone()]).unwrap_or_default()
     }
 
     /// The planned reset, when a dry run of the current inputs succeeded.
@@ -149,10 +166,7 @@ impl Form for ResetForm {
     /// ←/→ on the scope or target field.
     fn cycle(&mut self, d: isize) {
         match self.focus {
-            FormField::Scope => {
-                let n = self.upstreams.len() as isize + 1;
-                self.scope = (self.scope as isize + d).rem_euclid(n) as usize;
-            }
+            FormField::Scope => self.scope.cycle(d),
             FormField::Target => {
                 let all = TargetKind::ALL;
                 let i = all.iter().position(|k| *k == self.kind).unwrap_or(0) as isize;

@@ -239,7 +239,7 @@ fn form_lines(app: &App, form: &ResetForm) -> Vec<Line<'static>> {
         "(none needed)".into()
     };
     let mut lines = vec![
-        field(t, form, FormField::Scope, "Upstreams", format!("‹ {} ›", form.scope_label())),
+        field(t, form, FormField::Scope, "Upstreams", format!("‹ {} ›", form.scope.label())),
         field(t, form, FormField::Target, "Target", format!("‹ {} ›", form.kind.label())),
         field(t, form, FormField::Value, "Value", value),
         field(t, form, FormField::Reason, "Reason", format!("{}▏", form.reason)),
@@ -292,7 +292,7 @@ fn replay_form_lines(app: &App, form: &ReplayForm) -> Vec<Line<'static>> {
     };
     let r = |which, name, value| form_field(t, form.focus == which, name, value);
     let mut lines = vec![
-        r(ReplayField::Scope, "Upstreams", format!("‹ {} ›", form.scope_label())),
+        r(ReplayField::Scope, "Upstreams", format!("‹ {} ›", form.scope.label())),
         r(ReplayField::From, "From", format!("{}▏  version, inclusive", form.from)),
         r(ReplayField::To, "To", format!("{}▏  version, inclusive (empty: latest)", form.to)),
         r(ReplayField::Into, "Into", into),

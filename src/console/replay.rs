@@ -6,7 +6,7 @@ use std::path::Path;
 
 use crate::runner::{Replay, ReplayReport};
 
-use super::form::Form;
+use super::form::{Form, UpstreamScope};
 use super::tasks::TaskId;
 
 /// The form's fields, in Tab order.
@@ -32,9 +32,7 @@ impl ReplayField {
 #[derive(Clone, Debug)]
 pub struct ReplayForm {
     pub pipeline: String,
-    /// The pipeline's upstreams; `scope == upstreams.len()` means all of them.
-    pub upstreams: Vec<String>,
-    pub scope: usize,
+    pub scope: UpstreamScope,
     pub from: String,
     /// Empty: up to each upstream's latest version.
     pub to: String,
@@ -49,11 +47,9 @@ pub struct ReplayForm {
 
 impl ReplayForm {
     pub fn new(pipeline: &str, upstreams: Vec<String>, upstream: Option<&str>) -> ReplayForm {
-        let scope = upstream.and_then(|u| upstreams.iter().position(|x| x == u)).unwrap_or(upstreams.len());
         ReplayForm {
             pipeline: pipeline.to_string(),
-            upstreams,
-            scope,
+            scope: UpstreamScope::new(upstreams, upstream),
             from: String::new(),
             to: String::new(),
             into: String::new(),
@@ -61,13 +57,6 @@ impl ReplayForm {
             focus: ReplayField::From,
             plan: None,
             planning: None,
-        }
-    }
-
-    pub fn scope_label(&self) -> String {
-        match self.upstreams.get(self.scope) {
-            Some(u) => u.clone(),
-            None => format!("all {} upstreams", self.upstreams.len()),
         }
     }
 
@@ -81,7 +70,7 @@ impl ReplayForm {
     }
 
     /// The replay the inputs describe (a dry run unless `execute`), or what to fix. A relative
-    /// `into` path resolves against `base` (the folder deltalink was started in).
+    /// `into` path resolves against `base` (the console passes the config file's folder).
     pub fn replay(&self, execute: bool, base: &Path) -> Result<Replay, String> {
         let from = self.from.trim();
         let from_version = from.parse().map_err(|_| format!("from: `{from}` is not a version number"))?;
@@ -97,7 +86,7 @@ impl ReplayForm {
             pipeline: self.pipeline.clone(),
             from_version,
             to_version,
-            upstreams: self.upstreams.get(self.scope).map(|u| vec![u.clone()]).unwrap_or_default(),
+            upstreams: self.scope.selected(),
             into,
             execute,
             reason: (!reason.is_empty()).then(|| reason.to_string()),
@@ -113,8 +102,7 @@ impl Form for ReplayForm {
     /// ←/→ on the scope field.
     fn cycle(&mut self, d: isize) {
         if self.focus == ReplayField::Scope {
-            let n = self.upstreams.len() as isize + 1;
-            self.scope = (self.scope as isize + d).rem_euclid(n) as usize;
+            self.scope.cycle(d);
             self.plan = None;
         }
     }

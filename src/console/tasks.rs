@@ -222,7 +222,7 @@ async fn run_job(
         Job::PendingRows { pipeline, ranges } => {
             let mut counts = Vec::with_capacity(ranges.len());
             for r in ranges {
-                counts.push((r.upstream.clone(), count_pending(engine, &r).await.map_err(text)));
+                counts.push((r.upstream.clone(), status::count_changes(engine, &r.upstream, r.from, r.to).await.map_err(text)));
             }
             Finished::PendingRows { pipeline, counts }
         }
@@ -300,15 +300,6 @@ pub struct PendingRange {
     pub upstream: String,
     pub from: u64,
     pub to: u64,
-}
-
-async fn count_pending(engine: &Engine, r: &PendingRange) -> Result<u64> {
-    let u = engine.config.upstream(&r.upstream)?;
-    let mut table = lake::open_upstream(&r.upstream, &u.uri, &engine.config.storage_options).await?;
-    if lake::table_version(&table)? != r.to {
-        table.load_version(r.to).await?;
-    }
-    reset::count_change_rows(engine, &r.upstream, &table, r.from, r.to).await
 }
 
 async fn load_tracker(engine: &Engine) -> Result<TrackerData> {
