@@ -638,16 +638,20 @@ impl AffectedKeys {
         }
     }
 
-    /// Preview rows — key, upstream, latest commit version and change type — ordered by key,
-    /// then upstream; at most `limit` of them.
     /// Each (upstream, version)'s commit time as RFC 3339 (UTC, seconds), formatted once.
     fn commit_times(&self) -> CommitTimes {
-        let mut times = CommitTimes { base: vec![0; self.upstreams.len()], stamps: vec![Vec::new(); self.upstreams.len()] };
-        for u in 0..self.upstreams.len() {
-            let versions = self.commit_ts.keys().filter(|(up, _)| *up as usize == u).map(|(_, v)| *v);
-            let (Some(lo), Some(hi)) = (versions.clone().min(), versions.max()) else { continue };
-            times.base[u] = lo;
-            times.stamps[u] = vec![None; (hi - lo + 1) as usize];
+        let n = self.upstreams.len();
+        let mut spans: Vec<Option<(i64, i64)>> = vec![None; n];
+        for (u, v) in self.commit_ts.keys() {
+            let span = &mut spans[*u as usize];
+            *span = Some(span.map_or((*v, *v), |(lo, hi)| (lo.min(*v), hi.max(*v))));
+        }
+        let mut times = CommitTimes { base: vec![0; n], stamps: vec![Vec::new(); n] };
+        for (u, span) in spans.into_iter().enumerate() {
+            if let Some((lo, hi)) = span {
+                times.base[u] = lo;
+                times.stamps[u] = vec![None; (hi - lo + 1) as usize];
+            }
         }
         for ((u, v), us) in &self.commit_ts {
             let (u, slot) = (*u as usize, (v - times.base[*u as usize]) as usize);
@@ -656,6 +660,8 @@ impl AffectedKeys {
         times
     }
 
+    /// Preview rows — key, upstream, latest commit version and change type — ordered by key,
+    /// then upstream; at most `limit` of them.
     pub fn preview_rows(&self, limit: Option<usize>) -> Result<Vec<PreviewRow>> {
         let limit = limit.unwrap_or(usize::MAX);
         let mut wanted = 0;

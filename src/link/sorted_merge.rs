@@ -185,20 +185,13 @@ fn prune(files: Vec<TargetFile>, keys: Option<&[i64]>) -> Vec<TargetFile> {
 /// A file of its own group is always rewritten: pruning kept it because one of the incoming
 /// keys falls in its range, so the key is either in the file or a new key that must join it
 /// (appended elsewhere, it would overlap the file's range and break the disjoint layout).
-fn group_by_file(mut candidates: Vec<TargetFile>, first_key: Option<&[i64]>, rows: usize) -> Vec<Group> {
-    let ranges: Option<Vec<(i64, i64)>> = candidates.iter().map(|f| f.first_key_range).collect();
-    let one_group = |candidates| vec![Group { files: candidates, rows: 0..rows, own: false }];
-    let (Some(keys), Some(_)) = (first_key, ranges) else {
-        return one_group(candidates);
+fn group_by_file(candidates: Vec<TargetFile>, first_key: Option<&[i64]>, rows: usize) -> Vec<Group> {
+    let one_group = |files| vec![Group { files, rows: 0..rows, own: false }];
+    let Some(keys) = first_key else { return one_group(candidates) };
+    let candidates = match disjoint_layout(candidates) {
+        Ok(sorted) if !sorted.is_empty() => sorted,
+        Ok(files) | Err(files) => return one_group(files),
     };
-    candidates.sort_by_key(|f| f.first_key_range.map(|r| r.0));
-    let disjoint = candidates.windows(2).all(|w| match (w[0].first_key_range, w[1].first_key_range) {
-        (Some((_, max)), Some((min, _))) => max < min,
-        _ => false,
-    });
-    if !disjoint || candidates.is_empty() {
-        return one_group(candidates);
-    }
     let starts: Vec<usize> = candidates
         .iter()
         .enumerate()
