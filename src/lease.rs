@@ -1,17 +1,22 @@
 //! Per-pipeline leases: two deltalink processes (two operators, or watch + a manual run) never
 //! run or reset the same pipeline at once.
 //!
-//! A lease is a small JSON object `_leases/<pipeline>.json` under the tracker's location,
-//! created with an atomic create-if-absent put (object_store `PutMode::Create`). The holder
-//! rewrites it every [`HEARTBEAT`]; a lease whose heartbeat is older than [`TTL`], or whose
-//! holder process is gone on this host, has expired and may be taken over.
+//! A lease is a small JSON object under the tracker's location, one per *generation*:
+//! `_leases/<pipeline>/<generation>.json`, created only with an atomic create-if-absent put
+//! (object_store `PutMode::Create`). The newest generation is the lease. The holder rewrites its
+//! object every [`HEARTBEAT`]; a lease whose heartbeat is older than [`TTL`], or whose holder
+//! process is gone on this host, has expired. Taking over an expired generation N means creating
+//! generation N+1: of several processes taking over at the same moment exactly one create
+//! succeeds (a delete-then-create takeover let two of them through). The winner then deletes
+//! the older generations.
 //!
 //! A lease also ends when its [`Lease`] is dropped without [`Lease::release`] — the run's task
 //! was cancelled (the console's cancel aborts it) or panicked: the process keeps running, so
 //! neither rule above would free the pipeline before the TTL. Each lease carries a token; the
 //! tokens of the leases this process holds live in [`LIVE`], and a lease of this process whose
-//! token is no longer there is stale. Heartbeats and releases only touch a lease that still
-//! carries their token, so a holder that stalled past its TTL never clobbers its successor's.
+//! token is no longer there is stale. Heartbeats and releases only touch a lease object that
+//! still carries their token, so a holder that stalled past its TTL never clobbers its
+//! successor's.
 
 use std::collections::HashSet;
 use std::sync::{Arc, LazyLock, Mutex};
@@ -19,6 +24,7 @@ use std::time::Duration;
 
 use color_eyre::eyre::{eyre, Result, WrapErr};
 use deltalake::logstore::object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use futures::TryStreamExt;
 use deltalake::{ObjectStore, ObjectStoreError, Path};
 use serde::{Deserialize, Serialize};
 
@@ -109,7 +115,7 @@ fn process_alive(pid: u32) -> bool {
 /// it for this process at once and deletes it in the background).
 pub struct Lease {
     store: Arc<dyn ObjectStore>,
-    path: Path,
+    generation: Generation,
     me: LeaseHolder,
     heartbeat: tokio::task::JoinHandle<()>,
     released: bool,
@@ -135,14 +141,52 @@ async fn store_for(engine: &Engine) -> Result<Arc<dyn ObjectStore>> {
     Ok(lake::builder(uri, &engine.config.storage_options)?.build()?.object_store())
 }
 
-fn lease_path(pipeline: &str) -> Path {
-    Path::from(format!("_leases/{pipeline}.json"))
+/// One generation of a pipeline's lease: where its object lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Generation {
+    pipeline: String,
+    number: u64,
+}
+
+impl Generation {
+    fn path(&self) -> Path {
+        object_path(&self.pipeline, self.number)
+    }
+
+    fn next(&self) -> Generation {
+        Generation { pipeline: self.pipeline.clone(), number: self.number + 1 }
+    }
+}
+
+/// The object of `pipeline`'s lease generation `number` (zero-padded so names sort by number).
+pub fn object_path(pipeline: &str, number: u64) -> Path {
+    Path::from(format!("_leases/{pipeline}/{number:020}.json"))
+}
+
+/// The generations of `pipeline`'s lease that exist, oldest first.
+async fn generations(store: &Arc<dyn ObjectStore>, pipeline: &str) -> Result<Vec<Generation>> {
+    let prefix = Path::from(format!("_leases/{pipeline}"));
+    let objects: Vec<_> = store.list(Some(&prefix)).try_collect().await.wrap_err("cannot list the lease")?;
+    let mut found: Vec<Generation> = objects
+        .iter()
+        .filter_map(|o| o.location.filename()?.strip_suffix(".json")?.parse().ok())
+        .map(|number| Generation { pipeline: pipeline.into(), number })
+        .collect();
+    found.sort_by_key(|g| g.number);
+    Ok(found)
+}
+
+/// The newest generation and its holder (`None` when unreadable, e.g. deleted meanwhile).
+async fn newest(store: &Arc<dyn ObjectStore>, pipeline: &str) -> Result<Option<(Generation, Option<LeaseHolder>)>> {
+    let Some(generation) = generations(store, pipeline).await?.pop() else { return Ok(None) };
+    let holder = read(store, &generation.path()).await?;
+    Ok(Some((generation, holder)))
 }
 
 /// The current holder of `pipeline`'s lease, if any (expired or not).
 pub async fn current(engine: &Engine, pipeline: &str) -> Result<Option<LeaseHolder>> {
     let store = store_for(engine).await?;
-    read(&store, &lease_path(pipeline)).await
+    Ok(newest(&store, pipeline).await?.and_then(|(_, holder)| holder))
 }
 
 async fn read(store: &Arc<dyn ObjectStore>, path: &Path) -> Result<Option<LeaseHolder>> {
@@ -160,47 +204,52 @@ async fn read(store: &Arc<dyn ObjectStore>, path: &Path) -> Result<Option<LeaseH
 /// Take `pipeline`'s lease for `purpose`, or refuse naming who holds it and since when.
 pub async fn acquire(engine: &Engine, pipeline: &str, purpose: &str) -> Result<Lease> {
     let store = store_for(engine).await?;
-    let path = lease_path(pipeline);
     let me = LeaseHolder::me(purpose);
     // Live before the lease object exists: another task of this process may read the object
     // before this one resumes, and must not take it for a dropped lease.
     let registered = Registered::new(&me.token);
-    for _ in 0..2 {
+    let first = Generation { pipeline: pipeline.into(), number: 0 };
+    for _ in 0..3 {
+        let generation = match newest(&store, pipeline).await {
+            Ok(None) => first.clone(),
+            Ok(Some((_, Some(holder)))) if !holder.expired() => {
+                return Err(LeaseHeld { pipeline: pipeline.into(), holder: holder.describe(), ttl: TTL.as_secs() }.into())
+            }
+            Ok(Some((expired, _))) => {
+                tracing::warn!(pipeline, "taking over an expired lease");
+                expired.next()
+            }
+            Err(e) => return Err(storage_error(engine, pipeline, e)),
+        };
         let body = PutPayload::from(serde_json::to_vec(&me)?);
-        match store.put_opts(&path, body, PutOptions::from(PutMode::Create)).await {
+        match store.put_opts(&generation.path(), body, PutOptions::from(PutMode::Create)).await {
             Ok(_) => {
-                let heartbeat = spawn_heartbeat(store.clone(), path.clone(), me.clone());
-                return Ok(Lease { store, path, me, heartbeat, released: false, _registered: registered });
+                delete_older(&store, &generation).await;
+                let heartbeat = spawn_heartbeat(store.clone(), generation.clone(), me.clone());
+                return Ok(Lease { store, generation, me, heartbeat, released: false, _registered: registered });
             }
-            Err(ObjectStoreError::AlreadyExists { .. }) => match read(&store, &path).await? {
-                Some(holder) if !holder.expired() => {
-                    return Err(LeaseHeld { pipeline: pipeline.into(), holder: holder.describe(), ttl: TTL.as_secs() }.into())
-                }
-                // Expired (or unreadable): remove it — unless someone else took it over since
-                // we read it — and try once more to create ours.
-                expired => {
-                    tracing::warn!(pipeline, "taking over an expired lease");
-                    let still = read(&store, &path).await?;
-                    let unchanged = match (&expired, &still) {
-                        (Some(a), Some(b)) => a.same_holding(b),
-                        (None, _) => true,
-                        (Some(_), None) => false,
-                    };
-                    if unchanged {
-                        let _ = store.delete(&path).await;
-                    }
-                }
-            },
-            Err(e) => {
-                let what = format!("the lease of pipeline `{pipeline}` (kept under the tracker)");
-                if let Some(problem) = crate::lake::storage_problem(&what, &engine.config.tracker_uri, &e) {
-                    return Err(problem.into());
-                }
-                return Err(e).wrap_err_with(|| format!("cannot write the lease of pipeline `{pipeline}`"));
-            }
+            // Another process created this generation first: look again at who holds it.
+            Err(ObjectStoreError::AlreadyExists { .. }) => continue,
+            Err(e) => return Err(storage_error(engine, pipeline, color_eyre::Report::new(e))),
         }
     }
-    Err(eyre!("pipeline `{pipeline}`: another process took the lease at the same moment; try again"))
+    Err(eyre!("pipeline `{pipeline}`: other processes kept taking the lease at the same moment; try again"))
+}
+
+fn storage_error(engine: &Engine, pipeline: &str, e: color_eyre::Report) -> color_eyre::Report {
+    let what = format!("the lease of pipeline `{pipeline}` (kept under the tracker)");
+    if let Some(problem) = crate::lake::storage_problem(&what, &engine.config.tracker_uri, &format!("{e:#}")) {
+        return problem.into();
+    }
+    e.wrap_err(format!("cannot take the lease of pipeline `{pipeline}`"))
+}
+
+/// Remove the generations older than `current` (expired holders it took over from).
+async fn delete_older(store: &Arc<dyn ObjectStore>, current: &Generation) {
+    let Ok(all) = generations(store, &current.pipeline).await else { return };
+    for old in all.iter().filter(|g| g.number < current.number) {
+        let _ = store.delete(&old.path()).await;
+    }
 }
 
 /// A token in [`LIVE`] until dropped (with the [`Lease`] that holds it, or the failed attempt).
@@ -223,32 +272,35 @@ impl Drop for Registered {
     }
 }
 
-fn spawn_heartbeat(store: Arc<dyn ObjectStore>, path: Path, mut me: LeaseHolder) -> tokio::task::JoinHandle<()> {
+fn spawn_heartbeat(store: Arc<dyn ObjectStore>, generation: Generation, mut me: LeaseHolder) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(HEARTBEAT).await;
-            if !holds(&store, &path, &me).await {
-                tracing::warn!(lease = %path, "lease taken over by another process (this holder stalled past its TTL)");
+            if !holds(&store, &generation, &me).await {
+                tracing::warn!(pipeline = generation.pipeline, "lease taken over by another process (this holder stalled past its TTL)");
                 return;
             }
             me.heartbeat_ms = now_ms();
             if let Ok(body) = serde_json::to_vec(&me) {
-                let _ = store.put(&path, PutPayload::from(body)).await;
+                let _ = store.put(&generation.path(), PutPayload::from(body)).await;
             }
         }
     })
 }
 
-/// Whether the lease object still records `me`'s holding.
-async fn holds(store: &Arc<dyn ObjectStore>, path: &Path, me: &LeaseHolder) -> bool {
-    matches!(read(store, path).await, Ok(Some(holder)) if holder.same_holding(me))
+/// Whether `generation` is still the newest and its object records `me`'s holding.
+async fn holds(store: &Arc<dyn ObjectStore>, generation: &Generation, me: &LeaseHolder) -> bool {
+    matches!(newest(store, &generation.pipeline).await, Ok(Some((g, Some(holder)))) if g == *generation && holder.same_holding(me))
 }
 
-async fn delete_if_held(store: &Arc<dyn ObjectStore>, path: &Path, me: &LeaseHolder) {
-    if !holds(store, path, me).await {
+/// Delete `me`'s own generation object if it still records `me` (newest or not: a holder that
+/// stalled and rewrote it after a takeover must not leave it behind).
+async fn delete_own(store: &Arc<dyn ObjectStore>, generation: &Generation, me: &LeaseHolder) {
+    let path = generation.path();
+    if !matches!(read(store, &path).await, Ok(Some(holder)) if holder.same_holding(me)) {
         return;
     }
-    if let Err(e) = store.delete(path).await {
+    if let Err(e) = store.delete(&path).await {
         tracing::warn!(error = %e, "could not delete lease; it will expire");
     }
 }
@@ -257,7 +309,7 @@ impl Lease {
     pub async fn release(mut self) {
         self.heartbeat.abort();
         let _ = (&mut self.heartbeat).await;
-        delete_if_held(&self.store, &self.path, &self.me).await;
+        delete_own(&self.store, &self.generation, &self.me).await;
         self.released = true;
     }
 }
@@ -271,8 +323,8 @@ impl Drop for Lease {
         // Dropped unreleased: the holding task was cancelled or panicked. This process already
         // treats the lease as expired; delete it for the others too.
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            let (store, path, me) = (self.store.clone(), self.path.clone(), self.me.clone());
-            runtime.spawn(async move { delete_if_held(&store, &path, &me).await });
+            let (store, generation, me) = (self.store.clone(), self.generation.clone(), self.me.clone());
+            runtime.spawn(async move { delete_own(&store, &generation, &me).await });
         }
     }
 }

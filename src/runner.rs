@@ -938,13 +938,20 @@ impl Engine {
         let lease = crate::lease::acquire(self, &replay.pipeline, "replay").await?;
         let result = async {
             plan.run_id = self.next_run_id_for_replay(&plan, replay.into.is_none()).await?;
+            // Audited before anything is written, so a replay that dies mid-write is on record
+            // too (as started, never finished); the second record says it finished.
+            let audited = |action| {
+                let mut audit = audit(action, &plan);
+                audit.reason = replay.reason.clone();
+                audit.details["into"] = serde_json::json!(crate::config::display_uri(&plan.pipeline.link_table));
+                audit
+            };
+            let mut tracker = self.tracker().await?;
+            tracker.record(&audited("replay-intent")).await?;
             if let Some(a) = affected.filter(|a| a.distinct_keys > 0) {
                 self.write_keys(&plan, a, WriteKind::Replay, &|| Ok(())).await?;
             }
-            let mut audit = audit("replay", &plan);
-            audit.reason = replay.reason.clone();
-            audit.details["into"] = serde_json::json!(crate::config::display_uri(&plan.pipeline.link_table));
-            self.tracker().await?.record(&audit).await?;
+            tracker.record(&audited("replay")).await?;
             Ok::<_, color_eyre::Report>(())
         }
         .await;

@@ -283,3 +283,12 @@ pub async fn link_rows_and_feed(engine: &Engine, pipeline: &str) -> (Vec<String>
         .expect("collect cdf");
     (render(rows), render(feed))
 }
+
+/// Every file under `dir`, recursively (empty when `dir` does not exist).
+pub fn walk_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    entries
+        .flatten()
+        .flat_map(|e| if e.path().is_dir() { walk_files(&e.path()) } else { vec![e.path()] })
+        .collect()
+}

@@ -125,6 +125,59 @@ fn resets_and_runs_are_refused_while_leased_and_in_read_only_mode() {
 }
 
 #[test]
+fn an_expired_lease_is_taken_over_by_exactly_one_of_many_contenders() {
+    rt().block_on(async {
+        let (lake, _a, engine, _) = lake_with_history().await;
+        for round in 0..5 {
+            // A holder on another host that stopped heartbeating long ago, at generation 3;
+            // several rounds, as the interleavings differ from one to the next.
+            let dead = deltalink::lease::LeaseHolder {
+                operator: "gone".into(),
+                host: "another-host".into(),
+                pid: 1,
+                purpose: "run".into(),
+                since_ms: 0,
+                heartbeat_ms: 0,
+                token: "dead".into(),
+            };
+            let object = lake.path("_deltalink/tracker").join(deltalink::lease::object_path("p", 3).as_ref());
+            std::fs::create_dir_all(object.parent().expect("parent")).expect("lease dir");
+            std::fs::write(&object, serde_json::to_vec(&dead).expect("json")).expect("expired lease");
+
+            let start = std::sync::Arc::new(tokio::sync::Barrier::new(8));
+            let contenders: Vec<_> = (0..8)
+                .map(|i| {
+                    let (engine, start) = (engine.clone(), start.clone());
+                    tokio::spawn(async move {
+                        start.wait().await;
+                        deltalink::lease::acquire(&engine, "p", &format!("contender {i}")).await
+                    })
+                })
+                .collect();
+            let mut won = Vec::new();
+            for c in contenders {
+                match c.await.expect("contender task") {
+                    Ok(lease) => won.push(lease),
+                    Err(e) => {
+                        let e = format!("{e:#}");
+                        assert!(e.contains("is busy: leased by") || e.contains("at the same moment"), "{e}");
+                    }
+                }
+            }
+            assert_eq!(won.len(), 1, "round {round}: exactly one contender takes an expired lease over");
+            let holder = deltalink::lease::current(&engine, "p").await.expect("read lease").expect("held");
+            assert!(holder.purpose.starts_with("contender") && !holder.expired(), "{holder:?}");
+            assert!(!object.exists(), "the winner deletes the generation it took over");
+            for lease in won {
+                lease.release().await;
+            }
+            assert_eq!(walk_files(&lake.path("_deltalink/tracker/_leases")), Vec::<std::path::PathBuf>::new(), "a released lease leaves no object");
+        }
+        engine.run("p", &RunOptions::default()).await.expect("the pipeline runs once the lease is released");
+    });
+}
+
+#[test]
 fn reset_allowed_false_refuses_resets_and_replays() {
     rt().block_on(async {
         let lake = Lake::new();
@@ -189,9 +242,12 @@ fn replay_into_a_scratch_table_matches_the_oracle_for_that_range() {
         let stamp = deltalink::status::format_ms(v1).expect("format");
         assert!(row("10").contains(&format!("[a@1:insert@{stamp}]")), "version 1's own commit time: {}", row("10"));
         // Both replays are in the tracker's audit log, with who, why, from and to.
-        let history = engine.tracker().await.expect("tracker").history(2).await.expect("history");
-        for (h, into) in history.iter().zip(["_deltalink/links/p", "scratch"]) {
-            assert_eq!((h.action.as_deref(), h.reason.as_deref()), (Some("replay"), Some("downstream bug #7")), "{h:?}");
+        // Each is recorded as started before it writes, then as finished.
+        let history = engine.tracker().await.expect("tracker").history(4).await.expect("history");
+        let actions: Vec<_> = history.iter().map(|h| h.action.as_deref().unwrap_or_default()).collect();
+        assert_eq!(actions, ["replay", "replay-intent", "replay", "replay-intent"], "newest first");
+        for (h, into) in history.iter().zip(["_deltalink/links/p", "_deltalink/links/p", "scratch", "scratch"]) {
+            assert_eq!(h.reason.as_deref(), Some("downstream bug #7"), "{h:?}");
             assert!(h.details["into"].as_str().is_some_and(|i| i.contains(into)), "{h:?}");
             assert_eq!((&h.details["upstreams"][0]["from"], &h.details["upstreams"][0]["to"]), (&serde_json::json!(1), &serde_json::json!(4)), "{h:?}");
         }
