@@ -6,8 +6,9 @@ package (another writer), M pipelines of 2-8 upstreams each, then measures in th
 
   1. deltalink `run --all` from scratch and incrementally (wall time, change rows/s, keys/s, peak RSS);
   2. deltalink `status --json` (the console's refresh path);
-  3. the baseline a data engineer would write instead: Python deltalake `load_cdf` + polars
-     unique + `merge` per pipeline (same lake, same ranges);
+  3. the baselines a data engineer would write instead, per pipeline over the same ranges: Python
+     deltalake `load_cdf` + polars + `merge`, writing (a) the same link rows as deltalink (run_id,
+     change time, upstreams, provenance; checked equal at the end) and (b) the keys alone;
   4. the floor: a raw pyarrow scan of the key column of every data and change file.
 
 and prints a table of figures with ratios to the baseline and the floor.
@@ -40,10 +41,11 @@ def parse_args():
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--dir", default=None, help="lake folder (default: a temp dir, removed afterwards)")
     p.add_argument("--bin", default=None, help="deltalink binary (default: target dir release build)")
-    p.add_argument("--python-baseline", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--python-baseline", choices=["keys", "same-output"], default=None, help=argparse.SUPPRESS)
     p.add_argument("--generate", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--more-commits", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--floor", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--compare-links", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--floor-tables", default=None, help=argparse.SUPPRESS)
     return p.parse_args()
 
@@ -125,7 +127,8 @@ def timed(cmd, env=None):
 
 
 def baseline(lake, pipelines, state):
-    """What a data engineer writes instead: load_cdf + polars unique + merge, per pipeline."""
+    """What a data engineer writes instead, keys only: load_cdf + polars unique + merge, per
+    pipeline. Less than deltalink writes (no run_id, change time, upstreams or provenance)."""
     import pyarrow as pa
     import polars as pl
     from deltalake import DeltaTable, write_deltalake
@@ -157,19 +160,93 @@ def baseline(lake, pipelines, state):
     return change_rows, keys
 
 
+def baseline_same_output(lake, pipelines, state):
+    """The same link table deltalink writes, done with load_cdf + polars + merge: per key the
+    run_id, latest change time, the upstreams that caused it and per upstream its latest change
+    (`upstream@version:change_type@commit time`), created_at kept on update."""
+    import datetime
+    import pyarrow as pa
+    import polars as pl
+    from deltalake import DeltaTable, write_deltalake
+    change_rows = 0
+    keys = 0
+    cols = ["k", "_change_type", "_commit_version", "_commit_timestamp"]
+    now = datetime.datetime.now(datetime.timezone.utc)
+    for name, ups in pipelines.items():
+        frames = []
+        for u in ups:
+            dt = DeltaTable(os.path.join(lake, u))
+            latest = dt.version()
+            start = state.get((name, u), -1) + 1
+            if start > latest:
+                continue
+            t = pa.table(dt.load_cdf(starting_version=start, ending_version=latest, columns=cols))
+            change_rows += t.num_rows
+            frames.append(pl.from_arrow(t).with_columns(
+                pl.col("_change_type").cast(pl.String),
+                pl.col("_commit_version").cast(pl.Int64),
+                pl.col("_commit_timestamp").cast(pl.Datetime("us", "UTC")),
+                pl.lit(u).alias("upstream")))
+            state[(name, u)] = latest
+        if not frames:
+            continue
+        run_id = state.get((name, "__run_id"), 0) + 1
+        state[(name, "__run_id")] = run_id
+        changes = pl.concat(frames).drop_nulls("k")
+        per_upstream = changes.group_by("k", "upstream").agg(
+            pl.col("_commit_version", "_change_type", "_commit_timestamp").sort_by("_commit_version", "_change_type").last())
+        per_upstream = per_upstream.with_columns(pl.format(
+            "{}@{}:{}@{}", "upstream", "_commit_version", "_change_type",
+            pl.col("_commit_timestamp").dt.strftime("%Y-%m-%dT%H:%M:%SZ")).alias("provenance"))
+        per_key = per_upstream.sort("k", "upstream").group_by("k", maintain_order=True).agg(
+            pl.col("_commit_timestamp").max().alias("last_change_ts"),
+            pl.col("upstream").alias("upstreams"),
+            pl.col("provenance"))
+        per_key = per_key.with_columns(
+            pl.lit(name).alias("pipeline_name"), pl.lit(run_id, pl.Int64).alias("run_id"),
+            pl.lit(now).cast(pl.Datetime("us", "UTC")).alias("created_at"),
+            pl.lit(now).cast(pl.Datetime("us", "UTC")).alias("updated_at"))
+        keys += per_key.height
+        link = os.path.join(lake, "_baseline_same_output", name)
+        src = per_key.to_arrow()
+        if not os.path.exists(os.path.join(link, "_delta_log")):
+            write_deltalake(link, src, configuration=CDF)
+        else:
+            updated = ["run_id", "last_change_ts", "upstreams", "provenance", "updated_at"]
+            DeltaTable(link).merge(src, "t.k = s.k", source_alias="s", target_alias="t") \
+                .when_matched_update({c: f"s.{c}" for c in updated}).when_not_matched_insert_all().execute()
+    return change_rows, keys
+
+
+BASELINES = {"keys": baseline, "same-output": baseline_same_output}
+
+
 def run_baseline_child(args):
     lake = args.dir
     with open(os.path.join(lake, "_bench_pipelines.json")) as f:
         pipelines = json.load(f)
-    state_path = os.path.join(lake, "_baseline_state.json")
+    state_path = os.path.join(lake, f"_baseline_state_{args.python_baseline}.json")
     state = {}
     if os.path.exists(state_path):
         with open(state_path) as f:
             state = {tuple(k.split("|")): v for k, v in json.load(f).items()}
-    rows, keys = baseline(lake, pipelines, state)
+    rows, keys = BASELINES[args.python_baseline](lake, pipelines, state)
     with open(state_path, "w") as f:
         json.dump({"|".join(k): v for k, v in state.items()}, f)
     print(json.dumps({"change_rows": rows, "keys": keys}))
+
+
+def compare_links(lake, pipelines):
+    """Whether deltalink's link tables hold the same rows as the same-output baseline's."""
+    import polars as pl
+    from deltalake import DeltaTable
+    cols = ["k", "run_id", "last_change_ts", "upstreams", "provenance"]
+    for name in pipelines:
+        ours = pl.from_arrow(DeltaTable(os.path.join(lake, "_deltalink", "links", name)).to_pyarrow_table(columns=cols))
+        theirs = pl.from_arrow(DeltaTable(os.path.join(lake, "_baseline_same_output", name)).to_pyarrow_table(columns=cols))
+        if not ours.sort("k").equals(theirs.sort("k")):
+            return f"NO ({name} differs)"
+    return f"yes ({len(pipelines)} pipelines)"
 
 
 def floor_scan(lake, tables):
@@ -211,6 +288,8 @@ def main():
         for t in tables:
             apply_commits(os.path.join(args.dir, t), rng, args.incremental_commits, args.rows)
         return
+    if args.compare_links:
+        return print(compare_links(args.dir, pipelines))
     if args.floor:
         t0 = time.perf_counter()
         rows = floor_scan(args.dir, args.floor_tables.split(",") if args.floor_tables else tables)
@@ -229,18 +308,19 @@ def main():
 
     env = dict(os.environ, DELTALINK_LOG="error")
     dl = [bin_, "--config", config]
-    py = child(args, lake, "--python-baseline")
+    baselines = {kind: child(args, lake, f"--python-baseline={kind}") for kind in ("same-output", "keys")}
     results = {}
 
     def phase(name):
         s, rss, out = timed(dl + ["run", "--all", "--json"], env)
         reports = json.loads(out)
-        rows = sum(r["change_rows"] for r in reports)
-        keys = sum(r["distinct_keys"] for r in reports)
-        bs, brss, bout = timed(py)
-        b = json.loads(bout)
-        results[name] = dict(dl_s=s, dl_rss=rss, rows=rows, keys=keys, base_s=bs, base_rss=brss,
-                             base_rows=b["change_rows"], base_keys=b["keys"])
+        r = dict(dl_s=s, dl_rss=rss, rows=sum(r["change_rows"] for r in reports),
+                 distinct=sum(r["distinct_keys"] for r in reports))
+        for kind, cmd in baselines.items():
+            bs, brss, bout = timed(cmd)
+            b = json.loads(bout)
+            r[kind] = dict(s=bs, rss=brss, rows=b["change_rows"], keys=b["keys"])
+        results[name] = r
 
     # The CDF read part alone: `preview` plans, reads and groups exactly like a run, and writes
     # nothing. Taken for the pipeline reading the most upstreams, against the floor of its tables.
@@ -262,14 +342,27 @@ def main():
     floor = json.loads(fout)
 
     print()
-    print(f"{'phase':<14} {'deltalink s':>11} {'baseline s':>10} {'ratio':>6} {'change rows':>12} {'keys':>9} "
-          f"{'rows/s':>10} {'keys/s':>9} {'RSS MiB':>8} {'base RSS':>8} {'RSS ratio':>9}")
+    print("baselines: same-output = load_cdf + polars + merge writing the same link rows as deltalink "
+          "(run_id, change time, upstreams, provenance); keys = load_cdf + polars unique + merge of the keys alone")
+    print(f"{'phase':<14} {'deltalink s':>11} {'same-output s':>13} {'ratio':>6} {'keys s':>7} {'ratio':>6} "
+          f"{'change rows':>12} {'keys':>9} {'rows/s':>10} {'keys/s':>9}")
     for name, r in results.items():
-        print(f"{name:<14} {r['dl_s']:>11.2f} {r['base_s']:>10.2f} {r['dl_s'] / r['base_s']:>6.2f} {r['rows']:>12,} "
-              f"{r['keys']:>9,} {r['rows'] / r['dl_s']:>10,.0f} {r['keys'] / r['dl_s']:>9,.0f} {r['dl_rss']:>8.0f} "
-              f"{r['base_rss']:>8.0f} {r['dl_rss'] / max(r['base_rss'], 1):>9.2f}")
-        if r["rows"] != r["base_rows"]:
-            print(f"  note: change rows differ (deltalink {r['rows']:,}, baseline {r['base_rows']:,})")
+        so, ko = r["same-output"], r["keys"]
+        print(f"{name:<14} {r['dl_s']:>11.2f} {so['s']:>13.2f} {r['dl_s'] / so['s']:>6.2f} {ko['s']:>7.2f} "
+              f"{r['dl_s'] / ko['s']:>6.2f} {r['rows']:>12,} {r['distinct']:>9,} {r['rows'] / r['dl_s']:>10,.0f} "
+              f"{r['distinct'] / r['dl_s']:>9,.0f}")
+    print(f"{'peak RSS MiB':<14} {'deltalink':>11} {'same-output':>13} {'ratio':>6} {'keys':>7} {'ratio':>6}")
+    for name, r in results.items():
+        so, ko = r["same-output"], r["keys"]
+        print(f"{name:<14} {r['dl_rss']:>11.0f} {so['rss']:>13.0f} {r['dl_rss'] / max(so['rss'], 1):>6.2f} "
+              f"{ko['rss']:>7.0f} {r['dl_rss'] / max(ko['rss'], 1):>6.2f}")
+    for name, r in results.items():
+        for kind in baselines:
+            if (r["rows"], r["distinct"]) != (r[kind]["rows"], r[kind]["keys"]):
+                print(f"  note ({name}): change rows / keys differ: deltalink {r['rows']:,} / {r['distinct']:,}, "
+                      f"{kind} baseline {r[kind]['rows']:,} / {r[kind]['keys']:,}")
+    _, _, same = timed(child(args, lake, "--compare-links"))
+    print(f"link rows equal to the same-output baseline's (key, run_id, last_change_ts, upstreams, provenance): {same.strip()}")
     best = min(s for s, _ in status)
     print(f"status refresh ({len(tables)} upstreams x {len(pipelines)} pipelines): best of 3 {best:.2f}s "
           f"(whole process incl. start-up), peak RSS {min(r for _, r in status):.0f} MiB")
