@@ -157,7 +157,7 @@ def baseline(lake, pipelines, state):
         else:
             DeltaTable(link).merge(src, "t.k = s.k", source_alias="s", target_alias="t") \
                 .when_matched_update_all().when_not_matched_insert_all().execute()
-    return change_rows, keys
+    return change_rows, keys, None
 
 
 def baseline_same_output(lake, pipelines, state):
@@ -170,6 +170,7 @@ def baseline_same_output(lake, pipelines, state):
     from deltalake import DeltaTable, write_deltalake
     change_rows = 0
     keys = 0
+    merge_s = 0.0
     cols = ["k", "_change_type", "_commit_version", "_commit_timestamp"]
     now = datetime.datetime.now(datetime.timezone.utc)
     for name, ups in pipelines.items():
@@ -209,13 +210,15 @@ def baseline_same_output(lake, pipelines, state):
         keys += per_key.height
         link = os.path.join(lake, "_baseline_same_output", name)
         src = per_key.to_arrow()
+        t0 = time.perf_counter()
         if not os.path.exists(os.path.join(link, "_delta_log")):
             write_deltalake(link, src, configuration=CDF)
         else:
             updated = ["run_id", "last_change_ts", "upstreams", "provenance", "updated_at"]
             DeltaTable(link).merge(src, "t.k = s.k", source_alias="s", target_alias="t") \
                 .when_matched_update({c: f"s.{c}" for c in updated}).when_not_matched_insert_all().execute()
-    return change_rows, keys
+        merge_s += time.perf_counter() - t0
+    return change_rows, keys, merge_s
 
 
 BASELINES = {"keys": baseline, "same-output": baseline_same_output}
@@ -230,10 +233,10 @@ def run_baseline_child(args):
     if os.path.exists(state_path):
         with open(state_path) as f:
             state = {tuple(k.split("|")): v for k, v in json.load(f).items()}
-    rows, keys = BASELINES[args.python_baseline](lake, pipelines, state)
+    rows, keys, merge_s = BASELINES[args.python_baseline](lake, pipelines, state)
     with open(state_path, "w") as f:
         json.dump({"|".join(k): v for k, v in state.items()}, f)
-    print(json.dumps({"change_rows": rows, "keys": keys}))
+    print(json.dumps({"change_rows": rows, "keys": keys, "merge_s": merge_s}))
 
 
 def compare_links(lake, pipelines):
@@ -315,11 +318,11 @@ def main():
         s, rss, out = timed(dl + ["run", "--all", "--json"], env)
         reports = json.loads(out)
         r = dict(dl_s=s, dl_rss=rss, rows=sum(r["change_rows"] for r in reports),
-                 distinct=sum(r["distinct_keys"] for r in reports))
+                 distinct=sum(r["distinct_keys"] for r in reports), merge_s=sum(r["link_merge"] for r in reports))
         for kind, cmd in baselines.items():
             bs, brss, bout = timed(cmd)
             b = json.loads(bout)
-            r[kind] = dict(s=bs, rss=brss, rows=b["change_rows"], keys=b["keys"])
+            r[kind] = dict(s=bs, rss=brss, rows=b["change_rows"], keys=b["keys"], merge_s=b["merge_s"])
         results[name] = r
 
     # The CDF read part alone: `preview` plans, reads and groups exactly like a run, and writes
@@ -361,6 +364,10 @@ def main():
             if (r["rows"], r["distinct"]) != (r[kind]["rows"], r[kind]["keys"]):
                 print(f"  note ({name}): change rows / keys differ: deltalink {r['rows']:,} / {r['distinct']:,}, "
                       f"{kind} baseline {r[kind]['rows']:,} / {r[kind]['keys']:,}")
+    for name, r in results.items():
+        so = r["same-output"]
+        print(f"link MERGE alone, {name}: deltalink {r['merge_s']:.2f}s (summed over pipelines run concurrently), "
+              f"same-output baseline's merge {so['merge_s']:.2f}s -> {r['merge_s'] / so['merge_s']:.2f}")
     _, _, same = timed(child(args, lake, "--compare-links"))
     print(f"link rows equal to the same-output baseline's (key, run_id, last_change_ts, upstreams, provenance): {same.strip()}")
     best = min(s for s, _ in status)

@@ -385,8 +385,14 @@ fn print_run(r: &RunReport) {
     }
     if r.outcome == Outcome::Written {
         println!(
-            "  {} change rows → {} distinct keys ({} new, {} updated); {} NULL-key rows skipped; {} CDF scans",
-            r.change_rows, r.distinct_keys, r.keys_inserted, r.keys_updated, r.null_key_rows, r.cdf_scans
+            "  {} change rows → {} distinct keys ({} new, {} updated); {} NULL-key rows skipped; {} CDF scans; link MERGE {:.2}s",
+            r.change_rows,
+            r.distinct_keys,
+            r.keys_inserted,
+            r.keys_updated,
+            r.null_key_rows,
+            r.cdf_scans,
+            r.link_merge.as_secs_f64()
         );
     }
 }

@@ -35,6 +35,11 @@ pub const PROVENANCE_COL: &str = "provenance";
 pub const CREATED_COL: &str = "created_at";
 pub const UPDATED_COL: &str = "updated_at";
 
+/// Whether `name` is one of the link table's own columns (not a key column).
+pub fn is_link_column(name: &str) -> bool {
+    [PIPELINE_COL, RUN_ID_COL, LAST_CHANGE_COL, UPSTREAMS_COL, PROVENANCE_COL, CREATED_COL, UPDATED_COL].contains(&name)
+}
+
 /// The application id under which a pipeline's link-table commits record their run_id.
 pub fn app_id(pipeline: &str) -> String {
     format!("deltalink:{pipeline}")
@@ -189,6 +194,8 @@ pub struct LinkWriteMetrics {
     pub updated: u64,
     /// Existing link-table files the write rewrote (a first write rewrites none).
     pub files_rewritten: u64,
+    /// Set by the caller that timed the write.
+    pub duration: std::time::Duration,
 }
 
 impl LinkMerge<'_> {
@@ -241,7 +248,7 @@ impl LinkMerge<'_> {
                 .with_commit_properties(props)
                 .await
                 .wrap_err_with(|| format!("first write into the link table of pipeline `{}` failed", self.pipeline))?;
-            return Ok((table, LinkWriteMetrics { inserted: rows, updated: 0, files_rewritten: 0 }));
+            return Ok((table, LinkWriteMetrics { inserted: rows, ..Default::default() }));
         }
         let (table, metrics) = table
             .merge(source, predicate)
@@ -258,6 +265,7 @@ impl LinkMerge<'_> {
             inserted: metrics.num_target_rows_inserted as u64,
             updated: metrics.num_target_rows_updated as u64,
             files_rewritten: metrics.num_target_files_removed as u64,
+            ..Default::default()
         };
         Ok((table, metrics))
     }

@@ -188,6 +188,9 @@ pub struct RunReport {
     pub cdf_scans: u64,
     #[serde(serialize_with = "ser_duration")]
     pub duration: Duration,
+    /// Of `duration`, the link-table MERGE: files written and committed (seconds in JSON).
+    #[serde(serialize_with = "ser_duration")]
+    pub link_merge: Duration,
 }
 
 impl RunReport {
@@ -207,6 +210,7 @@ impl RunReport {
             link_files_rewritten: 0,
             cdf_scans: 0,
             duration: Duration::ZERO,
+            link_merge: Duration::ZERO,
         }
     }
 }
@@ -383,6 +387,7 @@ impl Engine {
             report.keys_inserted = metrics.inserted;
             report.keys_updated = metrics.updated;
             report.link_files_rewritten = metrics.files_rewritten;
+            report.link_merge = metrics.duration;
         }
         opts.passed(name, Step::LinkCommitted).await?;
 
@@ -834,7 +839,9 @@ impl Engine {
             strategy: self.merge_strategy,
             before_commit,
         };
-        Ok(merge.execute(table, per_key).await?.1)
+        let started = Instant::now();
+        let metrics = merge.execute(table, per_key).await?.1;
+        Ok(LinkWriteMetrics { duration: started.elapsed(), ..metrics })
     }
 
     async fn link_table_for(&self, plan: &Plan, per_key: Option<&deltalake::arrow::datatypes::SchemaRef>) -> Result<DeltaTable> {

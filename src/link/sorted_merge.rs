@@ -657,12 +657,20 @@ async fn write_data(table: &DeltaTable, rows: RecordBatch, rows_per_file: usize)
 /// encoded bytes in memory, would cut them far below the target). Row groups of 128k rows:
 /// a row group is encoded in one go inside a `write` call, and a million-row group held an
 /// async worker for long enough to stall the console's frames.
+/// The key columns are written without a dictionary: each key appears once in a link table,
+/// so a row group's dictionary would hold every value (plus an index per row) and cost a hash
+/// per value to build.
 fn link_writer(table: &DeltaTable) -> Result<RecordBatchWriter> {
     use deltalake::parquet::basic::Compression;
     use deltalake::parquet::file::properties::WriterProperties;
-    let properties =
-        WriterProperties::builder().set_compression(Compression::SNAPPY).set_max_row_group_row_count(Some(128 * 1024)).build();
-    Ok(RecordBatchWriter::for_table(table)?.with_target_file_size(u64::MAX / 2).with_writer_properties(properties))
+    use deltalake::parquet::schema::types::ColumnPath;
+    let writer = RecordBatchWriter::for_table(table)?;
+    let mut properties =
+        WriterProperties::builder().set_compression(Compression::SNAPPY).set_max_row_group_row_count(Some(128 * 1024));
+    for field in writer.arrow_schema().fields().iter().filter(|f| !crate::link::is_link_column(f.name())) {
+        properties = properties.set_column_dictionary_enabled(ColumnPath::from(field.name().as_str()), false);
+    }
+    Ok(writer.with_target_file_size(u64::MAX / 2).with_writer_properties(properties.build()))
 }
 
 /// Rows written in order into files of `per_file` rows (one writer, flushed at each cut).

@@ -201,6 +201,7 @@ fn report(pipeline: &str, run_id: i64, keys: u64) -> RunReport {
         link_files_rewritten: 1,
         cdf_scans: 2,
         duration: Duration::from_millis(1_234),
+        link_merge: Duration::from_millis(400),
     }
 }
 
