@@ -874,6 +874,13 @@ impl Engine {
     /// pipeline's link table (a new run_id, provenance marked as replay) or into a scratch
     /// link table. A dry run (nothing written) unless `replay.execute`.
     pub async fn replay(&self, replay: &Replay) -> Result<ReplayReport> {
+        self.replay_with(replay, &RunOptions::default()).await
+    }
+
+    /// [`Engine::replay`] reporting its steps (and, in tests, failing after one) like a run:
+    /// `IntentRecorded` after the `replay-intent` audit, `LinkFilesWritten` and `LinkCommitted`
+    /// around the link-table commit, `TrackerCommitted` after the `replay` audit.
+    pub async fn replay_with(&self, replay: &Replay, opts: &RunOptions) -> Result<ReplayReport> {
         let started = Instant::now();
         let mut pipeline = self.config.pipeline(&replay.pipeline)?.clone();
         if replay.into.is_none() && !pipeline.reset_allowed && replay.execute {
@@ -953,12 +960,16 @@ impl Engine {
                 audit.details["into"] = serde_json::json!(crate::config::display_uri(&plan.pipeline.link_table));
                 audit
             };
+            let name = replay.pipeline.as_str();
             let mut tracker = self.tracker().await?;
             tracker.record(&audited("replay-intent")).await?;
+            opts.passed(name, Step::IntentRecorded).await?;
             if let Some(a) = affected.filter(|a| a.distinct_keys > 0) {
-                self.write_keys(&plan, a, WriteKind::Replay, &|| Ok(())).await?;
+                self.write_keys(&plan, a, WriteKind::Replay, &|| opts.reached(name, Step::LinkFilesWritten)).await?;
             }
+            opts.passed(name, Step::LinkCommitted).await?;
             tracker.record(&audited("replay")).await?;
+            opts.passed(name, Step::TrackerCommitted).await?;
             Ok::<_, color_eyre::Report>(())
         }
         .await;

@@ -227,7 +227,10 @@ async fn run_job(
             Finished::PendingRows { pipeline, counts }
         }
         Job::Write(WriteOp::Replay { replay, .. }) => {
-            let result = engine.replay(&replay).await.map_err(text);
+            // Its steps show as the task's progress, like a run's.
+            let (tx, forward) = forward_run_events(id, events);
+            let result = engine.replay_with(&replay, &RunOptions::default().with_events(tx)).await.map_err(text);
+            let _ = forward.await;
             Finished::Replay { pipeline: replay.pipeline, result }
         }
         Job::Write(WriteOp::Run(pipeline)) => {

@@ -77,53 +77,135 @@ pub(super) async fn merge(
         (_, Ok(files) | Err(files)) => (group_by_file(prune(files, first_key.as_deref()), first_key.as_deref(), incoming.num_rows()), 0..0),
     };
     let store = table.object_store();
-    let job = Arc::new(Job { table: table.clone(), store: store.clone(), schema: schema.clone(), key_index, target_file_size });
-    // Groups go two at a time, each its own task (decoding, merging and encoding are CPU: as
-    // futures of one task they would share one core); memory holds about two files' batches.
-    let mut results: Vec<(usize, Rewrite)> = futures::stream::iter(groups.into_iter().enumerate().map(|(i, group)| {
-        let job = job.clone();
-        let slice = incoming.slice(group.rows.start, group.rows.len());
-        async move {
-            let done = crate::task::spawn_owned(async move { job.rewrite_group(group, slice).await }).await??;
-            Ok::<_, color_eyre::Report>((i, done))
-        }
-    }))
-    .buffer_unordered(2)
-    .try_collect()
-    .await?;
-    results.sort_by_key(|(i, _)| *i);
+    // Every file written from here on, deleted again unless the commit below is attempted:
+    // an error, an injected fault or a cancelled task leaves no unreferenced file behind.
+    let written = Arc::new(Uncommitted::new(store.clone()));
+    let job = Arc::new(Job {
+        table: table.clone(),
+        store: store.clone(),
+        schema: schema.clone(),
+        key_index,
+        target_file_size,
+        written: written.clone(),
+    });
+    let prepared = async {
+        // Groups go two at a time, each its own task (decoding, merging and encoding are CPU: as
+        // futures of one task they would share one core); memory holds about two files' batches.
+        let mut results: Vec<(usize, Rewrite)> = futures::stream::iter(groups.into_iter().enumerate().map(|(i, group)| {
+            let job = job.clone();
+            let slice = incoming.slice(group.rows.start, group.rows.len());
+            async move {
+                let done = crate::task::spawn_owned(async move { job.rewrite_group(group, slice).await }).await??;
+                Ok::<_, color_eyre::Report>((i, done))
+            }
+        }))
+        .buffer_unordered(2)
+        .try_collect()
+        .await?;
+        results.sort_by_key(|(i, _)| *i);
 
-    let mut actions: Vec<Action> = Vec::new();
-    let (mut pre, mut post, mut inserts, mut leftovers) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let mut metrics = LinkWriteMetrics::default();
-    leftovers.push(incoming.slice(appended.start, appended.len()));
-    for (_, r) in results {
-        metrics.files_rewritten += r.removes.len() as u64;
-        metrics.updated += r.updated;
-        actions.extend(r.removes.into_iter().map(Action::Remove));
-        actions.extend(r.adds.into_iter().map(Action::Add));
-        pre.extend(r.pre);
-        post.extend(r.post);
-        inserts.extend(r.inserts);
-        leftovers.extend(r.leftover);
-    }
-    // New keys in no file's slot or range: appended as files of their own, in key order.
-    let leftovers = concat_batches(&schema, &leftovers)?;
-    if leftovers.num_rows() > 0 {
-        let per_file = rows_per_file(target_file_size, 0, 0, &leftovers);
-        actions.extend(write_data(table, leftovers.clone(), per_file).await?.into_iter().map(Action::Add));
-        inserts.push(leftovers);
-    }
-    metrics.inserted = inserts.iter().map(|b| b.num_rows() as u64).sum();
-    // A commit that only adds files reads as inserts of their rows; once it also removes files,
-    // the change-data file must say what really changed (else readers see every row deleted
-    // and re-inserted).
-    if metrics.files_rewritten > 0 {
-        actions.extend(write_change_data(&store, &schema, &pre, &post, &inserts).await?.map(Action::Cdc));
-    }
-    tracing::debug!(ms = started.elapsed().as_millis() as u64, files = metrics.files_rewritten, "sorted-key MERGE written");
-    before_commit()?;
+        let mut actions: Vec<Action> = Vec::new();
+        let (mut pre, mut post, mut inserts, mut leftovers) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut metrics = LinkWriteMetrics::default();
+        leftovers.push(incoming.slice(appended.start, appended.len()));
+        for (_, r) in results {
+            metrics.files_rewritten += r.removes.len() as u64;
+            metrics.updated += r.updated;
+            actions.extend(r.removes.into_iter().map(Action::Remove));
+            actions.extend(r.adds.into_iter().map(Action::Add));
+            pre.extend(r.pre);
+            post.extend(r.post);
+            inserts.extend(r.inserts);
+            leftovers.extend(r.leftover);
+        }
+        // New keys in no file's slot or range: appended as files of their own, in key order.
+        let leftovers = concat_batches(&schema, &leftovers)?;
+        if leftovers.num_rows() > 0 {
+            let per_file = rows_per_file(target_file_size, 0, 0, &leftovers);
+            actions.extend(write_data(table, leftovers.clone(), per_file, &written).await?.into_iter().map(Action::Add));
+            inserts.push(leftovers);
+        }
+        metrics.inserted = inserts.iter().map(|b| b.num_rows() as u64).sum();
+        // A commit that only adds files reads as inserts of their rows; once it also removes files,
+        // the change-data file must say what really changed (else readers see every row deleted
+        // and re-inserted).
+        if metrics.files_rewritten > 0 {
+            let cdc = write_change_data(&store, &schema, &pre, &post, &inserts).await?;
+            written.add(cdc.iter().map(|c| c.path.clone()));
+            actions.extend(cdc.map(Action::Cdc));
+        }
+        tracing::debug!(ms = started.elapsed().as_millis() as u64, files = metrics.files_rewritten, "sorted-key MERGE written");
+        before_commit()?;
+        Ok::<_, color_eyre::Report>((actions, metrics))
+    };
+    let (actions, metrics) = match prepared.await {
+        Ok(prepared) => prepared,
+        Err(e) => {
+            written.discard().await;
+            return Err(e);
+        }
+    };
+    // From here the files may be referenced (a commit that failed after it landed would look
+    // like any other failure): they stay, for VACUUM to judge.
+    written.keep();
     commit(table, props, predicate, actions, metrics).await
+}
+
+/// Files a MERGE wrote that no commit references yet. [`Uncommitted::discard`] deletes them;
+/// dropped without [`Uncommitted::keep`] (the task was cancelled), it deletes them in the
+/// background.
+struct Uncommitted {
+    store: Arc<dyn ObjectStore>,
+    paths: std::sync::Mutex<Option<Vec<Path>>>,
+}
+
+impl Uncommitted {
+    fn new(store: Arc<dyn ObjectStore>) -> Self {
+        Uncommitted { store, paths: std::sync::Mutex::new(Some(Vec::new())) }
+    }
+
+    /// Record files as written (table-relative paths, as in Add actions).
+    fn add(&self, paths: impl IntoIterator<Item = String>) {
+        if let Ok(mut guard) = self.paths.lock() {
+            if let Some(list) = guard.as_mut() {
+                list.extend(paths.into_iter().map(Path::from));
+            }
+        }
+    }
+
+    fn take(&self) -> Vec<Path> {
+        self.paths.lock().ok().and_then(|mut g| g.take()).unwrap_or_default()
+    }
+
+    fn keep(&self) {
+        self.take();
+    }
+
+    async fn discard(&self) {
+        delete_files(&self.store, self.take()).await;
+    }
+}
+
+impl Drop for Uncommitted {
+    fn drop(&mut self) {
+        let paths = self.take();
+        if paths.is_empty() {
+            return;
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let store = self.store.clone();
+            runtime.spawn(async move { delete_files(&store, paths).await });
+        }
+    }
+}
+
+async fn delete_files(store: &Arc<dyn ObjectStore>, paths: Vec<Path>) {
+    for path in paths {
+        match store.delete(&path).await {
+            Ok(()) | Err(deltalake::ObjectStoreError::NotFound { .. }) => {}
+            Err(e) => tracing::warn!(file = %path, error = %e, "could not delete an uncommitted link file"),
+        }
+    }
 }
 
 /// The table's files sorted by their first key's range, when every file has an integer range
@@ -232,6 +314,7 @@ struct Job {
     schema: SchemaRef,
     key_index: Vec<usize>,
     target_file_size: u64,
+    written: Arc<Uncommitted>,
 }
 
 impl Job {
@@ -272,7 +355,7 @@ impl Job {
         let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)?.with_batch_size(BATCH);
         let file_rows = builder.metadata().file_metadata().num_rows().max(0) as usize;
         let per_file = rows_per_file(self.target_file_size, file.remove.size.unwrap_or(0).max(0) as u64, file_rows, incoming);
-        let mut output = RowsOut::new(&self.table, per_file)?;
+        let mut output = RowsOut::new(&self.table, per_file, self.written.clone())?;
         let mut out = Rewrite { removes: vec![file.remove.clone()], ..Rewrite::default() };
         let mut inserted: Vec<u32> = Vec::new();
         let (m, mut j, mut j_matched) = (incoming.num_rows(), 0usize, false);
@@ -395,7 +478,7 @@ impl Job {
         drop(sources);
         drop(files);
         let per_file = rows_per_file(self.target_file_size, file_bytes, file_rows, &rows);
-        out.adds = write_data(&self.table, rows, per_file).await?;
+        out.adds = write_data(&self.table, rows, per_file, &self.written).await?;
         Ok(out)
     }
 }
@@ -629,13 +712,18 @@ fn assemble(
 
 /// Write the rewritten rows as new data files of about `rows_per_file` rows each (contiguous
 /// key ranges), written concurrently; their Add actions.
-async fn write_data(table: &DeltaTable, rows: RecordBatch, rows_per_file: usize) -> Result<Vec<deltalake::kernel::Add>> {
+async fn write_data(
+    table: &DeltaTable,
+    rows: RecordBatch,
+    rows_per_file: usize,
+    written: &Arc<Uncommitted>,
+) -> Result<Vec<deltalake::kernel::Add>> {
     let schema = RecordBatchWriter::for_table(table)?.arrow_schema();
     let rows = conform(&rows, &schema)?;
     let rows_per_file = rows_per_file.max(1);
     let writes = (0..rows.num_rows()).step_by(rows_per_file).map(|at| {
         let chunk = rows.slice(at, rows_per_file.min(rows.num_rows() - at));
-        let writer = link_writer(table);
+        let (writer, written) = (link_writer(table), written.clone());
         crate::task::spawn_owned(async move {
             let mut writer = writer?;
             // Handed over in slices: the writer encodes as it goes.
@@ -643,12 +731,14 @@ async fn write_data(table: &DeltaTable, rows: RecordBatch, rows_per_file: usize)
             for at in (0..chunk.num_rows()).step_by(SLICE) {
                 writer.write(chunk.slice(at, SLICE.min(chunk.num_rows() - at))).await?;
             }
-            Ok::<_, color_eyre::Report>(writer.flush().await?)
+            let adds = writer.flush().await?;
+            written.add(adds.iter().map(|a| a.path.clone()));
+            Ok::<_, color_eyre::Report>(adds)
         })
     });
     let mut adds = Vec::new();
-    for written in futures::future::try_join_all(writes).await? {
-        adds.extend(written?);
+    for file in futures::future::try_join_all(writes).await? {
+        adds.extend(file?);
     }
     Ok(adds)
 }
@@ -680,13 +770,21 @@ struct RowsOut {
     per_file: usize,
     in_file: usize,
     adds: Vec<deltalake::kernel::Add>,
+    written: Arc<Uncommitted>,
 }
 
 impl RowsOut {
-    fn new(table: &DeltaTable, per_file: usize) -> Result<Self> {
+    fn new(table: &DeltaTable, per_file: usize, written: Arc<Uncommitted>) -> Result<Self> {
         let writer = link_writer(table)?;
         let schema = writer.arrow_schema();
-        Ok(RowsOut { writer, schema, per_file: per_file.max(1), in_file: 0, adds: Vec::new() })
+        Ok(RowsOut { writer, schema, per_file: per_file.max(1), in_file: 0, adds: Vec::new(), written })
+    }
+
+    async fn flush(&mut self) -> Result<()> {
+        let adds = self.writer.flush().await?;
+        self.written.add(adds.iter().map(|a| a.path.clone()));
+        self.adds.extend(adds);
+        Ok(())
     }
 
     async fn write(&mut self, rows: RecordBatch) -> Result<()> {
@@ -698,7 +796,7 @@ impl RowsOut {
             self.in_file += take;
             at += take;
             if self.in_file >= self.per_file {
-                self.adds.extend(self.writer.flush().await?);
+                self.flush().await?;
                 self.in_file = 0;
             }
         }
@@ -706,17 +804,13 @@ impl RowsOut {
     }
 
     async fn finish(mut self) -> Result<Vec<deltalake::kernel::Add>> {
-        self.adds.extend(self.writer.flush().await?);
+        self.flush().await?;
         Ok(self.adds)
     }
 
-    /// Delete the files written so far (never committed: they would only wait for VACUUM).
+    /// Delete the files written so far (a rewrite given up for another: never committed).
     async fn abandon(self, store: &Arc<dyn ObjectStore>) {
-        for add in &self.adds {
-            if let Err(e) = store.delete(&Path::from(add.path.as_str())).await {
-                tracing::warn!(file = %add.path, error = %e, "could not delete an abandoned link file");
-            }
-        }
+        delete_files(store, self.adds.iter().map(|a| Path::from(a.path.as_str())).collect()).await;
     }
 }
 

@@ -292,3 +292,24 @@ pub fn walk_files(dir: &Path) -> Vec<std::path::PathBuf> {
         .flat_map(|e| if e.path().is_dir() { walk_files(&e.path()) } else { vec![e.path()] })
         .collect()
 }
+
+/// Data files under a table's folder that no commit of its log ever added (abandoned writes).
+pub fn unreferenced_data_files(root: &std::path::Path) -> Vec<String> {
+    let mut added = std::collections::BTreeSet::new();
+    for entry in std::fs::read_dir(root.join("_delta_log")).expect("log folder") {
+        let path = entry.expect("log entry").path();
+        if path.extension().is_some_and(|e| e == "json") {
+            for line in std::fs::read_to_string(&path).expect("commit").lines() {
+                let action: serde_json::Value = serde_json::from_str(line).expect("action json");
+                if let Some(p) = action["add"]["path"].as_str() {
+                    added.insert(p.to_string());
+                }
+            }
+        }
+    }
+    std::fs::read_dir(root)
+        .expect("table folder")
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|name| name.ends_with(".parquet") && !added.contains(name))
+        .collect()
+}

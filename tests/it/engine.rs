@@ -476,26 +476,6 @@ fn sorted_key_merge_equals_delta_rs_merge_over_random_histories() {
     });
 }
 
-/// Data files under a table's folder that no commit of its log ever added (abandoned writes).
-fn unreferenced_data_files(root: &std::path::Path) -> Vec<String> {
-    let mut added = std::collections::BTreeSet::new();
-    for entry in std::fs::read_dir(root.join("_delta_log")).expect("log folder") {
-        let path = entry.expect("log entry").path();
-        if path.extension().is_some_and(|e| e == "json") {
-            for line in std::fs::read_to_string(&path).expect("commit").lines() {
-                let action: serde_json::Value = serde_json::from_str(line).expect("action json");
-                if let Some(p) = action["add"]["path"].as_str() {
-                    added.insert(p.to_string());
-                }
-            }
-        }
-    }
-    std::fs::read_dir(root)
-        .expect("table folder")
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|name| name.ends_with(".parquet") && !added.contains(name))
-        .collect()
-}
 
 /// The same oracle for a composite key `(k, rid)`: one `k` spans many link files, so file
 /// ranges of the first key column overlap and the sorted-key MERGE must fall back to whole
@@ -558,6 +538,8 @@ fn a_fault_between_merge_files_and_commit_leaves_no_trace() {
         let err = engine.run("faulted", &RunOptions::default().with_fault_after(Step::LinkFilesWritten)).await;
         assert!(err.is_err(), "the injected fault surfaces");
         assert_eq!(link_rows_and_feed(&engine, "faulted").await, before, "nothing committed before the fault");
+        let strays = unreferenced_data_files(&lake.path("_deltalink/links/faulted"));
+        assert!(strays.is_empty(), "the written but uncommitted files are deleted: {strays:?}");
         let redone = engine.run("faulted", &RunOptions::default()).await.expect("restart");
         let clean = engine.run("clean", &RunOptions::default()).await.expect("clean run");
         assert_eq!((redone.run_id, redone.keys_updated), (Some(2), clean.keys_updated), "the same run 2, redone");

@@ -255,6 +255,53 @@ fn replay_into_a_scratch_table_matches_the_oracle_for_that_range() {
     });
 }
 
+/// A replay failing after any of its steps (an injected error; the process state is as if it
+/// died there) leaves the link table as it was or wholly replayed — one commit, no stray data
+/// files — is on record in the audit log from before it wrote, moves no processed version, and
+/// frees the pipeline: a retry then replays and the next run finds nothing new.
+#[test]
+fn a_replay_failing_at_any_step_leaves_the_link_table_whole_and_on_record() {
+    use deltalink::runner::Step;
+    rt().block_on(async {
+        for step in [Step::IntentRecorded, Step::LinkFilesWritten, Step::LinkCommitted, Step::TrackerCommitted] {
+            let (lake, _a, engine, per_version) = lake_with_history().await;
+            let before = link_keys(&engine, "p").await;
+            let replay = Replay {
+                pipeline: "p".into(),
+                from_version: 2,
+                to_version: Some(4),
+                upstreams: vec![],
+                into: None,
+                execute: true,
+                reason: Some("fault test".into()),
+            };
+            let replayed: Affected = per_version[2..=4].iter().flatten().copied().collect();
+            let e = engine.replay_with(&replay, &RunOptions::default().with_fault_after(step)).await.expect_err("injected");
+            assert!(format!("{e:#}").contains("injected fault"), "{step:?}: {e:#}");
+
+            let after = link_keys(&engine, "p").await;
+            let committed = matches!(step, Step::LinkCommitted | Step::TrackerCommitted);
+            let expected: BTreeMap<i64, i64> =
+                before.iter().map(|(k, run)| (*k, if committed && replayed.contains(k) { 2 } else { *run })).collect();
+            assert_eq!(after, expected, "{step:?}: the link table is as before or wholly replayed");
+            let strays = unreferenced_data_files(&lake.path("_deltalink/links/p"));
+            assert!(strays.is_empty(), "{step:?}: data files no commit references: {strays:?}");
+            let history = engine.tracker().await.expect("tracker").history(1).await.expect("history");
+            let last = if step == Step::TrackerCommitted { "replay" } else { "replay-intent" };
+            assert_eq!(history[0].action.as_deref(), Some(last), "{step:?}: {:?}", history[0]);
+            assert_eq!(processed_versions(&engine, "p").await, vec![Some(6)], "{step:?}: a replay moves no processed version");
+
+            let retry = engine.replay(&replay).await.expect("a retry replays (the lease was freed)");
+            let run_id = retry.run_id.expect("written");
+            let after = link_keys(&engine, "p").await;
+            assert_eq!(after.keys().collect::<Vec<_>>(), before.keys().collect::<Vec<_>>(), "{step:?}: no key lost or invented");
+            assert!(replayed.iter().all(|k| after[k] == run_id), "{step:?}: the retry's run_id on every replayed key");
+            let next = engine.run("p", &RunOptions::default()).await.expect("run after the replay");
+            assert_eq!(next.outcome, Outcome::NothingNew, "{step:?}");
+        }
+    });
+}
+
 /// The tracker's processed version of each of `pipeline`'s upstreams.
 async fn processed_versions(engine: &deltalink::Engine, pipeline: &str) -> Vec<Option<i64>> {
     let rows = engine.tracker().await.expect("tracker").rows(Some(pipeline)).await.expect("rows");
