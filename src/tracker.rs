@@ -142,6 +142,12 @@ impl Tracker {
         Ok(Tracker { uri: uri.clone(), storage: storage.clone(), table })
     }
 
+    /// A tracker over a table loaded before (its schema checked then); [`Tracker::refresh`]
+    /// brings it up to date.
+    pub fn loaded(uri: &Url, storage: &HashMap<String, String>, table: DeltaTable) -> Tracker {
+        Tracker { uri: uri.clone(), storage: storage.clone(), table: Some(table) }
+    }
+
     pub fn uri(&self) -> &Url {
         &self.uri
     }
