@@ -126,26 +126,33 @@ def timed(cmd, env=None):
         return dt, usage.ru_maxrss / 1024.0, out.read().decode()
 
 
+def new_changes(lake, pipeline, upstreams, state, columns):
+    """Per upstream with commits the pipeline has not read: (name, its change rows as a pyarrow
+    table of `columns`), reading up to its latest version and recording that in `state`."""
+    import pyarrow as pa
+    from deltalake import DeltaTable
+    for u in upstreams:
+        dt = DeltaTable(os.path.join(lake, u))
+        latest = dt.version()
+        start = state.get((pipeline, u), -1) + 1
+        if start > latest:
+            continue
+        yield u, pa.table(dt.load_cdf(starting_version=start, ending_version=latest, columns=columns)).select(columns)
+        state[(pipeline, u)] = latest
+
+
 def baseline(lake, pipelines, state):
     """What a data engineer writes instead, keys only: load_cdf + polars unique + merge, per
     pipeline. Less than deltalink writes (no run_id, change time, upstreams or provenance)."""
-    import pyarrow as pa
     import polars as pl
     from deltalake import DeltaTable, write_deltalake
     change_rows = 0
     keys = 0
     for name, ups in pipelines.items():
         frames = []
-        for u in ups:
-            dt = DeltaTable(os.path.join(lake, u))
-            latest = dt.version()
-            start = state.get((name, u), -1) + 1
-            if start > latest:
-                continue
-            t = pa.table(dt.load_cdf(starting_version=start, ending_version=latest, columns=["k"]))
+        for u, t in new_changes(lake, name, ups, state, ["k"]):
             change_rows += t.num_rows
-            frames.append(pl.from_arrow(t.select(["k"])))
-            state[(name, u)] = latest
+            frames.append(pl.from_arrow(t))
         if not frames:
             continue
         uniq = pl.concat(frames).drop_nulls().unique().with_columns(pl.lit(name).alias("pipeline_name"))
@@ -165,7 +172,6 @@ def baseline_same_output(lake, pipelines, state):
     run_id, latest change time, the upstreams that caused it and per upstream its latest change
     (`upstream@version:change_type@commit time`), created_at kept on update."""
     import datetime
-    import pyarrow as pa
     import polars as pl
     from deltalake import DeltaTable, write_deltalake
     change_rows = 0
@@ -175,20 +181,13 @@ def baseline_same_output(lake, pipelines, state):
     now = datetime.datetime.now(datetime.timezone.utc)
     for name, ups in pipelines.items():
         frames = []
-        for u in ups:
-            dt = DeltaTable(os.path.join(lake, u))
-            latest = dt.version()
-            start = state.get((name, u), -1) + 1
-            if start > latest:
-                continue
-            t = pa.table(dt.load_cdf(starting_version=start, ending_version=latest, columns=cols))
+        for u, t in new_changes(lake, name, ups, state, cols):
             change_rows += t.num_rows
             frames.append(pl.from_arrow(t).with_columns(
                 pl.col("_change_type").cast(pl.String),
                 pl.col("_commit_version").cast(pl.Int64),
                 pl.col("_commit_timestamp").cast(pl.Datetime("us", "UTC")),
                 pl.lit(u).alias("upstream")))
-            state[(name, u)] = latest
         if not frames:
             continue
         run_id = state.get((name, "__run_id"), 0) + 1
