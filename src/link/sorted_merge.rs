@@ -749,7 +749,9 @@ async fn write_data(
 /// async worker for long enough to stall the console's frames.
 /// The key columns are written without a dictionary: each key appears once in a link table,
 /// so a row group's dictionary would hold every value (plus an index per row) and cost a hash
-/// per value to build.
+/// per value to build. The upstream and provenance lists carry no statistics: nothing prunes
+/// on them, and their min/max cost two string comparisons per value (profiled: ~5 % of an
+/// incremental run).
 fn link_writer(table: &DeltaTable) -> Result<RecordBatchWriter> {
     use deltalake::parquet::basic::Compression;
     use deltalake::parquet::file::properties::WriterProperties;
@@ -759,6 +761,10 @@ fn link_writer(table: &DeltaTable) -> Result<RecordBatchWriter> {
         WriterProperties::builder().set_compression(Compression::SNAPPY).set_max_row_group_row_count(Some(128 * 1024));
     for field in writer.arrow_schema().fields().iter().filter(|f| !crate::link::is_link_column(f.name())) {
         properties = properties.set_column_dictionary_enabled(ColumnPath::from(field.name().as_str()), false);
+    }
+    for list in [crate::link::UPSTREAMS_COL, crate::link::PROVENANCE_COL] {
+        let element = ColumnPath::new(vec![list.to_string(), "list".into(), "element".into()]);
+        properties = properties.set_column_statistics_enabled(element, deltalake::parquet::file::properties::EnabledStatistics::None);
     }
     Ok(writer.with_target_file_size(u64::MAX / 2).with_writer_properties(properties.build()))
 }
