@@ -164,6 +164,13 @@ impl Config {
 
     /// Parse config text; `path` names the file in errors and anchors relative table paths.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        Self::parse_with_env(text, path, &|var| std::env::var(var).ok())
+    }
+
+    /// [`Config::parse`] with `${NAME}` storage values looked up by `env` instead of in the
+    /// process environment (tests: changing the environment of a multi-threaded process races
+    /// with every thread that reads it).
+    pub fn parse_with_env(text: &str, path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
             message: e.to_string().trim_end().to_string(),
@@ -173,7 +180,7 @@ impl Config {
             .map(Path::to_path_buf)
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or_else(|| PathBuf::from("."));
-        let v = Validator { path, text, base: &base };
+        let v = Validator { path, text, base: &base, env };
         v.build(raw)
     }
 
@@ -196,6 +203,7 @@ struct Validator<'a> {
     path: &'a Path,
     text: &'a str,
     base: &'a Path,
+    env: &'a dyn Fn(&str) -> Option<String>,
 }
 
 impl Validator<'_> {
@@ -239,7 +247,7 @@ impl Validator<'_> {
             let field = format!("storage.{key}");
             let text = value.get_ref();
             let resolved = match text.strip_prefix("${").and_then(|v| v.strip_suffix('}')) {
-                Some(var) => std::env::var(var).map_err(|_| {
+                Some(var) => (self.env)(var).ok_or_else(|| {
                     self.invalid(value.span(), &field, format!("environment variable `{var}` is not set\n  fix: export {var}=… before starting deltalink, or put the value in the config"))
                 })?,
                 None => text.clone(),

@@ -199,6 +199,12 @@ impl Lake {
     pub fn engine(&self, toml: &str) -> Engine {
         Engine::new(self.config(toml))
     }
+    /// An engine whose config reads `${NAME}` values from `env` (never the process
+    /// environment: setting that in a multi-threaded test binary races with its readers).
+    pub fn engine_with_env(&self, toml: &str, env: &[(&str, &str)]) -> Engine {
+        let lookup = |var: &str| env.iter().find(|(k, _)| *k == var).map(|(_, v)| v.to_string());
+        Engine::new(Config::parse_with_env(toml, &self.path("deltalink.toml"), &lookup).expect("valid config"))
+    }
 }
 
 /// Config with one pipeline per (name, upstreams) over tables `(row_id, k, payload)` keyed by `k`.

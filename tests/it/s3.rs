@@ -101,7 +101,6 @@ async fn processed(engine: &Engine, pipeline: &str) -> Option<i64> {
 #[test]
 fn runs_status_resets_and_concurrent_commits_on_s3() {
     let Some(server) = start_server() else { return };
-    std::env::set_var("DELTALINK_TEST_S3_SECRET", SECRET);
     rt().block_on(async {
         let lake = Lake::new();
         let opts = storage(&server.endpoint, SECRET);
@@ -112,7 +111,7 @@ fn runs_status_resets_and_concurrent_commits_on_s3() {
         for _ in 0..6 {
             expected.extend(a.random_commit(&mut rng, 40).await);
         }
-        let engine = lake.engine(&s3_config(&server.endpoint, "DELTALINK_TEST_S3_SECRET"));
+        let engine = lake.engine_with_env(&s3_config(&server.endpoint, "DELTALINK_TEST_S3_SECRET"), &[("DELTALINK_TEST_S3_SECRET", SECRET)]);
 
         // Two pipelines run concurrently: their tracker commits race on S3's conditional put.
         let results = engine.run_many(&[], &RunOptions::default()).await;
@@ -128,7 +127,7 @@ fn runs_status_resets_and_concurrent_commits_on_s3() {
 
         // Two engines racing on one pipeline: the lease (a create-if-absent put) lets one write.
         let more = a.insert(&[Some(1000), Some(1001)]).await;
-        let other = lake.engine(&s3_config(&server.endpoint, "DELTALINK_TEST_S3_SECRET"));
+        let other = lake.engine_with_env(&s3_config(&server.endpoint, "DELTALINK_TEST_S3_SECRET"), &[("DELTALINK_TEST_S3_SECRET", SECRET)]);
         let run_opts = RunOptions::default();
         let (r1, r2) = tokio::join!(engine.run("p", &run_opts), other.run("p", &run_opts));
         let written = [&r1, &r2].iter().filter(|r| matches!(r, Ok(rep) if rep.outcome == Outcome::Written)).count();
@@ -160,17 +159,15 @@ fn runs_status_resets_and_concurrent_commits_on_s3() {
 #[test]
 fn wrong_credentials_missing_bucket_and_unreachable_endpoint_are_named() {
     let Some(server) = start_server() else { return };
-    std::env::set_var("DELTALINK_TEST_S3_GOOD", SECRET);
-    std::env::set_var("DELTALINK_TEST_S3_WRONG", "not-the-secret-xyz");
     rt().block_on(async {
         let lake = Lake::new();
         let opts = storage(&server.endpoint, SECRET);
         let url = url::Url::parse(&format!("s3://{BUCKET}/a")).expect("url");
         let mut a = ModelTable::create_at(url, &opts, true).await;
         a.insert(&[Some(1)]).await;
-        let good = lake.engine(&s3_config(&server.endpoint, "DELTALINK_TEST_S3_GOOD"));
+        let good = lake.engine_with_env(&s3_config(&server.endpoint, "DELTALINK_TEST_S3_GOOD"), &[("DELTALINK_TEST_S3_GOOD", SECRET)]);
         let tracker_absent = || async { good.tracker().await.expect("tracker").table().is_none() };
-        let engine = lake.engine(&s3_config(&server.endpoint, "DELTALINK_TEST_S3_WRONG"));
+        let engine = lake.engine_with_env(&s3_config(&server.endpoint, "DELTALINK_TEST_S3_WRONG"), &[("DELTALINK_TEST_S3_WRONG", "not-the-secret-xyz")]);
         let e = format!("{:#}", engine.run("p", &RunOptions::default()).await.expect_err("wrong secret"));
         // The first request of a run takes the pipeline's lease, under the tracker location.
         assert!(e.contains("s3://lake/_deltalink/tracker") && e.contains("refused access (SignatureDoesNotMatch)"), "{e}");
@@ -179,13 +176,13 @@ fn wrong_credentials_missing_bucket_and_unreachable_endpoint_are_named() {
         assert!(tracker_absent().await, "nothing written");
 
         let cfg = s3_config(&server.endpoint, "DELTALINK_TEST_S3_GOOD").replace("s3://lake/a", "s3://no-such-bucket/a");
-        let e = format!("{:#}", lake.engine(&cfg).run("p", &RunOptions::default()).await.expect_err("no bucket"));
+        let e = format!("{:#}", lake.engine_with_env(&cfg, &[("DELTALINK_TEST_S3_GOOD", SECRET)]).run("p", &RunOptions::default()).await.expect_err("no bucket"));
         assert!(e.contains("upstream `a`") && e.contains("bucket or container does not exist"), "{e}");
 
         // A port nobody listens on.
         let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
         let cfg = s3_config(&format!("http://127.0.0.1:{port}"), "DELTALINK_TEST_S3_GOOD");
-        let e = format!("{:#}", lake.engine(&cfg).run("p", &RunOptions::default()).await.expect_err("unreachable"));
+        let e = format!("{:#}", lake.engine_with_env(&cfg, &[("DELTALINK_TEST_S3_GOOD", SECRET)]).run("p", &RunOptions::default()).await.expect_err("unreachable"));
         assert!(e.contains("s3://lake/_deltalink/tracker") && e.contains("cannot be reached"), "{e}");
         assert!(e.contains("fix: check the endpoint"), "{e}");
         assert!(tracker_absent().await, "nothing written");
