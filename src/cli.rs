@@ -421,6 +421,9 @@ fn print_status(st: &Status) {
             p.link_rows.map_or("?".into(), |n| n.to_string()),
             p.last_run_id.map_or("-".into(), |n| n.to_string())
         );
+        if let Some(w) = &p.last_write {
+            println!("  last write: {}", w.describe());
+        }
         for u in &p.upstreams {
             println!(
                 "  {:<30} processed {:>6}  latest {:>6}  lag {:>5} versions {:>9}{}{}",

@@ -204,11 +204,11 @@ impl LinkMerge<'_> {
     /// delta-rs (an append into an empty table, else its MERGE) for tables the former does not
     /// cover or when [`MergeStrategy::DeltaRs`] is chosen.
     pub async fn execute(self, table: DeltaTable, per_key: RecordBatch) -> Result<(DeltaTable, LinkWriteMetrics)> {
-        let props = self.commit_properties();
         if self.strategy == MergeStrategy::SortedKeys && sorted_merge::applies(&table)? {
             let schema = std::sync::Arc::new(table.snapshot()?.snapshot().arrow_schema().as_ref().clone());
             let incoming = sorted_merge::incoming_rows(&schema, self.pipeline, self.run_id, self.now_us, &per_key)?;
-            return sorted_merge::merge(&table, self.key, incoming, props, self.predicate_text(), self.target_file_size, self.before_commit)
+            let props = |written: &LinkWriteMetrics| self.commit_properties(Some(written));
+            return sorted_merge::merge(&table, self.key, incoming, &props, self.predicate_text(), self.target_file_size, self.before_commit)
                 .await
                 .wrap_err_with(|| format!("MERGE into the link table of pipeline `{}` failed", self.pipeline));
         }
@@ -240,21 +240,23 @@ impl LinkMerge<'_> {
 
         if empty {
             let rows = source.clone().count().await? as u64;
+            let written = LinkWriteMetrics { inserted: rows, ..Default::default() };
             let table = table
                 .write(Vec::new())
                 .with_input_plan(source.logical_plan().clone())
                 .with_save_mode(SaveMode::Append)
                 .with_target_file_size(std::num::NonZeroU64::new(self.target_file_size))
-                .with_commit_properties(props)
+                .with_commit_properties(self.commit_properties(Some(&written)))
                 .await
                 .wrap_err_with(|| format!("first write into the link table of pipeline `{}` failed", self.pipeline))?;
-            return Ok((table, LinkWriteMetrics { inserted: rows, ..Default::default() }));
+            return Ok((table, written));
         }
         let (table, metrics) = table
             .merge(source, predicate)
             .with_source_alias("source")
             .with_target_alias("target")
-            .with_commit_properties(props)
+            // delta-rs records its MERGE's row counts in the commit's operation metrics.
+            .with_commit_properties(self.commit_properties(None))
             .when_matched_update(|u| updated.iter().fold(u, |u, c| u.update(*c, src(c))))?
             .when_not_matched_insert(|i| {
                 inserted.iter().fold(i, |i, c| i.set(Column::new_unqualified(c.as_str()), src(c)))
@@ -270,13 +272,18 @@ impl LinkMerge<'_> {
         Ok((table, metrics))
     }
 
-    /// The commit's metadata and the run's application transaction (see exactly-once).
-    fn commit_properties(&self) -> CommitProperties {
-        let metadata = [
+    /// The commit's metadata and the run's application transaction (see exactly-once), with
+    /// the keys `written` when known before the commit ([`last_write`] reads them back).
+    fn commit_properties(&self, written: Option<&LinkWriteMetrics>) -> CommitProperties {
+        let mut metadata = vec![
             ("deltalink.pipeline".to_string(), serde_json::json!(self.pipeline)),
             ("deltalink.run_id".to_string(), serde_json::json!(self.run_id)),
             ("deltalink.kind".to_string(), serde_json::json!(self.kind.as_str())),
         ];
+        if let Some(w) = written {
+            metadata.push(("deltalink.keys_inserted".to_string(), serde_json::json!(w.inserted)));
+            metadata.push(("deltalink.keys_updated".to_string(), serde_json::json!(w.updated)));
+        }
         CommitProperties::default()
             .with_application_transaction(Transaction::new(app_id(self.pipeline), self.run_id))
             .with_metadata(metadata)
@@ -286,6 +293,63 @@ impl LinkMerge<'_> {
     fn predicate_text(&self) -> String {
         self.key.iter().map(|k| format!("target.{k} = source.{k}")).collect::<Vec<_>>().join(" AND ")
     }
+}
+
+/// The latest write of a run or replay into a link table, as its commit records it: what the
+/// console and `status` show as a pipeline's last run, whichever process made it.
+#[derive(Debug, Clone, serde::Serialize, PartialEq)]
+pub struct LinkWrite {
+    pub version: u64,
+    pub run_id: i64,
+    /// `run` or `replay`.
+    pub kind: String,
+    /// Commit time, RFC 3339 (UTC).
+    pub at: Option<String>,
+    #[serde(skip)]
+    pub at_ms: Option<i64>,
+    pub keys_inserted: Option<u64>,
+    pub keys_updated: Option<u64>,
+}
+
+impl LinkWrite {
+    /// `run 12 at 2026-11-26T10:03:41Z: 2349 new, 113098 updated keys` (the counts when the
+    /// commit recorded them).
+    pub fn describe(&self) -> String {
+        let at = self.at.as_deref().map(|t| format!(" at {t}")).unwrap_or_default();
+        let keys = match (self.keys_inserted, self.keys_updated) {
+            (Some(i), Some(u)) => format!(": {i} new, {u} updated keys"),
+            _ => String::new(),
+        };
+        format!("{} {}{at}{keys}", self.kind, self.run_id)
+    }
+}
+
+/// The latest run or replay commit among the link table's last few commits (others, e.g. an
+/// OPTIMIZE by another engine, are skipped); `None` when there is none.
+pub async fn last_write(table: &DeltaTable) -> Result<Option<LinkWrite>> {
+    const LOOK_BACK: u64 = 8;
+    let latest = crate::lake::table_version(table)?;
+    for version in (latest.saturating_sub(LOOK_BACK)..=latest).rev() {
+        let Some(commit) = crate::lake::read_commit(table, version).await? else { continue };
+        let Some(info) = commit.info.as_ref().map(|i| &i.info) else { continue };
+        let Some(run_id) = info.get("deltalink.run_id").and_then(|v| v.as_i64()) else { continue };
+        let metric = |ours: &str, delta_rs: &str| {
+            info.get(ours).and_then(|v| v.as_u64()).or_else(|| {
+                let m = info.get("operationMetrics")?.get(delta_rs)?;
+                m.as_u64().or_else(|| m.as_str()?.parse().ok())
+            })
+        };
+        return Ok(Some(LinkWrite {
+            version,
+            run_id,
+            kind: info.get("deltalink.kind").and_then(|v| v.as_str()).unwrap_or("run").to_string(),
+            at: commit.timestamp_ms.and_then(crate::status::format_ms),
+            at_ms: commit.timestamp_ms,
+            keys_inserted: metric("deltalink.keys_inserted", "num_target_rows_inserted"),
+            keys_updated: metric("deltalink.keys_updated", "num_target_rows_updated"),
+        }));
+    }
+    Ok(None)
 }
 
 /// Number of rows in a link table (from the Delta log's file statistics where possible).

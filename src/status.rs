@@ -63,6 +63,8 @@ pub struct PipelineStatus {
     pub key: Vec<String>,
     pub link_rows: Option<u64>,
     pub last_run_id: Option<i64>,
+    /// The last run or replay written into the link table, by whichever process.
+    pub last_write: Option<link::LinkWrite>,
     pub upstreams: Vec<PipelineUpstreamStatus>,
 }
 
@@ -153,10 +155,13 @@ async fn pipeline_status(
     rows: &[TrackerRow],
     upstreams: &HashMap<String, UpstreamStatus>,
 ) -> PipelineStatus {
-    let link_rows = match engine.tables.owned(&p.link_table, &engine.config.storage_options).await {
-        Ok(Some(t)) => link::row_count(&t).await.ok(),
-        Ok(None) => Some(0),
-        Err(_) => None,
+    let (link_rows, last_write) = match engine.tables.owned(&p.link_table, &engine.config.storage_options).await {
+        Ok(Some(t)) => {
+            let (rows, write) = futures::join!(link::row_count(&t), link::last_write(&t));
+            (rows.ok(), write.ok().flatten())
+        }
+        Ok(None) => (Some(0), None),
+        Err(_) => (None, None),
     };
     let mine: Vec<&TrackerRow> = rows.iter().filter(|r| r.pipeline_name == p.name).collect();
     let ups = p
@@ -193,6 +198,7 @@ async fn pipeline_status(
         key: p.key.clone(),
         link_rows,
         last_run_id: mine.iter().filter_map(|r| r.run_id).max(),
+        last_write,
         upstreams: ups,
     }
 }

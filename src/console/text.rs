@@ -77,6 +77,18 @@ pub fn run_summary(r: &RunReport) -> String {
 }
 
 /// Short form for a table cell.
+/// The Last run cell for a write made outside this console: `#12 4m10s ago, 2,401 keys`
+/// (`replay #13 …` for a replay).
+pub fn write_cell(w: &crate::link::LinkWrite, now: DateTime<Local>) -> String {
+    let kind = if w.kind == "run" { String::new() } else { format!("{} ", w.kind) };
+    let ago = w.at_ms.map(|ms| format!(" {} ago", age((now.timestamp_millis() - ms) as f64 / 1000.0))).unwrap_or_default();
+    let keys = match (w.keys_inserted, w.keys_updated) {
+        (Some(i), Some(u)) => format!(", {} keys", thousands(i + u)),
+        _ => String::new(),
+    };
+    format!("{kind}#{}{ago}{keys}", w.run_id)
+}
+
 pub fn run_cell(r: &RunReport) -> String {
     match r.outcome {
         Outcome::NothingNew => "nothing new".into(),

@@ -280,10 +280,16 @@ fn last_run(app: &App, name: &str) -> Line<'static> {
             Ok(r) => Line::styled(format!("{} {}", text::clock(&last.at), text::run_cell(r)), t.ok),
             Err(e) => Line::styled(format!("{} FAILED: {}", text::clock(&last.at), text::first_line(e)), t.error),
         },
-        None => match app.pipeline_status(name).and_then(|s| s.last_run_id) {
-            Some(id) => Line::styled(format!("run #{id}"), t.dim),
-            None => Line::styled("never run", t.dim),
-        },
+        // Not run from this console: the link table's last write says what another process
+        // (watch, a cron job, another operator) did and when.
+        None => {
+            let st = app.pipeline_status(name);
+            match (st.and_then(|s| s.last_write.as_ref()), st.and_then(|s| s.last_run_id)) {
+                (Some(w), _) => Line::styled(text::write_cell(w, app.now()), t.dim),
+                (None, Some(id)) => Line::styled(format!("run #{id}"), t.dim),
+                (None, None) => Line::styled("never run", t.dim),
+            }
+        }
     }
 }
 
@@ -338,6 +344,9 @@ fn pipeline_detail(f: &mut Frame, area: Rect, app: &App, p: &Pipeline) {
             u.lag_seconds.map_or("-".into(), text::age),
         ];
         lines.push(Line::from(row(cells, opt(u.pending_run_id))));
+    }
+    if let Some(w) = st.and_then(|s| s.last_write.as_ref()) {
+        lines.push(Line::from(format!("last write: {}", w.describe())));
     }
     if let Some(last) = app.last_runs.get(&p.name) {
         let what = match &last.result {

@@ -60,7 +60,7 @@ pub(super) async fn merge(
     table: &DeltaTable,
     key: &[String],
     incoming: RecordBatch,
-    props: CommitProperties,
+    props: &(dyn Fn(&LinkWriteMetrics) -> CommitProperties + Sync),
     predicate: String,
     target_file_size: u64,
     before_commit: &(dyn Fn() -> Result<()> + Sync),
@@ -148,7 +148,7 @@ pub(super) async fn merge(
     // From here the files may be referenced (a commit that failed after it landed would look
     // like any other failure): they stay, for VACUUM to judge.
     written.keep();
-    commit(table, props, predicate, actions, metrics).await
+    commit(table, props(&metrics), predicate, actions, metrics).await
 }
 
 /// Files a MERGE wrote that no commit references yet. [`Uncommitted::discard`] deletes them;

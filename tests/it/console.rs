@@ -16,7 +16,7 @@ use deltalink::console::tasks::{Finished, Job, Request, TaskEvent, TrackerData};
 use deltalink::console::theme::{self, ColorDepth, Theme, ThemeEnv};
 use deltalink::console::ui;
 use deltalink::keymap::PreviewRow;
-use deltalink::link::LinkPage;
+use deltalink::link::{LinkPage, LinkWrite};
 use deltalink::reset::{ResetChange, ResetPlan, ResetTarget};
 use deltalink::runner::{Outcome, Preview, ReadRangeView, ReplayReport, RunReport, UpstreamRead};
 use deltalink::status::{PipelineStatus, PipelineUpstreamStatus, Status, UpstreamStatus};
@@ -125,6 +125,7 @@ fn pipeline(
         key: key.iter().map(|k| k.to_string()).collect(),
         link_rows,
         last_run_id: run,
+        last_write: None,
         upstreams: ups,
     }
 }
@@ -143,6 +144,26 @@ fn status() -> Status {
         ],
     );
     spmaster.upstreams[0].pending_run_id = Some(4);
+    let mut enriched = pipeline(
+        "enriched_publications",
+        &["pub_id"],
+        Some(4_210),
+        Some(7),
+        vec![
+            progress("publications", Some(230), Some(240), Some(312.0)),
+            progress("author_publication_link", Some(180), Some(180), Some(0.0)),
+        ],
+    );
+    // Run 7 was written by another process (watch) 6m12s before the fixed clock.
+    enriched.last_write = Some(LinkWrite {
+        version: 9,
+        run_id: 7,
+        kind: "run".into(),
+        at: Some("2025-03-01T12:23:48Z".into()),
+        at_ms: Some(clock().now().timestamp_millis() - 372_000),
+        keys_inserted: Some(1_204),
+        keys_updated: Some(312),
+    });
     let mut broken = upstream("d_daisng_ranked_affiliation", 0, "2025-03-01T11:00:00Z", "WRITE");
     broken.latest_version = None;
     broken.error = Some(
@@ -164,16 +185,7 @@ fn status() -> Status {
                 None,
                 vec![progress("author_publication_link", None, Some(180), None)],
             ),
-            pipeline(
-                "enriched_publications",
-                &["pub_id"],
-                Some(4_210),
-                Some(7),
-                vec![
-                    progress("publications", Some(230), Some(240), Some(312.0)),
-                    progress("author_publication_link", Some(180), Some(180), Some(0.0)),
-                ],
-            ),
+            enriched,
             pipeline(
                 "researcher_affiliations",
                 &["sp_id", "institution_key"],
@@ -1358,4 +1370,15 @@ fn reset_from_the_keyboard(tmux: &Tmux, lake: &Path) {
     assert_eq!(row.last_processed_version, Some(after), "tracker on disk: {row:?}");
     let other = tracker_on_disk(lake, pipeline, "author_publication_link");
     assert_eq!(shown_version(&screen, pipeline, "author_publication_link"), other.last_processed_version, "{screen}");
+}
+
+/// A pipeline not run from this console shows the link table's last write (by watch, a cron
+/// job, another operator) in its Last run cell: kind, run, age against the clock, keys.
+#[test]
+fn last_run_cell_shows_a_write_made_by_another_process() {
+    let mut app = app();
+    key(&mut app, KeyCode::Char('2'));
+    let screen = render(&app, 160, 30);
+    assert!(screen.contains("#7 6m12s ago, 1,516 keys"), "{screen}");
+    assert!(screen.contains("never run"), "author_profiles has no write: {screen}");
 }

@@ -455,6 +455,14 @@ fn sorted_key_merge_equals_delta_rs_merge_over_random_histories() {
                 let mixed_engine = if round < 2 { &oracle } else { &sorted };
                 mixed_engine.run("mixed", &RunOptions::default()).await.expect("mixed run");
                 assert_eq!((s.keys_inserted, s.keys_updated), (o.keys_inserted, o.keys_updated), "seed {seed} round {round}");
+                // What each commit records of the write (ours in metadata, delta-rs's in its
+                // operation metrics) reads back as the pipeline's last write.
+                for (engine, p, r) in [(&sorted, "sorted", &s), (&oracle, "oracle", &o)] {
+                    let t = link_table(engine, p).await.expect("link table");
+                    let w = deltalink::link::last_write(&t).await.expect("read").expect("a write");
+                    assert_eq!((w.run_id, w.kind.as_str()), (r.run_id.expect("written"), "run"), "seed {seed} round {round} {p}");
+                    assert_eq!((w.keys_inserted, w.keys_updated), (Some(r.keys_inserted), Some(r.keys_updated)), "seed {seed} round {round} {p}");
+                }
                 let (s_rows, s_feed) = link_rows_and_feed(&sorted, "sorted").await;
                 let (o_rows, o_feed) = link_rows_and_feed(&oracle, "oracle").await;
                 assert_eq!(s_rows, o_rows, "seed {seed} round {round}: link rows differ");
@@ -505,6 +513,14 @@ fn sorted_key_merge_equals_delta_rs_merge_for_a_composite_key() {
                 let s = sorted.run("sorted", &RunOptions::default()).await.expect("sorted-key run");
                 let o = oracle.run("oracle", &RunOptions::default()).await.expect("delta-rs run");
                 assert_eq!((s.keys_inserted, s.keys_updated), (o.keys_inserted, o.keys_updated), "seed {seed} round {round}");
+                // What each commit records of the write (ours in metadata, delta-rs's in its
+                // operation metrics) reads back as the pipeline's last write.
+                for (engine, p, r) in [(&sorted, "sorted", &s), (&oracle, "oracle", &o)] {
+                    let t = link_table(engine, p).await.expect("link table");
+                    let w = deltalink::link::last_write(&t).await.expect("read").expect("a write");
+                    assert_eq!((w.run_id, w.kind.as_str()), (r.run_id.expect("written"), "run"), "seed {seed} round {round} {p}");
+                    assert_eq!((w.keys_inserted, w.keys_updated), (Some(r.keys_inserted), Some(r.keys_updated)), "seed {seed} round {round} {p}");
+                }
                 let (s_rows, s_feed) = link_rows_and_feed(&sorted, "sorted").await;
                 let (o_rows, o_feed) = link_rows_and_feed(&oracle, "oracle").await;
                 assert!(s_rows.len() >= 400, "composite keys are (k, rid) pairs: {}", s_rows.len());

@@ -252,6 +252,11 @@ fn replay_into_a_scratch_table_matches_the_oracle_for_that_range() {
             assert_eq!((&h.details["upstreams"][0]["from"], &h.details["upstreams"][0]["to"]), (&serde_json::json!(1), &serde_json::json!(4)), "{h:?}");
         }
         assert_eq!(processed_versions(&engine, "p").await, vec![Some(6)], "a replay moves no processed version");
+        // Status shows the replay as the link table's last write.
+        let st = deltalink::status::status(&engine).await.expect("status");
+        let w = st.pipelines[0].last_write.clone().expect("last write");
+        assert_eq!((w.kind.as_str(), w.run_id, w.keys_inserted), ("replay", 2, Some(0)), "{w:?}");
+        assert_eq!(w.keys_updated, Some(r.distinct_keys), "{w:?}");
     });
 }
 
