@@ -178,7 +178,11 @@ async fn generations(store: &Arc<dyn ObjectStore>, pipeline: &str) -> Result<Vec
 
 /// The newest generation and its holder (`None` when unreadable, e.g. deleted meanwhile).
 async fn newest(store: &Arc<dyn ObjectStore>, pipeline: &str) -> Result<Option<(Generation, Option<LeaseHolder>)>> {
-    let Some(generation) = generations(store, pipeline).await?.pop() else { return Ok(None) };
+    newest_of(store, generations(store, pipeline).await?).await
+}
+
+async fn newest_of(store: &Arc<dyn ObjectStore>, mut generations: Vec<Generation>) -> Result<Option<(Generation, Option<LeaseHolder>)>> {
+    let Some(generation) = generations.pop() else { return Ok(None) };
     let holder = read(store, &generation.path()).await?;
     Ok(Some((generation, holder)))
 }
@@ -210,7 +214,11 @@ pub async fn acquire(engine: &Engine, pipeline: &str, purpose: &str) -> Result<L
     let registered = Registered::new(&me.token);
     let first = Generation { pipeline: pipeline.into(), number: 0 };
     for _ in 0..3 {
-        let generation = match newest(&store, pipeline).await {
+        let listed = match generations(&store, pipeline).await {
+            Ok(listed) => listed,
+            Err(e) => return Err(storage_error(engine, pipeline, e)),
+        };
+        let generation = match newest_of(&store, listed.clone()).await {
             Ok(None) => first.clone(),
             Ok(Some((_, Some(holder)))) if !holder.expired() => {
                 return Err(LeaseHeld { pipeline: pipeline.into(), holder: holder.describe(), ttl: TTL.as_secs() }.into())
@@ -224,7 +232,10 @@ pub async fn acquire(engine: &Engine, pipeline: &str, purpose: &str) -> Result<L
         let body = PutPayload::from(serde_json::to_vec(&me)?);
         match store.put_opts(&generation.path(), body, PutOptions::from(PutMode::Create)).await {
             Ok(_) => {
-                delete_older(&store, &generation).await;
+                // Those listed are the older generations: a newer one than ours cannot exist.
+                for old in &listed {
+                    let _ = store.delete(&old.path()).await;
+                }
                 let heartbeat = spawn_heartbeat(store.clone(), generation.clone(), me.clone());
                 return Ok(Lease { store, generation, me, heartbeat, released: false, _registered: registered });
             }
@@ -242,14 +253,6 @@ fn storage_error(engine: &Engine, pipeline: &str, e: color_eyre::Report) -> colo
         return problem.into();
     }
     e.wrap_err(format!("cannot take the lease of pipeline `{pipeline}`"))
-}
-
-/// Remove the generations older than `current` (expired holders it took over from).
-async fn delete_older(store: &Arc<dyn ObjectStore>, current: &Generation) {
-    let Ok(all) = generations(store, &current.pipeline).await else { return };
-    for old in all.iter().filter(|g| g.number < current.number) {
-        let _ = store.delete(&old.path()).await;
-    }
 }
 
 /// A token in [`LIVE`] until dropped (with the [`Lease`] that holds it, or the failed attempt).

@@ -455,14 +455,8 @@ fn sorted_key_merge_equals_delta_rs_merge_over_random_histories() {
                 let mixed_engine = if round < 2 { &oracle } else { &sorted };
                 mixed_engine.run("mixed", &RunOptions::default()).await.expect("mixed run");
                 assert_eq!((s.keys_inserted, s.keys_updated), (o.keys_inserted, o.keys_updated), "seed {seed} round {round}");
-                // What each commit records of the write (ours in metadata, delta-rs's in its
-                // operation metrics) reads back as the pipeline's last write.
-                for (engine, p, r) in [(&sorted, "sorted", &s), (&oracle, "oracle", &o)] {
-                    let t = link_table(engine, p).await.expect("link table");
-                    let w = deltalink::link::last_write(&t).await.expect("read").expect("a write");
-                    assert_eq!((w.run_id, w.kind.as_str()), (r.run_id.expect("written"), "run"), "seed {seed} round {round} {p}");
-                    assert_eq!((w.keys_inserted, w.keys_updated), (Some(r.keys_inserted), Some(r.keys_updated)), "seed {seed} round {round} {p}");
-                }
+                assert_last_write_is(&sorted, "sorted", &s, &format!("seed {seed} round {round}")).await;
+                assert_last_write_is(&oracle, "oracle", &o, &format!("seed {seed} round {round}")).await;
                 let (s_rows, s_feed) = link_rows_and_feed(&sorted, "sorted").await;
                 let (o_rows, o_feed) = link_rows_and_feed(&oracle, "oracle").await;
                 assert_eq!(s_rows, o_rows, "seed {seed} round {round}: link rows differ");
@@ -484,6 +478,15 @@ fn sorted_key_merge_equals_delta_rs_merge_over_random_histories() {
     });
 }
 
+
+/// What a run's commit records of its write (ours in metadata, delta-rs's in its operation
+/// metrics) reads back as the pipeline's last write: run_id, kind and key counts.
+async fn assert_last_write_is(engine: &deltalink::Engine, pipeline: &str, run: &deltalink::runner::RunReport, context: &str) {
+    let t = link_table(engine, pipeline).await.expect("link table");
+    let w = deltalink::link::last_write(&t).await.expect("read").expect("a write");
+    assert_eq!((w.run_id, w.kind.as_str()), (run.run_id.expect("written"), "run"), "{context} {pipeline}");
+    assert_eq!((w.keys_inserted, w.keys_updated), (Some(run.keys_inserted), Some(run.keys_updated)), "{context} {pipeline}");
+}
 
 /// The same oracle for a composite key `(k, rid)`: one `k` spans many link files, so file
 /// ranges of the first key column overlap and the sorted-key MERGE must fall back to whole
@@ -513,14 +516,8 @@ fn sorted_key_merge_equals_delta_rs_merge_for_a_composite_key() {
                 let s = sorted.run("sorted", &RunOptions::default()).await.expect("sorted-key run");
                 let o = oracle.run("oracle", &RunOptions::default()).await.expect("delta-rs run");
                 assert_eq!((s.keys_inserted, s.keys_updated), (o.keys_inserted, o.keys_updated), "seed {seed} round {round}");
-                // What each commit records of the write (ours in metadata, delta-rs's in its
-                // operation metrics) reads back as the pipeline's last write.
-                for (engine, p, r) in [(&sorted, "sorted", &s), (&oracle, "oracle", &o)] {
-                    let t = link_table(engine, p).await.expect("link table");
-                    let w = deltalink::link::last_write(&t).await.expect("read").expect("a write");
-                    assert_eq!((w.run_id, w.kind.as_str()), (r.run_id.expect("written"), "run"), "seed {seed} round {round} {p}");
-                    assert_eq!((w.keys_inserted, w.keys_updated), (Some(r.keys_inserted), Some(r.keys_updated)), "seed {seed} round {round} {p}");
-                }
+                assert_last_write_is(&sorted, "sorted", &s, &format!("seed {seed} round {round}")).await;
+                assert_last_write_is(&oracle, "oracle", &o, &format!("seed {seed} round {round}")).await;
                 let (s_rows, s_feed) = link_rows_and_feed(&sorted, "sorted").await;
                 let (o_rows, o_feed) = link_rows_and_feed(&oracle, "oracle").await;
                 assert!(s_rows.len() >= 400, "composite keys are (k, rid) pairs: {}", s_rows.len());
