@@ -311,8 +311,113 @@ type FastMap<K> = std::collections::HashMap<K, KeyEntry, FastHash>;
 
 /// Keys while folding: a single integer key (lossless as i64) or arrow's row encoding.
 enum KeyMap {
-    Int(FastMap<i64>),
+    Int(IntKeyTable),
     Rows(deltalake::arrow::row::RowConverter, FastMap<Box<[u8]>>),
+}
+
+/// Integer keys to their entries: open addressing (linear probing, at most half full) over
+/// slots of `hash tag << 32 | entry index + 1` (0 = empty), the entries dense in insertion
+/// order. Change rows hit keys at random, so a lookup is two cache misses (slot, entry) on a
+/// large run; [`IntKeyTable::prefetch_slot`] and [`IntKeyTable::prefetch_entry`] let a batch start them a few rows ahead, overlapping
+/// them with the work on earlier rows (std's map gives no way to prefetch a key's bucket).
+/// The dense entries are also what [`Grouper::finish`] sorts, with no copy out of a map.
+#[derive(Default)]
+struct IntKeyTable {
+    slots: Vec<u64>,
+    entries: Vec<(i64, KeyEntry)>,
+}
+
+impl IntKeyTable {
+    fn hash(key: i64) -> u64 {
+        let mut h = FoldHasher::default();
+        h.mix(key as u64);
+        h.0
+    }
+
+    fn mask(&self) -> usize {
+        self.slots.len().wrapping_sub(1)
+    }
+
+    /// The entry of `key`, created by `new` when absent.
+    fn upsert(&mut self, key: i64, new: impl FnOnce() -> KeyEntry) -> Result<&mut KeyEntry> {
+        if (self.entries.len() + 1) * 2 > self.slots.len() {
+            self.grow()?;
+        }
+        let h = Self::hash(key);
+        let tag = h >> 32;
+        let mask = self.mask();
+        let mut at = h as usize & mask;
+        loop {
+            let slot = self.slots[at];
+            if slot == 0 {
+                let index = self.entries.len();
+                self.slots[at] = tag << 32 | (index as u64 + 1);
+                self.entries.push((key, new()));
+                return Ok(&mut self.entries[index].1);
+            }
+            if slot >> 32 == tag {
+                let index = (slot as u32 - 1) as usize;
+                if self.entries[index].0 == key {
+                    return Ok(&mut self.entries[index].1);
+                }
+            }
+            at = (at + 1) & mask;
+        }
+    }
+
+    /// Double the slots (at least 1024) and place every entry again.
+    fn grow(&mut self) -> Result<()> {
+        // Slot values keep an entry index below u32::MAX; 4 billion keys would not fit in
+        // memory anyway, but say so rather than corrupt the table.
+        if self.entries.len() >= (u32::MAX - 1) as usize {
+            return Err(color_eyre::eyre::eyre!(
+                "a run affects more than {} distinct keys; run the pipeline over a smaller version range",
+                u32::MAX - 1
+            ));
+        }
+        let capacity = (self.slots.len() * 2).max(1024);
+        // Zeroed by writing, not `vec![0; n]`: calloc's fresh pages map the shared zero page on
+        // the first probe's read, and the write after it faults again to copy it, flushing
+        // every core's TLB each time (profiled: a fifth of a from-scratch run).
+        self.slots = Vec::with_capacity(capacity);
+        self.slots.resize(capacity, 0);
+        let mask = capacity - 1;
+        for (index, (key, _)) in self.entries.iter().enumerate() {
+            let h = Self::hash(*key);
+            let mut at = h as usize & mask;
+            while self.slots[at] != 0 {
+                at = (at + 1) & mask;
+            }
+            self.slots[at] = (h >> 32) << 32 | (index as u64 + 1);
+        }
+        Ok(())
+    }
+
+    /// Start loading the home slot of `key`.
+    #[inline]
+    fn prefetch_slot(&self, key: i64) {
+        if let Some(slot) = self.slots.get(Self::hash(key) as usize & self.mask()) {
+            prefetch_address(slot);
+        }
+    }
+
+    /// The entry the home slot of `key` points at, if any: where most lookups end at this load
+    /// factor (the caller checks the key). For prefetching only.
+    #[inline]
+    fn peek(&self, key: i64) -> Option<&(i64, KeyEntry)> {
+        let slot = *self.slots.get(Self::hash(key) as usize & self.mask())?;
+        self.entries.get((slot as u32).wrapping_sub(1) as usize)
+    }
+
+    /// Start loading the entry of `key` (both its ends: an entry can straddle two cache
+    /// lines). Reads the home slot: call it after [`Self::prefetch_slot`] had time to land.
+    #[inline]
+    fn prefetch_entry(&self, key: i64) {
+        if let Some(entry) = self.peek(key) {
+            prefetch_address(entry);
+            prefetch_address(&entry.1.last);
+        }
+    }
 }
 
 /// Keys after folding, sorted (row encodings sort as arrow sorts the key columns); `entries`
@@ -327,25 +432,27 @@ enum SortedKeyValues {
     Rows(deltalake::arrow::row::RowConverter, Vec<Box<[u8]>>),
 }
 
-/// Hint the CPU to load what `index` points at in `overflow` (no-op off x86_64). Walking the
-/// sorted keys chases each key's overflow hits at random: prefetching a few keys ahead turned
-/// that from the top single cost of building the link rows into noise.
+/// Hint the CPU to load what `index` points at in `overflow`. Walking the sorted keys chases
+/// each key's overflow hits at random: prefetching a few keys ahead turned that from the top
+/// single cost of building the link rows into noise.
 #[inline]
 fn prefetch(overflow: &Overflow, index: u32) {
-    if index == NO_HIT {
-        return;
+    if let Some(hit) = overflow.0.get(index as usize) {
+        prefetch_address(hit);
     }
+}
+
+/// Hint the CPU to load the cache line of `value` (no-op off x86_64).
+#[inline]
+fn prefetch_address<T>(value: &T) {
     #[cfg(target_arch = "x86_64")]
-    {
-        let at = overflow.0.as_ptr().wrapping_add(index as usize);
-        // SAFETY: a prefetch never faults, whatever the address; `at` is only a hint.
-        #[allow(unused_unsafe)]
-        unsafe {
-            core::arch::x86_64::_mm_prefetch(at as *const i8, core::arch::x86_64::_MM_HINT_T0)
-        };
-    }
+    // SAFETY: a prefetch never faults, whatever the address; it is only a hint.
+    #[allow(unused_unsafe)]
+    unsafe {
+        core::arch::x86_64::_mm_prefetch(value as *const T as *const i8, core::arch::x86_64::_MM_HINT_T0)
+    };
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = overflow;
+    let _ = value;
 }
 
 struct Grouper {
@@ -395,7 +502,7 @@ impl Grouper {
             .map(|f| Field::new(f.name(), plain_strings(f.data_type()), true))
             .collect();
         self.keys = Some(if self.nkeys == 1 && is_small_int(fields[0].data_type()) {
-            KeyMap::Int(FastMap::default())
+            KeyMap::Int(IntKeyTable::default())
         } else {
             let sort = fields.iter().map(|f| SortField::new(f.data_type().clone())).collect();
             KeyMap::Rows(RowConverter::new(sort)?, FastMap::default())
@@ -443,19 +550,36 @@ impl Grouper {
         }
         let overflow = &mut self.overflow;
         match self.keys.as_mut() {
-            Some(KeyMap::Int(map)) => {
+            Some(KeyMap::Int(table)) => {
                 let k = cast(&key_columns[0], &DataType::Int64)?;
                 let k = k.as_primitive::<Int64Type>();
+                let values = k.values();
+                // Each lookup chases up to three cache misses: slot, entry, the key's last
+                // overflow hit. Each is started a stage ahead of the next, once the one it
+                // depends on has landed. A NULL key's value holds some number: prefetching for
+                // it is harmless.
+                const AHEAD: usize = 8;
                 for i in 0..n {
+                    if let Some(ahead) = values.get(i + 3 * AHEAD) {
+                        table.prefetch_slot(*ahead);
+                    }
+                    if let Some(ahead) = values.get(i + 2 * AHEAD) {
+                        table.prefetch_entry(*ahead);
+                    }
+                    if let Some((_, entry)) = values.get(i + AHEAD).and_then(|k| table.peek(*k)) {
+                        prefetch(overflow, entry.last);
+                    }
                     if k.is_null(i) {
                         self.null_key_rows += 1;
                         continue;
                     }
-                    match map.entry(k.value(i)) {
-                        std::collections::hash_map::Entry::Occupied(mut e) => e.get_mut().add(overflow, upstream, packed(i), ts_at(i)),
-                        std::collections::hash_map::Entry::Vacant(v) => {
-                            v.insert(KeyEntry::new(upstream, packed(i), ts_at(i)));
-                        }
+                    let mut fresh = false;
+                    let entry = table.upsert(values[i], || {
+                        fresh = true;
+                        KeyEntry::new(upstream, packed(i), ts_at(i))
+                    })?;
+                    if !fresh {
+                        entry.add(overflow, upstream, packed(i), ts_at(i));
                     }
                 }
             }
@@ -483,8 +607,9 @@ impl Grouper {
     fn finish(self, key: &[String], upstreams: Vec<String>) -> Result<AffectedKeys> {
         let keys = match self.keys {
             None => SortedKeys { keys: SortedKeyValues::Int(Vec::new()), entries: Vec::new() },
-            Some(KeyMap::Int(map)) => {
-                let mut v: Vec<(i64, KeyEntry)> = map.into_iter().collect();
+            Some(KeyMap::Int(table)) => {
+                let IntKeyTable { slots, entries: mut v } = table;
+                drop(slots);
                 v.sort_unstable_by_key(|(k, _)| *k);
                 let (keys, entries) = v.into_iter().unzip();
                 SortedKeys { keys: SortedKeyValues::Int(keys), entries }
@@ -526,6 +651,59 @@ impl CommitTimes {
         let u = upstream as usize;
         let slot = usize::try_from(version - *self.base.get(u)?).ok()?;
         self.stamps[u].get(slot)?.as_deref()
+    }
+}
+
+/// Provenance texts of every (upstream, version, change type) in the commit-time spans,
+/// formatted once: a run's millions of keys share a few of them (formatting per key and
+/// upstream was a tenth of a large run; then copying into the builders as it grew).
+struct ProvenanceTexts {
+    /// Per upstream, `base version * 8`: `packed - base` indexes `texts`.
+    base: Vec<i64>,
+    texts: Vec<Vec<String>>,
+    longest: usize,
+}
+
+impl ProvenanceTexts {
+    fn new(stamps: &CommitTimes, upstreams: &[String]) -> Self {
+        let mut texts = ProvenanceTexts { base: Vec::new(), texts: Vec::new(), longest: 0 };
+        for (u, name) in upstreams.iter().enumerate() {
+            let base = stamps.base.get(u).copied().unwrap_or(0);
+            let versions = stamps.stamps.get(u).map_or(0, Vec::len) as i64;
+            let mut own = Vec::with_capacity(versions as usize * 8);
+            for packed in base * 8..(base + versions) * 8 {
+                let mut text = String::new();
+                provenance_text(&mut text, name, packed, stamps.get(u as u16, packed >> 3));
+                texts.longest = texts.longest.max(text.len());
+                own.push(text);
+            }
+            texts.base.push(base * 8);
+            texts.texts.push(own);
+        }
+        // Versions outside the spans (no commit time) are formatted as they come.
+        texts.longest = texts.longest.max(upstreams.iter().map(String::len).max().unwrap_or(0) + 40);
+        texts
+    }
+
+    fn get(&self, upstream: u16, packed: i64) -> Option<&str> {
+        let u = upstream as usize;
+        let at = usize::try_from(packed - *self.base.get(u)?).ok()?;
+        self.texts[u].get(at).map(String::as_str)
+    }
+}
+
+/// `upstream@version:change_type[@commit time]` into `text`, built by hand: formatting
+/// machinery per key and upstream was a tenth of a large run.
+fn provenance_text(text: &mut String, name: &str, packed: i64, stamp: Option<&str>) {
+    text.clear();
+    text.push_str(name);
+    text.push('@');
+    push_decimal(text, packed >> 3);
+    text.push(':');
+    text.push_str(change_type_of(packed));
+    if let Some(stamp) = stamp {
+        text.push('@');
+        text.push_str(stamp);
     }
 }
 
@@ -579,11 +757,17 @@ impl AffectedKeys {
         let n = self.distinct_keys as usize;
         let mut text = String::new();
         let mut last_ts: Vec<Option<i64>> = Vec::with_capacity(n);
-        let mut upstreams = ListBuilder::with_capacity(StringBuilder::new(), n);
-        let mut provenance = ListBuilder::with_capacity(StringBuilder::new(), n);
+        // Sized up front (a key's hits are its inline one plus those in the overflow arena):
+        // growing the builders copied their bytes over and over. Reserved but untouched
+        // bytes cost address space, not memory.
+        let hits = n + self.overflow.0.len();
+        let stamps = self.commit_times();
+        let texts = ProvenanceTexts::new(&stamps, &self.upstreams);
+        let longest_name = self.upstreams.iter().map(String::len).max().unwrap_or(0);
+        let mut upstreams = ListBuilder::with_capacity(StringBuilder::with_capacity(hits, hits * longest_name), n);
+        let mut provenance = ListBuilder::with_capacity(StringBuilder::with_capacity(hits, hits * texts.longest), n);
         const AHEAD: usize = 16;
         let entries = &self.keys.entries;
-        let stamps = self.commit_times();
         for (i, entry) in entries.iter().enumerate() {
             if let Some(ahead) = entries.get(i + AHEAD) {
                 prefetch(&self.overflow, ahead.next);
@@ -593,19 +777,14 @@ impl AffectedKeys {
             for hit in entry.hits(&self.overflow) {
                 let name = &self.upstreams[hit.upstream as usize];
                 upstreams.values().append_value(name);
-                // Built by hand into one reused buffer: formatting machinery per key and
-                // upstream was a tenth of a large run.
-                text.clear();
-                text.push_str(name);
-                text.push('@');
-                push_decimal(&mut text, hit.packed >> 3);
-                text.push(':');
-                text.push_str(change_type_of(hit.packed));
-                if let Some(stamp) = stamps.get(hit.upstream, hit.packed >> 3) {
-                    text.push('@');
-                    text.push_str(stamp);
+                match texts.get(hit.upstream, hit.packed) {
+                    Some(t) => provenance.values().append_value(t),
+                    None => {
+                        let stamp = stamps.get(hit.upstream, hit.packed >> 3);
+                        provenance_text(&mut text, name, hit.packed, stamp);
+                        provenance.values().append_value(&text);
+                    }
                 }
-                provenance.values().append_value(&text);
             }
             upstreams.append(true);
             provenance.append(true);

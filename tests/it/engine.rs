@@ -142,6 +142,46 @@ fn null_keys_are_counted_not_written() {
     });
 }
 
+/// Tens of thousands of integer keys, extreme ones and ones sharing their low or high bits
+/// among them, from two upstreams that share some keys (twice over in one): grouping keeps
+/// every distinct key once, with exactly the upstreams that touched it, however its table grew.
+#[test]
+fn grouping_keeps_every_distinct_key_with_the_upstreams_that_touched_it() {
+    use rand::Rng;
+    use std::collections::{BTreeMap, BTreeSet};
+    rt().block_on(async {
+        let lake = Lake::new();
+        let mut rng = seeded(11);
+        let mut keys: Vec<i64> = vec![i64::MIN, i64::MAX, -1, 0, 1];
+        keys.extend((1..600).map(|i| i << 32));
+        keys.extend((1..600).map(|i| -(i << 20)));
+        keys.extend(2..20_000);
+        keys.extend((0..3_000).map(|_| rng.gen::<i64>()));
+        let some = |ks: &[i64]| ks.iter().map(|k| Some(*k)).collect::<Vec<_>>();
+        let mut a = ModelTable::create(&lake.path("a"), true).await;
+        let mut b = ModelTable::create(&lake.path("b"), true).await;
+        let mut oracle: BTreeMap<i64, BTreeSet<&str>> = BTreeMap::new();
+        let (in_a, in_b) = (&keys[..keys.len() * 2 / 3], &keys[keys.len() / 3..]);
+        for k in a.insert(&some(in_a)).await.into_iter().chain(a.insert(&some(&in_a[..5_000])).await) {
+            oracle.entry(k).or_default().insert("a");
+        }
+        for k in b.insert(&some(in_b)).await {
+            oracle.entry(k).or_default().insert("b");
+        }
+        let engine = lake.engine(&simple_config(&["a", "b"], &[("p", &["a", "b"])]));
+        let preview = engine.preview("p", None).await.expect("preview");
+        let mut previewed: BTreeMap<i64, BTreeSet<&str>> = BTreeMap::new();
+        for r in &preview.rows {
+            let upstream = if r.upstream == "a" { "a" } else { "b" };
+            assert!(previewed.entry(r.key[0].parse().expect("int key")).or_default().insert(upstream), "{r:?} twice");
+        }
+        assert_eq!(previewed, oracle);
+        let report = engine.run("p", &RunOptions::default()).await.expect("run");
+        assert_eq!(report.distinct_keys, oracle.len() as u64);
+        assert_eq!(link_keys(&engine, "p").await.into_keys().collect::<Vec<_>>(), oracle.into_keys().collect::<Vec<_>>());
+    });
+}
+
 #[test]
 fn preview_is_exactly_what_the_run_writes_and_writes_nothing() {
     rt().block_on(async {
