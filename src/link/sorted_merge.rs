@@ -103,19 +103,19 @@ pub(super) async fn merge(
         .try_collect()
         .await?;
         results.sort_by_key(|(i, _)| *i);
+        let rewritten = started.elapsed();
 
         let mut actions: Vec<Action> = Vec::new();
-        let (mut pre, mut post, mut inserts, mut leftovers) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut leftovers = Vec::new();
         let mut metrics = LinkWriteMetrics::default();
         leftovers.push(incoming.slice(appended.start, appended.len()));
         for (_, r) in results {
             metrics.files_rewritten += r.removes.len() as u64;
             metrics.updated += r.updated;
+            metrics.inserted += r.inserted;
             actions.extend(r.removes.into_iter().map(Action::Remove));
             actions.extend(r.adds.into_iter().map(Action::Add));
-            pre.extend(r.pre);
-            post.extend(r.post);
-            inserts.extend(r.inserts);
+            actions.extend(r.cdc.map(Action::Cdc));
             leftovers.extend(r.leftover);
         }
         // New keys in no file's slot or range: appended as files of their own, in key order.
@@ -123,18 +123,20 @@ pub(super) async fn merge(
         if leftovers.num_rows() > 0 {
             let per_file = rows_per_file(target_file_size, 0, 0, &leftovers);
             actions.extend(write_data(table, leftovers.clone(), per_file, &written).await?.into_iter().map(Action::Add));
-            inserts.push(leftovers);
+            metrics.inserted += leftovers.num_rows() as u64;
+            // Beside removed files, these inserts need change data too (see `rewrite_group`).
+            if metrics.files_rewritten > 0 {
+                let cdc = write_change_data(&store, &schema, &[], &[], &[leftovers]).await?;
+                written.add(cdc.iter().map(|c| c.path.clone()));
+                actions.extend(cdc.map(Action::Cdc));
+            }
         }
-        metrics.inserted = inserts.iter().map(|b| b.num_rows() as u64).sum();
-        // A commit that only adds files reads as inserts of their rows; once it also removes files,
-        // the change-data file must say what really changed (else readers see every row deleted
-        // and re-inserted).
-        if metrics.files_rewritten > 0 {
-            let cdc = write_change_data(&store, &schema, &pre, &post, &inserts).await?;
-            written.add(cdc.iter().map(|c| c.path.clone()));
-            actions.extend(cdc.map(Action::Cdc));
-        }
-        tracing::debug!(ms = started.elapsed().as_millis() as u64, files = metrics.files_rewritten, "sorted-key MERGE written");
+        tracing::debug!(
+            ms = started.elapsed().as_millis() as u64,
+            rewrites_ms = rewritten.as_millis() as u64,
+            files = metrics.files_rewritten,
+            "sorted-key MERGE written"
+        );
         before_commit()?;
         Ok::<_, color_eyre::Report>((actions, metrics))
     };
@@ -306,6 +308,10 @@ struct Rewrite {
     inserts: Option<RecordBatch>,
     /// The group's new keys when none of its files held a touched key (nothing rewritten).
     leftover: Option<RecordBatch>,
+    /// Rows of `inserts`, and the change-data file of `pre`, `post` and `inserts`, written by
+    /// the group's own task (one file at the end of the MERGE was a serial tenth of it).
+    inserted: u64,
+    cdc: Option<AddCDCFile>,
 }
 
 struct Job {
@@ -332,6 +338,20 @@ impl Job {
     /// that turns out not to be sorted by key, is rewritten whole ([`Job::rewrite`], which
     /// looks keys up by hash and sorts what is out of order).
     async fn rewrite_group(&self, group: Group, incoming: RecordBatch) -> Result<Rewrite> {
+        let mut done = self.rewrite_files(group, incoming).await?;
+        done.inserted = done.inserts.as_ref().map_or(0, |b| b.num_rows() as u64);
+        // A commit that only adds files reads as inserts of their rows; once it also removes
+        // files, the change data must say what really changed (else readers see every row
+        // deleted and re-inserted).
+        if !done.removes.is_empty() {
+            let (pre, post, inserts) = (std::mem::take(&mut done.pre), std::mem::take(&mut done.post), done.inserts.take());
+            done.cdc = write_change_data(&self.store, &self.schema, &pre, &post, inserts.as_slice()).await?;
+            self.written.add(done.cdc.iter().map(|c| c.path.clone()));
+        }
+        Ok(done)
+    }
+
+    async fn rewrite_files(&self, group: Group, incoming: RecordBatch) -> Result<Rewrite> {
         if let (true, [file]) = (group.own, group.files.as_slice()) {
             if let Some(done) = self.rewrite_sorted_file(file, &incoming).await? {
                 return Ok(done);
@@ -676,38 +696,108 @@ fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
 }
 
 /// Rows built by picking, per column, from `sources`: the run's columns (see [`UPDATED`]) by
-/// `update_picks`, every other column by `keep_picks`. Consecutive picks of consecutive rows
-/// are copied as one range (most rows of a rewritten file are unchanged): per-row `interleave`
-/// of the list columns was the top cost of the MERGE.
+/// `update_picks`, every other column by `keep_picks`. Picks that run in long stretches of
+/// consecutive rows (the kept columns: most rows of a rewritten file are unchanged) are copied
+/// as ranges; picks that switch source every few rows (the run's columns where many keys
+/// changed) are gathered row by row, which arrow's `interleave` does without the per-range
+/// overhead of `MutableArrayData` (profiled: a fifth of an incremental MERGE went to ranges a
+/// few rows long).
 fn assemble(
     schema: &SchemaRef,
     sources: &[&RecordBatch],
     keep_picks: &[(usize, usize)],
     update_picks: &[(usize, usize)],
 ) -> Result<RecordBatch> {
-    use deltalake::arrow::array::{make_array, MutableArrayData};
+    let (keep_stretches, update_stretches) = (stretches(keep_picks), stretches(update_picks));
     let columns = schema
         .fields()
         .iter()
         .enumerate()
         .map(|(i, f)| {
-            let picks = if UPDATED.contains(&f.name().as_str()) { update_picks } else { keep_picks };
-            let data: Vec<_> = sources.iter().map(|b| b.column(i).to_data()).collect();
-            let mut out = MutableArrayData::new(data.iter().collect(), true, picks.len());
-            let mut at = 0;
-            while at < picks.len() {
-                let (source, start) = picks[at];
-                let mut end = at + 1;
-                while end < picks.len() && picks[end] == (source, start + (end - at)) {
-                    end += 1;
+            let (picks, stretches) =
+                if UPDATED.contains(&f.name().as_str()) { (update_picks, &update_stretches) } else { (keep_picks, &keep_stretches) };
+            let columns: Vec<&dyn Array> = sources.iter().map(|b| b.column(i).as_ref()).collect();
+            if stretches.len() * 16 > picks.len() {
+                if let Some(lists) = gather_string_lists(&columns, picks)? {
+                    return Ok(lists);
                 }
-                out.try_extend(source, start, start + (end - at))?;
-                at = end;
+                return Ok(deltalake::arrow::compute::interleave(&columns, picks)?);
             }
-            Ok(make_array(out.freeze()))
+            copy_stretches(&columns, stretches, picks.len())
         })
         .collect::<Result<Vec<ArrayRef>>>()?;
     Ok(RecordBatch::try_new(schema.clone(), columns)?)
+}
+
+/// `interleave` for lists of strings without NULL elements (the upstreams and provenance
+/// columns) in one pass: list offsets, string offsets and bytes copied per picked row.
+/// arrow's own goes through a vector of every picked element first (profiled: most of the
+/// time spent assembling rows). `None` for other columns.
+fn gather_string_lists(columns: &[&dyn Array], picks: &[(usize, usize)]) -> Result<Option<ArrayRef>> {
+    use deltalake::arrow::array::{BooleanBufferBuilder, ListArray};
+    use deltalake::arrow::buffer::{NullBuffer, OffsetBuffer, ScalarBuffer};
+    let lists: Option<Vec<&ListArray>> = columns.iter().map(|c| c.as_list_opt::<i32>()).collect();
+    let Some(lists) = lists else { return Ok(None) };
+    let strings: Option<Vec<&StringArray>> =
+        lists.iter().map(|l| l.values().as_string_opt::<i32>().filter(|v| v.null_count() == 0)).collect();
+    let (Some(strings), Some(first)) = (strings, lists.first()) else { return Ok(None) };
+    let overflow = || eyre!("link rows too large to assemble in one batch (over 2 GiB of provenance)");
+    let (mut items, mut bytes) = (0usize, 0usize);
+    for &(s, r) in picks {
+        let (a, b) = (lists[s].value_offsets()[r] as usize, lists[s].value_offsets()[r + 1] as usize);
+        items += b - a;
+        bytes += (strings[s].value_offsets()[b] - strings[s].value_offsets()[a]) as usize;
+    }
+    i32::try_from(bytes.max(items)).map_err(|_| overflow())?;
+    let mut list_offsets: Vec<i32> = Vec::with_capacity(picks.len() + 1);
+    let mut string_offsets: Vec<i32> = Vec::with_capacity(items + 1);
+    let mut values: Vec<u8> = Vec::with_capacity(bytes);
+    let mut valid = BooleanBufferBuilder::new(picks.len());
+    let has_nulls = lists.iter().any(|l| l.null_count() > 0);
+    list_offsets.push(0);
+    string_offsets.push(0);
+    for &(s, r) in picks {
+        let (a, b) = (lists[s].value_offsets()[r] as usize, lists[s].value_offsets()[r + 1] as usize);
+        let offsets = &strings[s].value_offsets()[a..=b];
+        let shift = values.len() as i32 - offsets[0];
+        string_offsets.extend(offsets[1..].iter().map(|o| o + shift));
+        values.extend_from_slice(&strings[s].value_data()[offsets[0] as usize..offsets[b - a] as usize]);
+        list_offsets.push((string_offsets.len() - 1) as i32);
+        if has_nulls {
+            valid.append(lists[s].is_valid(r));
+        }
+    }
+    // SAFETY: whole strings of valid string arrays, copied with offsets shifted by where they
+    // land: valid UTF-8 at valid, increasing offsets (re-validating was a tenth of this).
+    let elements = unsafe { StringArray::new_unchecked(OffsetBuffer::new_unchecked(ScalarBuffer::from(string_offsets)), values.into(), None) };
+    let field = match first.data_type() {
+        DataType::List(field) => field.clone(),
+        _ => return Ok(None),
+    };
+    let nulls = has_nulls.then(|| NullBuffer::new(valid.finish()));
+    Ok(Some(Arc::new(ListArray::try_new(field, OffsetBuffer::new(ScalarBuffer::from(list_offsets)), Arc::new(elements), nulls)?)))
+}
+
+/// Picks as (source, first row, rows): runs of consecutive rows of one source.
+fn stretches(picks: &[(usize, usize)]) -> Vec<(usize, usize, usize)> {
+    let mut out: Vec<(usize, usize, usize)> = Vec::new();
+    for &(source, row) in picks {
+        match out.last_mut() {
+            Some((s, start, len)) if *s == source && *start + *len == row => *len += 1,
+            _ => out.push((source, row, 1)),
+        }
+    }
+    out
+}
+
+fn copy_stretches(columns: &[&dyn Array], stretches: &[(usize, usize, usize)], rows: usize) -> Result<ArrayRef> {
+    use deltalake::arrow::array::{make_array, MutableArrayData};
+    let data: Vec<_> = columns.iter().map(|c| c.to_data()).collect();
+    let mut out = MutableArrayData::new(data.iter().collect(), true, rows);
+    for &(source, start, len) in stretches {
+        out.try_extend(source, start, start + len)?;
+    }
+    Ok(make_array(out.freeze()))
 }
 
 /// Write the rewritten rows as new data files of about `rows_per_file` rows each (contiguous
@@ -769,8 +859,59 @@ fn link_writer(table: &DeltaTable) -> Result<RecordBatchWriter> {
     Ok(writer.with_target_file_size(u64::MAX / 2).with_writer_properties(properties.build()))
 }
 
-/// Rows written in order into files of `per_file` rows (one writer, flushed at each cut).
+/// Rows written in order into files of `per_file` rows, encoded on a task of their own: a
+/// rewrite decodes and merges on one core while its rows are encoded on the other (profiled:
+/// encoding is about half a rewrite; one file's rewrite used to be one core's work, so a
+/// pipeline whose MERGE touched an odd number of files left a core idle at the end).
 struct RowsOut {
+    rows: tokio::sync::mpsc::Sender<RecordBatch>,
+    encoder: crate::task::Owned<Result<Vec<deltalake::kernel::Add>>>,
+}
+
+impl RowsOut {
+    fn new(table: &DeltaTable, per_file: usize, written: Arc<Uncommitted>) -> Result<Self> {
+        let writer = link_writer(table)?;
+        let (rows, mut incoming) = tokio::sync::mpsc::channel::<RecordBatch>(2);
+        let encoder = crate::task::spawn_owned(async move {
+            let mut files = FileCutter { schema: writer.arrow_schema(), writer, per_file: per_file.max(1), in_file: 0, adds: Vec::new(), written };
+            while let Some(batch) = incoming.recv().await {
+                files.write(batch).await?;
+            }
+            files.flush().await?;
+            Ok(files.adds)
+        });
+        Ok(RowsOut { rows, encoder })
+    }
+
+    async fn write(&mut self, rows: RecordBatch) -> Result<()> {
+        if self.rows.send(rows).await.is_ok() {
+            return Ok(());
+        }
+        // The encoder stopped: its error says why. (The caller drops `self` on this error:
+        // the finished task is not polled again.)
+        match (&mut self.encoder).await {
+            Ok(Err(e)) => Err(e),
+            Ok(Ok(_)) => Err(eyre!("the link file encoder stopped early")),
+            Err(e) => Err(eyre!("the link file encoder stopped: {e}")),
+        }
+    }
+
+    async fn finish(self) -> Result<Vec<deltalake::kernel::Add>> {
+        let RowsOut { rows, encoder } = self;
+        drop(rows);
+        encoder.await.map_err(|e| eyre!("the link file encoder stopped: {e}"))?
+    }
+
+    /// Delete the files written so far (a rewrite given up for another: never committed).
+    async fn abandon(self, store: &Arc<dyn ObjectStore>) {
+        if let Ok(adds) = self.finish().await {
+            delete_files(store, adds.iter().map(|a| Path::from(a.path.as_str())).collect()).await;
+        }
+    }
+}
+
+/// The encoder's side of [`RowsOut`]: one writer, flushed into a new file at each cut.
+struct FileCutter {
     writer: RecordBatchWriter,
     schema: SchemaRef,
     per_file: usize,
@@ -779,13 +920,7 @@ struct RowsOut {
     written: Arc<Uncommitted>,
 }
 
-impl RowsOut {
-    fn new(table: &DeltaTable, per_file: usize, written: Arc<Uncommitted>) -> Result<Self> {
-        let writer = link_writer(table)?;
-        let schema = writer.arrow_schema();
-        Ok(RowsOut { writer, schema, per_file: per_file.max(1), in_file: 0, adds: Vec::new(), written })
-    }
-
+impl FileCutter {
     async fn flush(&mut self) -> Result<()> {
         let adds = self.writer.flush().await?;
         self.written.add(adds.iter().map(|a| a.path.clone()));
@@ -807,16 +942,6 @@ impl RowsOut {
             }
         }
         Ok(())
-    }
-
-    async fn finish(mut self) -> Result<Vec<deltalake::kernel::Add>> {
-        self.flush().await?;
-        Ok(self.adds)
-    }
-
-    /// Delete the files written so far (a rewrite given up for another: never committed).
-    async fn abandon(self, store: &Arc<dyn ObjectStore>) {
-        delete_files(store, self.adds.iter().map(|a| Path::from(a.path.as_str())).collect()).await;
     }
 }
 
