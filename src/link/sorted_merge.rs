@@ -99,7 +99,7 @@ pub(super) async fn merge(
                 Ok::<_, color_eyre::Report>((i, done))
             }
         }))
-        .buffer_unordered(2)
+        .buffer_unordered(3)
         .try_collect()
         .await?;
         results.sort_by_key(|(i, _)| *i);
@@ -843,20 +843,26 @@ async fn write_data(
 /// on them, and their min/max cost two string comparisons per value (profiled: ~5 % of an
 /// incremental run).
 fn link_writer(table: &DeltaTable) -> Result<RecordBatchWriter> {
-    use deltalake::parquet::basic::Compression;
-    use deltalake::parquet::file::properties::WriterProperties;
-    use deltalake::parquet::schema::types::ColumnPath;
     let writer = RecordBatchWriter::for_table(table)?;
+    let properties = link_file_properties(&writer.arrow_schema());
+    Ok(writer.with_target_file_size(u64::MAX / 2).with_writer_properties(properties))
+}
+
+/// Parquet properties of link-table data and change-data files (see [`link_writer`]).
+fn link_file_properties(schema: &Schema) -> deltalake::parquet::file::properties::WriterProperties {
+    use deltalake::parquet::basic::Compression;
+    use deltalake::parquet::file::properties::{EnabledStatistics, WriterProperties};
+    use deltalake::parquet::schema::types::ColumnPath;
     let mut properties =
         WriterProperties::builder().set_compression(Compression::SNAPPY).set_max_row_group_row_count(Some(128 * 1024));
-    for field in writer.arrow_schema().fields().iter().filter(|f| !crate::link::is_link_column(f.name())) {
+    for field in schema.fields().iter().filter(|f| !crate::link::is_link_column(f.name()) && f.name() != CHANGE_TYPE) {
         properties = properties.set_column_dictionary_enabled(ColumnPath::from(field.name().as_str()), false);
     }
     for list in [crate::link::UPSTREAMS_COL, crate::link::PROVENANCE_COL] {
         let element = ColumnPath::new(vec![list.to_string(), "list".into(), "element".into()]);
-        properties = properties.set_column_statistics_enabled(element, deltalake::parquet::file::properties::EnabledStatistics::None);
+        properties = properties.set_column_statistics_enabled(element, EnabledStatistics::None);
     }
-    Ok(writer.with_target_file_size(u64::MAX / 2).with_writer_properties(properties.build()))
+    properties.build()
 }
 
 /// Rows written in order into files of `per_file` rows, encoded on a task of their own: a
@@ -993,7 +999,8 @@ async fn write_change_data(
     // seconds of CPU that would otherwise hold an async worker (and the console's frames).
     let buffer = tokio::task::spawn_blocking(move || {
         let mut buffer = Vec::new();
-        let mut writer = ArrowWriter::try_new(&mut buffer, cdc_schema, None)?;
+        let properties = link_file_properties(&cdc_schema);
+        let mut writer = ArrowWriter::try_new(&mut buffer, cdc_schema, Some(properties))?;
         for b in &parts {
             writer.write(b)?;
         }
