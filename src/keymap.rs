@@ -318,8 +318,9 @@ enum KeyMap {
 /// Integer keys to their entries: open addressing (linear probing, at most half full) over
 /// slots of `hash tag << 32 | entry index + 1` (0 = empty), the entries dense in insertion
 /// order. Change rows hit keys at random, so a lookup is two cache misses (slot, entry) on a
-/// large run; [`IntKeyTable::prefetch_slot`] and [`IntKeyTable::prefetch_entry`] let a batch start them a few rows ahead, overlapping
-/// them with the work on earlier rows (std's map gives no way to prefetch a key's bucket).
+/// large run; [`IntKeyTable::prefetch_slot`] and [`IntKeyTable::prefetch_entry`] let a batch
+/// start them a few rows ahead, overlapping them with the work on earlier rows (std's map
+/// gives no way to prefetch a key's bucket).
 /// The dense entries are also what [`Grouper::finish`] sorts, with no copy out of a map.
 #[derive(Default)]
 struct IntKeyTable {
@@ -341,7 +342,7 @@ impl IntKeyTable {
     /// The entry of `key`, created by `new` when absent.
     fn upsert(&mut self, key: i64, new: impl FnOnce() -> KeyEntry) -> Result<&mut KeyEntry> {
         if (self.entries.len() + 1) * 2 > self.slots.len() {
-            self.grow()?;
+            self.grow();
         }
         let h = Self::hash(key);
         let tag = h >> 32;
@@ -351,6 +352,14 @@ impl IntKeyTable {
             let slot = self.slots[at];
             if slot == 0 {
                 let index = self.entries.len();
+                // A slot keeps an entry index below u32::MAX. 4 billion keys would not fit in
+                // memory anyway, but say so rather than corrupt the table.
+                if index >= (u32::MAX - 1) as usize {
+                    return Err(color_eyre::eyre::eyre!(
+                        "a run affects more than {} distinct keys; run the pipeline over a smaller version range",
+                        u32::MAX - 1
+                    ));
+                }
                 self.slots[at] = tag << 32 | (index as u64 + 1);
                 self.entries.push((key, new()));
                 return Ok(&mut self.entries[index].1);
@@ -366,15 +375,7 @@ impl IntKeyTable {
     }
 
     /// Double the slots (at least 1024) and place every entry again.
-    fn grow(&mut self) -> Result<()> {
-        // Slot values keep an entry index below u32::MAX; 4 billion keys would not fit in
-        // memory anyway, but say so rather than corrupt the table.
-        if self.entries.len() >= (u32::MAX - 1) as usize {
-            return Err(color_eyre::eyre::eyre!(
-                "a run affects more than {} distinct keys; run the pipeline over a smaller version range",
-                u32::MAX - 1
-            ));
-        }
+    fn grow(&mut self) {
         let capacity = (self.slots.len() * 2).max(1024);
         // Zeroed by writing, not `vec![0; n]`: calloc's fresh pages map the shared zero page on
         // the first probe's read, and the write after it faults again to copy it, flushing
@@ -390,7 +391,6 @@ impl IntKeyTable {
             }
             self.slots[at] = (h >> 32) << 32 | (index as u64 + 1);
         }
-        Ok(())
     }
 
     /// Start loading the home slot of `key`.
