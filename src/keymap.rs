@@ -655,40 +655,48 @@ impl CommitTimes {
 }
 
 /// Provenance texts of every (upstream, version, change type) in the commit-time spans,
-/// formatted once: a run's millions of keys share a few of them (formatting per key and
-/// upstream was a tenth of a large run; then copying into the builders as it grew).
+/// formatted once and numbered: a run's millions of keys share a few of them (formatting per
+/// key and upstream was a tenth of a large run; then holding each key's copy, most of its
+/// memory). Texts outside the spans (no commit time) are added as they come.
 struct ProvenanceTexts {
-    /// Per upstream, `base version * 8`: `packed - base` indexes `texts`.
-    base: Vec<i64>,
-    texts: Vec<Vec<String>>,
-    longest: usize,
+    /// Per upstream, `base version * 8` and where its texts start in `all`: `packed - base`
+    /// counts from there.
+    base: Vec<(i64, usize, usize)>,
+    all: Vec<String>,
+    added: HashMap<String, i32>,
 }
 
 impl ProvenanceTexts {
     fn new(stamps: &CommitTimes, upstreams: &[String]) -> Self {
-        let mut texts = ProvenanceTexts { base: Vec::new(), texts: Vec::new(), longest: 0 };
+        let mut texts = ProvenanceTexts { base: Vec::new(), all: Vec::new(), added: HashMap::new() };
         for (u, name) in upstreams.iter().enumerate() {
             let base = stamps.base.get(u).copied().unwrap_or(0);
             let versions = stamps.stamps.get(u).map_or(0, Vec::len) as i64;
-            let mut own = Vec::with_capacity(versions as usize * 8);
+            let start = texts.all.len();
             for packed in base * 8..(base + versions) * 8 {
                 let mut text = String::new();
                 provenance_text(&mut text, name, packed, stamps.get(u as u16, packed >> 3));
-                texts.longest = texts.longest.max(text.len());
-                own.push(text);
+                texts.all.push(text);
             }
-            texts.base.push(base * 8);
-            texts.texts.push(own);
+            texts.base.push((base * 8, start, texts.all.len() - start));
         }
-        // Versions outside the spans (no commit time) are formatted as they come.
-        texts.longest = texts.longest.max(upstreams.iter().map(String::len).max().unwrap_or(0) + 40);
         texts
     }
 
-    fn get(&self, upstream: u16, packed: i64) -> Option<&str> {
-        let u = upstream as usize;
-        let at = usize::try_from(packed - *self.base.get(u)?).ok()?;
-        self.texts[u].get(at).map(String::as_str)
+    fn index(&self, upstream: u16, packed: i64) -> Option<i32> {
+        let &(base, start, len) = self.base.get(upstream as usize)?;
+        let at = usize::try_from(packed - base).ok().filter(|at| *at < len)?;
+        i32::try_from(start + at).ok()
+    }
+
+    fn add(&mut self, text: &str) -> i32 {
+        if let Some(id) = self.added.get(text) {
+            return *id;
+        }
+        let id = self.all.len() as i32;
+        self.all.push(text.to_string());
+        self.added.insert(text.to_string(), id);
+        id
     }
 }
 
@@ -752,20 +760,25 @@ impl AffectedKeys {
         tokio::task::spawn_blocking(move || self.per_key_batch()).await?
     }
 
+    /// The `upstreams` and `provenance` lists hold dictionary indices: a run's millions of keys
+    /// share a few names and provenance texts, and the texts spelled out per key were most of
+    /// a large run's peak memory. Writers spell them out a file's slice at a time (see
+    /// `link::sorted_merge::conform`).
     fn per_key_batch(&self) -> Result<RecordBatch> {
-        use deltalake::arrow::array::{ArrayRef, ListBuilder, StringBuilder, TimestampMicrosecondArray};
+        use deltalake::arrow::array::{ArrayRef, DictionaryArray, Int32Array, ListArray, TimestampMicrosecondArray};
+        use deltalake::arrow::buffer::{OffsetBuffer, ScalarBuffer};
+        use deltalake::arrow::datatypes::Int32Type;
         let n = self.distinct_keys as usize;
         let mut text = String::new();
         let mut last_ts: Vec<Option<i64>> = Vec::with_capacity(n);
-        // Sized up front (a key's hits are its inline one plus those in the overflow arena):
-        // growing the builders copied their bytes over and over. Reserved but untouched
-        // bytes cost address space, not memory.
+        // A key's hits are its inline one plus those in the overflow arena.
         let hits = n + self.overflow.0.len();
         let stamps = self.commit_times();
-        let texts = ProvenanceTexts::new(&stamps, &self.upstreams);
-        let longest_name = self.upstreams.iter().map(String::len).max().unwrap_or(0);
-        let mut upstreams = ListBuilder::with_capacity(StringBuilder::with_capacity(hits, hits * longest_name), n);
-        let mut provenance = ListBuilder::with_capacity(StringBuilder::with_capacity(hits, hits * texts.longest), n);
+        let mut texts = ProvenanceTexts::new(&stamps, &self.upstreams);
+        let mut offsets: Vec<i32> = Vec::with_capacity(n + 1);
+        let mut upstream_ids: Vec<i32> = Vec::with_capacity(hits);
+        let mut provenance_ids: Vec<i32> = Vec::with_capacity(hits);
+        offsets.push(0);
         const AHEAD: usize = 16;
         let entries = &self.keys.entries;
         for (i, entry) in entries.iter().enumerate() {
@@ -775,30 +788,35 @@ impl AffectedKeys {
             }
             last_ts.push(entry.last_ts());
             for hit in entry.hits(&self.overflow) {
-                let name = &self.upstreams[hit.upstream as usize];
-                upstreams.values().append_value(name);
-                match texts.get(hit.upstream, hit.packed) {
-                    Some(t) => provenance.values().append_value(t),
+                upstream_ids.push(i32::from(hit.upstream));
+                let id = match texts.index(hit.upstream, hit.packed) {
+                    Some(id) => id,
                     None => {
                         let stamp = stamps.get(hit.upstream, hit.packed >> 3);
-                        provenance_text(&mut text, name, hit.packed, stamp);
-                        provenance.values().append_value(&text);
+                        provenance_text(&mut text, &self.upstreams[hit.upstream as usize], hit.packed, stamp);
+                        texts.add(&text)
                     }
-                }
+                };
+                provenance_ids.push(id);
             }
-            upstreams.append(true);
-            provenance.append(true);
+            let end = i32::try_from(upstream_ids.len()).map_err(|_| color_eyre::eyre::eyre!("a run's keys have over 2^31 upstream hits"))?;
+            offsets.push(end);
         }
+        let offsets = OffsetBuffer::new(ScalarBuffer::from(offsets));
+        let list = |ids: Vec<i32>, values: Vec<&str>| -> Result<ArrayRef> {
+            let dictionary = DictionaryArray::<Int32Type>::try_new(Int32Array::from(ids), Arc::new(deltalake::arrow::array::StringArray::from(values)))?;
+            let item = Arc::new(Field::new("element", dictionary.data_type().clone(), true));
+            Ok(Arc::new(ListArray::try_new(item, offsets.clone(), Arc::new(dictionary), None)?))
+        };
         let mut columns = self.key_columns(0..n)?;
         let mut fields = self.key_fields.clone();
         columns.push(Arc::new(TimestampMicrosecondArray::from(last_ts).with_timezone("UTC")) as ArrayRef);
         fields.push(Field::new("last_change_ts", timestamp_type(), true));
-        let upstreams = upstreams.finish();
-        fields.push(Field::new("upstreams", upstreams.data_type().clone(), true));
-        columns.push(Arc::new(upstreams));
-        let provenance = provenance.finish();
-        fields.push(Field::new("provenance", provenance.data_type().clone(), true));
-        columns.push(Arc::new(provenance));
+        columns.push(list(upstream_ids, self.upstreams.iter().map(String::as_str).collect())?);
+        columns.push(list(provenance_ids, texts.all.iter().map(String::as_str).collect())?);
+        for name in ["upstreams", "provenance"] {
+            fields.push(Field::new(name, columns[fields.len()].data_type().clone(), true));
+        }
         Ok(RecordBatch::try_new(Arc::new(deltalake::arrow::datatypes::Schema::new(fields)), columns)?)
     }
 

@@ -66,7 +66,8 @@ pub(super) async fn merge(
     before_commit: &(dyn Fn() -> Result<()> + Sync),
 ) -> Result<(DeltaTable, LinkWriteMetrics)> {
     let started = std::time::Instant::now();
-    let schema: SchemaRef = incoming.schema();
+    // The table's own types; `incoming` may hold its lists dictionary-encoded (see `conform`).
+    let schema: SchemaRef = Arc::new(table.snapshot()?.snapshot().arrow_schema().as_ref().clone());
     let key_index: Vec<usize> =
         key.iter().map(|k| schema.index_of(k).map_err(|_| eyre!("link rows have no key column `{k}`"))).collect::<Result<_>>()?;
     let incoming = sorted_and_unique(incoming, &key_index)?;
@@ -119,14 +120,19 @@ pub(super) async fn merge(
             leftovers.extend(r.leftover);
         }
         // New keys in no file's slot or range: appended as files of their own, in key order.
-        let leftovers = concat_batches(&schema, &leftovers)?;
-        if leftovers.num_rows() > 0 {
-            let per_file = rows_per_file(target_file_size, 0, 0, &leftovers);
+        // A single part (all of a first write) stays as it came, spelled out by the writers.
+        let mut leftovers: Vec<RecordBatch> = leftovers.into_iter().filter(|b| b.num_rows() > 0).collect();
+        let leftovers = match leftovers.len() {
+            0 | 1 => leftovers.pop(),
+            _ => Some(concat_batches(&schema, &leftovers.iter().map(|b| conform(b, &schema)).collect::<Result<Vec<_>>>()?)?),
+        };
+        if let Some(leftovers) = leftovers {
+            let per_file = rows_per_file(target_file_size, 0, 0, &leftovers)?;
             actions.extend(write_data(table, leftovers.clone(), per_file, &written).await?.into_iter().map(Action::Add));
             metrics.inserted += leftovers.num_rows() as u64;
             // Beside removed files, these inserts need change data too (see `rewrite_group`).
             if metrics.files_rewritten > 0 {
-                let cdc = write_change_data(&store, &schema, &[], &[], &[leftovers]).await?;
+                let cdc = write_change_data(&store, &schema, &[], &[], &[conform(&leftovers, &schema)?]).await?;
                 written.add(cdc.iter().map(|c| c.path.clone()));
                 actions.extend(cdc.map(Action::Cdc));
             }
@@ -352,6 +358,7 @@ impl Job {
     }
 
     async fn rewrite_files(&self, group: Group, incoming: RecordBatch) -> Result<Rewrite> {
+        let incoming = conform(&incoming, &self.schema)?;
         if let (true, [file]) = (group.own, group.files.as_slice()) {
             if let Some(done) = self.rewrite_sorted_file(file, &incoming).await? {
                 return Ok(done);
@@ -374,7 +381,7 @@ impl Job {
         let bytes = fetch(&self.store, &file.path).await?;
         let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)?.with_batch_size(BATCH);
         let file_rows = builder.metadata().file_metadata().num_rows().max(0) as usize;
-        let per_file = rows_per_file(self.target_file_size, file.remove.size.unwrap_or(0).max(0) as u64, file_rows, incoming);
+        let per_file = rows_per_file(self.target_file_size, file.remove.size.unwrap_or(0).max(0) as u64, file_rows, incoming)?;
         let mut output = RowsOut::new(&self.table, per_file, self.written.clone())?;
         let mut out = Rewrite { removes: vec![file.remove.clone()], ..Rewrite::default() };
         let mut inserted: Vec<u32> = Vec::new();
@@ -497,7 +504,7 @@ impl Job {
         let file_rows: usize = files.iter().map(|b| b.num_rows()).sum();
         drop(sources);
         drop(files);
-        let per_file = rows_per_file(self.target_file_size, file_bytes, file_rows, &rows);
+        let per_file = rows_per_file(self.target_file_size, file_bytes, file_rows, &rows)?;
         out.adds = write_data(&self.table, rows, per_file, &self.written).await?;
         Ok(out)
     }
@@ -682,17 +689,36 @@ async fn fetch(store: &Arc<dyn ObjectStore>, path: &Path) -> Result<impl deltala
 
 /// `batch` with the columns of `schema`, found by name and cast (list field names, string
 /// encodings); a column the file lacks is all NULL.
+/// `batch` in `schema`'s column types. Link rows of a run carry their upstream and
+/// provenance lists dictionary-encoded (see `AffectedKeys::per_key`): this spells them out,
+/// a writer's slice or a file group's keys at a time.
 fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
     let columns = schema
         .fields()
         .iter()
         .map(|f| match batch.column_by_name(f.name()) {
             Some(c) if c.data_type() == f.data_type() => Ok(c.clone()),
+            Some(c) if spelled_out(c.data_type()) == *f.data_type() => spell_out(c),
             Some(c) => Ok(cast(c, f.data_type())?),
             None => Ok(new_null_array(f.data_type(), batch.num_rows())),
         })
         .collect::<Result<Vec<_>>>()?;
     Ok(RecordBatch::try_new(schema.clone(), columns)?)
+}
+
+/// A list of dictionary-encoded values as the list of those values, converting only the
+/// elements of the rows at hand (a cast would convert every element under a sliced list).
+fn spell_out(column: &ArrayRef) -> Result<ArrayRef> {
+    use deltalake::arrow::array::ListArray;
+    use deltalake::arrow::buffer::{OffsetBuffer, ScalarBuffer};
+    let (Some(list), DataType::List(item)) = (column.as_list_opt::<i32>(), spelled_out(column.data_type())) else {
+        return Ok(column.clone());
+    };
+    let offsets = list.value_offsets();
+    let (first, last) = (offsets[0], offsets[offsets.len() - 1]);
+    let values = cast(&list.values().slice(first as usize, (last - first) as usize), item.data_type())?;
+    let offsets: Vec<i32> = offsets.iter().map(|o| o - first).collect();
+    Ok(Arc::new(ListArray::try_new(item, OffsetBuffer::new(ScalarBuffer::from(offsets)), values, list.nulls().cloned())?))
 }
 
 /// Rows built by picking, per column, from `sources`: the run's columns (see [`UPDATED`]) by
@@ -809,17 +835,16 @@ async fn write_data(
     written: &Arc<Uncommitted>,
 ) -> Result<Vec<deltalake::kernel::Add>> {
     let schema = RecordBatchWriter::for_table(table)?.arrow_schema();
-    let rows = conform(&rows, &schema)?;
     let rows_per_file = rows_per_file.max(1);
     let writes = (0..rows.num_rows()).step_by(rows_per_file).map(|at| {
         let chunk = rows.slice(at, rows_per_file.min(rows.num_rows() - at));
-        let (writer, written) = (link_writer(table), written.clone());
+        let (writer, written, schema) = (link_writer(table), written.clone(), schema.clone());
         crate::task::spawn_owned(async move {
             let mut writer = writer?;
-            // Handed over in slices: the writer encodes as it goes.
+            // Handed over in slices, spelled out one at a time: the writer encodes as it goes.
             const SLICE: usize = 64 * 1024;
             for at in (0..chunk.num_rows()).step_by(SLICE) {
-                writer.write(chunk.slice(at, SLICE.min(chunk.num_rows() - at))).await?;
+                writer.write(conform(&chunk.slice(at, SLICE.min(chunk.num_rows() - at)), &schema)?).await?;
             }
             let adds = writer.flush().await?;
             written.add(adds.iter().map(|a| a.path.clone()));
@@ -954,15 +979,29 @@ impl FileCutter {
 /// Rows per file for about `target_bytes` per file: from the sizes of the files being
 /// rewritten, or (a first write) from the rows' size in memory, which parquet's dictionary
 /// and snappy encoding shrink about twelvefold for link rows (measured).
-fn rows_per_file(target_bytes: u64, file_bytes: u64, file_rows: usize, rows: &RecordBatch) -> usize {
+fn rows_per_file(target_bytes: u64, file_bytes: u64, file_rows: usize, rows: &RecordBatch) -> Result<usize> {
     const MEMORY_TO_FILE: f64 = 12.0;
     let bytes_per_row = match (file_bytes, file_rows) {
-        (0, _) | (_, 0) if rows.num_rows() > 0 => rows.get_array_memory_size() as f64 / rows.num_rows() as f64 / MEMORY_TO_FILE,
-        (0, _) | (_, 0) => return 1 << 20,
+        (0, _) | (_, 0) if rows.num_rows() > 0 => {
+            // Measured on rows as written: dictionary-encoded lists (see `conform`) are spelled
+            // out, a sample of them.
+            let mut per_row = 0.0;
+            for column in rows.columns() {
+                let spelled = spelled_out(column.data_type());
+                per_row += if spelled == *column.data_type() {
+                    column.get_array_memory_size() as f64 / rows.num_rows() as f64
+                } else {
+                    let sample = spell_out(&column.slice(0, rows.num_rows().min(16 * 1024)))?;
+                    sample.get_array_memory_size() as f64 / sample.len() as f64
+                };
+            }
+            per_row / MEMORY_TO_FILE
+        }
+        (0, _) | (_, 0) => return Ok(1 << 20),
         _ => file_bytes as f64 / file_rows as f64,
     }
     .max(1.0);
-    ((target_bytes as f64 / bytes_per_row) as usize).max(1024)
+    Ok(((target_bytes as f64 / bytes_per_row) as usize).max(1024))
 }
 
 /// One change-data file: pre- and post-images of the touched keys, and the inserted keys.
@@ -1027,6 +1066,7 @@ pub(super) fn incoming_rows(
 ) -> Result<RecordBatch> {
     use deltalake::arrow::array::{Int64Array, TimestampMicrosecondArray};
     let n = per_key.num_rows();
+    let mut fields = Vec::new();
     let columns = table_schema
         .fields()
         .iter()
@@ -1040,12 +1080,26 @@ pub(super) fn incoming_rows(
                     None => new_null_array(f.data_type(), n),
                 },
             };
-            if column.data_type() == f.data_type() {
-                Ok(column)
+            // Lists of dictionary-encoded strings stay so until written (see `conform`).
+            let column = if column.data_type() == f.data_type() || spelled_out(column.data_type()) == *f.data_type() {
+                column
             } else {
-                Ok(cast(&column, f.data_type()).wrap_err_with(|| format!("link column `{}`", f.name()))?)
-            }
+                cast(&column, f.data_type()).wrap_err_with(|| format!("link column `{}`", f.name()))?
+            };
+            fields.push(f.as_ref().clone().with_data_type(column.data_type().clone()));
+            Ok(column)
         })
         .collect::<Result<Vec<_>>>()?;
-    Ok(RecordBatch::try_new(table_schema.clone(), columns)?)
+    Ok(RecordBatch::try_new(Arc::new(Schema::new_with_metadata(fields, table_schema.metadata().clone())), columns)?)
+}
+
+/// `t` with a list of dictionary-encoded values as the list of those values (the field kept).
+fn spelled_out(t: &DataType) -> DataType {
+    match t {
+        DataType::List(item) => match item.data_type() {
+            DataType::Dictionary(_, values) => DataType::List(Arc::new(item.as_ref().clone().with_data_type(values.as_ref().clone()))),
+            _ => t.clone(),
+        },
+        _ => t.clone(),
+    }
 }
