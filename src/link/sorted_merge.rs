@@ -56,6 +56,9 @@ pub(super) fn applies(table: &DeltaTable) -> Result<bool> {
 
 /// MERGE `incoming` — full link rows (table schema order) sorted by key, one per key — into
 /// `table` in one commit carrying `props` (the run's application transaction).
+/// File groups rewritten at once (each decodes on one task and encodes on another).
+const GROUPS_AT_ONCE: usize = 3;
+
 pub(super) async fn merge(
     table: &DeltaTable,
     key: &[String],
@@ -88,6 +91,10 @@ pub(super) async fn merge(
         key_index,
         target_file_size,
         written: written.clone(),
+        // A lone file's rewrite is split in two by row groups (see `Job::parts`): decoding
+        // and encoding each on a task, a pipeline whose MERGE touches one file uses two cores
+        // for each. (Two files already keep two cores busy.)
+        parts: if key.len() == 1 && groups.len() == 1 { 2 } else { 1 },
     });
     let prepared = async {
         // Groups go two at a time, each its own task (decoding, merging and encoding are CPU: as
@@ -100,7 +107,7 @@ pub(super) async fn merge(
                 Ok::<_, color_eyre::Report>((i, done))
             }
         }))
-        .buffer_unordered(3)
+        .buffer_unordered(GROUPS_AT_ONCE)
         .try_collect()
         .await?;
         results.sort_by_key(|(i, _)| *i);
@@ -311,7 +318,7 @@ struct Rewrite {
     /// Touched rows before and after, and new keys merged into the rewritten files.
     pre: Vec<RecordBatch>,
     post: Vec<RecordBatch>,
-    inserts: Option<RecordBatch>,
+    inserts: Vec<RecordBatch>,
     /// The group's new keys when none of its files held a touched key (nothing rewritten).
     leftover: Option<RecordBatch>,
     /// Rows of `inserts`, and the change-data file of `pre`, `post` and `inserts`, written by
@@ -327,6 +334,8 @@ struct Job {
     key_index: Vec<usize>,
     target_file_size: u64,
     written: Arc<Uncommitted>,
+    /// Parts a lone sorted file's rewrite is split into (by row groups), at most.
+    parts: usize,
 }
 
 impl Job {
@@ -343,21 +352,21 @@ impl Job {
     /// A file of its own streams (see [`Job::rewrite_sorted_file`]); anything else, or a file
     /// that turns out not to be sorted by key, is rewritten whole ([`Job::rewrite`], which
     /// looks keys up by hash and sorts what is out of order).
-    async fn rewrite_group(&self, group: Group, incoming: RecordBatch) -> Result<Rewrite> {
+    async fn rewrite_group(self: Arc<Self>, group: Group, incoming: RecordBatch) -> Result<Rewrite> {
         let mut done = self.rewrite_files(group, incoming).await?;
-        done.inserted = done.inserts.as_ref().map_or(0, |b| b.num_rows() as u64);
+        done.inserted = done.inserts.iter().map(|b| b.num_rows() as u64).sum();
         // A commit that only adds files reads as inserts of their rows; once it also removes
         // files, the change data must say what really changed (else readers see every row
         // deleted and re-inserted).
         if !done.removes.is_empty() {
-            let (pre, post, inserts) = (std::mem::take(&mut done.pre), std::mem::take(&mut done.post), done.inserts.take());
-            done.cdc = write_change_data(&self.store, &self.schema, &pre, &post, inserts.as_slice()).await?;
+            let (pre, post, inserts) = (std::mem::take(&mut done.pre), std::mem::take(&mut done.post), std::mem::take(&mut done.inserts));
+            done.cdc = write_change_data(&self.store, &self.schema, &pre, &post, &inserts).await?;
             self.written.add(done.cdc.iter().map(|c| c.path.clone()));
         }
         Ok(done)
     }
 
-    async fn rewrite_files(&self, group: Group, incoming: RecordBatch) -> Result<Rewrite> {
+    async fn rewrite_files(self: &Arc<Self>, group: Group, incoming: RecordBatch) -> Result<Rewrite> {
         let incoming = conform(&incoming, &self.schema)?;
         if let (true, [file]) = (group.own, group.files.as_slice()) {
             if let Some(done) = self.rewrite_sorted_file(file, &incoming).await? {
@@ -372,18 +381,96 @@ impl Job {
     /// the incoming rows (also sorted) and written out, so memory holds one batch and the
     /// writer's buffer instead of the whole file twice. `incoming` is sorted and unique (see
     /// [`sorted_and_unique`]). `None` when the file is not sorted (what it wrote so far is
-    /// never committed).
-    async fn rewrite_sorted_file(&self, file: &TargetFile, incoming: &RecordBatch) -> Result<Option<Rewrite>> {
+    /// never committed). With [`Job::parts`] above one, contiguous runs of row groups are
+    /// rewritten at once, each with the incoming keys of its key range, into files of its own.
+    async fn rewrite_sorted_file(self: &Arc<Self>, file: &TargetFile, incoming: &RecordBatch) -> Result<Option<Rewrite>> {
+        let bytes = fetch(&self.store, &file.path).await?;
+        let metadata = ParquetRecordBatchReaderBuilder::try_new(bytes.clone())?.metadata().clone();
+        let file_rows = metadata.file_metadata().num_rows().max(0) as usize;
+        let per_file = rows_per_file(self.target_file_size, file.remove.size.unwrap_or(0).max(0) as u64, file_rows, incoming)?;
+        let parts = self.row_group_parts(&metadata, incoming)?;
+        let runs = parts.into_iter().map(|(row_groups, rows)| {
+            let (job, bytes, incoming) = (self.clone(), bytes.clone(), incoming.slice(rows.start, rows.len()));
+            crate::task::spawn_owned(async move { job.rewrite_row_groups(bytes, row_groups, &incoming, per_file).await })
+        });
+        let mut out = Rewrite { removes: vec![file.remove.clone()], ..Rewrite::default() };
+        let mut unsorted = false;
+        for part in futures::future::try_join_all(runs).await? {
+            match part? {
+                Some(part) => {
+                    out.adds.extend(part.adds);
+                    out.updated += part.updated;
+                    out.pre.extend(part.pre);
+                    out.post.extend(part.post);
+                    out.inserts.extend(part.inserts);
+                }
+                None => unsorted = true,
+            }
+        }
+        if unsorted {
+            // Another part's files are never committed either.
+            delete_files(&self.store, out.adds.iter().map(|a| Path::from(a.path.as_str())).collect()).await;
+            return Ok(None);
+        }
+        Ok(Some(out))
+    }
+
+    /// The row groups of a sorted file in up to [`Job::parts`] contiguous runs, each with the
+    /// rows of `incoming` in its key range (the first from the lowest key, the last up to the
+    /// highest): by the first key column's row-group statistics, which must show the groups
+    /// in key order without overlap; else one run of every row group and every incoming row.
+    fn row_group_parts(
+        &self,
+        metadata: &deltalake::parquet::file::metadata::ParquetMetaData,
+        incoming: &RecordBatch,
+    ) -> Result<Vec<(Vec<usize>, std::ops::Range<usize>)>> {
+        use deltalake::parquet::file::statistics::Statistics;
+        let whole = vec![((0..metadata.num_row_groups()).collect(), 0..incoming.num_rows())];
+        let parts = self.parts.min(metadata.num_row_groups());
+        let key = self.schema.field(self.key_index[0]).name();
+        let column = metadata.file_metadata().schema_descr().columns().iter().position(|c| c.path().string() == *key);
+        let (true, Some(column)) = (parts > 1, column) else { return Ok(whole) };
+        let ranges: Option<Vec<(i64, i64)>> = metadata
+            .row_groups()
+            .iter()
+            .map(|rg| match rg.column(column).statistics()? {
+                Statistics::Int64(v) => Some((*v.min_opt()?, *v.max_opt()?)),
+                Statistics::Int32(v) => Some((i64::from(*v.min_opt()?), i64::from(*v.max_opt()?))),
+                _ => None,
+            })
+            .collect();
+        let Some(ranges) = ranges.filter(|r| r.windows(2).all(|w| w[0].1 < w[1].0)) else { return Ok(whole) };
+        let Some(keys) = first_int_keys(incoming, self.key_index[0])? else { return Ok(whole) };
+        let per_part = ranges.len().div_ceil(parts);
+        let starts: Vec<usize> = (0..ranges.len()).step_by(per_part).collect();
+        Ok(starts
+            .iter()
+            .enumerate()
+            .map(|(p, &start)| {
+                let end = starts.get(p + 1).copied().unwrap_or(ranges.len());
+                let from = if p == 0 { 0 } else { keys.partition_point(|k| *k < ranges[start].0) };
+                let to = if end == ranges.len() { keys.len() } else { keys.partition_point(|k| *k < ranges[end].0) };
+                ((start..end).collect(), from..to)
+            })
+            .collect())
+    }
+
+    /// One run of row groups of a sorted file, merge-joined with `incoming` (see
+    /// [`Job::rewrite_sorted_file`]).
+    async fn rewrite_row_groups(
+        &self,
+        bytes: impl deltalake::parquet::file::reader::ChunkReader + 'static,
+        row_groups: Vec<usize>,
+        incoming: &RecordBatch,
+        per_file: usize,
+    ) -> Result<Option<Rewrite>> {
         const BATCH: usize = 64 * 1024;
         let schema = &self.schema;
         let converter = self.key_converter()?;
         let incoming_keys = self.key_rows(&converter, incoming)?;
-        let bytes = fetch(&self.store, &file.path).await?;
-        let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)?.with_batch_size(BATCH);
-        let file_rows = builder.metadata().file_metadata().num_rows().max(0) as usize;
-        let per_file = rows_per_file(self.target_file_size, file.remove.size.unwrap_or(0).max(0) as u64, file_rows, incoming)?;
+        let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)?.with_batch_size(BATCH).with_row_groups(row_groups);
         let mut output = RowsOut::new(&self.table, per_file, self.written.clone())?;
-        let mut out = Rewrite { removes: vec![file.remove.clone()], ..Rewrite::default() };
+        let mut out = Rewrite::default();
         let mut inserted: Vec<u32> = Vec::new();
         let (m, mut j, mut j_matched) = (incoming.num_rows(), 0usize, false);
         let mut last_key: Option<deltalake::arrow::row::OwnedRow> = None;
@@ -436,7 +523,7 @@ impl Job {
         output.write(take_record_batch(incoming, &UInt32Array::from(tail.clone()))?).await?;
         inserted.extend(tail);
         out.adds = output.finish().await?;
-        out.inserts = Some(take_record_batch(incoming, &UInt32Array::from(inserted))?);
+        out.inserts = vec![take_record_batch(incoming, &UInt32Array::from(inserted))?];
         Ok(Some(out))
     }
 
@@ -498,7 +585,7 @@ impl Job {
         let rows = assemble(schema, &sources, &picks.keep, &picks.update)?;
         let (post_keep, post_update): (Vec<_>, Vec<_>) = picks.post.iter().copied().unzip();
         out.post.push(assemble(schema, &sources, &post_keep, &post_update)?);
-        out.inserts = Some(take_record_batch(&incoming, &UInt32Array::from(new_keys))?);
+        out.inserts = vec![take_record_batch(&incoming, &UInt32Array::from(new_keys))?];
 
         let file_bytes: u64 = out.removes.iter().filter_map(|r| r.size).map(|s| s as u64).sum();
         let file_rows: usize = files.iter().map(|b| b.num_rows()).sum();
@@ -683,7 +770,7 @@ async fn read_file(store: Arc<dyn ObjectStore>, path: &Path, schema: &SchemaRef)
 }
 
 /// The bytes of one link-table file.
-async fn fetch(store: &Arc<dyn ObjectStore>, path: &Path) -> Result<impl deltalake::parquet::file::reader::ChunkReader + 'static> {
+async fn fetch(store: &Arc<dyn ObjectStore>, path: &Path) -> Result<impl deltalake::parquet::file::reader::ChunkReader + Clone + 'static> {
     Ok(store.get(path).await.wrap_err_with(|| format!("cannot read link-table file {path}"))?.bytes().await?)
 }
 

@@ -519,6 +519,47 @@ fn sorted_key_merge_equals_delta_rs_merge_over_random_histories() {
 }
 
 
+/// A MERGE that touches one link file of several row groups rewrites it in parts (row-group
+/// runs, each with the keys of its range, at once): the same link rows and change feed as
+/// delta-rs's MERGE, key ranges still disjoint, nothing left unreferenced.
+#[test]
+fn a_lone_link_file_is_rewritten_in_parts_exactly_as_delta_rs_merges() {
+    use deltalink::link::MergeStrategy;
+    use rand::Rng;
+    use std::collections::BTreeSet;
+    rt().block_on(async {
+        let lake = Lake::new();
+        let mut rng = seeded(21);
+        let mut a = ModelTable::create(&lake.path("a"), true).await;
+        // Even keys: one link file of three 128k-row row groups. Odd keys come later, inside
+        // every row group's range and beyond the last.
+        a.insert(&(0..300_000).map(|k| Some(k * 2)).collect::<Vec<_>>()).await;
+        let config = simple_config(&["a"], &[("sorted", &["a"]), ("oracle", &["a"])]);
+        let sorted = lake.engine(&config);
+        let oracle = lake.engine(&config).with_merge_strategy(MergeStrategy::DeltaRs);
+        sorted.run("sorted", &RunOptions::default()).await.expect("first sorted-key run");
+        oracle.run("oracle", &RunOptions::default()).await.expect("first delta-rs run");
+        assert_eq!(link_file_ranges(&sorted, "sorted").await.len(), 1, "one link file to start with");
+
+        let ids: BTreeSet<i64> = (0..2_000).map(|_| rng.gen_range(1..=300_000)).collect();
+        a.update_payload(&ids.into_iter().collect::<Vec<_>>()).await;
+        a.insert(&(0..2_000).map(|_| Some(rng.gen_range(0..320_000) * 2 + 1)).collect::<Vec<_>>()).await;
+        let s = sorted.run("sorted", &RunOptions::default()).await.expect("sorted-key run");
+        let o = oracle.run("oracle", &RunOptions::default()).await.expect("delta-rs run");
+        assert_eq!((s.keys_inserted, s.keys_updated), (o.keys_inserted, o.keys_updated));
+        let (s_rows, s_feed) = link_rows_and_feed(&sorted, "sorted").await;
+        let (o_rows, o_feed) = link_rows_and_feed(&oracle, "oracle").await;
+        assert_eq!(s_rows.len(), 300_000 + s.keys_inserted as usize);
+        assert!(s_rows == o_rows, "link rows differ from delta-rs's MERGE");
+        assert!(s_feed == o_feed, "link change feeds differ from delta-rs's MERGE");
+        let ranges = link_file_ranges(&sorted, "sorted").await;
+        assert!(ranges.len() >= 2, "the lone file was rewritten in parts: {ranges:?}");
+        assert!(ranges.windows(2).all(|w| w[0].1 < w[1].0), "layout overlaps: {ranges:?}");
+        let orphans = unreferenced_data_files(&lake.path("_deltalink/links/sorted"));
+        assert!(orphans.is_empty(), "data files no commit references: {orphans:?}");
+    });
+}
+
 /// What a run's commit records of its write (ours in metadata, delta-rs's in its operation
 /// metrics) reads back as the pipeline's last write: run_id, kind and key counts.
 async fn assert_last_write_is(engine: &deltalink::Engine, pipeline: &str, run: &deltalink::runner::RunReport, context: &str) {
