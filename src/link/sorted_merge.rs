@@ -775,10 +775,9 @@ async fn fetch(store: &Arc<dyn ObjectStore>, path: &Path) -> Result<impl deltala
 }
 
 /// `batch` with the columns of `schema`, found by name and cast (list field names, string
-/// encodings); a column the file lacks is all NULL.
-/// `batch` in `schema`'s column types. Link rows of a run carry their upstream and
-/// provenance lists dictionary-encoded (see `AffectedKeys::per_key`): this spells them out,
-/// a writer's slice or a file group's keys at a time.
+/// encodings); a column the file lacks is all NULL. Link rows of a run carry their upstream
+/// and provenance lists dictionary-encoded (see `AffectedKeys::per_key`): this spells them
+/// out, a writer's slice or a file group's keys at a time.
 fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
     let columns = schema
         .fields()
