@@ -335,8 +335,19 @@ impl IntKeyTable {
         h.0
     }
 
-    fn mask(&self) -> usize {
-        self.slots.len().wrapping_sub(1)
+    /// Where probing for a key of hash `h` starts.
+    fn home(&self, h: u64) -> usize {
+        h as usize & self.slots.len().wrapping_sub(1)
+    }
+
+    /// A taken slot: the hash's upper half as a tag, the entry's index plus one (0 is empty).
+    fn slot(h: u64, index: usize) -> u64 {
+        (h >> 32) << 32 | (index as u64 + 1)
+    }
+
+    /// The entry index a slot holds (`usize::MAX` for an empty one).
+    fn index(slot: u64) -> usize {
+        (slot as u32).wrapping_sub(1) as usize
     }
 
     /// The entry of `key`, created by `new` when absent.
@@ -345,9 +356,8 @@ impl IntKeyTable {
             self.grow();
         }
         let h = Self::hash(key);
-        let tag = h >> 32;
-        let mask = self.mask();
-        let mut at = h as usize & mask;
+        let mask = self.slots.len() - 1;
+        let mut at = self.home(h);
         loop {
             let slot = self.slots[at];
             if slot == 0 {
@@ -360,12 +370,12 @@ impl IntKeyTable {
                         u32::MAX - 1
                     ));
                 }
-                self.slots[at] = tag << 32 | (index as u64 + 1);
+                self.slots[at] = Self::slot(h, index);
                 self.entries.push((key, new()));
                 return Ok(&mut self.entries[index].1);
             }
-            if slot >> 32 == tag {
-                let index = (slot as u32 - 1) as usize;
+            if slot >> 32 == h >> 32 {
+                let index = Self::index(slot);
                 if self.entries[index].0 == key {
                     return Ok(&mut self.entries[index].1);
                 }
@@ -385,18 +395,18 @@ impl IntKeyTable {
         let mask = capacity - 1;
         for (index, (key, _)) in self.entries.iter().enumerate() {
             let h = Self::hash(*key);
-            let mut at = h as usize & mask;
+            let mut at = self.home(h);
             while self.slots[at] != 0 {
                 at = (at + 1) & mask;
             }
-            self.slots[at] = (h >> 32) << 32 | (index as u64 + 1);
+            self.slots[at] = Self::slot(h, index);
         }
     }
 
     /// Start loading the home slot of `key`.
     #[inline]
     fn prefetch_slot(&self, key: i64) {
-        if let Some(slot) = self.slots.get(Self::hash(key) as usize & self.mask()) {
+        if let Some(slot) = self.slots.get(self.home(Self::hash(key))) {
             prefetch_address(slot);
         }
     }
@@ -405,8 +415,8 @@ impl IntKeyTable {
     /// factor (the caller checks the key). For prefetching only.
     #[inline]
     fn peek(&self, key: i64) -> Option<&(i64, KeyEntry)> {
-        let slot = *self.slots.get(Self::hash(key) as usize & self.mask())?;
-        self.entries.get((slot as u32).wrapping_sub(1) as usize)
+        let slot = *self.slots.get(self.home(Self::hash(key)))?;
+        self.entries.get(Self::index(slot))
     }
 
     /// Start loading the entry of `key` (both its ends: an entry can straddle two cache

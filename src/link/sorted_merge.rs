@@ -384,14 +384,18 @@ impl Job {
     /// never committed). With [`Job::parts`] above one, contiguous runs of row groups are
     /// rewritten at once, each with the incoming keys of its key range, into files of its own.
     async fn rewrite_sorted_file(self: &Arc<Self>, file: &TargetFile, incoming: &RecordBatch) -> Result<Option<Rewrite>> {
+        use deltalake::parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
         let bytes = fetch(&self.store, &file.path).await?;
-        let metadata = ParquetRecordBatchReaderBuilder::try_new(bytes.clone())?.metadata().clone();
+        // The footer, parsed once for every part's reader.
+        let reader_metadata = ArrowReaderMetadata::load(&bytes, ArrowReaderOptions::default())?;
+        let metadata = reader_metadata.metadata();
         let file_rows = metadata.file_metadata().num_rows().max(0) as usize;
         let per_file = rows_per_file(self.target_file_size, file.remove.size.unwrap_or(0).max(0) as u64, file_rows, incoming)?;
-        let parts = self.row_group_parts(&metadata, incoming)?;
+        let parts = self.row_group_parts(metadata, incoming)?;
         let runs = parts.into_iter().map(|(row_groups, rows)| {
-            let (job, bytes, incoming) = (self.clone(), bytes.clone(), incoming.slice(rows.start, rows.len()));
-            crate::task::spawn_owned(async move { job.rewrite_row_groups(bytes, row_groups, &incoming, per_file).await })
+            let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(bytes.clone(), reader_metadata.clone()).with_row_groups(row_groups);
+            let (job, incoming) = (self.clone(), incoming.slice(rows.start, rows.len()));
+            crate::task::spawn_owned(async move { job.rewrite_row_groups(builder, &incoming, per_file).await })
         });
         let mut out = Rewrite { removes: vec![file.remove.clone()], ..Rewrite::default() };
         let mut unsorted = false;
@@ -459,8 +463,7 @@ impl Job {
     /// [`Job::rewrite_sorted_file`]).
     async fn rewrite_row_groups(
         &self,
-        bytes: impl deltalake::parquet::file::reader::ChunkReader + 'static,
-        row_groups: Vec<usize>,
+        rows: ParquetRecordBatchReaderBuilder<impl deltalake::parquet::file::reader::ChunkReader + 'static>,
         incoming: &RecordBatch,
         per_file: usize,
     ) -> Result<Option<Rewrite>> {
@@ -468,7 +471,7 @@ impl Job {
         let schema = &self.schema;
         let converter = self.key_converter()?;
         let incoming_keys = self.key_rows(&converter, incoming)?;
-        let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)?.with_batch_size(BATCH).with_row_groups(row_groups);
+        let builder = rows.with_batch_size(BATCH);
         let mut output = RowsOut::new(&self.table, per_file, self.written.clone())?;
         let mut out = Rewrite::default();
         let mut inserted: Vec<u32> = Vec::new();
