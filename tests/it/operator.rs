@@ -82,6 +82,41 @@ fn reset_targets_dry_run_and_audited_execute() {
     });
 }
 
+/// A process's tracker upserts start from the state it last committed, without reloading the
+/// log; a commit by another writer in between (delta-rs's UPDATE here, as another process
+/// would make) must not be overwritten: the upsert conflicts, reloads, and keeps both.
+#[test]
+fn an_upsert_from_a_stale_state_keeps_another_writers_tracker_commit() {
+    rt().block_on(async {
+        let (_lake, _a, engine, _) = lake_with_history().await;
+        let mut tracker = engine.tracker().await.expect("tracker");
+        let table = tracker.table().cloned().expect("tracker table");
+        let before = table.version().expect("version");
+        let (edited, _) = table
+            .update()
+            .with_predicate("pipeline_name = 'p'")
+            .with_update("note", "'set by another writer'")
+            .await
+            .expect("another writer's UPDATE");
+        assert_eq!(edited.version(), Some(before + 1));
+
+        // `tracker` (and this process's last commit) are still at `before`.
+        let mut row = deltalink::tracker::TrackerRow::new("q", "a");
+        row.last_processed_version = Some(3);
+        tracker.upsert(&[row], &deltalink::tracker::Audit::new("test", "q")).await.expect("upsert");
+
+        let fresh = engine.tracker().await.expect("tracker");
+        assert_eq!(fresh.table().and_then(|t| t.version()), Some(before + 2), "one retry after the conflict");
+        let rows = fresh.rows(None).await.expect("rows");
+        assert_eq!(rows.len(), 2, "one row per pipeline and upstream: {rows:?}");
+        let p = rows.iter().find(|r| r.pipeline_name == "p").expect("p's row");
+        assert_eq!(p.note.as_deref(), Some("set by another writer"), "the other writer's commit was kept");
+        assert_eq!(p.last_processed_version, Some(6));
+        let q = rows.iter().find(|r| r.pipeline_name == "q").expect("q's row");
+        assert_eq!(q.last_processed_version, Some(3));
+    });
+}
+
 /// A dry run shows "current → new"; when a run moves the tracker before the operator
 /// executes it, executing the stale plan is refused instead of resetting from elsewhere.
 #[test]
