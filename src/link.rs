@@ -103,8 +103,7 @@ pub async fn open_or_create(
     storage: &HashMap<String, String>,
 ) -> Result<DeltaTable> {
     if let Some(t) = lake::open_owned(uri, storage).await? {
-        check_schema(&t, pipeline, key)?;
-        return Ok(t);
+        return checked(t, pipeline, key);
     }
     let table = lake::table_for_create(uri, storage).await?;
     let created = table
@@ -122,6 +121,12 @@ pub async fn open_or_create(
             .ok_or_else(|| eyre!("link table {} vanished", display_uri(uri))),
         Err(e) => Err(e).wrap_err_with(|| format!("cannot create link table {} of pipeline `{pipeline}`", display_uri(uri))),
     }
+}
+
+/// An opened link table, once its columns are what deltalink writes (see [`check_schema`]).
+pub fn checked(table: DeltaTable, pipeline: &str, key: &[(String, DeltaType)]) -> Result<DeltaTable> {
+    check_schema(&table, pipeline, key)?;
+    Ok(table)
 }
 
 /// Refuse a link table whose columns were changed by hand: writing into it would mix schemas.

@@ -286,6 +286,10 @@ struct Plan {
     reads: Vec<UpstreamRead>,
     tables: HashMap<String, DeltaTable>,
     prior: HashMap<String, TrackerRow>,
+    /// The link table as opened when planning (`None`: not created yet, or a replay): a run
+    /// holds the pipeline's lease, so nothing else writes it meanwhile, and opening it again
+    /// at every step reloaded its log four more times per run.
+    link: Option<DeltaTable>,
 }
 
 impl Plan {
@@ -501,36 +505,28 @@ impl Engine {
             tables.insert(name.clone(), table);
         }
         self.open_sql_tables(pipeline, &mut tables).await?;
-        self.check_link_table_present(pipeline, rows).await?;
+        let link = lake::open_owned(&pipeline.link_table, self.storage()).await?;
+        check_link_table_present(pipeline, rows, link.as_ref())?;
         let run_id = match pending_run {
             Some(r) => r,
             None => {
                 let last = rows.iter().filter_map(|r| r.run_id).max().unwrap_or(0);
-                let committed = match lake::open_owned(&pipeline.link_table, self.storage()).await? {
-                    Some(t) => link::committed_run_id(&t, &pipeline.name).await?.unwrap_or(0),
+                let committed = match &link {
+                    Some(t) => link::committed_run_id(t, &pipeline.name).await?.unwrap_or(0),
                     None => 0,
                 };
                 last.max(committed) + 1
             }
         };
-        Ok(Plan { pipeline: pipeline.clone(), run_id, resumed: pending_run.is_some(), reads, tables, prior })
+        Ok(Plan { pipeline: pipeline.clone(), run_id, resumed: pending_run.is_some(), reads, tables, prior, link })
     }
 
-    /// A link table deleted by hand while the tracker says runs happened would silently lose
-    /// every key written so far: refuse and say how to rebuild it.
-    async fn check_link_table_present(&self, pipeline: &Pipeline, rows: &[TrackerRow]) -> Result<()> {
-        if let Some(run) = rows.iter().filter_map(|r| r.run_id).max() {
-            if lake::open_owned(&pipeline.link_table, self.storage()).await?.is_none() {
-                return Err(eyre!(
-                    "pipeline `{}`: its link table {} is missing, but the tracker records run {run}; the keys written so far are gone\n  fix: rebuild it from history with  deltalink tracker reset {} --to-earliest --execute --reason \"link table lost\"  then  deltalink run {}",
-                    pipeline.name,
-                    crate::config::display_uri(&pipeline.link_table),
-                    pipeline.name,
-                    pipeline.name
-                ));
-            }
+    /// The link table, as opened when planning, or now (it is created after the intent).
+    async fn planned_link_table(&self, plan: &Plan) -> Result<Option<DeltaTable>> {
+        match &plan.link {
+            Some(t) => Ok(Some(t.clone())),
+            None => lake::open_owned(&plan.pipeline.link_table, self.storage()).await,
         }
-        Ok(())
     }
 
     /// Upstreams that `sql` sources read without being sources themselves: pinned at latest.
@@ -810,7 +806,7 @@ impl Engine {
     /// Key column types: the link table's when it exists, else the first `keys` source's
     /// upstream's; `None` for a pipeline of `sql` sources only (their output types are used).
     async fn arrow_key_types(&self, plan: &Plan) -> Result<Option<Vec<DataType>>> {
-        if let Some(t) = lake::open_owned(&plan.pipeline.link_table, self.storage()).await? {
+        if let Some(t) = self.planned_link_table(plan).await? {
             return link::arrow_key_types(&t, &plan.pipeline.key).map(Some);
         }
         let Ok((upstream, cols)) = first_column_source(&plan.pipeline) else { return Ok(None) };
@@ -879,7 +875,10 @@ impl Engine {
                 }
             },
         };
-        link::open_or_create(&plan.pipeline.link_table, &plan.pipeline.name, &key_types, self.storage()).await
+        match &plan.link {
+            Some(t) => link::checked(t.clone(), &plan.pipeline.name, &key_types),
+            None => link::open_or_create(&plan.pipeline.link_table, &plan.pipeline.name, &key_types, self.storage()).await,
+        }
     }
 
     /// Re-derive keys for an explicit version range without moving the tracker: into the
@@ -944,7 +943,7 @@ impl Engine {
         }
         // Tables a `sql` source joins, replayed or not (at their latest versions).
         self.open_sql_tables(&pipeline, &mut tables).await?;
-        let mut plan = Plan { pipeline, run_id: 0, resumed: false, reads, tables, prior: HashMap::new() };
+        let mut plan = Plan { pipeline, run_id: 0, resumed: false, reads, tables, prior: HashMap::new(), link: None };
         let ctx = session();
         let affected = self.read_keys(&ctx, &plan).await?;
         let mut report = ReplayReport {
@@ -1077,6 +1076,21 @@ async fn decide_range(pipeline: &Pipeline, table: &DeltaTable, mut read: Upstrea
     };
     read.range = cdf::plan_range(read.processed, read.pinned, earliest).map(Into::into);
     Ok(read)
+}
+
+/// A link table deleted by hand while the tracker says runs happened would silently lose
+/// every key written so far: refuse and say how to rebuild it.
+fn check_link_table_present(pipeline: &Pipeline, rows: &[TrackerRow], link: Option<&DeltaTable>) -> Result<()> {
+    if let (Some(run), None) = (rows.iter().filter_map(|r| r.run_id).max(), link) {
+        return Err(eyre!(
+            "pipeline `{}`: its link table {} is missing, but the tracker records run {run}; the keys written so far are gone\n  fix: rebuild it from history with  deltalink tracker reset {} --to-earliest --execute --reason \"link table lost\"  then  deltalink run {}",
+            pipeline.name,
+            crate::config::display_uri(&pipeline.link_table),
+            pipeline.name,
+            pipeline.name
+        ));
+    }
+    Ok(())
 }
 
 /// Refuse a range the change feed cannot serve (CDF off, versions gone) before anything is

@@ -694,12 +694,13 @@ async fn commit(
     metrics: LinkWriteMetrics,
 ) -> Result<(DeltaTable, LinkWriteMetrics)> {
     let operation = crate::lake::merge_operation(&predicate);
-    CommitBuilder::from(props)
+    let committed = CommitBuilder::from(props)
         .with_actions(actions)
         .build(Some(table.snapshot()?), table.log_store(), operation)
         .await?;
+    // The commit hands back the table state at its version: no need to reload the log.
     let mut table = table.clone();
-    table.update_incremental(None).await?;
+    table.state = Some(committed.snapshot());
     Ok((table, metrics))
 }
 
