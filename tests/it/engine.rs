@@ -329,6 +329,65 @@ fn a_fault_in_a_cycle_with_shared_reads_converges_for_every_pipeline() {
     });
 }
 
+/// A cycle of more pipelines than it gives turns at the heavy part of a run (twice as many
+/// pipelines as cores are in flight, as many as cores read and merge at once), reading the
+/// same upstreams in every combination, so runs wait for turns and for each other's shared
+/// reads: after each cycle every link table holds exactly the keys its upstreams' commits
+/// touched (the model's oracle), each with the run id of the last cycle that touched it.
+#[test]
+fn a_cycle_of_more_pipelines_than_turns_over_shared_upstreams_writes_every_pipelines_keys() {
+    let upstreams = ["a", "b", "c"];
+    let pipelines: [(&str, &[&str]); 7] = [
+        ("p1", &["a"]),
+        ("p2", &["b"]),
+        ("p3", &["c"]),
+        ("p4", &["a", "b"]),
+        ("p5", &["b", "c"]),
+        ("p6", &["a", "c"]),
+        ("p7", &["a", "b", "c"]),
+    ];
+    rt().block_on(async {
+        let lake = Lake::new();
+        let mut rng = seeded(700);
+        let mut tables = BTreeMap::new();
+        for u in upstreams {
+            tables.insert(u, ModelTable::create(&lake.path(u), true).await);
+        }
+        let engine = lake.engine(&simple_config(&upstreams, &pipelines));
+        let names: Vec<String> = pipelines.iter().map(|(p, _)| p.to_string()).collect();
+        let mut expected: BTreeMap<&str, BTreeMap<Key, i64>> = BTreeMap::new();
+        for cycle in 0..3 {
+            let mut touched: BTreeMap<&str, Affected> = BTreeMap::new();
+            for (u, table) in tables.iter_mut() {
+                for _ in 0..2 {
+                    touched.entry(*u).or_default().extend(table.random_commit(&mut rng, 40).await);
+                }
+            }
+            let reports: BTreeMap<String, deltalink::RunReport> = engine
+                .run_many(&names, &RunOptions::default())
+                .await
+                .into_iter()
+                .map(|(p, r)| {
+                    let report = r.unwrap_or_else(|e| panic!("{p} in cycle {cycle}: {e:#}"));
+                    (p, report)
+                })
+                .collect();
+            for (p, ups) in pipelines {
+                let run_id = reports[p].run_id.unwrap_or_else(|| panic!("{p} wrote nothing in cycle {cycle}"));
+                for u in ups {
+                    for k in &touched[u] {
+                        expected.entry(p).or_default().insert(*k, run_id);
+                    }
+                }
+            }
+            for (p, _) in pipelines {
+                let want = expected.get(p).cloned().unwrap_or_default();
+                assert_eq!(link_keys(&engine, p).await, want, "{p} after cycle {cycle}");
+            }
+        }
+    });
+}
+
 #[test]
 fn start_latest_skips_history_and_reads_what_comes_after() {
     rt().block_on(async {
