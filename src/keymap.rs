@@ -220,7 +220,7 @@ impl Hit {
 /// list per key made malloc a quarter of the grouping time). Upstreams are folded in lexical
 /// order, so a key's hits are chained in that order and a new row's upstream is its first or
 /// its last hit: no chain walk.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 struct KeyEntry {
     /// Latest commit timestamp (µs), `i64::MIN` when none is known.
     last_ts: i64,
@@ -618,10 +618,9 @@ impl Grouper {
         let keys = match self.keys {
             None => SortedKeys { keys: SortedKeyValues::Int(Vec::new()), entries: Vec::new() },
             Some(KeyMap::Int(table)) => {
-                let IntKeyTable { slots, entries: mut v } = table;
+                let IntKeyTable { slots, entries } = table;
                 drop(slots);
-                v.sort_unstable_by_key(|(k, _)| *k);
-                let (keys, entries) = v.into_iter().unzip();
+                let (keys, entries) = sorted_by_key(entries);
                 SortedKeys { keys: SortedKeyValues::Int(keys), entries }
             }
             Some(KeyMap::Rows(converter, map)) => {
@@ -646,6 +645,56 @@ impl Grouper {
             commit_ts: self.commit_ts,
         })
     }
+}
+
+/// Grouped integer keys in key order, as keys and entries apart. Two halves sort on two
+/// threads and are merged straight into the two vectors (the merge replaces the unzip a single
+/// sort needed). Profiled: the sort was a tenth of reading a 1M-row lake's changes, done on one
+/// core while the other idled.
+fn sorted_by_key(mut v: Vec<(i64, KeyEntry)>) -> (Vec<i64>, Vec<KeyEntry>) {
+    const HALVES_FROM: usize = 1 << 16;
+    let by_key = |half: &mut [(i64, KeyEntry)]| half.sort_unstable_by_key(|(k, _)| *k);
+    if v.len() < HALVES_FROM {
+        by_key(&mut v);
+        return v.into_iter().unzip();
+    }
+    let mid = v.len() / 2;
+    let (low, high) = v.split_at_mut(mid);
+    let low_sorted = std::thread::scope(|scope| {
+        let other = std::thread::Builder::new().name("deltalink-sort".into()).spawn_scoped(scope, move || by_key(low));
+        by_key(high);
+        match other {
+            Ok(sorting) => match sorting.join() {
+                Ok(()) => true,
+                Err(panic) => std::panic::resume_unwind(panic),
+            },
+            Err(_) => false,
+        }
+    });
+    if !low_sorted {
+        // No thread to be had: sort that half here.
+        by_key(&mut v[..mid]);
+    }
+    let (mut keys, mut entries) = (Vec::with_capacity(v.len()), Vec::with_capacity(v.len()));
+    let (low, high) = v.split_at(mid);
+    let (mut i, mut j) = (0, 0);
+    while i < low.len() && j < high.len() {
+        // Keys are distinct: no tie to order.
+        let (k, e) = if high[j].0 < low[i].0 {
+            j += 1;
+            high[j - 1]
+        } else {
+            i += 1;
+            low[i - 1]
+        };
+        keys.push(k);
+        entries.push(e);
+    }
+    for &(k, e) in low[i..].iter().chain(&high[j..]) {
+        keys.push(k);
+        entries.push(e);
+    }
+    (keys, entries)
 }
 
 /// Formatted commit times by upstream and version, indexed instead of hashed: looked up once
