@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use color_eyre::eyre::{Result, WrapErr};
+use color_eyre::eyre::{eyre, Result, WrapErr};
 use deltalake::arrow::array::{Array, AsArray, RecordBatch};
 use deltalake::arrow::datatypes::{DataType, Field, Int64Type, SchemaRef, TimeUnit};
 use deltalake::datafusion::datasource::MemTable;
@@ -173,22 +173,162 @@ pub async fn group_changes(mut changes: Vec<(String, DataFrame)>, key: &[String]
         Ok::<_, color_eyre::Report>((upstream, stream))
     }))
     .await?;
-    let mut grouper = Grouper::new(key.len());
-    for (upstream, mut stream) in streams {
+    // One grouper per shard of the key space, each on a thread of its own (grouping is long
+    // CPU work: off the async workers, which also drive the timers the console's frames wait
+    // on). Every shard sees every batch and keeps the keys that hash to it. Profiled: one
+    // grouper kept one core busy while the scans left the other mostly idle.
+    let count = Shard::count();
+    let mut batches = Vec::with_capacity(count);
+    let mut shards = Vec::with_capacity(count);
+    for index in 0..count {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<(u16, RecordBatch)>(4);
+        let (key, upstreams) = (key.to_vec(), upstreams.clone());
+        shards.push(tokio::task::spawn_blocking(move || {
+            let mut grouper = Grouper::new(key.len(), Shard { index, count });
+            while let Some((upstream, batch)) = rx.blocking_recv() {
+                let name = upstreams.get(usize::from(upstream)).map_or("?", String::as_str);
+                grouper
+                    .fold(upstream, &batch)
+                    .wrap_err_with(|| format!("grouping the change rows of upstream `{name}` by key failed"))?;
+            }
+            grouper.finish(&key, upstreams)
+        }));
+        batches.push(tx);
+    }
+    'read: for (upstream, mut stream) in streams {
         let index = upstreams.binary_search(&upstream).unwrap_or(0) as u16;
         while let Some(batch) = stream.next().await {
             let batch = batch.wrap_err_with(|| format!("reading the change rows of upstream `{upstream}` failed"))?;
-            grouper
-                .fold(index, &batch)
-                .wrap_err_with(|| format!("grouping the change rows of upstream `{upstream}` by key failed"))?;
+            for tx in &batches {
+                if tx.send((index, batch.clone())).await.is_err() {
+                    break 'read; // that shard failed: its error is reported below
+                }
+            }
         }
     }
-    // Sorting millions of keys is long CPU work: off the async workers (they also drive the
-    // timers the console's frames wait on).
-    let key = key.to_vec();
-    let affected = tokio::task::spawn_blocking(move || grouper.finish(&key, upstreams)).await??;
+    drop(batches);
+    let mut parts = Vec::with_capacity(count);
+    for shard in shards {
+        parts.push(shard.await??);
+    }
+    let affected = merge_shards(parts)?;
     tracing::info!(rows = affected.change_rows, keys = affected.distinct_keys, "change rows grouped");
     Ok(affected)
+}
+
+/// One of the parts of the key space that grouping splits a run's keys into, by a few bits of
+/// the key's hash that neither table's probing relies on (they pick neither the home slot nor
+/// hashbrown's tag byte; the integer table's tag loses them, which only costs a rare compare).
+#[derive(Debug, Clone, Copy)]
+struct Shard {
+    index: usize,
+    count: usize,
+}
+
+impl Shard {
+    /// As many shards as cores, rounded down to a power of two, at most 4.
+    fn count() -> usize {
+        match std::thread::available_parallelism().map_or(1, |n| n.get()) {
+            0 | 1 => 1,
+            2 | 3 => 2,
+            _ => 4,
+        }
+    }
+
+    fn owns(&self, hash: u64) -> bool {
+        (hash >> 40) as usize & (self.count - 1) == self.index
+    }
+}
+
+/// The shards' grouped keys as one run's: their sorted keys merged in order, their overflow
+/// arenas one after another (each shard's hit indices moved past the arenas before it).
+fn merge_shards(parts: Vec<AffectedKeys>) -> Result<AffectedKeys> {
+    let mut parts = parts.into_iter();
+    let Some(mut merged) = parts.next() else { return Err(eyre!("grouping produced no shard")) };
+    let mut others: Vec<AffectedKeys> = parts.collect();
+    if others.is_empty() {
+        return Ok(merged);
+    }
+    let mut runs: Vec<(SortedKeys, u32)> = Vec::with_capacity(others.len() + 1);
+    let arena = |len: usize| u32::try_from(len).ok().filter(|l| *l < NO_HIT);
+    let too_many = || eyre!("a run affects more keys than one grouping holds; run the pipeline over a smaller version range");
+    for part in &mut others {
+        let offset = arena(merged.overflow.0.len()).ok_or_else(too_many)?;
+        merged.change_rows += part.change_rows;
+        merged.null_key_rows += part.null_key_rows;
+        merged.distinct_keys += part.distinct_keys;
+        merged.commit_ts.extend(part.commit_ts.drain());
+        merged.overflow.0.extend(part.overflow.0.drain(..).map(|(hit, next)| (hit, shifted(next, offset))));
+        arena(merged.overflow.0.len()).ok_or_else(too_many)?;
+        let keys = std::mem::replace(&mut part.keys, SortedKeys { keys: SortedKeyValues::Int(Vec::new()), entries: Vec::new() });
+        runs.push((keys, offset));
+    }
+    let first = std::mem::replace(&mut merged.keys, SortedKeys { keys: SortedKeyValues::Int(Vec::new()), entries: Vec::new() });
+    runs.insert(0, (first, 0));
+    // A shard that saw no key has no key kind of its own: leave it out.
+    runs.retain(|(k, _)| !k.entries.is_empty());
+    merged.keys = match runs.first().map(|(k, _)| &k.keys) {
+        None => SortedKeys { keys: SortedKeyValues::Int(Vec::new()), entries: Vec::new() },
+        Some(SortedKeyValues::Int(_)) => {
+            let mut ints = Vec::with_capacity(runs.len());
+            for (k, offset) in runs {
+                match k.keys {
+                    SortedKeyValues::Int(keys) => ints.push((keys, k.entries, offset)),
+                    SortedKeyValues::Rows(..) => return Err(eyre!("grouping shards disagree on the key's type")),
+                }
+            }
+            let (keys, entries) = merge_sorted(ints);
+            SortedKeys { keys: SortedKeyValues::Int(keys), entries }
+        }
+        Some(SortedKeyValues::Rows(..)) => {
+            let mut rows = Vec::with_capacity(runs.len());
+            let mut converter = None;
+            for (k, offset) in runs {
+                match k.keys {
+                    SortedKeyValues::Rows(c, keys) => {
+                        converter.get_or_insert(c);
+                        rows.push((keys, k.entries, offset));
+                    }
+                    SortedKeyValues::Int(_) => return Err(eyre!("grouping shards disagree on the key's type")),
+                }
+            }
+            let converter = converter.ok_or_else(|| eyre!("grouping shards lost the key's encoding"))?;
+            let (keys, entries) = merge_sorted(rows);
+            SortedKeys { keys: SortedKeyValues::Rows(converter, keys), entries }
+        }
+    };
+    Ok(merged)
+}
+
+/// An overflow index moved by `offset` (none stays none).
+fn shifted(at: u32, offset: u32) -> u32 {
+    if at == NO_HIT {
+        NO_HIT
+    } else {
+        at + offset
+    }
+}
+
+/// Sorted runs of distinct keys (each with its entries and overflow offset) merged in order.
+fn merge_sorted<K: Ord + Default>(mut runs: Vec<(Vec<K>, Vec<KeyEntry>, u32)>) -> (Vec<K>, Vec<KeyEntry>) {
+    let total = runs.iter().map(|r| r.0.len()).sum();
+    let (mut keys, mut entries) = (Vec::with_capacity(total), Vec::with_capacity(total));
+    let mut heads = vec![0usize; runs.len()];
+    loop {
+        let mut best: Option<usize> = None;
+        for (r, run) in runs.iter().enumerate() {
+            if heads[r] < run.0.len() && best.is_none_or(|b| run.0[heads[r]] < runs[b].0[heads[b]]) {
+                best = Some(r);
+            }
+        }
+        let Some(r) = best else { break };
+        let (run, at) = (&mut runs[r], heads[r]);
+        let entry = run.1[at];
+        keys.push(std::mem::take(&mut run.0[at]));
+        entries.push(KeyEntry { next: shifted(entry.next, run.2), last: shifted(entry.last, run.2), ..entry });
+        heads[r] += 1;
+    }
+    (keys, entries)
 }
 
 /// Change types in lexical order: a change's rank packs into `version * 8 + rank`, so the
@@ -466,6 +606,7 @@ fn prefetch_address<T>(value: &T) {
 }
 
 struct Grouper {
+    shard: Shard,
     nkeys: usize,
     key_fields: Option<Vec<Field>>,
     keys: Option<KeyMap>,
@@ -491,8 +632,9 @@ fn plain_strings(t: &DataType) -> DataType {
 }
 
 impl Grouper {
-    fn new(nkeys: usize) -> Self {
+    fn new(nkeys: usize, shard: Shard) -> Self {
         Grouper {
+            shard,
             nkeys,
             key_fields: None,
             keys: None,
@@ -548,7 +690,12 @@ impl Grouper {
         let null_key = |i: usize| key_columns.iter().any(|c| c.is_null(i));
 
         let n = batch.num_rows();
-        self.change_rows += n as u64;
+        // Every shard sees every row; the first counts them (and the NULL keys).
+        let counts = self.shard.index == 0;
+        if counts {
+            self.change_rows += n as u64;
+        }
+        let shard = self.shard;
         // One commit time per (upstream, version): rows of a version come together, so a
         // compare per row and an insert per version.
         let mut seen: Option<i64> = None;
@@ -580,7 +727,10 @@ impl Grouper {
                         prefetch(overflow, entry.last);
                     }
                     if k.is_null(i) {
-                        self.null_key_rows += 1;
+                        self.null_key_rows += u64::from(counts);
+                        continue;
+                    }
+                    if !shard.owns(IntKeyTable::hash(values[i])) {
                         continue;
                     }
                     let mut fresh = false;
@@ -597,10 +747,13 @@ impl Grouper {
                 let rows = converter.convert_columns(&key_columns)?;
                 for i in 0..n {
                     if null_key(i) {
-                        self.null_key_rows += 1;
+                        self.null_key_rows += u64::from(counts);
                         continue;
                     }
                     let row = rows.row(i);
+                    if !shard.owns(std::hash::BuildHasher::hash_one(&FastHash::default(), row.as_ref())) {
+                        continue;
+                    }
                     match map.get_mut(row.as_ref()) {
                         Some(e) => e.add(overflow, upstream, packed(i), ts_at(i)),
                         None => {
