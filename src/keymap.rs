@@ -156,8 +156,11 @@ impl std::fmt::Debug for AffectedKeys {
 /// the key alone (a plain `i64` for integer keys, arrow's row encoding otherwise): memory grows
 /// with distinct keys, not change rows. Profiled: grouping in DataFusion per upstream, then
 /// sorting and building the per-key lists in arrow, was most of a run's CPU and its peak memory.
-pub async fn group_changes(mut changes: Vec<(String, DataFrame)>, key: &[String]) -> Result<AffectedKeys> {
-    use futures::StreamExt;
+///
+/// `cores` is how many cores this grouping may keep busy: the key space is split into that
+/// many shards (rounded down to a power of two, at most 4), each folded, and sorted, on a
+/// thread of its own.
+pub async fn group_changes(mut changes: Vec<(String, DataFrame)>, key: &[String], cores: usize) -> Result<AffectedKeys> {
     // Folded in lexical order of upstream (see `KeyEntry`).
     changes.sort_by(|a, b| a.0.cmp(&b.0));
     let mut upstreams: Vec<String> = changes.iter().map(|(u, _)| u.clone()).collect();
@@ -173,11 +176,41 @@ pub async fn group_changes(mut changes: Vec<(String, DataFrame)>, key: &[String]
         Ok::<_, color_eyre::Report>((upstream, stream))
     }))
     .await?;
-    // One grouper per shard of the key space, each on a thread of its own (grouping is long
-    // CPU work: off the async workers, which also drive the timers the console's frames wait
-    // on). Every shard sees every batch and keeps the keys that hash to it. Profiled: one
-    // grouper kept one core busy while the scans left the other mostly idle.
-    let count = Shard::count();
+    let count = Shard::count(cores);
+    let affected = match count {
+        1 => group_here(streams, key, upstreams).await?,
+        _ => group_in_shards(streams, key, upstreams, count).await?,
+    };
+    tracing::info!(rows = affected.change_rows, keys = affected.distinct_keys, "change rows grouped");
+    Ok(affected)
+}
+
+type ChangeStreams = Vec<(String, deltalake::datafusion::physical_plan::SendableRecordBatchStream)>;
+
+/// Fold every batch on this task as it arrives; sort on a blocking thread (sorting millions of
+/// keys is long CPU work: off the async workers, which also drive the timers the console's
+/// frames wait on).
+async fn group_here(streams: ChangeStreams, key: &[String], upstreams: Vec<String>) -> Result<AffectedKeys> {
+    use futures::StreamExt;
+    let mut grouper = Grouper::new(key.len(), Shard { index: 0, count: 1 });
+    for (upstream, mut stream) in streams {
+        let index = upstreams.binary_search(&upstream).unwrap_or(0) as u16;
+        while let Some(batch) = stream.next().await {
+            let batch = batch.wrap_err_with(|| format!("reading the change rows of upstream `{upstream}` failed"))?;
+            grouper
+                .fold(index, &batch)
+                .wrap_err_with(|| format!("grouping the change rows of upstream `{upstream}` by key failed"))?;
+        }
+    }
+    let key = key.to_vec();
+    tokio::task::spawn_blocking(move || grouper.finish(&key, upstreams)).await?
+}
+
+/// One grouper per shard of the key space, each folding and sorting on a thread of its own:
+/// every shard sees every batch and keeps the keys that hash to it. Profiled: a single
+/// grouper kept one core busy while the scans left the other mostly idle.
+async fn group_in_shards(streams: ChangeStreams, key: &[String], upstreams: Vec<String>, count: usize) -> Result<AffectedKeys> {
+    use futures::StreamExt;
     let mut batches = Vec::with_capacity(count);
     let mut shards = Vec::with_capacity(count);
     for index in 0..count {
@@ -211,9 +244,7 @@ pub async fn group_changes(mut changes: Vec<(String, DataFrame)>, key: &[String]
     for shard in shards {
         parts.push(shard.await??);
     }
-    let affected = merge_shards(parts)?;
-    tracing::info!(rows = affected.change_rows, keys = affected.distinct_keys, "change rows grouped");
-    Ok(affected)
+    merge_shards(parts)
 }
 
 /// One of the parts of the key space that grouping splits a run's keys into, by a few bits of
@@ -226,9 +257,9 @@ struct Shard {
 }
 
 impl Shard {
-    /// As many shards as cores, rounded down to a power of two, at most 4.
-    fn count() -> usize {
-        match std::thread::available_parallelism().map_or(1, |n| n.get()) {
+    /// As many shards as `cores`, rounded down to a power of two, at most 4.
+    fn count(cores: usize) -> usize {
+        match cores {
             0 | 1 => 1,
             2 | 3 => 2,
             _ => 4,
@@ -771,9 +802,10 @@ impl Grouper {
         let keys = match self.keys {
             None => SortedKeys { keys: SortedKeyValues::Int(Vec::new()), entries: Vec::new() },
             Some(KeyMap::Int(table)) => {
-                let IntKeyTable { slots, entries } = table;
+                let IntKeyTable { slots, entries: mut v } = table;
                 drop(slots);
-                let (keys, entries) = sorted_by_key(entries);
+                v.sort_unstable_by_key(|(k, _)| *k);
+                let (keys, entries) = v.into_iter().unzip();
                 SortedKeys { keys: SortedKeyValues::Int(keys), entries }
             }
             Some(KeyMap::Rows(converter, map)) => {
@@ -798,56 +830,6 @@ impl Grouper {
             commit_ts: self.commit_ts,
         })
     }
-}
-
-/// Grouped integer keys in key order, as keys and entries apart. Two halves sort on two
-/// threads and are merged straight into the two vectors (the merge replaces the unzip a single
-/// sort needed). Profiled: the sort was a tenth of reading a 1M-row lake's changes, done on one
-/// core while the other idled.
-fn sorted_by_key(mut v: Vec<(i64, KeyEntry)>) -> (Vec<i64>, Vec<KeyEntry>) {
-    const HALVES_FROM: usize = 1 << 16;
-    let by_key = |half: &mut [(i64, KeyEntry)]| half.sort_unstable_by_key(|(k, _)| *k);
-    if v.len() < HALVES_FROM {
-        by_key(&mut v);
-        return v.into_iter().unzip();
-    }
-    let mid = v.len() / 2;
-    let (low, high) = v.split_at_mut(mid);
-    let low_sorted = std::thread::scope(|scope| {
-        let other = std::thread::Builder::new().name("deltalink-sort".into()).spawn_scoped(scope, move || by_key(low));
-        by_key(high);
-        match other {
-            Ok(sorting) => match sorting.join() {
-                Ok(()) => true,
-                Err(panic) => std::panic::resume_unwind(panic),
-            },
-            Err(_) => false,
-        }
-    });
-    if !low_sorted {
-        // No thread to be had: sort that half here.
-        by_key(&mut v[..mid]);
-    }
-    let (mut keys, mut entries) = (Vec::with_capacity(v.len()), Vec::with_capacity(v.len()));
-    let (low, high) = v.split_at(mid);
-    let (mut i, mut j) = (0, 0);
-    while i < low.len() && j < high.len() {
-        // Keys are distinct: no tie to order.
-        let (k, e) = if high[j].0 < low[i].0 {
-            j += 1;
-            high[j - 1]
-        } else {
-            i += 1;
-            low[i - 1]
-        };
-        keys.push(k);
-        entries.push(e);
-    }
-    for &(k, e) in low[i..].iter().chain(&high[j..]) {
-        keys.push(k);
-        entries.push(e);
-    }
-    (keys, entries)
 }
 
 /// Formatted commit times by upstream and version, indexed instead of hashed: looked up once

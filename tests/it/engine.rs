@@ -155,7 +155,8 @@ fn grouping_keeps_every_distinct_key_with_the_upstreams_that_touched_it() {
         let mut keys: Vec<i64> = vec![i64::MIN, i64::MAX, -1, 0, 1];
         keys.extend((1..600).map(|i| i << 32));
         keys.extend((1..600).map(|i| -(i << 20)));
-        // Over 65,536 keys: the grouped keys are sorted in two halves on two threads and merged.
+        // Tens of thousands of keys per grouping shard (a preview on two cores groups in two),
+        // many hit by both upstreams: the shards' keys and overflow hits are merged.
         keys.extend(2..80_000);
         keys.extend((0..3_000).map(|_| rng.gen::<i64>()));
         let some = |ks: &[i64]| ks.iter().map(|k| Some(*k)).collect::<Vec<_>>();
