@@ -119,6 +119,23 @@ impl Audit {
     }
 }
 
+impl Audit {
+    /// The commit-info fields of this audit.
+    fn fields(&self) -> serde_json::Map<String, serde_json::Value> {
+        let mut fields = serde_json::Map::new();
+        fields.insert("deltalink.action".into(), serde_json::json!(self.action));
+        fields.insert("deltalink.pipeline".into(), serde_json::json!(self.pipeline));
+        fields.insert("deltalink.operator".into(), serde_json::json!(self.operator));
+        if let Some(r) = &self.reason {
+            fields.insert("deltalink.reason".into(), serde_json::json!(r));
+        }
+        if !self.details.is_null() {
+            fields.insert("deltalink.details".into(), self.details.clone());
+        }
+        fields
+    }
+}
+
 /// The operator recorded in audit entries: `$USER`, else "unknown".
 pub fn operator() -> String {
     std::env::var("USER").ok().filter(|u| !u.is_empty()).unwrap_or_else(|| "unknown".into())
@@ -223,18 +240,56 @@ impl Tracker {
 
     async fn commit(&mut self, rows: &[TrackerRow], audit: &Audit) -> Result<()> {
         // Upserts of this process go one at a time (pipelines of a cycle finish together):
-        // each rewrites the whole tracker, so two at once would conflict and back off.
-        // Each starts from the state the previous one committed (kept in `LATEST`), without
-        // reloading the log or re-reading the rows; a commit by another process since makes
-        // this one conflict, and the retry starts from storage.
+        // each rewrites the whole tracker, so two at once would conflict and back off. An
+        // upsert queues, then waits for the turn; the turn's holder commits every upsert
+        // queued for its tracker in one commit (a group commit: a cycle of many small
+        // pipelines queued behind the turn, two upserts per pipeline, ~6 ms each).
+        let (outcome, mut done_by_another) = tokio::sync::oneshot::channel();
+        let id = NEXT_QUEUED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Queued::with(|queue| queue.push(Queued { id, uri: self.uri.clone(), rows: rows.to_vec(), audit: audit.clone(), outcome }));
+        let _leaves_queue_if_cancelled = InQueue(id);
         let _turn = UPSERTS.lock().await;
+        let context = format!("cannot write the tracker table {} ({})", display_uri(&self.uri), audit.action);
+        let failed = |e: color_eyre::Report| Err(e).wrap_err(context.clone());
+        // A holder before us took this upsert and settled it before giving up the turn.
+        if let Ok(outcome) = done_by_another.try_recv() {
+            return match outcome {
+                Ok(table) => {
+                    self.table = Some(table);
+                    Ok(())
+                }
+                Err(e) => failed(eyre!(e)),
+            };
+        }
+        let batch: Vec<Queued> = Queued::with(|queue| {
+            let (batch, rest) = std::mem::take(queue).into_iter().partition(|q| q.uri == self.uri);
+            *queue = rest;
+            batch
+        });
+        if !batch.iter().any(|q| q.id == id) {
+            return failed(eyre!("another upsert took this one and stopped before committing it; run again"));
+        }
+        let rows: Vec<TrackerRow> = batch.iter().flat_map(|q| q.rows.iter().cloned()).collect();
+        let audits: Vec<&Audit> = batch.iter().map(|q| &q.audit).collect();
+        let result = self.commit_rows(&rows, &audits).await;
+        let settled = result.as_ref().map(|()| self.table.clone()).map_err(|e| format!("{e:#}"));
+        for q in batch.into_iter().filter(|q| q.id != id) {
+            let _ = q.outcome.send(settled.clone().and_then(|t| t.ok_or_else(|| "no tracker table".to_string())));
+        }
+        result.or_else(failed)
+    }
+
+    /// Commit `rows` with `audits` in one commit. It starts from the state the previous one
+    /// committed (kept in `LATEST`), without reloading the log or re-reading the rows; a commit
+    /// by another process since makes this one conflict, and the retry starts from storage.
+    async fn commit_rows(&mut self, rows: &[TrackerRow], audits: &[&Audit]) -> Result<()> {
         let mut base = match Latest::newer_than(&self.uri, self.table.as_ref()) {
             Some(base) => base,
             None => self.load_base().await?,
         };
         let mut attempt = 0;
         loop {
-            match merge_rows(&base, rows, audit).await {
+            match merge_rows(&base, rows, audits).await {
                 Ok(committed) => {
                     Latest::remember(&self.uri, &committed.table, &committed.rows);
                     self.table = Some(committed.table);
@@ -247,11 +302,7 @@ impl Tracker {
                     tokio::time::sleep(Duration::from_millis(10 * attempt + jitter)).await;
                     base = self.load_base().await?;
                 }
-                Err(e) => {
-                    return Err(e).wrap_err_with(|| {
-                        format!("cannot write the tracker table {} ({})", display_uri(&self.uri), audit.action)
-                    })
-                }
+                Err(e) => return Err(e),
             }
         }
     }
@@ -277,21 +328,33 @@ impl Tracker {
             if let Some(c) = lake::read_commit(table, v as u64).await? {
                 let info = c.info.unwrap_or_default();
                 let meta = &info.info;
-                let get = |k: &str| meta.get(k).and_then(|x| x.as_str()).map(String::from);
-                out.push(HistoryEntry {
-                    version: v as u64,
-                    timestamp_ms: c.timestamp_ms,
-                    operation: c.operation.unwrap_or_default(),
-                    action: get("deltalink.action"),
-                    pipeline: get("deltalink.pipeline"),
-                    operator: get("deltalink.operator"),
-                    reason: get("deltalink.reason"),
-                    details: meta.get("deltalink.details").cloned().unwrap_or_default(),
-                });
+                let operation = c.operation.unwrap_or_default();
+                let entry = |get| history_entry(v as u64, c.timestamp_ms, &operation, get);
+                // A group commit carries every upsert's audit: one entry each, newest first.
+                match meta.get("deltalink.batch").and_then(|b| b.as_array()) {
+                    Some(batch) => out.extend(batch.iter().rev().filter_map(|a| a.as_object()).map(|a| entry(a))),
+                    None => out.push(entry(&meta.iter().map(|(k, v)| (k.clone(), v.clone())).collect())),
+                }
             }
             v -= 1;
         }
+        out.truncate(limit);
         Ok(out)
+    }
+}
+
+/// One audit of a tracker commit, from its commit-info fields.
+fn history_entry(version: u64, timestamp_ms: Option<i64>, operation: &str, fields: &serde_json::Map<String, serde_json::Value>) -> HistoryEntry {
+    let text = |k: &str| fields.get(k).and_then(|x| x.as_str()).map(String::from);
+    HistoryEntry {
+        version,
+        timestamp_ms,
+        operation: operation.to_string(),
+        action: text("deltalink.action"),
+        pipeline: text("deltalink.pipeline"),
+        operator: text("deltalink.operator"),
+        reason: text("deltalink.reason"),
+        details: fields.get("deltalink.details").cloned().unwrap_or_default(),
     }
 }
 
@@ -333,6 +396,37 @@ fn check_schema(table: &DeltaTable) -> Result<()> {
 }
 
 static UPSERTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// An upsert waiting for the turn, and where its outcome goes when another holder of the turn
+/// commits it.
+struct Queued {
+    id: u64,
+    uri: Url,
+    rows: Vec<TrackerRow>,
+    audit: Audit,
+    outcome: tokio::sync::oneshot::Sender<std::result::Result<DeltaTable, String>>,
+}
+
+static QUEUED: std::sync::Mutex<Vec<Queued>> = std::sync::Mutex::new(Vec::new());
+static NEXT_QUEUED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+impl Queued {
+    fn with<T>(f: impl FnOnce(&mut Vec<Queued>) -> T) -> T {
+        // A panic elsewhere while holding the lock leaves nothing half-written here.
+        let mut queue = QUEUED.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        f(&mut queue)
+    }
+}
+
+/// An upsert whose run is cancelled while it waits leaves the queue (unless a holder of the
+/// turn took it already), so no later commit writes it.
+struct InQueue(u64);
+
+impl Drop for InQueue {
+    fn drop(&mut self) {
+        Queued::with(|queue| queue.retain(|q| q.id != self.0));
+    }
+}
 
 /// A tracker version and all its rows.
 #[derive(Clone)]
@@ -414,7 +508,7 @@ async fn read_rows(table: &DeltaTable) -> Result<Vec<TrackerRow>> {
 /// predicate, so any concurrent tracker commit conflicts with it and the caller retries:
 /// upserts are serialised. Profiled: delta-rs's MERGE took ~30 ms per upsert, two per run —
 /// the fixed cost that dominated a cycle of many small pipelines.
-async fn merge_rows(base: &Base, rows: &[TrackerRow], audit: &Audit) -> Result<Base> {
+async fn merge_rows(base: &Base, rows: &[TrackerRow], audits: &[&Audit]) -> Result<Base> {
     use deltalake::kernel::transaction::CommitBuilder;
     use deltalake::kernel::Action;
     use deltalake::writer::{DeltaWriter, RecordBatchWriter};
@@ -442,17 +536,7 @@ async fn merge_rows(base: &Base, rows: &[TrackerRow], audit: &Audit) -> Result<B
     let mut actions: Vec<Action> = table.snapshot()?.log_data().iter().map(|f| Action::Remove(f.remove_action(true))).collect();
     actions.extend(writer.flush().await?.into_iter().map(Action::Add));
 
-    let mut metadata = vec![
-        ("deltalink.action".to_string(), serde_json::json!(audit.action)),
-        ("deltalink.pipeline".to_string(), serde_json::json!(audit.pipeline)),
-        ("deltalink.operator".to_string(), serde_json::json!(audit.operator)),
-    ];
-    if let Some(r) = &audit.reason {
-        metadata.push(("deltalink.reason".to_string(), serde_json::json!(r)));
-    }
-    if !audit.details.is_null() {
-        metadata.push(("deltalink.details".to_string(), audit.details.clone()));
-    }
+    let metadata = audit_metadata(audits);
     let operation = lake::merge_operation("t.pipeline_name = s.pipeline_name AND t.upstream = s.upstream");
     let committed = CommitBuilder::from(CommitProperties::default().with_metadata(metadata))
         .with_actions(actions)
@@ -462,6 +546,17 @@ async fn merge_rows(base: &Base, rows: &[TrackerRow], audit: &Audit) -> Result<B
     let mut table = table.clone();
     table.state = Some(committed.snapshot());
     Ok(Base { table, rows: Arc::new(all) })
+}
+
+/// A tracker commit's commit info: the first audit's fields, and all of them under
+/// `deltalink.batch` when several upserts share the commit (see [`Tracker::history`]).
+fn audit_metadata(audits: &[&Audit]) -> Vec<(String, serde_json::Value)> {
+    let mut metadata: Vec<(String, serde_json::Value)> = audits.first().map(|a| a.fields().into_iter().collect()).unwrap_or_default();
+    if audits.len() > 1 {
+        let all = audits.iter().map(|a| serde_json::Value::Object(a.fields())).collect();
+        metadata.push(("deltalink.batch".to_string(), serde_json::Value::Array(all)));
+    }
+    metadata
 }
 
 fn batch_from_rows(rows: &[TrackerRow]) -> Result<RecordBatch> {

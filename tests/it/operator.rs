@@ -117,6 +117,51 @@ fn an_upsert_from_a_stale_state_keeps_another_writers_tracker_commit() {
     });
 }
 
+/// Upserts waiting for the tracker's turn are committed together by whoever holds it (a group
+/// commit). However they were grouped, eight concurrent upserts from eight trackers all land,
+/// each row once, in at most eight commits, and the history shows every upsert's audit once,
+/// at the version that committed it.
+#[test]
+fn concurrent_upserts_all_land_and_every_audit_stays_in_the_history() {
+    use deltalink::tracker::{Audit, TrackerRow};
+    rt().block_on(async {
+        let (_lake, _a, engine, _) = lake_with_history().await;
+        let before = tracker_version(&engine).await.expect("tracker version");
+        let upserts = (0..8i64).map(|i| {
+            let engine = engine.clone();
+            tokio::spawn(async move {
+                let mut tracker = engine.tracker().await.expect("tracker");
+                let mut row = TrackerRow::new(&format!("g{i}"), "a");
+                row.last_processed_version = Some(i);
+                tracker.upsert(&[row], &Audit::new("test-group", &format!("g{i}"))).await.expect("upsert");
+            })
+        });
+        for upsert in futures::future::join_all(upserts).await {
+            upsert.expect("upsert task");
+        }
+        let tracker = engine.tracker().await.expect("tracker");
+        let after = tracker_version(&engine).await.expect("tracker version");
+        assert!(after > before && after - before <= 8, "8 upserts in {} commits", after - before);
+        eprintln!("8 concurrent upserts took {} commits", after - before);
+        let rows = tracker.rows(None).await.expect("rows");
+        for i in 0..8i64 {
+            let mine: Vec<_> = rows.iter().filter(|r| r.pipeline_name == format!("g{i}")).collect();
+            assert_eq!(mine.len(), 1, "g{i}: {rows:?}");
+            assert_eq!(mine[0].last_processed_version, Some(i));
+        }
+        let history = tracker.history(100).await.expect("history");
+        let mut audited: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+        for h in history.iter().filter(|h| h.action.as_deref() == Some("test-group")) {
+            audited.entry(h.pipeline.clone().unwrap_or_default()).or_default().push(h.version);
+        }
+        assert_eq!(audited.len(), 8, "{history:?}");
+        for (pipeline, versions) in &audited {
+            assert_eq!(versions.len(), 1, "{pipeline} audited once: {versions:?}");
+            assert!(versions[0] > before && versions[0] <= after, "{pipeline} at v{}", versions[0]);
+        }
+    });
+}
+
 /// A dry run shows "current → new"; when a run moves the tracker before the operator
 /// executes it, executing the stale plan is refused instead of resetting from elsewhere.
 #[test]
