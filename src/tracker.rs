@@ -1,9 +1,9 @@
 //! The tracker: a Delta table with one row per (pipeline, upstream) recording how far the
 //! pipeline has read that upstream, plus the intent of an in-flight run.
 //!
-//! Every change is one MERGE commit whose commit info says what and why
-//! (`deltalink.action`, `deltalink.pipeline`, operator, reason): the tracker's own Delta
-//! history is the audit log.
+//! Every change is a MERGE commit whose commit info says what and why
+//! (`deltalink.action`, `deltalink.pipeline`, operator, reason; several upserts committed
+//! together list each under `deltalink.batch`): the tracker's own Delta history is the audit log.
 
 use std::collections::HashMap;
 use std::sync::Arc;
