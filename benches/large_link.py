@@ -9,7 +9,7 @@ files in all. Data is written by child processes so the measured process's RSS i
 
     python benches/large_link.py [--rows 10000000] [--dir /tmp/large-link]   # needs deltalake, pyarrow
 """
-import argparse, json, os, subprocess, sys, time
+import argparse, json, os, shutil, subprocess, sys, time
 
 CDF = {"delta.enableChangeDataFeed": "true"}
 
@@ -64,6 +64,10 @@ def main():
         return {"generate": lambda: generate(up, args.rows), "update": lambda: update(up, rest[0]),
                 "files": lambda: count_files(link)}[what]()
     passthrough = ["--rows", str(args.rows), "--dir", args.dir]
+    # Start from nothing: the upstream is written by appends, so a second run over the same
+    # folder would double it and run "from scratch" over the previous run's link table.
+    for own in ("t", "_deltalink"):
+        shutil.rmtree(os.path.join(args.dir, own), ignore_errors=True)
     child(*passthrough, "--child", "generate")
     config = os.path.join(args.dir, "deltalink.toml")
     with open(config, "w") as f:

@@ -266,12 +266,16 @@ impl Tracker {
             *queue = rest;
             batch
         });
+        let mut all_rows: Vec<TrackerRow> = batch.iter().flat_map(|q| q.rows.iter().cloned()).collect();
+        let mut audits: Vec<&Audit> = batch.iter().map(|q| &q.audit).collect();
         if !batch.iter().any(|q| q.id == id) {
-            return failed(eyre!("another upsert took this one and stopped before committing it; run again"));
+            // A holder before us took this upsert and was cancelled before settling it. An
+            // upsert sets rows to values, so committing it again is safe whether or not that
+            // holder's commit landed.
+            all_rows.extend(rows.iter().cloned());
+            audits.push(audit);
         }
-        let rows: Vec<TrackerRow> = batch.iter().flat_map(|q| q.rows.iter().cloned()).collect();
-        let audits: Vec<&Audit> = batch.iter().map(|q| &q.audit).collect();
-        let result = self.commit_rows(&rows, &audits).await;
+        let result = self.commit_rows(&all_rows, &audits).await;
         let settled = result.as_ref().map(|()| self.table.clone()).map_err(|e| format!("{e:#}"));
         for q in batch.into_iter().filter(|q| q.id != id) {
             let _ = q.outcome.send(settled.clone().and_then(|t| t.ok_or_else(|| "no tracker table".to_string())));
