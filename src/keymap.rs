@@ -266,8 +266,10 @@ impl Shard {
         }
     }
 
-    fn owns(&self, hash: u64) -> bool {
-        (hash >> 40) as usize & (self.count - 1) == self.index
+    /// Whether the key whose hash `hash` computes is this shard's (with one shard, every key
+    /// is, and no hash is computed: the inline grouping of a cycle's runs pays nothing).
+    fn owns(&self, hash: impl FnOnce() -> u64) -> bool {
+        self.count == 1 || (hash() >> 40) as usize & (self.count - 1) == self.index
     }
 }
 
@@ -291,15 +293,13 @@ fn merge_shards(parts: Vec<AffectedKeys>) -> Result<AffectedKeys> {
         merged.commit_ts.extend(part.commit_ts.drain());
         merged.overflow.0.extend(part.overflow.0.drain(..).map(|(hit, next)| (hit, shifted(next, offset))));
         arena(merged.overflow.0.len()).ok_or_else(too_many)?;
-        let keys = std::mem::replace(&mut part.keys, SortedKeys { keys: SortedKeyValues::Int(Vec::new()), entries: Vec::new() });
-        runs.push((keys, offset));
+        runs.push((std::mem::take(&mut part.keys), offset));
     }
-    let first = std::mem::replace(&mut merged.keys, SortedKeys { keys: SortedKeyValues::Int(Vec::new()), entries: Vec::new() });
-    runs.insert(0, (first, 0));
+    runs.insert(0, (std::mem::take(&mut merged.keys), 0));
     // A shard that saw no key has no key kind of its own: leave it out.
     runs.retain(|(k, _)| !k.entries.is_empty());
     merged.keys = match runs.first().map(|(k, _)| &k.keys) {
-        None => SortedKeys { keys: SortedKeyValues::Int(Vec::new()), entries: Vec::new() },
+        None => SortedKeys::default(),
         Some(SortedKeyValues::Int(_)) => {
             let mut ints = Vec::with_capacity(runs.len());
             for (k, offset) in runs {
@@ -536,7 +536,7 @@ impl IntKeyTable {
                 // A slot keeps an entry index below u32::MAX. 4 billion keys would not fit in
                 // memory anyway, but say so rather than corrupt the table.
                 if index >= (u32::MAX - 1) as usize {
-                    return Err(color_eyre::eyre::eyre!(
+                    return Err(eyre!(
                         "a run affects more than {} distinct keys; run the pipeline over a smaller version range",
                         u32::MAX - 1
                     ));
@@ -606,6 +606,13 @@ impl IntKeyTable {
 struct SortedKeys {
     keys: SortedKeyValues,
     entries: Vec<KeyEntry>,
+}
+
+impl Default for SortedKeys {
+    /// No keys (typed as integers: a grouping that saw no row does not know the key's type).
+    fn default() -> Self {
+        SortedKeys { keys: SortedKeyValues::Int(Vec::new()), entries: Vec::new() }
+    }
 }
 
 enum SortedKeyValues {
@@ -761,7 +768,7 @@ impl Grouper {
                         self.null_key_rows += u64::from(counts);
                         continue;
                     }
-                    if !shard.owns(IntKeyTable::hash(values[i])) {
+                    if !shard.owns(|| IntKeyTable::hash(values[i])) {
                         continue;
                     }
                     let mut fresh = false;
@@ -782,7 +789,7 @@ impl Grouper {
                         continue;
                     }
                     let row = rows.row(i);
-                    if !shard.owns(std::hash::BuildHasher::hash_one(&FastHash::default(), row.as_ref())) {
+                    if !shard.owns(|| std::hash::BuildHasher::hash_one(&FastHash::default(), row.as_ref())) {
                         continue;
                     }
                     match map.get_mut(row.as_ref()) {
@@ -800,7 +807,7 @@ impl Grouper {
 
     fn finish(self, key: &[String], upstreams: Vec<String>) -> Result<AffectedKeys> {
         let keys = match self.keys {
-            None => SortedKeys { keys: SortedKeyValues::Int(Vec::new()), entries: Vec::new() },
+            None => SortedKeys::default(),
             Some(KeyMap::Int(table)) => {
                 let IntKeyTable { slots, entries: mut v } = table;
                 drop(slots);
@@ -993,7 +1000,7 @@ impl AffectedKeys {
                 };
                 provenance_ids.push(id);
             }
-            let end = i32::try_from(upstream_ids.len()).map_err(|_| color_eyre::eyre::eyre!("a run's keys have over 2^31 upstream hits"))?;
+            let end = i32::try_from(upstream_ids.len()).map_err(|_| eyre!("a run's keys have over 2^31 upstream hits"))?;
             offsets.push(end);
         }
         let offsets = OffsetBuffer::new(ScalarBuffer::from(offsets));

@@ -117,9 +117,7 @@ impl Audit {
             details: serde_json::Value::Null,
         }
     }
-}
 
-impl Audit {
     /// The commit-info fields of this audit.
     fn fields(&self) -> serde_json::Map<String, serde_json::Value> {
         let mut fields = serde_json::Map::new();
@@ -217,8 +215,7 @@ impl Tracker {
                 rows
             }
         };
-        let mut rows = all.as_ref().clone();
-        rows.retain(|r| pipeline.is_none_or(|p| r.pipeline_name == p));
+        let mut rows: Vec<TrackerRow> = all.iter().filter(|r| pipeline.is_none_or(|p| r.pipeline_name == p)).cloned().collect();
         rows.sort_by(|a, b| (&a.pipeline_name, &a.upstream).cmp(&(&b.pipeline_name, &b.upstream)));
         Ok(rows)
     }
@@ -333,11 +330,13 @@ impl Tracker {
                 let info = c.info.unwrap_or_default();
                 let meta = &info.info;
                 let operation = c.operation.unwrap_or_default();
-                let entry = |get| history_entry(v as u64, c.timestamp_ms, &operation, get);
+                let (version, at) = (v as u64, c.timestamp_ms);
                 // A group commit carries every upsert's audit: one entry each, newest first.
                 match meta.get("deltalink.batch").and_then(|b| b.as_array()) {
-                    Some(batch) => out.extend(batch.iter().rev().filter_map(|a| a.as_object()).map(|a| entry(a))),
-                    None => out.push(entry(&meta.iter().map(|(k, v)| (k.clone(), v.clone())).collect())),
+                    Some(batch) => out.extend(
+                        batch.iter().rev().filter_map(|a| a.as_object()).map(|a| history_entry(version, at, &operation, &|k| a.get(k))),
+                    ),
+                    None => out.push(history_entry(version, at, &operation, &|k| meta.get(k))),
                 }
             }
             v -= 1;
@@ -347,9 +346,14 @@ impl Tracker {
     }
 }
 
-/// One audit of a tracker commit, from its commit-info fields.
-fn history_entry(version: u64, timestamp_ms: Option<i64>, operation: &str, fields: &serde_json::Map<String, serde_json::Value>) -> HistoryEntry {
-    let text = |k: &str| fields.get(k).and_then(|x| x.as_str()).map(String::from);
+/// One audit of a tracker commit, from its commit-info fields (`fields` looks one up).
+fn history_entry<'a>(
+    version: u64,
+    timestamp_ms: Option<i64>,
+    operation: &str,
+    fields: &dyn Fn(&str) -> Option<&'a serde_json::Value>,
+) -> HistoryEntry {
+    let text = |k: &str| fields(k).and_then(|x| x.as_str()).map(String::from);
     HistoryEntry {
         version,
         timestamp_ms,
@@ -358,7 +362,7 @@ fn history_entry(version: u64, timestamp_ms: Option<i64>, operation: &str, field
         pipeline: text("deltalink.pipeline"),
         operator: text("deltalink.operator"),
         reason: text("deltalink.reason"),
-        details: fields.get("deltalink.details").cloned().unwrap_or_default(),
+        details: fields("deltalink.details").cloned().unwrap_or_default(),
     }
 }
 

@@ -54,11 +54,11 @@ pub(super) fn applies(table: &DeltaTable) -> Result<bool> {
     Ok(snapshot.log_data().iter().all(|f| f.deletion_vector_descriptor().is_none()))
 }
 
-/// MERGE `incoming` — full link rows (table schema order) sorted by key, one per key — into
-/// `table` in one commit carrying `props` (the run's application transaction).
 /// File groups rewritten at once (each decodes on one task and encodes on another).
 const GROUPS_AT_ONCE: usize = 3;
 
+/// MERGE `incoming` — full link rows (table schema order) sorted by key, one per key — into
+/// `table` in one commit carrying `props` (the run's application transaction).
 pub(super) async fn merge(
     table: &DeltaTable,
     key: &[String],
@@ -97,8 +97,9 @@ pub(super) async fn merge(
         parts: if key.len() == 1 && groups.len() == 1 { 2 } else { 1 },
     });
     let prepared = async {
-        // Groups go two at a time, each its own task (decoding, merging and encoding are CPU: as
-        // futures of one task they would share one core); memory holds about two files' batches.
+        // Groups go `GROUPS_AT_ONCE` at a time, each its own task (decoding, merging and encoding
+        // are CPU: as futures of one task they would share one core); memory holds about that
+        // many files' batches.
         let mut results: Vec<(usize, Rewrite)> = futures::stream::iter(groups.into_iter().enumerate().map(|(i, group)| {
             let job = job.clone();
             let slice = incoming.slice(group.rows.start, group.rows.len());
