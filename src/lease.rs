@@ -232,7 +232,17 @@ pub async fn acquire(engine: &Engine, pipeline: &str, purpose: &str) -> Result<L
         let body = PutPayload::from(serde_json::to_vec(&me)?);
         match store.put_opts(&generation.path(), body, PutOptions::from(PutMode::Create)).await {
             Ok(_) => {
-                // Those listed are the older generations: a newer one than ours cannot exist.
+                // A listing is no snapshot: one taken while another contender created the next
+                // generation and deleted the one it took over can miss both, and offer
+                // generation 0 beside a live newer one (seen: two of eight contenders won). The
+                // newer one existed before ours was created, so listing again shows it: the
+                // contender with the older generation gives it up, and the next attempt names
+                // the holder.
+                let now = generations(&store, pipeline).await.map_err(|e| storage_error(engine, pipeline, e))?;
+                if now.last().is_some_and(|newest| newest.number > generation.number) {
+                    let _ = store.delete(&generation.path()).await;
+                    continue;
+                }
                 for old in &listed {
                     let _ = store.delete(&old.path()).await;
                 }
