@@ -60,6 +60,9 @@ pub struct Pipeline {
     pub key: Vec<String>,
     pub start: StartFrom,
     pub reset_allowed: bool,
+    /// The link table takes deletion vectors (see `link::sorted_merge`); false keeps it
+    /// copy-on-write, for readers without deletion-vector support.
+    pub deletion_vectors: bool,
     pub sources: Vec<Source>,
 }
 
@@ -138,6 +141,8 @@ struct RawPipeline {
     start: StartFrom,
     #[serde(default = "default_true")]
     reset_allowed: bool,
+    #[serde(default = "default_true")]
+    deletion_vectors: bool,
     sources: Spanned<Vec<RawSource>>,
 }
 
@@ -324,6 +329,7 @@ impl Validator<'_> {
             key,
             start: p.start,
             reset_allowed: p.reset_allowed,
+            deletion_vectors: p.deletion_vectors,
             sources,
         })
     }

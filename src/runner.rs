@@ -185,6 +185,8 @@ pub struct RunReport {
     pub keys_updated: u64,
     /// Link-table files the MERGE rewrote (few when the changed keys are clustered).
     pub link_files_rewritten: u64,
+    /// Link-table files that took a deletion vector for the rows the MERGE replaced.
+    pub link_files_marked: u64,
     pub cdf_scans: u64,
     #[serde(serialize_with = "ser_duration")]
     pub duration: Duration,
@@ -208,6 +210,7 @@ impl RunReport {
             keys_inserted: 0,
             keys_updated: 0,
             link_files_rewritten: 0,
+            link_files_marked: 0,
             cdf_scans: 0,
             duration: Duration::ZERO,
             link_merge: Duration::ZERO,
@@ -435,6 +438,7 @@ impl Engine {
             report.keys_inserted = metrics.inserted;
             report.keys_updated = metrics.updated;
             report.link_files_rewritten = metrics.files_rewritten;
+            report.link_files_marked = metrics.files_marked;
             report.link_merge = metrics.duration;
         }
         opts.passed(name, Step::LinkCommitted).await?;
@@ -874,6 +878,7 @@ impl Engine {
             now_us: now_ms() * 1000,
             target_file_size: self.link_file_size,
             strategy: self.merge_strategy,
+            deletion_vectors: plan.pipeline.deletion_vectors,
             before_commit,
         };
         let started = Instant::now();
@@ -906,7 +911,7 @@ impl Engine {
         };
         match &plan.link {
             Some(t) => link::checked(t.clone(), &plan.pipeline.name, &key_types),
-            None => link::open_or_create(&plan.pipeline.link_table, &plan.pipeline.name, &key_types, self.storage()).await,
+            None => link::open_or_create(&plan.pipeline.link_table, &plan.pipeline.name, &key_types, plan.pipeline.deletion_vectors, self.storage()).await,
         }
     }
 

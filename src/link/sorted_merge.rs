@@ -9,26 +9,34 @@
 //! the run's application transaction. Profiled: delta-rs's MERGE (a hash join over the whole
 //! target, string views, list columns through `interleave`) was ~90 % of an incremental run.
 //!
-//! Tables this path does not cover (deletion vectors or partition columns, i.e. written by
-//! another engine) go through delta-rs's MERGE instead.
+//! In a link table with deletion vectors enabled (deltalink creates them so), a key range
+//! whose run touches few of its rows is not rewritten: the touched rows are marked deleted in
+//! a deletion vector and written anew, with the range's new keys, in a file of their own that
+//! overlaps the range (see [`Job::mark_and_overlay`]). A range of several such files, or with
+//! half its rows deleted, is rewritten whole again (see [`marking_pays`]).
+//!
+//! Tables this path does not cover (partition columns, or deletion vectors stored at absolute
+//! paths, i.e. written by another engine) go through delta-rs's MERGE instead.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use color_eyre::eyre::{eyre, Result, WrapErr};
 use deltalake::arrow::array::{new_null_array, Array, ArrayRef, AsArray, RecordBatch, StringArray, UInt32Array};
-use deltalake::arrow::compute::{cast, concat_batches, take_record_batch};
+use deltalake::arrow::compute::{cast, concat_batches, filter_record_batch, take_record_batch};
 use deltalake::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
 use deltalake::arrow::row::{RowConverter, SortField};
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
-use deltalake::kernel::{Action, AddCDCFile, Remove};
+use deltalake::kernel::{Action, Add, AddCDCFile, DeletionVectorDescriptor, Remove};
 use deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use deltalake::parquet::arrow::ArrowWriter;
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use deltalake::logstore::object_store::ObjectStoreExt;
 use deltalake::{DeltaTable, ObjectStore, Path};
 use futures::{StreamExt, TryStreamExt};
+use roaring::RoaringTreemap;
 
+use super::deletion_vector;
 use super::{LinkWriteMetrics, CREATED_COL, LAST_CHANGE_COL, PIPELINE_COL, PROVENANCE_COL, RUN_ID_COL, UPDATED_COL, UPSTREAMS_COL};
 use crate::cdf::CHANGE_TYPE;
 use crate::keymap::FastHash;
@@ -40,25 +48,61 @@ const UPDATED: [&str; 5] = [RUN_ID_COL, LAST_CHANGE_COL, UPSTREAMS_COL, PROVENAN
 struct TargetFile {
     path: Path,
     remove: Remove,
+    /// The file as it is added again with a new deletion vector.
+    add: Add,
     /// (min, max) of the first key column when it is an integer and the file has statistics.
     first_key_range: Option<(i64, i64)>,
+    /// Rows in the file (its statistics), counting those its deletion vector deletes.
+    rows: Option<u64>,
 }
 
-/// Whether this path can MERGE into `table`: no deletion vectors, no partition columns.
+impl TargetFile {
+    fn deletion_vector(&self) -> Option<&DeletionVectorDescriptor> {
+        self.remove.deletion_vector.as_ref()
+    }
+
+    fn deleted_rows(&self) -> u64 {
+        self.deletion_vector().map_or(0, |dv| dv.cardinality.max(0) as u64)
+    }
+}
+
+/// Whether this path can MERGE into `table`: no partition columns, and deletion vectors only
+/// where deltalink reads them (beside the table or inline).
 /// (An empty table qualifies: the MERGE is then a sorted append.)
 pub(super) fn applies(table: &DeltaTable) -> Result<bool> {
     let snapshot = table.snapshot()?;
     if !snapshot.metadata().partition_columns().is_empty() {
         return Ok(false);
     }
-    Ok(snapshot.log_data().iter().all(|f| f.deletion_vector_descriptor().is_none()))
+    Ok(snapshot.log_data().iter().all(|f| f.deletion_vector_descriptor().is_none_or(|dv| deletion_vector::readable(&dv))))
+}
+
+/// Whether the table takes deletion vectors (`delta.enableDeletionVectors`, which delta-rs
+/// only lets a table set with the table feature in its protocol).
+fn takes_deletion_vectors(table: &DeltaTable) -> Result<bool> {
+    Ok(table.snapshot()?.snapshot().table_properties().enable_deletion_vectors == Some(true))
+}
+
+/// Files a key range may hold before a MERGE touching it rewrites it whole (see [`marking_pays`]).
+const MAX_FILES_PER_RANGE: usize = 4;
+
+/// Whether a key range's touched rows are better marked deleted, and written anew in a file of
+/// their own, than the range rewritten: while the range has few files, and at most half of its
+/// rows would then be deleted ones (`incoming`, the run's keys in the range, counts new keys
+/// too: an upper bound of the rows it marks). Reads of a range pay for its deleted rows and
+/// its extra files; the rewrite that follows puts it back as one set of disjoint files.
+fn marking_pays(files: &[TargetFile], incoming: usize) -> bool {
+    let rows: Option<u64> = files.iter().map(|f| f.rows).sum();
+    let deleted: u64 = files.iter().map(TargetFile::deleted_rows).sum();
+    files.len() < MAX_FILES_PER_RANGE && rows.is_some_and(|rows| (deleted + incoming as u64) * 2 <= rows)
 }
 
 /// File groups rewritten at once (each decodes on one task and encodes on another).
 const GROUPS_AT_ONCE: usize = 3;
 
 /// MERGE `incoming` — full link rows (table schema order) sorted by key, one per key — into
-/// `table` in one commit carrying `props` (the run's application transaction).
+/// `table` in one commit carrying `props` (the run's application transaction); through
+/// deletion vectors where `deletion_vectors` and the table takes them.
 pub(super) async fn merge(
     table: &DeltaTable,
     key: &[String],
@@ -66,6 +110,7 @@ pub(super) async fn merge(
     props: &(dyn Fn(&LinkWriteMetrics) -> CommitProperties + Sync),
     predicate: String,
     target_file_size: u64,
+    deletion_vectors: bool,
     before_commit: &(dyn Fn() -> Result<()> + Sync),
 ) -> Result<(DeltaTable, LinkWriteMetrics)> {
     let started = std::time::Instant::now();
@@ -76,9 +121,14 @@ pub(super) async fn merge(
     let incoming = sorted_and_unique(incoming, &key_index)?;
     let first_key = first_int_keys(&incoming, key_index[0])?;
     let files = target_files(table, &key[0])?;
-    let (groups, appended) = match (&first_key, disjoint_layout(files)) {
-        (Some(keys), Ok(sorted)) => slot_groups(sorted, keys),
-        (_, Ok(files) | Err(files)) => (group_by_file(prune(files, first_key.as_deref()), first_key.as_deref(), incoming.num_rows()), 0..0),
+    let deletion_vectors = deletion_vectors && takes_deletion_vectors(table)?;
+    let (groups, appended) = match (&first_key, key_ranges(files, deletion_vectors)) {
+        (Some(keys), Ok(ranges)) => slot_groups(ranges, keys),
+        (_, Ok(ranges)) => {
+            let files = ranges.into_iter().flatten().collect();
+            (group_by_file(prune(files, first_key.as_deref()), first_key.as_deref(), incoming.num_rows()), 0..0)
+        }
+        (_, Err(files)) => (group_by_file(prune(files, first_key.as_deref()), first_key.as_deref(), incoming.num_rows()), 0..0),
     };
     let store = table.object_store();
     // Every file written from here on, deleted again unless the commit below is attempted:
@@ -90,6 +140,7 @@ pub(super) async fn merge(
         schema: schema.clone(),
         key_index,
         target_file_size,
+        deletion_vectors,
         written: written.clone(),
         // A lone file's rewrite is split in two by row groups (see `Job::parts`): decoding
         // and encoding each on a task, a pipeline whose MERGE touches one file uses two cores
@@ -119,7 +170,8 @@ pub(super) async fn merge(
         let mut metrics = LinkWriteMetrics::default();
         leftovers.push(incoming.slice(appended.start, appended.len()));
         for (_, r) in results {
-            metrics.files_rewritten += r.removes.len() as u64;
+            metrics.files_rewritten += (r.removes.len() - r.marked) as u64;
+            metrics.files_marked += r.marked as u64;
             metrics.updated += r.updated;
             metrics.inserted += r.inserted;
             actions.extend(r.removes.into_iter().map(Action::Remove));
@@ -138,8 +190,8 @@ pub(super) async fn merge(
             let per_file = rows_per_file(target_file_size, 0, 0, &leftovers)?;
             actions.extend(write_data(table, leftovers.clone(), per_file, &written).await?.into_iter().map(Action::Add));
             metrics.inserted += leftovers.num_rows() as u64;
-            // Beside removed files, these inserts need change data too (see `rewrite_group`).
-            if metrics.files_rewritten > 0 {
+            // Beside other change data, these inserts need theirs too (see `rewrite_group`).
+            if actions.iter().any(|a| matches!(a, Action::Cdc(_))) {
                 let cdc = write_change_data(&store, &schema, &[], &[], &[conform(&leftovers, &schema)?]).await?;
                 written.add(cdc.iter().map(|c| c.path.clone()));
                 actions.extend(cdc.map(Action::Cdc));
@@ -149,6 +201,7 @@ pub(super) async fn merge(
             ms = started.elapsed().as_millis() as u64,
             rewrites_ms = rewritten.as_millis() as u64,
             files = metrics.files_rewritten,
+            marked = metrics.files_marked,
             "sorted-key MERGE written"
         );
         before_commit()?;
@@ -238,23 +291,55 @@ fn disjoint_layout(mut files: Vec<TargetFile>) -> Result<Vec<TargetFile>, Vec<Ta
     if disjoint { Ok(files) } else { Err(files) }
 }
 
-/// Groups for a disjoint layout (`files` sorted by range): each file owns the slot of the key
-/// space from its minimum up to the next file's minimum (the first file's slot also takes every
-/// key below it; the last file's ends at its maximum). A key goes to the file whose slot holds
-/// it, including keys in the gap after a file's maximum, so a rewritten file never reaches into
-/// the next file's range and the layout stays disjoint run after run. Files whose slot holds no
-/// incoming key are left alone. Returns the groups and the rows above every file (appended as
-/// new files, which stay above them).
-fn slot_groups(files: Vec<TargetFile>, keys: &[i64]) -> (Vec<Group>, std::ops::Range<usize>) {
-    let last_max = files.last().and_then(|f| f.first_key_range).map(|r| r.1);
+/// The table's files in key ranges, in key order: files whose first-key ranges overlap share a
+/// range (a file and the files that took over some of its rows through deletion vectors, see
+/// [`Job::mark_and_overlay`]). The files as they were when one has no integer range, or when
+/// ranges overlap in a table without deletion vectors (written by another writer).
+fn key_ranges(mut files: Vec<TargetFile>, overlays: bool) -> Result<Vec<Vec<TargetFile>>, Vec<TargetFile>> {
+    if files.iter().any(|f| f.first_key_range.is_none()) {
+        return Err(files);
+    }
+    files.sort_by_key(|f| f.first_key_range.map(|r| r.0));
+    // (highest key so far, files) per range.
+    let mut ranges: Vec<(i64, Vec<TargetFile>)> = Vec::new();
+    for file in files {
+        let (min, max) = file.first_key_range.unwrap_or_default();
+        match ranges.last_mut() {
+            Some((end, members)) if min <= *end => {
+                *end = (*end).max(max);
+                members.push(file);
+            }
+            _ => ranges.push((max, vec![file])),
+        }
+    }
+    if !overlays && ranges.iter().any(|(_, files)| files.len() > 1) {
+        return Err(ranges.into_iter().flat_map(|(_, files)| files).collect());
+    }
+    Ok(ranges.into_iter().map(|(_, files)| files).collect())
+}
+
+/// Groups for disjoint key ranges (see [`key_ranges`]): each range owns the slot of the key
+/// space from its minimum up to the next range's minimum (the first range's slot also takes
+/// every key below it; the last one's ends at its maximum). A key goes to the range whose slot
+/// holds it, including keys in the gap after a range's maximum, so a rewritten range never
+/// reaches into the next one and the layout stays disjoint run after run. Ranges whose slot
+/// holds no incoming key are left alone. Returns the groups and the rows above every range
+/// (appended as new files, which stay above them).
+fn slot_groups(ranges: Vec<Vec<TargetFile>>, keys: &[i64]) -> (Vec<Group>, std::ops::Range<usize>) {
+    let span = |files: &[TargetFile]| {
+        let mut bounds = files.iter().filter_map(|f| f.first_key_range);
+        let first = bounds.next().unwrap_or_default();
+        bounds.fold(first, |(lo, hi), (min, max)| (lo.min(min), hi.max(max)))
+    };
+    let last_max = ranges.last().map(|files| span(files).1);
     let above = last_max.map_or(0, |max| keys.partition_point(|k| *k <= max));
-    let next_mins: Vec<Option<i64>> = files.iter().skip(1).map(|f| f.first_key_range.map(|r| r.0)).chain([None]).collect();
+    let next_mins: Vec<Option<i64>> = ranges.iter().skip(1).map(|files| Some(span(files).0)).chain([None]).collect();
     let mut groups = Vec::new();
     let mut start = 0;
-    for (file, next_min) in files.into_iter().zip(next_mins) {
+    for (files, next_min) in ranges.into_iter().zip(next_mins) {
         let end = next_min.map_or(above, |min| keys.partition_point(|k| *k < min));
         if end > start {
-            groups.push(Group { files: vec![file], rows: start..end, own: true });
+            groups.push(Group { files, rows: start..end, own: true });
         }
         start = end;
     }
@@ -303,7 +388,8 @@ fn group_by_file(candidates: Vec<TargetFile>, first_key: Option<&[i64]>, rows: u
 }
 
 /// Files rewritten together with the incoming rows (a range of them) that may fall in them;
-/// `own`: one file in its own key range (always rewritten, see [`group_by_file`]).
+/// `own`: the files of one key range of their own (always rewritten or marked, see
+/// [`group_by_file`]).
 struct Group {
     files: Vec<TargetFile>,
     rows: std::ops::Range<usize>,
@@ -315,6 +401,8 @@ struct Group {
 struct Rewrite {
     removes: Vec<Remove>,
     adds: Vec<deltalake::kernel::Add>,
+    /// Of `removes`, files added again with a deletion vector instead of rewritten.
+    marked: usize,
     updated: u64,
     /// Touched rows before and after, and new keys merged into the rewritten files.
     pre: Vec<RecordBatch>,
@@ -334,6 +422,8 @@ struct Job {
     schema: SchemaRef,
     key_index: Vec<usize>,
     target_file_size: u64,
+    /// The table takes deletion vectors (see [`Job::mark_and_overlay`]).
+    deletion_vectors: bool,
     written: Arc<Uncommitted>,
     /// Parts a lone sorted file's rewrite is split into (by row groups), at most.
     parts: usize,
@@ -358,8 +448,9 @@ impl Job {
         done.inserted = done.inserts.iter().map(|b| b.num_rows() as u64).sum();
         // A commit that only adds files reads as inserts of their rows; once it also removes
         // files, the change data must say what really changed (else readers see every row
-        // deleted and re-inserted).
-        if !done.removes.is_empty() {
+        // deleted and re-inserted). In a table with deletion vectors any group may be the one
+        // that writes change data, so every group that adds a file writes its own.
+        if !done.removes.is_empty() || (self.deletion_vectors && !done.adds.is_empty()) {
             let (pre, post, inserts) = (std::mem::take(&mut done.pre), std::mem::take(&mut done.post), std::mem::take(&mut done.inserts));
             done.cdc = write_change_data(&self.store, &self.schema, &pre, &post, &inserts).await?;
             self.written.add(done.cdc.iter().map(|c| c.path.clone()));
@@ -369,11 +460,19 @@ impl Job {
 
     async fn rewrite_files(self: &Arc<Self>, group: Group, incoming: RecordBatch) -> Result<Rewrite> {
         let incoming = conform(&incoming, &self.schema)?;
-        if let (true, [file]) = (group.own, group.files.as_slice()) {
-            if let Some(done) = self.rewrite_sorted_file(file, &incoming).await? {
+        if group.own && self.deletion_vectors && marking_pays(&group.files, incoming.num_rows()) {
+            if let Some(done) = self.mark_and_overlay(&group.files, &incoming).await? {
                 return Ok(done);
             }
-            tracing::debug!(file = %file.path, "link file not sorted by key: rewritten whole");
+            tracing::debug!(files = group.files.len(), "link files not sorted by key: rewritten whole");
+        }
+        if let (true, [file]) = (group.own, group.files.as_slice()) {
+            if file.deletion_vector().is_none() {
+                if let Some(done) = self.rewrite_sorted_file(file, &incoming).await? {
+                    return Ok(done);
+                }
+                tracing::debug!(file = %file.path, "link file not sorted by key: rewritten whole");
+            }
         }
         self.rewrite(group.files, incoming, group.own).await
     }
@@ -531,6 +630,84 @@ impl Job {
         Ok(Some(out))
     }
 
+    /// Replace the rows of a key range's files that `incoming` touches without rewriting the
+    /// files: each file's key columns are read and merge-joined with the incoming keys (rows
+    /// its deletion vector already deletes are skipped), the touched rows are read whole (their
+    /// pre-images, and the columns a MERGE keeps), their row indices join the file's deletion
+    /// vector, and every incoming key of the range — updated rows and new keys, in key order —
+    /// goes into new files that overlap the range. A run touching a tenth of a file writes a
+    /// tenth of it plus a bitmap instead of all of it. `None` when a file is not sorted by key
+    /// (nothing written is committed).
+    async fn mark_and_overlay(self: &Arc<Self>, files: &[TargetFile], incoming: &RecordBatch) -> Result<Option<Rewrite>> {
+        let schema = &self.schema;
+        let converter = self.key_converter()?;
+        let incoming_keys = self.key_rows(&converter, incoming)?;
+        // Per incoming key: (touched file, its row among that file's touched rows).
+        let mut matched: Vec<Option<(usize, usize)>> = vec![None; incoming.num_rows()];
+        let mut touched: Vec<Marked> = Vec::new();
+        for file in files {
+            let bytes = fetch(&self.store, &file.path).await?;
+            let deleted = match file.deletion_vector() {
+                Some(dv) => deletion_vector::read(&self.store, dv).await.wrap_err_with(|| format!("link-table file {}", file.path))?,
+                None => RoaringTreemap::new(),
+            };
+            let keys = read_columns(bytes.clone(), schema, &self.key_index, None).await?;
+            let key_rows = converter.convert_columns(keys.columns())?;
+            if !(1..keys.num_rows()).all(|i| key_rows.row(i - 1) <= key_rows.row(i)) {
+                return Ok(None);
+            }
+            let mut rows: Vec<u32> = Vec::new();
+            let (mut i, mut j) = (0, 0);
+            while i < keys.num_rows() && j < incoming.num_rows() {
+                match key_rows.row(i).cmp(&incoming_keys.row(j)) {
+                    std::cmp::Ordering::Less => i += 1,
+                    std::cmp::Ordering::Greater => j += 1,
+                    std::cmp::Ordering::Equal => {
+                        if !deleted.contains(i as u64) {
+                            matched[j] = Some((touched.len(), rows.len()));
+                            rows.push(i as u32);
+                        }
+                        i += 1;
+                    }
+                }
+            }
+            if rows.is_empty() {
+                continue;
+            }
+            let all: Vec<usize> = (0..schema.fields().len()).collect();
+            let pre = read_columns(bytes, schema, &all, Some((&rows, keys.num_rows()))).await?;
+            touched.push(Marked { file, deleted, rows, pre });
+        }
+
+        let from_incoming = touched.len();
+        let keep: Vec<(usize, usize)> = matched.iter().enumerate().map(|(j, m)| m.unwrap_or((from_incoming, j))).collect();
+        let update: Vec<(usize, usize)> = (0..incoming.num_rows()).map(|j| (from_incoming, j)).collect();
+        let mut sources: Vec<&RecordBatch> = touched.iter().map(|t| &t.pre).collect();
+        sources.push(incoming);
+        let rows = assemble(schema, &sources, &keep, &update)?;
+        let (updated, inserted): (Vec<u32>, Vec<u32>) = (0..incoming.num_rows() as u32).partition(|&j| matched[j as usize].is_some());
+        let mut out = Rewrite {
+            updated: updated.len() as u64,
+            post: vec![take_record_batch(&rows, &UInt32Array::from(updated))?],
+            inserts: vec![take_record_batch(incoming, &UInt32Array::from(inserted))?],
+            ..Rewrite::default()
+        };
+        let file_bytes: u64 = files.iter().filter_map(|f| f.remove.size).map(|s| s.max(0) as u64).sum();
+        let file_rows: u64 = files.iter().filter_map(|f| f.rows).sum();
+        let per_file = rows_per_file(self.target_file_size, file_bytes, file_rows as usize, &rows)?;
+        out.adds = write_data(&self.table, rows, per_file, &self.written).await?;
+        for Marked { file, mut deleted, rows, pre } in touched {
+            deleted.extend(rows.iter().map(|&r| u64::from(r)));
+            let (dv, path) = deletion_vector::write(&self.store, &deleted).await?;
+            self.written.add([path.to_string()]);
+            out.removes.push(file.remove.clone());
+            out.adds.push(Add { deletion_vector: Some(dv), data_change: true, stats: loose_bounds(file.add.stats.clone()), ..file.add.clone() });
+            out.marked += 1;
+            out.pre.push(pre);
+        }
+        Ok(Some(out))
+    }
+
     /// Read a group's files, and rewrite those holding one of `incoming`'s keys (or all of them,
     /// `always`): touched rows get the run's columns, the new keys join them, in key order.
     async fn rewrite(&self, candidates: Vec<TargetFile>, incoming: RecordBatch, always: bool) -> Result<Rewrite> {
@@ -546,7 +723,7 @@ impl Job {
             lookup.insert(incoming_keys.row(i).data(), i as u32);
         }
         let reads: Vec<(TargetFile, RecordBatch)> = futures::stream::iter(candidates.into_iter().map(|file| async move {
-            let batch = read_file(self.store.clone(), &file.path, schema).await?;
+            let batch = read_live_rows(&self.store, &file, schema).await?;
             Ok::<_, color_eyre::Report>((file, batch))
         }))
         .buffer_unordered(2)
@@ -599,6 +776,50 @@ impl Job {
         out.adds = write_data(&self.table, rows, per_file, &self.written).await?;
         Ok(out)
     }
+}
+
+/// A file whose touched rows [`Job::mark_and_overlay`] marks deleted: its deletion vector so
+/// far, the touched rows' indices, and those rows as they were.
+struct Marked<'a> {
+    file: &'a TargetFile,
+    deleted: RoaringTreemap,
+    rows: Vec<u32>,
+    pre: RecordBatch,
+}
+
+/// Columns `columns` (indices into `schema`) of a data file, cast to their types in `schema`;
+/// with `rows` (sorted row indices, and the file's row count) only those rows.
+async fn read_columns(
+    bytes: impl deltalake::parquet::file::reader::ChunkReader + 'static,
+    schema: &SchemaRef,
+    columns: &[usize],
+    rows: Option<(&[u32], usize)>,
+) -> Result<RecordBatch> {
+    use deltalake::parquet::arrow::arrow_reader::RowSelection;
+    use deltalake::parquet::arrow::ProjectionMask;
+    let wanted = Arc::new(schema.project(columns)?);
+    let selection = rows.map(|(rows, total)| {
+        let mut mask = vec![false; total];
+        for &r in rows {
+            mask[r as usize] = true;
+        }
+        RowSelection::from_filters(&[mask.into()])
+    });
+    tokio::task::spawn_blocking(move || {
+        let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)?.with_batch_size(64 * 1024);
+        let names: Vec<&str> = wanted.fields().iter().map(|f| f.name().as_str()).collect();
+        let projection = ProjectionMask::columns(builder.parquet_schema(), names);
+        let builder = builder.with_projection(projection);
+        let builder = match selection {
+            Some(selection) => builder.with_row_selection(selection),
+            None => builder,
+        };
+        let batches = builder.build()?.collect::<std::result::Result<Vec<_>, _>>()?;
+        let parts = batches.iter().map(|b| conform(b, &wanted)).collect::<Result<Vec<_>>>()?;
+        Ok::<_, color_eyre::Report>(concat_batches(&wanted, &parts)?)
+    })
+    .await?
+    .wrap_err("cannot decode a link-table file")
 }
 
 /// Where each rewritten row comes from: `keep` for the columns a MERGE keeps, `update` for the
@@ -738,9 +959,21 @@ fn target_files(table: &DeltaTable, first_key: &str) -> Result<Vec<TargetFile>> 
         .map(|f| TargetFile {
             path: f.object_store_path(),
             remove: f.remove_action(true),
+            // The file's add as the log holds it (delta-rs calls this an internal API).
+            #[allow(deprecated)]
+            add: f.add_action(),
             first_key_range: f.stats().and_then(|s| int_range(&s, first_key)),
+            rows: f.num_records().map(|n| n as u64),
         })
         .collect())
+}
+
+/// A file's statistics once a deletion vector hides some of its rows: the bounds still hold
+/// (they cover the rows left) but may be loose, which the protocol marks `tightBounds: false`.
+fn loose_bounds(stats: Option<String>) -> Option<String> {
+    let mut value: serde_json::Value = serde_json::from_str(stats.as_deref()?).ok()?;
+    value.as_object_mut()?.insert("tightBounds".into(), serde_json::Value::Bool(false));
+    Some(value.to_string())
 }
 
 /// `(minValues[column], maxValues[column])` of a file's JSON statistics, when both are integers.
@@ -757,6 +990,15 @@ fn first_int_keys(incoming: &RecordBatch, index: usize) -> Result<Option<Vec<i64
     }
     let ints = cast(column, &DataType::Int64)?;
     Ok(Some(ints.as_primitive::<Int64Type>().values().to_vec()))
+}
+
+/// A data file's rows that its deletion vector (if any) does not delete, cast to `schema`.
+async fn read_live_rows(store: &Arc<dyn ObjectStore>, file: &TargetFile, schema: &SchemaRef) -> Result<RecordBatch> {
+    let batch = read_file(store.clone(), &file.path, schema).await?;
+    let Some(dv) = file.deletion_vector() else { return Ok(batch) };
+    let deleted = deletion_vector::read(store, dv).await.wrap_err_with(|| format!("link-table file {}", file.path))?;
+    let live: deltalake::arrow::array::BooleanArray = (0..batch.num_rows() as u64).map(|i| Some(!deleted.contains(i))).collect();
+    Ok(filter_record_batch(&batch, &live)?)
 }
 
 /// Read one data file whole, its columns cast to the link rows' schema by name.

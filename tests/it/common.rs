@@ -310,12 +310,33 @@ pub fn unreferenced_data_files(root: &std::path::Path) -> Vec<String> {
                 if let Some(p) = action["add"]["path"].as_str() {
                     added.insert(p.to_string());
                 }
+                if let Some(dv) = action["add"]["deletionVector"]["pathOrInlineDv"].as_str() {
+                    added.insert(deletion_vector_file(dv));
+                }
             }
         }
     }
     std::fs::read_dir(root)
         .expect("table folder")
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|name| name.ends_with(".parquet") && !added.contains(name))
+        .filter(|name| (name.ends_with(".parquet") || name.ends_with(".bin")) && !added.contains(name))
         .collect()
+}
+
+/// The file name of a deletion vector stored beside the table (`<Z85 of its UUID>`).
+fn deletion_vector_file(encoded: &str) -> String {
+    let bytes = z85::decode(&encoded[encoded.len().saturating_sub(20)..]).expect("z85 deletion vector id");
+    format!("deletion_vector_{}.bin", uuid::Uuid::from_slice(&bytes).expect("uuid"))
+}
+
+/// `config` with `[pipelines.<pipeline>]` set to keep its link table copy-on-write.
+pub fn without_deletion_vectors(config: &str, pipeline: &str) -> String {
+    let header = format!("[pipelines.{pipeline}]\n");
+    assert!(config.contains(&header), "no pipeline `{pipeline}` in the config");
+    config.replacen(&header, &format!("{header}deletion_vectors = false\n"), 1)
+}
+
+/// Files of a link table with a deletion vector.
+pub fn files_with_deletion_vectors(table: &deltalake::DeltaTable) -> usize {
+    table.snapshot().expect("snapshot").log_data().iter().filter(|f| f.deletion_vector_descriptor().is_some()).count()
 }

@@ -211,6 +211,7 @@ fn report(pipeline: &str, run_id: i64, keys: u64) -> RunReport {
         keys_inserted: keys - 2,
         keys_updated: 2,
         link_files_rewritten: 1,
+        link_files_marked: 0,
         cdf_scans: 2,
         duration: Duration::from_millis(1_234),
         link_merge: Duration::from_millis(400),

@@ -484,18 +484,32 @@ async fn link_file_ranges(engine: &deltalink::runner::Engine, pipeline: &str) ->
     ranges
 }
 
+/// Copy-on-write, the files' ranges stay disjoint; with deletion vectors, files that replaced
+/// rows overlap the range they belong to, and ranges (overlapping files together) must never
+/// merge: a run would then read and mark across both.
 #[test]
 fn new_keys_in_the_gaps_between_link_files_keep_the_file_ranges_disjoint() {
+    for deletion_vectors in [false, true] {
+        new_keys_in_the_gaps_keep_ranges_disjoint(deletion_vectors);
+    }
+}
+
+fn new_keys_in_the_gaps_keep_ranges_disjoint(deletion_vectors: bool) {
     rt().block_on(async {
         let lake = Lake::new();
         let mut rng = seeded(11);
         let mut a = ModelTable::create(&lake.path("a"), true).await;
         // Even keys only: between two files' ranges there is always an odd key free.
         a.insert(&(0..20_000).map(|k| Some(k * 2)).collect::<Vec<_>>()).await;
-        let engine = lake.engine(&simple_config(&["a"], &[("p", &["a"])])).with_link_file_size(16 * 1024);
+        let mut config = simple_config(&["a"], &[("p", &["a"])]);
+        if !deletion_vectors {
+            config = without_deletion_vectors(&config, "p");
+        }
+        let engine = lake.engine(&config).with_link_file_size(16 * 1024);
         engine.run("p", &RunOptions::default()).await.expect("first run");
         let first = link_file_ranges(&engine, "p").await;
         assert!(first.len() >= 8, "the first write split the keys over many files: {first:?}");
+        let mut ranges_before = key_ranges(&first).len();
         let mut expected: Affected = (0..20_000).map(|k| k * 2).collect();
         for round in 0..4 {
             let ranges = link_file_ranges(&engine, "p").await;
@@ -510,9 +524,12 @@ fn new_keys_in_the_gaps_between_link_files_keep_the_file_ranges_disjoint() {
             engine.run("p", &RunOptions::default()).await.expect("incremental run");
             let after = link_file_ranges(&engine, "p").await;
             assert!(
-                after.windows(2).all(|w| w[0].1 < w[1].0),
+                deletion_vectors || after.windows(2).all(|w| w[0].1 < w[1].0),
                 "round {round}: keys {new:?} left overlapping link files: {after:?}"
             );
+            let ranges_now = key_ranges(&after).len();
+            assert!(ranges_now >= ranges_before, "round {round}: keys {new:?} merged key ranges: {after:?}");
+            ranges_before = ranges_now;
         }
         assert_eq!(link_keys(&engine, "p").await.into_keys().collect::<Affected>(), expected);
         // The layout still prunes: one key inside one file rewrites that file alone.
@@ -521,8 +538,25 @@ fn new_keys_in_the_gaps_between_link_files_keep_the_file_ranges_disjoint() {
         let ids: Vec<i64> = a.rows.iter().filter(|(_, k)| **k == Some(key)).map(|(id, _)| *id).collect();
         a.update_payload(&ids).await;
         let r = engine.run("p", &RunOptions::default()).await.expect("update run");
-        assert_eq!((r.keys_updated, r.link_files_rewritten), (1, 1), "touching key {key} alone rewrites its file alone");
+        let expected = if deletion_vectors { (1, 0, 1) } else { (1, 1, 0) };
+        assert_eq!(
+            (r.keys_updated, r.link_files_rewritten, r.link_files_marked),
+            expected,
+            "touching key {key} alone rewrites (or, with deletion vectors, marks) its file alone"
+        );
     });
+}
+
+/// File ranges (sorted by minimum) joined where they overlap.
+fn key_ranges(files: &[(i64, i64)]) -> Vec<(i64, i64)> {
+    let mut ranges: Vec<(i64, i64)> = Vec::new();
+    for &(min, max) in files {
+        match ranges.last_mut() {
+            Some(last) if min <= last.1 => last.1 = last.1.max(max),
+            _ => ranges.push((min, max)),
+        }
+    }
+    ranges
 }
 
 
@@ -533,6 +567,7 @@ fn new_keys_in_the_gaps_between_link_files_keep_the_file_ranges_disjoint() {
 fn sorted_key_merge_equals_delta_rs_merge_over_random_histories() {
     use deltalink::link::MergeStrategy;
     rt().block_on(async {
+        let mut marked = 0;
         for seed in 11..=13u64 {
             let lake = Lake::new();
             let mut rng = seeded(seed);
@@ -541,7 +576,12 @@ fn sorted_key_merge_equals_delta_rs_merge_over_random_histories() {
             // `mixed` is written by delta-rs for two rounds (files not sorted, ranges that
             // overlap), then by the sorted-key MERGE, which must fall back where its layout
             // assumptions do not hold.
-            let config = simple_config(&["a", "b"], &[("sorted", &["a", "b"]), ("oracle", &["a", "b"]), ("mixed", &["a", "b"])]);
+            // `sorted` takes deletion vectors; `cow` is the same MERGE copy-on-write.
+            let config = simple_config(
+                &["a", "b"],
+                &[("sorted", &["a", "b"]), ("cow", &["a", "b"]), ("oracle", &["a", "b"]), ("mixed", &["a", "b"])],
+            );
+            let config = without_deletion_vectors(&config, "cow");
             let sorted = lake.engine(&config).with_link_file_size(2048);
             let oracle = lake.engine(&config).with_link_file_size(2048).with_merge_strategy(MergeStrategy::DeltaRs);
             let first: Vec<Option<Key>> = (0..400).map(|_| Some(rng.gen_range(0..600))).collect();
@@ -554,7 +594,9 @@ fn sorted_key_merge_equals_delta_rs_merge_over_random_histories() {
                     b.random_commit(&mut rng, 600).await;
                 }
                 let s = sorted.run("sorted", &RunOptions::default()).await.expect("sorted-key run");
+                let c = sorted.run("cow", &RunOptions::default()).await.expect("copy-on-write run");
                 let o = oracle.run("oracle", &RunOptions::default()).await.expect("delta-rs run");
+                marked += s.link_files_marked;
                 let mixed_engine = if round < 2 { &oracle } else { &sorted };
                 mixed_engine.run("mixed", &RunOptions::default()).await.expect("mixed run");
                 assert_eq!((s.keys_inserted, s.keys_updated), (o.keys_inserted, o.keys_updated), "seed {seed} round {round}");
@@ -564,20 +606,26 @@ fn sorted_key_merge_equals_delta_rs_merge_over_random_histories() {
                 let (o_rows, o_feed) = link_rows_and_feed(&oracle, "oracle").await;
                 assert_eq!(s_rows, o_rows, "seed {seed} round {round}: link rows differ");
                 assert_eq!(s_feed, o_feed, "seed {seed} round {round}: link change feeds differ");
+                let (c_rows, c_feed) = link_rows_and_feed(&sorted, "cow").await;
+                assert_eq!(c_rows, o_rows, "seed {seed} round {round}: copy-on-write link rows differ");
+                assert_eq!(c_feed, o_feed, "seed {seed} round {round}: copy-on-write change feeds differ");
+                assert_eq!(c.link_files_marked, 0, "seed {seed} round {round}: copy-on-write marks nothing");
                 let (m_rows, m_feed) = link_rows_and_feed(&sorted, "mixed").await;
                 assert_eq!(m_rows, o_rows, "seed {seed} round {round}: mixed link rows differ");
                 assert_eq!(m_feed, o_feed, "seed {seed} round {round}: mixed change feeds differ");
                 if round > 0 && s.keys_updated > 0 {
-                    assert!(s.link_files_rewritten > 0, "an update rewrites at least one file");
+                    assert!(s.link_files_rewritten + s.link_files_marked > 0, "an update rewrites or marks at least one file");
+                    assert!(c.link_files_rewritten > 0, "a copy-on-write update rewrites at least one file");
                 }
-                let ranges = link_file_ranges(&sorted, "sorted").await;
-                assert!(ranges.windows(2).all(|w| w[0].1 < w[1].0), "seed {seed} round {round}: sorted layout overlaps: {ranges:?}");
+                let ranges = link_file_ranges(&sorted, "cow").await;
+                assert!(ranges.windows(2).all(|w| w[0].1 < w[1].0), "seed {seed} round {round}: copy-on-write layout overlaps: {ranges:?}");
             }
-            for p in ["sorted", "mixed"] {
+            for p in ["sorted", "cow", "mixed"] {
                 let orphans = unreferenced_data_files(&lake.path(&format!("_deltalink/links/{p}")));
                 assert!(orphans.is_empty(), "seed {seed}: `{p}` has data files no commit references: {orphans:?}");
             }
         }
+        assert!(marked > 0, "some run replaced rows through deletion vectors");
     });
 }
 
@@ -585,8 +633,17 @@ fn sorted_key_merge_equals_delta_rs_merge_over_random_histories() {
 /// A MERGE that touches one link file of several row groups rewrites it in parts (row-group
 /// runs, each with the keys of its range, at once): the same link rows and change feed as
 /// delta-rs's MERGE, key ranges still disjoint, nothing left unreferenced.
+///
+/// With deletion vectors the same MERGE marks the touched rows of that file instead and writes
+/// them anew with the new keys: again exactly delta-rs's rows and change feed.
 #[test]
 fn a_lone_link_file_is_rewritten_in_parts_exactly_as_delta_rs_merges() {
+    for deletion_vectors in [false, true] {
+        lone_link_file_merges_as_delta_rs(deletion_vectors);
+    }
+}
+
+fn lone_link_file_merges_as_delta_rs(deletion_vectors: bool) {
     use deltalink::link::MergeStrategy;
     use rand::Rng;
     use std::collections::BTreeSet;
@@ -597,7 +654,10 @@ fn a_lone_link_file_is_rewritten_in_parts_exactly_as_delta_rs_merges() {
         // Even keys: one link file of three 128k-row row groups. Odd keys come later, inside
         // every row group's range and beyond the last.
         a.insert(&(0..300_000).map(|k| Some(k * 2)).collect::<Vec<_>>()).await;
-        let config = simple_config(&["a"], &[("sorted", &["a"]), ("oracle", &["a"])]);
+        let mut config = simple_config(&["a"], &[("sorted", &["a"]), ("oracle", &["a"])]);
+        if !deletion_vectors {
+            config = without_deletion_vectors(&config, "sorted");
+        }
         let sorted = lake.engine(&config);
         let oracle = lake.engine(&config).with_merge_strategy(MergeStrategy::DeltaRs);
         sorted.run("sorted", &RunOptions::default()).await.expect("first sorted-key run");
@@ -616,8 +676,14 @@ fn a_lone_link_file_is_rewritten_in_parts_exactly_as_delta_rs_merges() {
         assert!(s_rows == o_rows, "link rows differ from delta-rs's MERGE");
         assert!(s_feed == o_feed, "link change feeds differ from delta-rs's MERGE");
         let ranges = link_file_ranges(&sorted, "sorted").await;
-        assert!(ranges.len() >= 2, "the lone file was rewritten in parts: {ranges:?}");
-        assert!(ranges.windows(2).all(|w| w[0].1 < w[1].0), "layout overlaps: {ranges:?}");
+        if deletion_vectors {
+            assert_eq!((s.link_files_rewritten, s.link_files_marked), (0, 1), "the lone file is marked, not rewritten");
+            let table = link_table(&sorted, "sorted").await.expect("link table");
+            assert_eq!(files_with_deletion_vectors(&table), 1, "the lone file took a deletion vector");
+        } else {
+            assert!(ranges.len() >= 2, "the lone file was rewritten in parts: {ranges:?}");
+            assert!(ranges.windows(2).all(|w| w[0].1 < w[1].0), "layout overlaps: {ranges:?}");
+        }
         let orphans = unreferenced_data_files(&lake.path("_deltalink/links/sorted"));
         assert!(orphans.is_empty(), "data files no commit references: {orphans:?}");
     });
@@ -700,7 +766,7 @@ fn a_fault_between_merge_files_and_commit_leaves_no_trace() {
         let redone = engine.run("faulted", &RunOptions::default()).await.expect("restart");
         let clean = engine.run("clean", &RunOptions::default()).await.expect("clean run");
         assert_eq!((redone.run_id, redone.keys_updated), (Some(2), clean.keys_updated), "the same run 2, redone");
-        assert!(redone.link_files_rewritten > 0, "the redone run is a MERGE that rewrites files");
+        assert!(redone.link_files_rewritten + redone.link_files_marked > 0, "the redone run is a MERGE that rewrites or marks files");
         assert_eq!(link_rows_and_feed(&engine, "faulted").await, link_rows_and_feed(&engine, "clean").await);
     });
 }

@@ -19,9 +19,10 @@ const READ_LINK: &str = r#"
 import sys, json
 from deltalake import DeltaTable
 import polars as pl
-uri = sys.argv[1]
+uri, reader = sys.argv[1], sys.argv[2]
 dt = DeltaTable(uri)
-df = pl.from_arrow(dt.to_pyarrow_table())
+# pyarrow datasets refuse tables with deletion vectors (deltalake 1.6); polars reads them.
+df = pl.read_delta(uri) if reader == "polars" else pl.from_arrow(dt.to_pyarrow_table())
 cdf = pl.from_arrow(__import__("pyarrow").table(dt.load_cdf(starting_version=0)))
 inserted = cdf.filter(pl.col("_change_type") == "insert")["k"].to_list()
 images = lambda t: sorted([k, r] for k, r in cdf.filter(pl.col("_change_type") == t).select(["k", "run_id"]).iter_rows())
@@ -30,6 +31,9 @@ print(json.dumps({"keys": sorted(df["k"].to_list()), "cdf_inserts": sorted(inser
                   "runs": sorted(set(df["run_id"].to_list())), "upstreams": df["upstreams"].to_list()[0]}))
 "#;
 
+/// `p`'s link table takes deletion vectors (run 2 marks key 1's row in the first file), read
+/// by polars; `cow`'s is copy-on-write (`deletion_vectors = false`), read through pyarrow,
+/// which refuses deletion vectors.
 #[test]
 fn python_deltalake_and_polars_read_the_link_table_and_its_change_feed() {
     let Some(py) = python() else {
@@ -39,23 +43,39 @@ fn python_deltalake_and_polars_read_the_link_table_and_its_change_feed() {
     let (lake, expected) = rt().block_on(async {
         let lake = Lake::new();
         let mut a = ModelTable::create(&lake.path("a"), true).await;
-        let engine = lake.engine(&simple_config(&["a"], &[("p", &["a"])]));
-        let mut keys = a.insert(&[Some(1), Some(2), Some(3)]).await;
-        engine.run("p", &RunOptions::default()).await.expect("run 1");
+        let config = without_deletion_vectors(&simple_config(&["a"], &[("p", &["a"]), ("cow", &["a"])]), "cow");
+        let engine = lake.engine(&config);
+        let mut keys = a.insert(&(1..=40).map(Some).collect::<Vec<_>>()).await;
+        for p in ["p", "cow"] {
+            engine.run(p, &RunOptions::default()).await.expect("run 1");
+        }
         keys.extend(a.update_key(&[1], 100).await);
-        engine.run("p", &RunOptions::default()).await.expect("run 2");
+        for p in ["p", "cow"] {
+            engine.run(p, &RunOptions::default()).await.expect("run 2");
+        }
+        let marked = link_table(&engine, "p").await.expect("link table");
+        assert_eq!(files_with_deletion_vectors(&marked), 1, "run 2 marked key 1's row instead of rewriting the file");
+        let copied = link_table(&engine, "cow").await.expect("link table");
+        assert_eq!(files_with_deletion_vectors(&copied), 0, "copy-on-write");
         (lake, keys)
     });
+    for (pipeline, reader) in [("p", "polars"), ("cow", "pyarrow")] {
+        read_link_table_with_python(&py, &lake, pipeline, reader, &expected);
+    }
+}
+
+fn read_link_table_with_python(py: &str, lake: &Lake, pipeline: &str, reader: &str, expected: &BTreeSet<i64>) {
+    let uri = lake.path(&format!("_deltalink/links/{pipeline}"));
     let out = Command::new(py)
-        .args(["-c", READ_LINK, lake.path("_deltalink/links/p").to_str().expect("utf-8")])
+        .args(["-c", READ_LINK, uri.to_str().expect("utf-8"), reader])
         .output()
         .expect("run python");
     assert!(out.status.success(), "python reader failed: {}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json from python");
     let keys: BTreeSet<i64> = v["keys"].as_array().expect("keys").iter().map(|k| k.as_i64().expect("int")).collect();
-    assert_eq!(keys, expected);
+    assert_eq!(&keys, expected, "{pipeline} read by {reader}");
     let inserted: BTreeSet<i64> = v["cdf_inserts"].as_array().expect("cdf").iter().map(|k| k.as_i64().expect("int")).collect();
-    assert_eq!(inserted, expected, "every key appears as an insert in the link table's change feed");
+    assert_eq!(&inserted, expected, "every key appears as an insert in the link table's change feed");
     // Run 2 moved row 1 from key 1 to 101: key 1 was updated from run 1 to run 2, 101 inserted.
     assert_eq!(v["pre"], serde_json::json!([[1, 1]]), "update pre-image: the key as run 1 left it");
     assert_eq!(v["post"], serde_json::json!([[1, 2]]), "update post-image: the key as run 2 wrote it");
