@@ -547,6 +547,21 @@ fn new_keys_in_the_gaps_keep_ranges_disjoint(deletion_vectors: bool) {
     });
 }
 
+/// How many files each key range (files whose ranges overlap, see [`key_ranges`]) holds.
+fn files_per_key_range(files: &[(i64, i64)]) -> Vec<usize> {
+    let mut counts: Vec<(i64, usize)> = Vec::new();
+    for &(min, max) in files {
+        match counts.last_mut() {
+            Some((end, n)) if min <= *end => {
+                *end = (*end).max(max);
+                *n += 1;
+            }
+            _ => counts.push((max, 1)),
+        }
+    }
+    counts.into_iter().map(|(_, n)| n).collect()
+}
+
 /// File ranges (sorted by minimum) joined where they overlap.
 fn key_ranges(files: &[(i64, i64)]) -> Vec<(i64, i64)> {
     let mut ranges: Vec<(i64, i64)> = Vec::new();
@@ -689,6 +704,44 @@ fn lone_link_file_merges_as_delta_rs(deletion_vectors: bool) {
     });
 }
 
+/// Run after run of small updates into one large link file: the touched rows are marked
+/// (deletion vectors, new files over the same range) until the range holds four files, and the
+/// next MERGE into it rewrites it whole again. Against the model's keys and delta-rs's MERGE
+/// after every run; no key range ever holds more than four files.
+#[test]
+fn marked_rows_accumulate_until_the_range_is_rewritten_whole() {
+    use deltalink::link::MergeStrategy;
+    use rand::Rng;
+    rt().block_on(async {
+        let lake = Lake::new();
+        let mut rng = seeded(31);
+        let mut a = ModelTable::create(&lake.path("a"), true).await;
+        a.insert(&(0..20_000).map(Some).collect::<Vec<_>>()).await;
+        let config = simple_config(&["a"], &[("sorted", &["a"]), ("oracle", &["a"])]);
+        let sorted = lake.engine(&config);
+        let oracle = lake.engine(&config).with_merge_strategy(MergeStrategy::DeltaRs);
+        let mut expected = a.current_keys();
+        let (mut marked, mut rewritten) = (0, 0);
+        for round in 0..7 {
+            let ids: Vec<i64> = (0..200).map(|_| rng.gen_range(1..=20_000)).collect();
+            expected.extend(a.update_payload(&ids).await);
+            expected.extend(a.insert(&(0..50).map(|_| Some(rng.gen_range(0..25_000))).collect::<Vec<_>>()).await);
+            let s = sorted.run("sorted", &RunOptions::default()).await.expect("sorted-key run");
+            oracle.run("oracle", &RunOptions::default()).await.expect("delta-rs run");
+            marked += s.link_files_marked;
+            rewritten += s.link_files_rewritten;
+            assert_eq!(link_keys(&sorted, "sorted").await.into_keys().collect::<Affected>(), expected, "round {round}");
+            assert!(link_rows_and_feed(&sorted, "sorted").await == link_rows_and_feed(&oracle, "oracle").await, "round {round}: differs from delta-rs's MERGE");
+            let files = link_file_ranges(&sorted, "sorted").await;
+            let most = files_per_key_range(&files).into_iter().max().unwrap_or(0);
+            assert!(most <= 4, "round {round}: a key range holds {most} files: {files:?}");
+        }
+        assert!(marked >= 3 && rewritten >= 1, "rows were marked ({marked} files) and the range rewritten ({rewritten} files)");
+        let orphans = unreferenced_data_files(&lake.path("_deltalink/links/sorted"));
+        assert!(orphans.is_empty(), "files no commit references: {orphans:?}");
+    });
+}
+
 /// What a run's commit records of its write (ours in metadata, delta-rs's in its operation
 /// metrics) reads back as the pipeline's last write: run_id, kind and key counts.
 async fn assert_last_write_is(engine: &deltalink::Engine, pipeline: &str, run: &deltalink::runner::RunReport, context: &str) {
@@ -741,13 +794,26 @@ fn sorted_key_merge_equals_delta_rs_merge_for_a_composite_key() {
 /// A run that dies after writing a MERGE's files (rewritten files, change data) but before its
 /// commit leaves the link table as it was; the restart redoes the same run, and the table and
 /// its change feed equal those of a pipeline that never failed.
+///
+/// Both ways a MERGE replaces rows: rewriting files, and (deletion vectors) marking rows in
+/// new deletion-vector files plus writing them anew — the vectors written before the fault
+/// are deleted too.
 #[test]
 fn a_fault_between_merge_files_and_commit_leaves_no_trace() {
+    for deletion_vectors in [false, true] {
+        fault_between_merge_files_and_commit(deletion_vectors);
+    }
+}
+
+fn fault_between_merge_files_and_commit(deletion_vectors: bool) {
     rt().block_on(async {
         let lake = Lake::new();
         let mut rng = seeded(77);
         let mut a = ModelTable::create(&lake.path("a"), true).await;
-        let config = simple_config(&["a"], &[("faulted", &["a"]), ("clean", &["a"])]);
+        let mut config = simple_config(&["a"], &[("faulted", &["a"]), ("clean", &["a"])]);
+        if !deletion_vectors {
+            config = without_deletion_vectors(&without_deletion_vectors(&config, "faulted"), "clean");
+        }
         let engine = lake.engine(&config).with_link_file_size(2048);
         let first: Vec<Option<Key>> = (0..300).map(|_| Some(rng.gen_range(0..400))).collect();
         a.insert(&first).await;
@@ -766,7 +832,11 @@ fn a_fault_between_merge_files_and_commit_leaves_no_trace() {
         let redone = engine.run("faulted", &RunOptions::default()).await.expect("restart");
         let clean = engine.run("clean", &RunOptions::default()).await.expect("clean run");
         assert_eq!((redone.run_id, redone.keys_updated), (Some(2), clean.keys_updated), "the same run 2, redone");
-        assert!(redone.link_files_rewritten + redone.link_files_marked > 0, "the redone run is a MERGE that rewrites or marks files");
+        if deletion_vectors {
+            assert!(redone.link_files_marked > 0, "the redone run marks rows through deletion vectors");
+        } else {
+            assert!(redone.link_files_rewritten > 0, "the redone run is a MERGE that rewrites files");
+        }
         assert_eq!(link_rows_and_feed(&engine, "faulted").await, link_rows_and_feed(&engine, "clean").await);
     });
 }
