@@ -640,8 +640,7 @@ impl Job {
     /// (nothing written is committed).
     async fn mark_and_overlay(self: &Arc<Self>, files: &[TargetFile], incoming: &RecordBatch) -> Result<Option<Rewrite>> {
         let schema = &self.schema;
-        let converter = self.key_converter()?;
-        let incoming_keys = self.key_rows(&converter, incoming)?;
+        let incoming_keys = SortedKeys::of(self, incoming)?;
         // Per incoming key: (touched file, its row among that file's touched rows).
         let mut matched: Vec<Option<(usize, usize)>> = vec![None; incoming.num_rows()];
         let mut touched: Vec<Marked> = Vec::new();
@@ -652,30 +651,19 @@ impl Job {
                 None => RoaringTreemap::new(),
             };
             let keys = read_columns(bytes.clone(), schema, &self.key_index, None).await?;
-            let key_rows = converter.convert_columns(keys.columns())?;
-            if !(1..keys.num_rows()).all(|i| key_rows.row(i - 1) <= key_rows.row(i)) {
-                return Ok(None);
-            }
+            let file_rows = keys.num_rows();
+            let Some(pairs) = SortedKeys::of_columns(self, keys.columns())?.join(&incoming_keys) else { return Ok(None) };
+            drop(keys);
             let mut rows: Vec<u32> = Vec::new();
-            let (mut i, mut j) = (0, 0);
-            while i < keys.num_rows() && j < incoming.num_rows() {
-                match key_rows.row(i).cmp(&incoming_keys.row(j)) {
-                    std::cmp::Ordering::Less => i += 1,
-                    std::cmp::Ordering::Greater => j += 1,
-                    std::cmp::Ordering::Equal => {
-                        if !deleted.contains(i as u64) {
-                            matched[j] = Some((touched.len(), rows.len()));
-                            rows.push(i as u32);
-                        }
-                        i += 1;
-                    }
-                }
+            for (i, j) in pairs.into_iter().filter(|(i, _)| !deleted.contains(u64::from(*i))) {
+                matched[j as usize] = Some((touched.len(), rows.len()));
+                rows.push(i);
             }
             if rows.is_empty() {
                 continue;
             }
             let all: Vec<usize> = (0..schema.fields().len()).collect();
-            let pre = read_columns(bytes, schema, &all, Some((&rows, keys.num_rows()))).await?;
+            let pre = read_columns(bytes, schema, &all, Some((&rows, file_rows))).await?;
             touched.push(Marked { file, deleted, rows, pre });
         }
 
@@ -775,6 +763,67 @@ impl Job {
         let per_file = rows_per_file(self.target_file_size, file_bytes, file_rows, &rows)?;
         out.adds = write_data(&self.table, rows, per_file, &self.written).await?;
         Ok(out)
+    }
+}
+
+/// Key columns to merge-join: a single integer key as its values (no row encoding: a link
+/// file's keys are read whole, hundreds of thousands of them), others as row encodings.
+enum SortedKeys {
+    Int(Vec<i64>),
+    Rows(deltalake::arrow::row::Rows),
+}
+
+impl SortedKeys {
+    fn of(job: &Job, batch: &RecordBatch) -> Result<Self> {
+        Self::of_columns(job, &job.key_index.iter().map(|&i| batch.column(i).clone()).collect::<Vec<_>>())
+    }
+
+    /// `columns`: the key columns in key order.
+    fn of_columns(job: &Job, columns: &[ArrayRef]) -> Result<Self> {
+        if let [column] = columns {
+            if column.data_type().is_integer() && column.null_count() == 0 {
+                let ints = cast(column, &DataType::Int64)?;
+                return Ok(SortedKeys::Int(ints.as_primitive::<Int64Type>().values().to_vec()));
+            }
+        }
+        Ok(SortedKeys::Rows(job.key_converter()?.convert_columns(columns)?))
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            SortedKeys::Int(v) => v.len(),
+            SortedKeys::Rows(r) => r.num_rows(),
+        }
+    }
+
+    fn cmp(&self, i: usize, other: &Self, j: usize) -> Option<std::cmp::Ordering> {
+        match (self, other) {
+            (SortedKeys::Int(a), SortedKeys::Int(b)) => Some(a[i].cmp(&b[j])),
+            (SortedKeys::Rows(a), SortedKeys::Rows(b)) => Some(a.row(i).cmp(&b.row(j))),
+            _ => None,
+        }
+    }
+
+    /// (own row, `other`'s row) of every key both hold, both sides sorted; `None` when this
+    /// side is not sorted (or the two were encoded differently).
+    fn join(&self, other: &Self) -> Option<Vec<(u32, u32)>> {
+        let (n, m) = (self.len(), other.len());
+        if !(1..n).all(|i| self.cmp(i - 1, self, i).is_some_and(|o| o.is_le())) {
+            return None;
+        }
+        let mut pairs = Vec::new();
+        let (mut i, mut j) = (0, 0);
+        while i < n && j < m {
+            match self.cmp(i, other, j)? {
+                std::cmp::Ordering::Less => i += 1,
+                std::cmp::Ordering::Greater => j += 1,
+                std::cmp::Ordering::Equal => {
+                    pairs.push((i as u32, j as u32));
+                    i += 1;
+                }
+            }
+        }
+        Some(pairs)
     }
 }
 
