@@ -74,12 +74,13 @@ def main():
         f.write('[tracker]\nuri = "_deltalink/tracker"\n[upstreams.t]\nuri = "t"\n'
                 '[pipelines.p]\nlink_table = "_deltalink/links/p"\nkey = ["k"]\n'
                 '[[pipelines.p.sources]]\nupstream = "t"\nkeys = ["k"]\n')
-    print(f"{'run':<32} {'s':>6} {'RSS MiB':>8} {'keys':>10} {'files rewritten':>16} {'link files':>10}")
+    print(f"{'run':<32} {'s':>6} {'RSS MiB':>8} {'keys':>10} {'files rewritten':>16} {'files marked':>13} {'link files':>10}")
 
     def report(name):
         s, rss, r = run(args.bin, config)
         files = child(*passthrough, "--child", "files")
-        print(f"{name:<32} {s:>6.2f} {rss:>8.0f} {r['distinct_keys']:>10,} {r['link_files_rewritten']:>16} {files:>10}")
+        print(f"{name:<32} {s:>6.2f} {rss:>8.0f} {r['distinct_keys']:>10,} {r['link_files_rewritten']:>16} "
+              f"{r['link_files_marked']:>13} {files:>10}")
 
     report("from scratch")
     for name, predicate in [("10k clustered keys (newest ids)", f"id >= {args.rows - 10_000}"),
