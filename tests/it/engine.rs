@@ -731,12 +731,26 @@ fn marked_rows_accumulate_until_the_range_is_rewritten_whole() {
             marked += s.link_files_marked;
             rewritten += s.link_files_rewritten;
             assert_eq!(link_keys(&sorted, "sorted").await.into_keys().collect::<Affected>(), expected, "round {round}");
+            // The console's count (statistics where the scan has them) must not count marked rows.
+            let table = link_table(&sorted, "sorted").await.expect("link table");
+            assert_eq!(deltalink::link::row_count(&table).await.expect("count"), expected.len() as u64, "round {round}: row count");
             assert!(link_rows_and_feed(&sorted, "sorted").await == link_rows_and_feed(&oracle, "oracle").await, "round {round}: differs from delta-rs's MERGE");
             let files = link_file_ranges(&sorted, "sorted").await;
             let most = files_per_key_range(&files).into_iter().max().unwrap_or(0);
             assert!(most <= 4, "round {round}: a key range holds {most} files: {files:?}");
         }
         assert!(marked >= 3 && rewritten >= 1, "rows were marked ({marked} files) and the range rewritten ({rewritten} files)");
+        // delta-rs's MERGE into the marked table (a library user's choice) reads through the
+        // deletion vectors and removes the files with them: no key twice, none lost.
+        let ids: Vec<i64> = (0..200).map(|_| rng.gen_range(1..=20_000)).collect();
+        expected.extend(a.update_payload(&ids).await);
+        let before = files_with_deletion_vectors(&link_table(&sorted, "sorted").await.expect("link table"));
+        assert!(before > 0, "the table holds marked files when delta-rs's MERGE runs");
+        let by_delta_rs = lake.engine(&config).with_merge_strategy(MergeStrategy::DeltaRs);
+        by_delta_rs.run("sorted", &RunOptions::default()).await.expect("delta-rs run into a marked table");
+        let table = link_table(&sorted, "sorted").await.expect("link table");
+        assert_eq!(deltalink::link::row_count(&table).await.expect("count"), expected.len() as u64, "delta-rs's MERGE: row count");
+        assert_eq!(link_keys(&sorted, "sorted").await.into_keys().collect::<Affected>(), expected, "delta-rs's MERGE");
         let orphans = unreferenced_data_files(&lake.path("_deltalink/links/sorted"));
         assert!(orphans.is_empty(), "files no commit references: {orphans:?}");
     });
