@@ -120,4 +120,32 @@ mod tests {
         assert!(read(&store, &damaged).await.is_err(), "a cardinality the vector does not hold is refused");
         Ok(())
     }
+
+    /// Vectors in another writer's layout (the `dv-table` fixture: two in files beside the
+    /// table, one inline): every one reads with the cardinality its descriptor states.
+    #[tokio::test]
+    async fn vectors_of_the_fixture_table_read_with_their_cardinality() -> Result<()> {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dv-table");
+        let store: Arc<dyn ObjectStore> = Arc::new(deltalake::logstore::object_store::local::LocalFileSystem::new_with_prefix(&root)?);
+        let mut read_back = Vec::new();
+        for entry in std::fs::read_dir(root.join("_delta_log"))? {
+            let path = entry?.path();
+            if path.extension().is_none_or(|e| e != "json") {
+                continue;
+            }
+            for line in std::fs::read_to_string(&path)?.lines() {
+                let action: serde_json::Value = serde_json::from_str(line)?;
+                if let Some(dv) = action.get("add").and_then(|a| a.get("deletionVector")).filter(|dv| !dv.is_null()) {
+                    let dv: DeletionVectorDescriptor = serde_json::from_value(dv.clone())?;
+                    assert!(readable(&dv));
+                    read_back.push((read(&store, &dv).await?.len(), dv.cardinality as u64, dv.storage_type));
+                }
+            }
+        }
+        read_back.sort_by_key(|r| r.0);
+        assert_eq!(read_back.len(), 3, "the fixture adds three vectors");
+        assert!(read_back.iter().all(|(rows, cardinality, _)| rows == cardinality));
+        assert!(read_back.iter().any(|(_, _, storage)| *storage == StorageType::Inline), "one of them inline");
+        Ok(())
+    }
 }
