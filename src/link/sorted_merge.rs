@@ -640,7 +640,7 @@ impl Job {
     /// (nothing written is committed).
     async fn mark_and_overlay(self: &Arc<Self>, files: &[TargetFile], incoming: &RecordBatch) -> Result<Option<Rewrite>> {
         let schema = &self.schema;
-        let incoming_keys = SortedKeys::of(self, incoming)?;
+        let incoming_keys = Arc::new(SortedKeys::of(self, incoming)?);
         // Per incoming key: (touched file, its row among that file's touched rows).
         let mut matched: Vec<Option<(usize, usize)>> = vec![None; incoming.num_rows()];
         let mut touched: Vec<Marked> = Vec::new();
@@ -650,10 +650,7 @@ impl Job {
                 Some(dv) => deletion_vector::read(&self.store, dv).await.wrap_err_with(|| format!("link-table file {}", file.path))?,
                 None => RoaringTreemap::new(),
             };
-            let keys = read_columns(bytes.clone(), schema, &self.key_index, None).await?;
-            let file_rows = keys.num_rows();
-            let Some(pairs) = SortedKeys::of_columns(self, keys.columns())?.join(&incoming_keys) else { return Ok(None) };
-            drop(keys);
+            let Some((pairs, file_rows)) = self.join_keys(bytes.clone(), incoming_keys.clone()).await? else { return Ok(None) };
             let mut rows: Vec<u32> = Vec::new();
             for (i, j) in pairs.into_iter().filter(|(i, _)| !deleted.contains(u64::from(*i))) {
                 matched[j as usize] = Some((touched.len(), rows.len()));
@@ -662,8 +659,7 @@ impl Job {
             if rows.is_empty() {
                 continue;
             }
-            let all: Vec<usize> = (0..schema.fields().len()).collect();
-            let pre = read_columns(bytes, schema, &all, Some((&rows, file_rows))).await?;
+            let pre = read_rows(bytes, schema, &rows, file_rows).await?;
             touched.push(Marked { file, deleted, rows, pre });
         }
 
@@ -694,6 +690,40 @@ impl Job {
             out.pre.push(pre);
         }
         Ok(Some(out))
+    }
+
+    /// The (file row, incoming row) pairs of the keys a sorted link file shares with `incoming`,
+    /// and the file's row count: its key columns read and joined a batch at a time (read whole
+    /// they were megabytes per file in flight). `None` when the file is not sorted by key.
+    async fn join_keys<R>(self: &Arc<Self>, bytes: R, incoming: Arc<SortedKeys>) -> Result<Option<(Vec<(u32, u32)>, usize)>>
+    where
+        R: deltalake::parquet::file::reader::ChunkReader + Send + 'static,
+    {
+        use deltalake::parquet::arrow::ProjectionMask;
+        let job = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let key_schema = Arc::new(job.schema.project(&job.key_index)?);
+            let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)?.with_batch_size(64 * 1024);
+            let names = key_schema.fields().iter().map(|f| f.name().as_str());
+            let projection = ProjectionMask::columns(builder.parquet_schema(), names);
+            let (mut pairs, mut file_rows, mut from) = (Vec::new(), 0usize, 0usize);
+            let mut previous: Option<SortedKeys> = None;
+            for batch in builder.with_projection(projection).build()? {
+                let batch = conform(&batch?, &key_schema)?;
+                let keys = SortedKeys::of_columns(&job, batch.columns())?;
+                let follows = match &previous {
+                    Some(p) if p.len() > 0 && keys.len() > 0 => p.cmp(p.len() - 1, &keys, 0).is_some_and(|o| o.is_le()),
+                    _ => true,
+                };
+                let Some((found, next)) = keys.join(&incoming, from).filter(|_| follows) else { return Ok(None) };
+                pairs.extend(found.into_iter().map(|(i, j)| (i + file_rows as u32, j)));
+                (file_rows, from) = (file_rows + batch.num_rows(), next);
+                previous = Some(keys);
+            }
+            Ok::<_, color_eyre::Report>(Some((pairs, file_rows)))
+        })
+        .await?
+        .wrap_err("cannot decode a link-table file's keys")
     }
 
     /// Read a group's files, and rewrite those holding one of `incoming`'s keys (or all of them,
@@ -804,15 +834,16 @@ impl SortedKeys {
         }
     }
 
-    /// (own row, `other`'s row) of every key both hold, both sides sorted; `None` when this
-    /// side is not sorted (or the two were encoded differently).
-    fn join(&self, other: &Self) -> Option<Vec<(u32, u32)>> {
+    /// (own row, `other`'s row) of every key both hold, both sides sorted, from `other`'s row
+    /// `from` on; and where in `other` the next part of this side goes on from. `None` when
+    /// this side is not sorted (or the two were encoded differently).
+    fn join(&self, other: &Self, from: usize) -> Option<(Vec<(u32, u32)>, usize)> {
         let (n, m) = (self.len(), other.len());
         if !(1..n).all(|i| self.cmp(i - 1, self, i).is_some_and(|o| o.is_le())) {
             return None;
         }
         let mut pairs = Vec::new();
-        let (mut i, mut j) = (0, 0);
+        let (mut i, mut j) = (0, from);
         while i < n && j < m {
             match self.cmp(i, other, j)? {
                 std::cmp::Ordering::Less => i += 1,
@@ -823,7 +854,7 @@ impl SortedKeys {
                 }
             }
         }
-        Some(pairs)
+        Some((pairs, j))
     }
 }
 
@@ -836,42 +867,30 @@ struct Marked<'a> {
     pre: RecordBatch,
 }
 
-/// Columns `columns` (indices into `schema`) of a data file, cast to their types in `schema`;
-/// with `rows` (sorted row indices, and the file's row count) only those rows.
-async fn read_columns(
+/// Rows `rows` (sorted row indices of a data file of `total` rows), cast to `schema`.
+async fn read_rows(
     bytes: impl deltalake::parquet::file::reader::ChunkReader + 'static,
     schema: &SchemaRef,
-    columns: &[usize],
-    rows: Option<(&[u32], usize)>,
+    rows: &[u32],
+    total: usize,
 ) -> Result<RecordBatch> {
     use deltalake::parquet::arrow::arrow_reader::RowSelection;
-    use deltalake::parquet::arrow::ProjectionMask;
-    let wanted = Arc::new(schema.project(columns)?);
-    let selection = rows.map(|(rows, total)| {
-        let mut mask = vec![false; total];
-        for &r in rows {
-            mask[r as usize] = true;
-        }
-        RowSelection::from_filters(&[mask.into()])
-    });
-    // A batch of selected rows decodes every row up to its last one: at the few percent of a
-    // file a run touches, 64k selected rows would decode most of the file at once.
-    let batch_size = if selection.is_some() { 4 * 1024 } else { 64 * 1024 };
+    let mut mask = vec![false; total];
+    for &r in rows {
+        mask[r as usize] = true;
+    }
+    let selection = RowSelection::from_filters(&[mask.into()]);
+    let schema = schema.clone();
     tokio::task::spawn_blocking(move || {
-        let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)?.with_batch_size(batch_size);
-        let names: Vec<&str> = wanted.fields().iter().map(|f| f.name().as_str()).collect();
-        let projection = ProjectionMask::columns(builder.parquet_schema(), names);
-        let builder = builder.with_projection(projection);
-        let builder = match selection {
-            Some(selection) => builder.with_row_selection(selection),
-            None => builder,
-        };
+        // A batch of selected rows decodes every row up to its last one: at the few percent of
+        // a file a run touches, 64k selected rows would decode most of the file at once.
+        let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)?.with_batch_size(4 * 1024).with_row_selection(selection);
         let batches = builder.build()?.collect::<std::result::Result<Vec<_>, _>>()?;
-        let parts = batches.iter().map(|b| conform(b, &wanted)).collect::<Result<Vec<_>>>()?;
-        Ok::<_, color_eyre::Report>(concat_batches(&wanted, &parts)?)
+        let parts = batches.iter().map(|b| conform(b, &schema)).collect::<Result<Vec<_>>>()?;
+        Ok::<_, color_eyre::Report>(concat_batches(&schema, &parts)?)
     })
     .await?
-    .wrap_err("cannot decode a link-table file")
+    .wrap_err("cannot decode a link-table file's touched rows")
 }
 
 /// Where each rewritten row comes from: `keep` for the columns a MERGE keeps, `update` for the
