@@ -6,7 +6,7 @@
 //! its size (big-endian), the `RoaringBitmapArray` (magic 1681511377 and a 64-bit roaring
 //! bitmap, little-endian, portable layout) and its CRC-32 (big-endian); the descriptor in the
 //! log names the file by its UUID in Z85. Inline vectors (`i`) are read too (other engines write
-//! them); deltalink writes one file per vector.
+//! them); deltalink writes one file per key range a MERGE marks, holding the vectors of its files.
 
 use std::io::Cursor;
 use std::sync::Arc;
@@ -63,28 +63,32 @@ pub(super) async fn read(store: &Arc<dyn ObjectStore>, dv: &DeletionVectorDescri
     Ok(bitmap)
 }
 
-/// Write `deleted` as a deletion-vector file in the table's folder; its descriptor and path.
-pub(super) async fn write(store: &Arc<dyn ObjectStore>, deleted: &RoaringTreemap) -> Result<(DeletionVectorDescriptor, Path)> {
-    let mut data = Vec::with_capacity(4 + deleted.serialized_size());
-    data.extend_from_slice(&PORTABLE_MAGIC.to_le_bytes());
-    deleted.serialize_into(&mut data).wrap_err("cannot encode a deletion vector")?;
-    let size = i32::try_from(data.len()).map_err(|_| eyre!("deletion vector over 2 GiB"))?;
-    let mut file = Vec::with_capacity(1 + 4 + data.len() + 4);
-    file.push(1u8);
-    file.extend_from_slice(&(size as u32).to_be_bytes());
-    file.extend_from_slice(&data);
-    file.extend_from_slice(&CRC.checksum(&data).to_be_bytes());
+/// Write `vectors` into one deletion-vector file in the table's folder (each at its offset);
+/// their descriptors, in order, and the file's path.
+pub(super) async fn write(store: &Arc<dyn ObjectStore>, vectors: &[RoaringTreemap]) -> Result<(Vec<DeletionVectorDescriptor>, Path)> {
     let uuid = uuid::Uuid::new_v4();
+    let mut file = vec![1u8];
+    let mut descriptors = Vec::with_capacity(vectors.len());
+    for deleted in vectors {
+        let mut data = Vec::with_capacity(4 + deleted.serialized_size());
+        data.extend_from_slice(&PORTABLE_MAGIC.to_le_bytes());
+        deleted.serialize_into(&mut data).wrap_err("cannot encode a deletion vector")?;
+        let size = i32::try_from(data.len()).map_err(|_| eyre!("deletion vector over 2 GiB"))?;
+        let offset = i32::try_from(file.len()).map_err(|_| eyre!("deletion vectors over 2 GiB in one file"))?;
+        file.extend_from_slice(&(size as u32).to_be_bytes());
+        file.extend_from_slice(&data);
+        file.extend_from_slice(&CRC.checksum(&data).to_be_bytes());
+        descriptors.push(DeletionVectorDescriptor {
+            storage_type: StorageType::UuidRelativePath,
+            path_or_inline_dv: z85::encode(uuid.as_bytes()),
+            offset: Some(offset),
+            size_in_bytes: size,
+            cardinality: deleted.len() as i64,
+        });
+    }
     let path = Path::from(format!("deletion_vector_{uuid}.bin"));
     store.put(&path, file.into()).await.wrap_err_with(|| format!("cannot write deletion vector {path}"))?;
-    let descriptor = DeletionVectorDescriptor {
-        storage_type: StorageType::UuidRelativePath,
-        path_or_inline_dv: z85::encode(uuid.as_bytes()),
-        offset: Some(1),
-        size_in_bytes: size,
-        cardinality: deleted.len() as i64,
-    };
-    Ok((descriptor, path))
+    Ok((descriptors, path))
 }
 
 /// `<prefix><Z85 of the UUID>` → `<prefix>/deletion_vector_<uuid>.bin`.
@@ -109,12 +113,15 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn a_written_vector_reads_back_with_its_rows() -> Result<()> {
+    async fn written_vectors_read_back_with_their_rows() -> Result<()> {
         let store: Arc<dyn ObjectStore> = Arc::new(deltalake::logstore::object_store::memory::InMemory::new());
-        let deleted: RoaringTreemap = [0u64, 7, 65_536, 1 << 33].into_iter().collect();
-        let (dv, path) = write(&store, &deleted).await?;
-        assert_eq!(relative_path(&dv.path_or_inline_dv)?, path);
-        assert_eq!(read(&store, &dv).await?, deleted);
+        let first: RoaringTreemap = [0u64, 7, 65_536, 1 << 33].into_iter().collect();
+        let second: RoaringTreemap = (1_000..1_500u64).collect();
+        let (dvs, path) = write(&store, &[first.clone(), second.clone()]).await?;
+        assert_eq!(relative_path(&dvs[0].path_or_inline_dv)?, path);
+        assert_eq!(read(&store, &dvs[0]).await?, first);
+        assert_eq!(read(&store, &dvs[1]).await?, second, "the second vector of the file, at its offset");
+        let dv = &dvs[0];
         let mut damaged = dv.clone();
         damaged.cardinality = 3;
         assert!(read(&store, &damaged).await.is_err(), "a cardinality the vector does not hold is refused");

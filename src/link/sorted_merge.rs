@@ -680,14 +680,24 @@ impl Job {
         let file_rows: u64 = files.iter().filter_map(|f| f.rows).sum();
         let per_file = rows_per_file(self.target_file_size, file_bytes, file_rows as usize, &rows)?;
         out.adds = write_data(&self.table, rows, per_file, &self.written).await?;
-        for Marked { file, mut deleted, rows, pre } in touched {
-            deleted.extend(rows.iter().map(|&r| u64::from(r)));
-            let (dv, path) = deletion_vector::write(&self.store, &deleted).await?;
+        // The range's vectors go into one file (one write to the store, not one per file).
+        let vectors: Vec<RoaringTreemap> = touched
+            .iter_mut()
+            .map(|t| {
+                let mut deleted = std::mem::take(&mut t.deleted);
+                deleted.extend(t.rows.iter().map(|&r| u64::from(r)));
+                deleted
+            })
+            .collect();
+        if !vectors.is_empty() {
+            let (descriptors, path) = deletion_vector::write(&self.store, &vectors).await?;
             self.written.add([path.to_string()]);
-            out.removes.push(file.remove.clone());
-            out.adds.push(Add { deletion_vector: Some(dv), data_change: true, stats: loose_bounds(file.add.stats.clone()), ..file.add.clone() });
-            out.marked += 1;
-            out.pre.push(pre);
+            for (Marked { file, pre, .. }, dv) in touched.into_iter().zip(descriptors) {
+                out.removes.push(file.remove.clone());
+                out.adds.push(Add { deletion_vector: Some(dv), data_change: true, stats: loose_bounds(file.add.stats.clone()), ..file.add.clone() });
+                out.marked += 1;
+                out.pre.push(pre);
+            }
         }
         Ok(Some(out))
     }
