@@ -740,6 +740,13 @@ fn marked_rows_accumulate_until_the_range_is_rewritten_whole() {
             assert!(most <= 4, "round {round}: a key range holds {most} files: {files:?}");
         }
         assert!(marked >= 3 && rewritten >= 1, "rows were marked ({marked} files) and the range rewritten ({rewritten} files)");
+        // A checkpoint (delta-rs writes one every 100 commits) keeps the vectors: the table read
+        // from it holds the same rows.
+        let table = link_table(&sorted, "sorted").await.expect("link table");
+        deltalake::checkpoints::create_checkpoint(&table, None).await.expect("checkpoint");
+        let from_checkpoint = deltalake::open_table(table.table_url().clone()).await.expect("open from the checkpoint");
+        assert!(files_with_deletion_vectors(&from_checkpoint) > 0, "the checkpoint holds the deletion vectors");
+        assert_eq!(deltalink::link::row_count(&from_checkpoint).await.expect("count"), expected.len() as u64, "read from the checkpoint");
         // delta-rs's MERGE into the marked table (a library user's choice) reads through the
         // deletion vectors and removes the files with them: no key twice, none lost.
         let ids: Vec<i64> = (0..200).map(|_| rng.gen_range(1..=20_000)).collect();
