@@ -192,7 +192,8 @@ pub(super) async fn merge(
             metrics.inserted += leftovers.num_rows() as u64;
             // Beside other change data, these inserts need theirs too (see `rewrite_group`).
             if actions.iter().any(|a| matches!(a, Action::Cdc(_))) {
-                let cdc = write_change_data(&store, &schema, &[], &[], &[conform(&leftovers, &schema)?]).await?;
+                let inserts = [conform(&leftovers, &schema)?];
+                let cdc = write_change_data(&store, &schema, ChangeImages { inserts: &inserts, ..ChangeImages::default() }).await?;
                 written.add(cdc.iter().map(|c| c.path.clone()));
                 actions.extend(cdc.map(Action::Cdc));
             }
@@ -408,10 +409,14 @@ struct Rewrite {
     pre: Vec<RecordBatch>,
     post: Vec<RecordBatch>,
     inserts: Vec<RecordBatch>,
+    /// Post-images and inserts in one batch, each row with its change type (the new rows of a
+    /// marked range are both, in key order: not copied apart).
+    labelled: Option<(RecordBatch, ArrayRef)>,
     /// The group's new keys when none of its files held a touched key (nothing rewritten).
     leftover: Option<RecordBatch>,
-    /// Rows of `inserts`, and the change-data file of `pre`, `post` and `inserts`, written by
-    /// the group's own task (one file at the end of the MERGE was a serial tenth of it).
+    /// Rows inserted, and the change-data file of `pre`, `post`, `inserts` and `labelled`,
+    /// written by the group's own task (one file at the end of the MERGE was a serial tenth
+    /// of it).
     inserted: u64,
     cdc: Option<AddCDCFile>,
 }
@@ -445,14 +450,15 @@ impl Job {
     /// looks keys up by hash and sorts what is out of order).
     async fn rewrite_group(self: Arc<Self>, group: Group, incoming: RecordBatch) -> Result<Rewrite> {
         let mut done = self.rewrite_files(group, incoming).await?;
-        done.inserted = done.inserts.iter().map(|b| b.num_rows() as u64).sum();
+        done.inserted += done.inserts.iter().map(|b| b.num_rows() as u64).sum::<u64>();
         // A commit that only adds files reads as inserts of their rows; once it also removes
         // files, the change data must say what really changed (else readers see every row
         // deleted and re-inserted). In a table with deletion vectors any group may be the one
         // that writes change data, so every group that adds a file writes its own.
         if !done.removes.is_empty() || (self.deletion_vectors && !done.adds.is_empty()) {
             let (pre, post, inserts) = (std::mem::take(&mut done.pre), std::mem::take(&mut done.post), std::mem::take(&mut done.inserts));
-            done.cdc = write_change_data(&self.store, &self.schema, &pre, &post, &inserts).await?;
+            let images = ChangeImages { pre: &pre, post: &post, inserts: &inserts, labelled: done.labelled.take() };
+            done.cdc = write_change_data(&self.store, &self.schema, images).await?;
             self.written.add(done.cdc.iter().map(|c| c.path.clone()));
         }
         Ok(done)
@@ -669,11 +675,13 @@ impl Job {
         let mut sources: Vec<&RecordBatch> = touched.iter().map(|t| &t.pre).collect();
         sources.push(incoming);
         let rows = assemble(schema, &sources, &keep, &update)?;
-        let (updated, inserted): (Vec<u32>, Vec<u32>) = (0..incoming.num_rows() as u32).partition(|&j| matched[j as usize].is_some());
+        let changes: StringArray =
+            matched.iter().map(|m| Some(if m.is_some() { "update_postimage" } else { "insert" })).collect();
+        let updated = matched.iter().filter(|m| m.is_some()).count() as u64;
         let mut out = Rewrite {
-            updated: updated.len() as u64,
-            post: vec![take_record_batch(&rows, &UInt32Array::from(updated))?],
-            inserts: vec![take_record_batch(incoming, &UInt32Array::from(inserted))?],
+            updated,
+            inserted: incoming.num_rows() as u64 - updated,
+            labelled: Some((rows.clone(), Arc::new(changes))),
             ..Rewrite::default()
         };
         let file_bytes: u64 = files.iter().filter_map(|f| f.remove.size).map(|s| s.max(0) as u64).sum();
@@ -1418,31 +1426,35 @@ fn rows_per_file(target_bytes: u64, file_bytes: u64, file_rows: usize, rows: &Re
     Ok(((target_bytes as f64 / bytes_per_row) as usize).max(1024))
 }
 
-/// One change-data file: pre- and post-images of the touched keys, and the inserted keys.
-async fn write_change_data(
-    store: &Arc<dyn ObjectStore>,
-    schema: &SchemaRef,
-    pre: &[RecordBatch],
-    post: &[RecordBatch],
-    inserts: &[RecordBatch],
-) -> Result<Option<AddCDCFile>> {
+/// The rows of a change-data file: pre- and post-images of the touched keys, the inserted
+/// keys, and rows that carry their own change type.
+#[derive(Default)]
+struct ChangeImages<'a> {
+    pre: &'a [RecordBatch],
+    post: &'a [RecordBatch],
+    inserts: &'a [RecordBatch],
+    labelled: Option<(RecordBatch, ArrayRef)>,
+}
+
+/// One change-data file of `images`.
+async fn write_change_data(store: &Arc<dyn ObjectStore>, schema: &SchemaRef, images: ChangeImages<'_>) -> Result<Option<AddCDCFile>> {
     let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
     fields.push(Field::new(CHANGE_TYPE, DataType::Utf8, false));
     let cdc_schema = Arc::new(Schema::new(fields));
-    let labelled = |b: &RecordBatch, change: &str| -> Result<RecordBatch> {
+    let with_change_type = |b: &RecordBatch, change: ArrayRef| -> Result<RecordBatch> {
         let mut columns = b.columns().to_vec();
-        columns.push(Arc::new(StringArray::from(vec![change; b.num_rows()])));
+        columns.push(change);
         Ok(RecordBatch::try_new(cdc_schema.clone(), columns)?)
     };
+    let constant = |change: &str, rows: usize| -> ArrayRef { Arc::new(StringArray::from(vec![change; rows])) };
     let mut parts = Vec::new();
-    for b in pre {
-        parts.push(labelled(b, "update_preimage")?);
+    for (batches, change) in [(images.pre, "update_preimage"), (images.post, "update_postimage"), (images.inserts, "insert")] {
+        for b in batches {
+            parts.push(with_change_type(b, constant(change, b.num_rows()))?);
+        }
     }
-    for b in post {
-        parts.push(labelled(b, "update_postimage")?);
-    }
-    for b in inserts {
-        parts.push(labelled(b, "insert")?);
+    if let Some((b, changes)) = &images.labelled {
+        parts.push(with_change_type(b, changes.clone())?);
     }
     let rows: usize = parts.iter().map(|b| b.num_rows()).sum();
     if rows == 0 {
