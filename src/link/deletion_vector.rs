@@ -35,17 +35,24 @@ pub(super) async fn read(store: &Arc<dyn ObjectStore>, dv: &DeletionVectorDescri
             let path = relative_path(&dv.path_or_inline_dv)?;
             let offset = dv.offset.unwrap_or(1).max(0) as u64;
             let size = u64::try_from(dv.size_in_bytes).map_err(|_| eyre!("deletion vector {path} has a negative size"))?;
-            // The size prefix, the vector, and its checksum.
+            // The file's version byte (when the vector is the first, it is right before it),
+            // the size prefix, the vector, and its checksum. A store returns what there is of a
+            // range past the end of a file: every slice below is checked.
+            let from = if offset == 1 { 0 } else { offset };
             let bytes = store
-                .get_range(&path, offset..offset + 4 + size + 4)
+                .get_range(&path, from..offset + 4 + size + 4)
                 .await
                 .wrap_err_with(|| format!("cannot read deletion vector {path}"))?;
-            let stored = u32::from_be_bytes(prefix(&bytes, 0)?) as u64;
+            if offset == 1 && bytes.first() != Some(&1) {
+                bail!("deletion vector file {path} is not of format version 1");
+            }
+            let bytes = &bytes[(offset - from) as usize..];
+            let stored = u32::from_be_bytes(prefix(bytes, 0)?) as u64;
             if stored != size {
                 bail!("deletion vector {path} holds {stored} bytes where the log says {size}");
             }
-            let data = &bytes[4..4 + size as usize];
-            let crc = u32::from_be_bytes(prefix(&bytes, 4 + size as usize)?);
+            let data = bytes.get(4..4 + size as usize).ok_or_else(|| eyre!("deletion vector {path} is truncated"))?;
+            let crc = u32::from_be_bytes(prefix(bytes, 4 + size as usize)?);
             if CRC.checksum(data) != crc {
                 bail!("deletion vector {path} fails its checksum: the file is damaged");
             }
@@ -125,6 +132,12 @@ mod tests {
         let mut damaged = dv.clone();
         damaged.cardinality = 3;
         assert!(read(&store, &damaged).await.is_err(), "a cardinality the vector does not hold is refused");
+        let mut past_the_end = dv.clone();
+        past_the_end.size_in_bytes += 1_000;
+        assert!(read(&store, &past_the_end).await.is_err(), "a vector running past its file is refused, not a panic");
+        let mut second = dvs[1].clone();
+        second.offset = Some(1);
+        assert!(read(&store, &second).await.is_err(), "a descriptor pointing at the wrong vector fails its size or checksum");
         Ok(())
     }
 

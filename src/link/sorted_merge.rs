@@ -1,8 +1,8 @@
 //! The link table's MERGE, done on sorted keys instead of through a DataFusion join.
 //!
 //! A run's keys arrive sorted and unique, and deltalink writes link files sorted by key, in
-//! disjoint key ranges. So the MERGE is: give each key to the one file whose slot of the key
-//! space holds it (by the key's min/max statistics; see [`slot_groups`]), stream each such file
+//! disjoint key ranges. So the MERGE is: give each key to the one key range whose slot of the key
+//! space holds it (by the files' min/max statistics; see [`slot_groups`]), stream each such file
 //! merge-joined with its keys, and rewrite only the files that hold a touched key —
 //! touched rows get the run's columns, new keys join the rewritten rows, and everything goes
 //! back sorted by key, in one commit with the change-data file (pre/post images, inserts) and
@@ -279,7 +279,8 @@ async fn delete_files(store: &Arc<dyn ObjectStore>, paths: Vec<Path>) {
 }
 
 /// The table's files sorted by their first key's range, when every file has an integer range
-/// and no two ranges overlap (as deltalink writes them); otherwise the files as they were.
+/// and no two ranges overlap (as deltalink writes them copy-on-write); otherwise the files as
+/// they were.
 fn disjoint_layout(mut files: Vec<TargetFile>) -> Result<Vec<TargetFile>, Vec<TargetFile>> {
     if files.iter().any(|f| f.first_key_range.is_none()) {
         return Err(files);
@@ -366,7 +367,7 @@ fn prune(files: Vec<TargetFile>, keys: Option<&[i64]>) -> Vec<TargetFile> {
 /// with the incoming rows from its minimum up to the next file's: files are then read, merged
 /// and written one at a time. Otherwise one group holds every candidate and every row.
 ///
-/// A file of its own group is always rewritten: pruning kept it because one of the incoming
+/// A file of its own group is always rewritten (or marked): pruning kept it because one of the incoming
 /// keys falls in its range, so the key is either in the file or a new key that must join it
 /// (appended elsewhere, it would overlap the file's range and break the disjoint layout).
 fn group_by_file(candidates: Vec<TargetFile>, first_key: Option<&[i64]>, rows: usize) -> Vec<Group> {
@@ -734,7 +735,8 @@ impl Job {
                     _ => true,
                 };
                 let Some((found, next)) = keys.join(&incoming, from).filter(|_| follows) else { return Ok(None) };
-                pairs.extend(found.into_iter().map(|(i, j)| (i + file_rows as u32, j)));
+                let base = u32::try_from(file_rows).map_err(|_| eyre!("link file of over 4 billion rows"))?;
+                pairs.extend(found.into_iter().map(|(i, j)| (i + base, j)));
                 (file_rows, from) = (file_rows + batch.num_rows(), next);
                 previous = Some(keys);
             }
@@ -814,8 +816,8 @@ impl Job {
     }
 }
 
-/// Key columns to merge-join: a single integer key as its values (no row encoding: a link
-/// file's keys are read whole, hundreds of thousands of them), others as row encodings.
+/// Key columns to merge-join: a single integer key as its values (no row encoding of each of a
+/// link file's keys, 64k-row batch by batch), others as row encodings.
 enum SortedKeys {
     Int(Vec<i64>),
     Rows(deltalake::arrow::row::Rows),
