@@ -61,8 +61,17 @@ impl TargetFile {
         self.remove.deletion_vector.as_ref()
     }
 
-    fn deleted_rows(&self) -> u64 {
+    /// How many rows its deletion vector deletes (as the log says).
+    fn deleted_count(&self) -> u64 {
         self.deletion_vector().map_or(0, |dv| dv.cardinality.max(0) as u64)
+    }
+
+    /// The rows its deletion vector deletes (none without one).
+    async fn deleted_rows(&self, store: &Arc<dyn ObjectStore>) -> Result<RoaringTreemap> {
+        match self.deletion_vector() {
+            Some(dv) => deletion_vector::read(store, dv).await.wrap_err_with(|| format!("link-table file {}", self.path)),
+            None => Ok(RoaringTreemap::new()),
+        }
     }
 }
 
@@ -93,7 +102,7 @@ const MAX_FILES_PER_RANGE: usize = 4;
 /// its extra files; the rewrite that follows puts it back as one set of disjoint files.
 fn marking_pays(files: &[TargetFile], incoming: usize) -> bool {
     let rows: Option<u64> = files.iter().map(|f| f.rows).sum();
-    let deleted: u64 = files.iter().map(TargetFile::deleted_rows).sum();
+    let deleted: u64 = files.iter().map(TargetFile::deleted_count).sum();
     files.len() < MAX_FILES_PER_RANGE && rows.is_some_and(|rows| (deleted + incoming as u64) * 2 <= rows)
 }
 
@@ -653,10 +662,7 @@ impl Job {
         let mut touched: Vec<Marked> = Vec::new();
         for file in files {
             let bytes = fetch(&self.store, &file.path).await?;
-            let deleted = match file.deletion_vector() {
-                Some(dv) => deletion_vector::read(&self.store, dv).await.wrap_err_with(|| format!("link-table file {}", file.path))?,
-                None => RoaringTreemap::new(),
-            };
+            let deleted = file.deleted_rows(&self.store).await?;
             let Some((pairs, file_rows)) = self.join_keys(bytes.clone(), incoming_keys.clone()).await? else { return Ok(None) };
             let mut rows: Vec<u32> = Vec::new();
             for (i, j) in pairs.into_iter().filter(|(i, _)| !deleted.contains(u64::from(*i))) {
@@ -831,9 +837,10 @@ impl SortedKeys {
     /// `columns`: the key columns in key order.
     fn of_columns(job: &Job, columns: &[ArrayRef]) -> Result<Self> {
         if let [column] = columns {
-            if column.data_type().is_integer() && column.null_count() == 0 {
-                let ints = cast(column, &DataType::Int64)?;
-                return Ok(SortedKeys::Int(ints.as_primitive::<Int64Type>().values().to_vec()));
+            if column.null_count() == 0 {
+                if let Some(ints) = int_values(column)? {
+                    return Ok(SortedKeys::Int(ints));
+                }
             }
         }
         Ok(SortedKeys::Rows(job.key_converter()?.convert_columns(columns)?))
@@ -1075,7 +1082,11 @@ fn int_range(stats: &str, column: &str) -> Option<(i64, i64)> {
 
 /// The incoming rows' first key column as sorted i64s, when it is an integer column.
 fn first_int_keys(incoming: &RecordBatch, index: usize) -> Result<Option<Vec<i64>>> {
-    let column = incoming.column(index);
+    int_values(incoming.column(index))
+}
+
+/// A signed integer column's values as i64s (a NULL's slot reads as whatever it holds).
+fn int_values(column: &ArrayRef) -> Result<Option<Vec<i64>>> {
     if !matches!(column.data_type(), DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64) {
         return Ok(None);
     }
@@ -1086,8 +1097,10 @@ fn first_int_keys(incoming: &RecordBatch, index: usize) -> Result<Option<Vec<i64
 /// A data file's rows that its deletion vector (if any) does not delete, cast to `schema`.
 async fn read_live_rows(store: &Arc<dyn ObjectStore>, file: &TargetFile, schema: &SchemaRef) -> Result<RecordBatch> {
     let batch = read_file(store.clone(), &file.path, schema).await?;
-    let Some(dv) = file.deletion_vector() else { return Ok(batch) };
-    let deleted = deletion_vector::read(store, dv).await.wrap_err_with(|| format!("link-table file {}", file.path))?;
+    if file.deletion_vector().is_none() {
+        return Ok(batch);
+    }
+    let deleted = file.deleted_rows(store).await?;
     let live: deltalake::arrow::array::BooleanArray = (0..batch.num_rows() as u64).map(|i| Some(!deleted.contains(i))).collect();
     Ok(filter_record_batch(&batch, &live)?)
 }
