@@ -290,6 +290,24 @@ pub async fn link_rows_and_feed(engine: &Engine, pipeline: &str) -> (Vec<String>
     (render(rows), render(feed))
 }
 
+/// Assert that two pipelines' link tables hold the same rows and the same change feed (see
+/// [`link_rows_and_feed`]); the rows, for further checks. A difference names the first line
+/// that differs instead of printing tables of hundreds of thousands of rows.
+pub async fn assert_link_tables_agree(engine: &Engine, pipeline: &str, other: &Engine, other_pipeline: &str, context: &str) -> Vec<String> {
+    let (rows, feed) = link_rows_and_feed(engine, pipeline).await;
+    let (other_rows, other_feed) = link_rows_and_feed(other, other_pipeline).await;
+    assert_same_lines(&rows, &other_rows, &format!("{context}: link rows of `{pipeline}` and `{other_pipeline}`"));
+    assert_same_lines(&feed, &other_feed, &format!("{context}: change feeds of `{pipeline}` and `{other_pipeline}`"));
+    rows
+}
+
+fn assert_same_lines(a: &[String], b: &[String], what: &str) {
+    if a != b {
+        let at = a.iter().zip(b).position(|(x, y)| x != y).unwrap_or(a.len().min(b.len()));
+        panic!("{what} differ: {} against {} lines, first difference at line {at}: {:?} against {:?}", a.len(), b.len(), a.get(at), b.get(at));
+    }
+}
+
 /// Every file under `dir`, recursively (empty when `dir` does not exist).
 pub fn walk_files(dir: &Path) -> Vec<std::path::PathBuf> {
     let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };

@@ -322,12 +322,9 @@ fn a_fault_in_a_cycle_with_shared_reads_converges_for_every_pipeline() {
                 }
             }
             for p in &all {
-                let (f_rows, f_feed) = link_rows_and_feed(&faulty, p).await;
-                let (c_rows, c_feed) = link_rows_and_feed(&clean, p).await;
-                assert!(!c_rows.is_empty(), "{p} has keys");
                 // Same keys, run ids, change times, upstreams and provenance; same change feed.
-                assert_eq!(f_rows, c_rows, "{p}: link rows after a fault at {step:?}");
-                assert_eq!(f_feed, c_feed, "{p}: change feed after a fault at {step:?}");
+                let rows = assert_link_tables_agree(&faulty, p, &clean, p, &format!("after a fault at {step:?}")).await;
+                assert!(!rows.is_empty(), "{p} has keys");
             }
         }
     });
@@ -617,17 +614,11 @@ fn sorted_key_merge_equals_delta_rs_merge_over_random_histories() {
                 assert_eq!((s.keys_inserted, s.keys_updated), (o.keys_inserted, o.keys_updated), "seed {seed} round {round}");
                 assert_last_write_is(&sorted, "sorted", &s, &format!("seed {seed} round {round}")).await;
                 assert_last_write_is(&oracle, "oracle", &o, &format!("seed {seed} round {round}")).await;
-                let (s_rows, s_feed) = link_rows_and_feed(&sorted, "sorted").await;
-                let (o_rows, o_feed) = link_rows_and_feed(&oracle, "oracle").await;
-                assert_eq!(s_rows, o_rows, "seed {seed} round {round}: link rows differ");
-                assert_eq!(s_feed, o_feed, "seed {seed} round {round}: link change feeds differ");
-                let (c_rows, c_feed) = link_rows_and_feed(&sorted, "cow").await;
-                assert_eq!(c_rows, o_rows, "seed {seed} round {round}: copy-on-write link rows differ");
-                assert_eq!(c_feed, o_feed, "seed {seed} round {round}: copy-on-write change feeds differ");
+                let context = format!("seed {seed} round {round}");
+                for p in ["sorted", "cow", "mixed"] {
+                    assert_link_tables_agree(&sorted, p, &oracle, "oracle", &context).await;
+                }
                 assert_eq!(c.link_files_marked, 0, "seed {seed} round {round}: copy-on-write marks nothing");
-                let (m_rows, m_feed) = link_rows_and_feed(&sorted, "mixed").await;
-                assert_eq!(m_rows, o_rows, "seed {seed} round {round}: mixed link rows differ");
-                assert_eq!(m_feed, o_feed, "seed {seed} round {round}: mixed change feeds differ");
                 if round > 0 && s.keys_updated > 0 {
                     assert!(s.link_files_rewritten + s.link_files_marked > 0, "an update rewrites or marks at least one file");
                     assert!(c.link_files_rewritten > 0, "a copy-on-write update rewrites at least one file");
@@ -685,11 +676,8 @@ fn lone_link_file_merges_as_delta_rs(deletion_vectors: bool) {
         let s = sorted.run("sorted", &RunOptions::default()).await.expect("sorted-key run");
         let o = oracle.run("oracle", &RunOptions::default()).await.expect("delta-rs run");
         assert_eq!((s.keys_inserted, s.keys_updated), (o.keys_inserted, o.keys_updated));
-        let (s_rows, s_feed) = link_rows_and_feed(&sorted, "sorted").await;
-        let (o_rows, o_feed) = link_rows_and_feed(&oracle, "oracle").await;
+        let s_rows = assert_link_tables_agree(&sorted, "sorted", &oracle, "oracle", "delta-rs's MERGE as the oracle").await;
         assert_eq!(s_rows.len(), 300_000 + s.keys_inserted as usize);
-        assert!(s_rows == o_rows, "link rows differ from delta-rs's MERGE");
-        assert!(s_feed == o_feed, "link change feeds differ from delta-rs's MERGE");
         let ranges = link_file_ranges(&sorted, "sorted").await;
         if deletion_vectors {
             assert_eq!((s.link_files_rewritten, s.link_files_marked), (0, 1), "the lone file is marked, not rewritten");
@@ -734,7 +722,7 @@ fn marked_rows_accumulate_until_the_range_is_rewritten_whole() {
             // The console's count (statistics where the scan has them) must not count marked rows.
             let table = link_table(&sorted, "sorted").await.expect("link table");
             assert_eq!(deltalink::link::row_count(&table).await.expect("count"), expected.len() as u64, "round {round}: row count");
-            assert!(link_rows_and_feed(&sorted, "sorted").await == link_rows_and_feed(&oracle, "oracle").await, "round {round}: differs from delta-rs's MERGE");
+            assert_link_tables_agree(&sorted, "sorted", &oracle, "oracle", &format!("round {round}")).await;
             let files = link_file_ranges(&sorted, "sorted").await;
             let most = files_per_key_range(&files).into_iter().max().unwrap_or(0);
             assert!(most <= 4, "round {round}: a key range holds {most} files: {files:?}");
@@ -763,43 +751,6 @@ fn marked_rows_accumulate_until_the_range_is_rewritten_whole() {
     });
 }
 
-/// The same oracle for a text key (a `sql` source casting the key to VARCHAR): link files carry
-/// no integer range, so the sorted-key MERGE rewrites the files holding a touched key, whole,
-/// and must still agree with delta-rs's MERGE row for row and in the change feed.
-#[test]
-fn sorted_key_merge_equals_delta_rs_merge_for_a_text_key() {
-    use deltalink::link::MergeStrategy;
-    rt().block_on(async {
-        let lake = Lake::new();
-        let mut rng = seeded(41);
-        let mut a = ModelTable::create(&lake.path("a"), true).await;
-        let mut config = String::from("[tracker]\nuri = \"_deltalink/tracker\"\n[upstreams.a]\nuri = \"a\"\n");
-        for p in ["sorted", "oracle"] {
-            config += &format!(
-                "[pipelines.{p}]\nlink_table = \"_deltalink/links/{p}\"\nkey = [\"k\"]\n[[pipelines.{p}.sources]]\nupstream = \"a\"\nsql = \"SELECT CAST(c.k AS VARCHAR) AS k FROM changes c\"\n"
-            );
-        }
-        let sorted = lake.engine(&config).with_link_file_size(2048);
-        let oracle = lake.engine(&config).with_link_file_size(2048).with_merge_strategy(MergeStrategy::DeltaRs);
-        a.insert(&(0..3_000).map(|_| Some(rng.gen_range(0..5_000))).collect::<Vec<_>>()).await;
-        for round in 0..5 {
-            for _ in 0..rng.gen_range(1..4) {
-                a.random_commit(&mut rng, 5_000).await;
-            }
-            let s = sorted.run("sorted", &RunOptions::default()).await.expect("sorted-key run");
-            let o = oracle.run("oracle", &RunOptions::default()).await.expect("delta-rs run");
-            assert_eq!((s.keys_inserted, s.keys_updated), (o.keys_inserted, o.keys_updated), "round {round}");
-            let (s_rows, s_feed) = link_rows_and_feed(&sorted, "sorted").await;
-            let (o_rows, o_feed) = link_rows_and_feed(&oracle, "oracle").await;
-            assert!(s_rows.len() > 2_000, "text keys: {}", s_rows.len());
-            assert_eq!(s_rows, o_rows, "round {round}: link rows differ");
-            assert_eq!(s_feed, o_feed, "round {round}: link change feeds differ");
-        }
-        let orphans = unreferenced_data_files(&lake.path("_deltalink/links/sorted"));
-        assert!(orphans.is_empty(), "files no commit references: {orphans:?}");
-    });
-}
-
 /// What a run's commit records of its write (ours in metadata, delta-rs's in its operation
 /// metrics) reads back as the pipeline's last write: run_id, kind and key counts.
 async fn assert_last_write_is(engine: &deltalink::Engine, pipeline: &str, run: &deltalink::runner::RunReport, context: &str) {
@@ -814,38 +765,59 @@ async fn assert_last_write_is(engine: &deltalink::Engine, pipeline: &str, run: &
 /// rewrites where they do, and still agree with delta-rs's MERGE row for row.
 #[test]
 fn sorted_key_merge_equals_delta_rs_merge_for_a_composite_key() {
+    let source = "keys = [\"k\", \"row_id\"]";
+    for seed in 21..=22u64 {
+        // Composite keys are (k, rid) pairs: at least the 400 rows first inserted.
+        sorted_key_merge_agrees_with_delta_rs(&["k", "rid"], source, seed, (400, 40), 400);
+    }
+}
+
+/// The same oracle for a text key (a `sql` source casting the key to VARCHAR): link files carry
+/// no integer range, so the sorted-key MERGE rewrites the files holding a touched key, whole,
+/// and must still agree with delta-rs's MERGE row for row and in the change feed.
+#[test]
+fn sorted_key_merge_equals_delta_rs_merge_for_a_text_key() {
+    let source = "sql = \"SELECT CAST(c.k AS VARCHAR) AS k FROM changes c\"";
+    sorted_key_merge_agrees_with_delta_rs(&["k"], source, 41, (3_000, 5_000), 2_001);
+}
+
+/// Pipelines `sorted` and `oracle` over one upstream, keyed by `key` through `source` (a
+/// `keys = ...` or `sql = ...` line): `first` random keys (rows, key space), then five rounds
+/// of random commits, each run by the sorted-key MERGE and by delta-rs's. Every round: the same
+/// key counts and last writes, at least `min_rows` link rows, the same rows and change feed; at
+/// the end, no file that no commit references.
+fn sorted_key_merge_agrees_with_delta_rs(key: &[&str], source: &str, seed: u64, first: (usize, i64), min_rows: usize) {
     use deltalink::link::MergeStrategy;
     rt().block_on(async {
-        for seed in 21..=22u64 {
-            let lake = Lake::new();
-            let mut rng = seeded(seed);
-            let mut a = ModelTable::create(&lake.path("a"), true).await;
-            let mut config = String::from("[tracker]\nuri = \"_deltalink/tracker\"\n[upstreams.a]\nuri = \"a\"\n");
-            for p in ["sorted", "oracle"] {
-                config += &format!(
-                    "[pipelines.{p}]\nlink_table = \"_deltalink/links/{p}\"\nkey = [\"k\", \"rid\"]\n[[pipelines.{p}.sources]]\nupstream = \"a\"\nkeys = [\"k\", \"row_id\"]\n"
-                );
-            }
-            let sorted = lake.engine(&config).with_link_file_size(2048);
-            let oracle = lake.engine(&config).with_link_file_size(2048).with_merge_strategy(MergeStrategy::DeltaRs);
-            let first: Vec<Option<Key>> = (0..400).map(|_| Some(rng.gen_range(0..40))).collect();
-            a.insert(&first).await;
-            for round in 0..5 {
-                for _ in 0..rng.gen_range(1..4) {
-                    a.random_commit(&mut rng, 40).await;
-                }
-                let s = sorted.run("sorted", &RunOptions::default()).await.expect("sorted-key run");
-                let o = oracle.run("oracle", &RunOptions::default()).await.expect("delta-rs run");
-                assert_eq!((s.keys_inserted, s.keys_updated), (o.keys_inserted, o.keys_updated), "seed {seed} round {round}");
-                assert_last_write_is(&sorted, "sorted", &s, &format!("seed {seed} round {round}")).await;
-                assert_last_write_is(&oracle, "oracle", &o, &format!("seed {seed} round {round}")).await;
-                let (s_rows, s_feed) = link_rows_and_feed(&sorted, "sorted").await;
-                let (o_rows, o_feed) = link_rows_and_feed(&oracle, "oracle").await;
-                assert!(s_rows.len() >= 400, "composite keys are (k, rid) pairs: {}", s_rows.len());
-                assert_eq!(s_rows, o_rows, "seed {seed} round {round}: link rows differ");
-                assert_eq!(s_feed, o_feed, "seed {seed} round {round}: link change feeds differ");
-            }
+        let lake = Lake::new();
+        let mut rng = seeded(seed);
+        let mut a = ModelTable::create(&lake.path("a"), true).await;
+        let key = key.iter().map(|k| format!("\"{k}\"")).collect::<Vec<_>>().join(", ");
+        let mut config = String::from("[tracker]\nuri = \"_deltalink/tracker\"\n[upstreams.a]\nuri = \"a\"\n");
+        for p in ["sorted", "oracle"] {
+            config += &format!(
+                "[pipelines.{p}]\nlink_table = \"_deltalink/links/{p}\"\nkey = [{key}]\n[[pipelines.{p}.sources]]\nupstream = \"a\"\n{source}\n"
+            );
         }
+        let sorted = lake.engine(&config).with_link_file_size(2048);
+        let oracle = lake.engine(&config).with_link_file_size(2048).with_merge_strategy(MergeStrategy::DeltaRs);
+        let (rows, key_space) = first;
+        a.insert(&(0..rows).map(|_| Some(rng.gen_range(0..key_space))).collect::<Vec<_>>()).await;
+        for round in 0..5 {
+            for _ in 0..rng.gen_range(1..4) {
+                a.random_commit(&mut rng, key_space).await;
+            }
+            let context = format!("seed {seed} round {round}");
+            let s = sorted.run("sorted", &RunOptions::default()).await.expect("sorted-key run");
+            let o = oracle.run("oracle", &RunOptions::default()).await.expect("delta-rs run");
+            assert_eq!((s.keys_inserted, s.keys_updated), (o.keys_inserted, o.keys_updated), "{context}");
+            assert_last_write_is(&sorted, "sorted", &s, &context).await;
+            assert_last_write_is(&oracle, "oracle", &o, &context).await;
+            let s_rows = assert_link_tables_agree(&sorted, "sorted", &oracle, "oracle", &context).await;
+            assert!(s_rows.len() >= min_rows, "{context}: {} link rows", s_rows.len());
+        }
+        let orphans = unreferenced_data_files(&lake.path("_deltalink/links/sorted"));
+        assert!(orphans.is_empty(), "files no commit references: {orphans:?}");
     });
 }
 
@@ -895,7 +867,7 @@ fn fault_between_merge_files_and_commit(deletion_vectors: bool) {
         } else {
             assert!(redone.link_files_rewritten > 0, "the redone run is a MERGE that rewrites files");
         }
-        assert_eq!(link_rows_and_feed(&engine, "faulted").await, link_rows_and_feed(&engine, "clean").await);
+        assert_link_tables_agree(&engine, "faulted", &engine, "clean", "the redone run against a clean one").await;
     });
 }
 
