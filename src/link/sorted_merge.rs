@@ -475,13 +475,15 @@ impl Job {
     }
 
     async fn rewrite_files(self: &Arc<Self>, group: Group, incoming: RecordBatch) -> Result<Rewrite> {
-        let incoming = conform(&incoming, &self.schema)?;
+        // Marking takes the incoming rows as they come (their run columns go out as they are,
+        // lists dictionary-encoded until written); rewrites mix them with files' rows.
         if group.own && self.deletion_vectors && marking_pays(&group.files, incoming.num_rows()) {
             if let Some(done) = self.mark_and_overlay(&group.files, &incoming).await? {
                 return Ok(done);
             }
             tracing::debug!(files = group.files.len(), "link files not sorted by key: rewritten whole");
         }
+        let incoming = conform(&incoming, &self.schema)?;
         if let (true, [file]) = (group.own, group.files.as_slice()) {
             if file.deletion_vector().is_none() {
                 if let Some(done) = self.rewrite_sorted_file(file, &incoming).await? {
@@ -911,13 +913,45 @@ async fn read_rows(
     tokio::task::spawn_blocking(move || {
         // A batch of selected rows decodes every row up to its last one: at the few percent of
         // a file a run touches, 64k selected rows would decode most of the file at once.
-        let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)?.with_batch_size(4 * 1024).with_row_selection(selection);
+        let builder = dictionary_list_reader(bytes)?.with_batch_size(4 * 1024).with_row_selection(selection);
         let batches = builder.build()?.collect::<std::result::Result<Vec<_>, _>>()?;
-        let parts = batches.iter().map(|b| conform(b, &schema)).collect::<Result<Vec<_>>>()?;
-        Ok::<_, color_eyre::Report>(concat_batches(&schema, &parts)?)
+        let parts = batches.iter().map(|b| conform_keeping_dictionaries(b, &schema)).collect::<Result<Vec<_>>>()?;
+        let Some(first) = parts.first() else { return Ok(RecordBatch::new_empty(schema)) };
+        Ok::<_, color_eyre::Report>(concat_batches(&first.schema(), &parts)?)
     })
     .await?
     .wrap_err("cannot decode a link-table file's touched rows")
+}
+
+/// A reader of a link file whose lists of strings (the upstreams and provenance) decode as
+/// lists of dictionary-encoded strings where the file stores them so: a touched row's
+/// provenance is then a few indices into the row group's dictionary instead of its strings
+/// (they go out again as change data's pre-images only, spelled out a slice at a time). A
+/// file whose schema takes no such hint is read as it is.
+fn dictionary_list_reader<R>(bytes: R) -> Result<ParquetRecordBatchReaderBuilder<R>>
+where
+    R: deltalake::parquet::file::reader::ChunkReader + 'static,
+{
+    use deltalake::parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
+    let plain = ArrowReaderMetadata::load(&bytes, ArrowReaderOptions::new())?;
+    let fields: Vec<Field> = plain.schema().fields().iter().map(|f| f.as_ref().clone().with_data_type(dictionary_list(f.data_type()))).collect();
+    let hinted = Arc::new(Schema::new_with_metadata(fields, plain.schema().metadata().clone()));
+    let metadata = match ArrowReaderMetadata::try_new(plain.metadata().clone(), ArrowReaderOptions::new().with_schema(hinted)) {
+        Ok(hinted) => hinted,
+        Err(_) => plain,
+    };
+    Ok(ParquetRecordBatchReaderBuilder::new_with_metadata(bytes, metadata))
+}
+
+/// `List<Utf8>` as `List<Dictionary<Int32, Utf8>>` (the item field kept); other types as they are.
+fn dictionary_list(t: &DataType) -> DataType {
+    match t {
+        DataType::List(item) if *item.data_type() == DataType::Utf8 => {
+            let dictionary = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
+            DataType::List(Arc::new(item.as_ref().clone().with_data_type(dictionary)))
+        }
+        _ => t.clone(),
+    }
 }
 
 /// Where each rewritten row comes from: `keep` for the columns a MERGE keeps, `update` for the
@@ -1143,6 +1177,21 @@ fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
     Ok(RecordBatch::try_new(schema.clone(), columns)?)
 }
 
+/// [`conform`], but a list of dictionary-encoded strings where `schema` has a list of strings
+/// stays so (each field typed as its column is).
+fn conform_keeping_dictionaries(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|f| match batch.column_by_name(f.name()) {
+            Some(c) if c.data_type() == f.data_type() || spelled_out(c.data_type()) == *f.data_type() => Ok(c.clone()),
+            Some(c) => Ok(cast(c, f.data_type())?),
+            None => Ok(new_null_array(f.data_type(), batch.num_rows())),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    with_own_types(schema, columns)
+}
+
 /// A list of dictionary-encoded values as the list of those values, converting only the
 /// elements of the rows at hand (a cast would convert every element under a sliced list).
 fn spell_out(column: &ArrayRef) -> Result<ArrayRef> {
@@ -1179,6 +1228,11 @@ fn assemble(
         .map(|(i, f)| {
             let (picks, stretches) =
                 if UPDATED.contains(&f.name().as_str()) { (update_picks, &update_stretches) } else { (keep_picks, &keep_stretches) };
+            if let [(source, start, len)] = stretches.as_slice() {
+                // One stretch of one source (a marked range's run columns are the incoming
+                // rows as they are): that source's column, not a copy of it, in its own type.
+                return Ok(sources[*source].column(i).slice(*start, *len));
+            }
             let columns: Vec<&dyn Array> = sources.iter().map(|b| b.column(i).as_ref()).collect();
             if stretches.len() * 16 > picks.len() {
                 if let Some(lists) = gather_string_lists(&columns, picks)? {
@@ -1189,7 +1243,17 @@ fn assemble(
             copy_stretches(&columns, stretches, picks.len())
         })
         .collect::<Result<Vec<ArrayRef>>>()?;
-    Ok(RecordBatch::try_new(schema.clone(), columns)?)
+    with_own_types(schema, columns)
+}
+
+/// A batch of `columns` under `schema`'s fields, each field typed as its column is (lists of
+/// dictionary-encoded strings stay so until written; see [`conform`]).
+fn with_own_types(schema: &SchemaRef, columns: Vec<ArrayRef>) -> Result<RecordBatch> {
+    if schema.fields().iter().zip(&columns).all(|(f, c)| f.data_type() == c.data_type()) {
+        return Ok(RecordBatch::try_new(schema.clone(), columns)?);
+    }
+    let fields: Vec<Field> = schema.fields().iter().zip(&columns).map(|(f, c)| f.as_ref().clone().with_data_type(c.data_type().clone())).collect();
+    Ok(RecordBatch::try_new(Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone())), columns)?)
 }
 
 /// `interleave` for lists of strings without NULL elements (the upstreams and provenance
@@ -1456,10 +1520,14 @@ async fn write_change_data(store: &Arc<dyn ObjectStore>, schema: &SchemaRef, ima
     let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
     fields.push(Field::new(CHANGE_TYPE, DataType::Utf8, false));
     let cdc_schema = Arc::new(Schema::new(fields));
+    // Parts keep their own column types (a marked range's new rows hold dictionary-encoded
+    // lists): spelled out a slice at a time as they are written.
     let with_change_type = |b: &RecordBatch, change: ArrayRef| -> Result<RecordBatch> {
+        let mut fields: Vec<Field> = b.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+        fields.push(Field::new(CHANGE_TYPE, DataType::Utf8, false));
         let mut columns = b.columns().to_vec();
         columns.push(change);
-        Ok(RecordBatch::try_new(cdc_schema.clone(), columns)?)
+        Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?)
     };
     let constant = |change: &str, rows: usize| -> ArrayRef { Arc::new(StringArray::from(vec![change; rows])) };
     let mut parts = Vec::new();
@@ -1480,9 +1548,12 @@ async fn write_change_data(store: &Arc<dyn ObjectStore>, schema: &SchemaRef, ima
     let buffer = tokio::task::spawn_blocking(move || {
         let mut buffer = Vec::new();
         let properties = link_file_properties(&cdc_schema);
-        let mut writer = ArrowWriter::try_new(&mut buffer, cdc_schema, Some(properties))?;
+        let mut writer = ArrowWriter::try_new(&mut buffer, cdc_schema.clone(), Some(properties))?;
+        const SLICE: usize = 64 * 1024;
         for b in &parts {
-            writer.write(b)?;
+            for at in (0..b.num_rows()).step_by(SLICE) {
+                writer.write(&conform(&b.slice(at, SLICE.min(b.num_rows() - at)), &cdc_schema)?)?;
+            }
         }
         writer.close()?;
         Ok::<_, color_eyre::Report>(buffer)
