@@ -475,9 +475,10 @@ impl Job {
     }
 
     async fn rewrite_files(self: &Arc<Self>, group: Group, incoming: RecordBatch) -> Result<Rewrite> {
-        // Marking takes the incoming rows as they come (their run columns go out as they are,
-        // lists dictionary-encoded until written); rewrites mix them with files' rows.
+        // Marking keeps the incoming lists dictionary-encoded until written (its new rows take
+        // the run's columns as they are); rewrites mix incoming rows with files' rows.
         if group.own && self.deletion_vectors && marking_pays(&group.files, incoming.num_rows()) {
+            let incoming = conform_keeping_dictionaries(&incoming, &self.schema)?;
             if let Some(done) = self.mark_and_overlay(&group.files, &incoming).await? {
                 return Ok(done);
             }
@@ -1613,5 +1614,51 @@ fn spelled_out(t: &DataType) -> DataType {
             _ => t.clone(),
         },
         _ => t.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use deltalake::arrow::array::{Int64Array, ListBuilder, StringBuilder};
+
+    /// Touched rows keep their lists of strings as dictionary indices (what bounds a marked
+    /// range's memory), across row groups and with NULL and empty lists, and spell out to
+    /// exactly the rows that were written.
+    #[tokio::test]
+    async fn touched_rows_decode_lists_as_dictionaries_and_spell_out_to_the_written_rows() -> Result<()> {
+        let rows = 10_000usize;
+        let mut lists = ListBuilder::new(StringBuilder::new());
+        for i in 0..rows {
+            match i % 7 {
+                0 => lists.append_null(),
+                1 => lists.append(true),
+                _ => {
+                    for j in 0..i % 4 {
+                        lists.values().append_value(format!("t{:03}@{}:update_postimage", j, i % 13));
+                    }
+                    lists.append(true);
+                }
+            }
+        }
+        let lists = lists.finish();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Int64, true),
+            Field::new(PROVENANCE_COL, lists.data_type().clone(), true),
+        ]));
+        let written = RecordBatch::try_new(schema.clone(), vec![Arc::new(Int64Array::from_iter_values(0..rows as i64)), Arc::new(lists)])?;
+        let file = tempfile::tempfile()?;
+        let properties = deltalake::parquet::file::properties::WriterProperties::builder().set_max_row_group_row_count(Some(3_000)).build();
+        let mut writer = ArrowWriter::try_new(file.try_clone()?, schema.clone(), Some(properties))?;
+        writer.write(&written)?;
+        writer.close()?;
+
+        let touched: Vec<u32> = (0..rows as u32).filter(|i| i % 3 == 0 || (2_990..3_010).contains(i)).collect();
+        let pre = read_rows(file, &schema, &touched, rows).await?;
+        let DataType::List(item) = pre.column(1).data_type() else { panic!("provenance read as {}", pre.column(1).data_type()) };
+        assert!(matches!(item.data_type(), DataType::Dictionary(..)), "provenance elements read as {}", item.data_type());
+        let expected = take_record_batch(&written, &UInt32Array::from(touched))?;
+        assert_eq!(conform(&pre, &schema)?, expected);
+        Ok(())
     }
 }
