@@ -50,8 +50,9 @@ struct TargetFile {
     remove: Remove,
     /// The file as it is added again with a new deletion vector.
     add: Add,
-    /// (min, max) of the first key column when it is an integer and the file has statistics.
-    first_key_range: Option<(i64, i64)>,
+    /// (min, max) of the first key column from the file's statistics, when it is an integer or
+    /// a string column.
+    first_key_range: Option<(KeyBound, KeyBound)>,
     /// Rows in the file (its statistics), counting those its deletion vector deletes.
     rows: Option<u64>,
 }
@@ -128,16 +129,16 @@ pub(super) async fn merge(
     let key_index: Vec<usize> =
         key.iter().map(|k| schema.index_of(k).map_err(|_| eyre!("link rows have no key column `{k}`"))).collect::<Result<_>>()?;
     let incoming = sorted_and_unique(incoming, &key_index)?;
-    let first_key = first_int_keys(&incoming, key_index[0])?;
-    let files = target_files(table, &key[0])?;
+    let first_key = FirstKeys::of(&incoming, key_index[0])?;
+    let files = target_files(table, &key[0], first_key.as_ref())?;
     let deletion_vectors = deletion_vectors && takes_deletion_vectors(table)?;
     let (groups, appended) = match (&first_key, key_ranges(files, deletion_vectors)) {
         (Some(keys), Ok(ranges)) => slot_groups(ranges, keys),
         (_, Ok(ranges)) => {
             let files = ranges.into_iter().flatten().collect();
-            (group_by_file(prune(files, first_key.as_deref()), first_key.as_deref(), incoming.num_rows()), 0..0)
+            (group_by_file(prune(files, first_key.as_ref()), first_key.as_ref(), incoming.num_rows()), 0..0)
         }
-        (_, Err(files)) => (group_by_file(prune(files, first_key.as_deref()), first_key.as_deref(), incoming.num_rows()), 0..0),
+        (_, Err(files)) => (group_by_file(prune(files, first_key.as_ref()), first_key.as_ref(), incoming.num_rows()), 0..0),
     };
     let store = table.object_store();
     // Every file written from here on, deleted again unless the commit below is attempted:
@@ -287,15 +288,14 @@ async fn delete_files(store: &Arc<dyn ObjectStore>, paths: Vec<Path>) {
     }
 }
 
-/// The table's files sorted by their first key's range, when every file has an integer range
-/// and no two ranges overlap (as deltalink writes them copy-on-write); otherwise the files as
-/// they were.
+/// The table's files sorted by their first key's range, when every file has a range and no two
+/// ranges overlap (as deltalink writes them copy-on-write); otherwise the files as they were.
 fn disjoint_layout(mut files: Vec<TargetFile>) -> Result<Vec<TargetFile>, Vec<TargetFile>> {
     if files.iter().any(|f| f.first_key_range.is_none()) {
         return Err(files);
     }
-    files.sort_by_key(|f| f.first_key_range.map(|r| r.0));
-    let disjoint = files.windows(2).all(|w| match (w[0].first_key_range, w[1].first_key_range) {
+    files.sort_by(|a, b| a.first_key_range.as_ref().map(|r| &r.0).cmp(&b.first_key_range.as_ref().map(|r| &r.0)));
+    let disjoint = files.windows(2).all(|w| match (&w[0].first_key_range, &w[1].first_key_range) {
         (Some((_, max)), Some((min, _))) => max < min,
         _ => false,
     });
@@ -304,20 +304,22 @@ fn disjoint_layout(mut files: Vec<TargetFile>) -> Result<Vec<TargetFile>, Vec<Ta
 
 /// The table's files in key ranges, in key order: files whose first-key ranges overlap share a
 /// range (a file and the files that took over some of its rows through deletion vectors, see
-/// [`Job::mark_and_overlay`]). The files as they were when one has no integer range, or when
-/// ranges overlap in a table without deletion vectors (written by another writer).
+/// [`Job::mark_and_overlay`]). The files as they were when one has no range, or when ranges
+/// overlap in a table without deletion vectors (written by another writer).
 fn key_ranges(mut files: Vec<TargetFile>, overlays: bool) -> Result<Vec<Vec<TargetFile>>, Vec<TargetFile>> {
-    if files.iter().any(|f| f.first_key_range.is_none()) {
-        return Err(files);
-    }
-    files.sort_by_key(|f| f.first_key_range.map(|r| r.0));
+    files.sort_by(|a, b| a.first_key_range.as_ref().map(|r| &r.0).cmp(&b.first_key_range.as_ref().map(|r| &r.0)));
     // (highest key so far, files) per range.
-    let mut ranges: Vec<(i64, Vec<TargetFile>)> = Vec::new();
-    for file in files {
-        let (min, max) = file.first_key_range.unwrap_or_default();
+    let mut ranges: Vec<(KeyBound, Vec<TargetFile>)> = Vec::new();
+    let mut rest = files.into_iter();
+    while let Some(file) = rest.next() {
+        let Some((min, max)) = file.first_key_range.clone() else {
+            return Err(ranges.into_iter().flat_map(|(_, files)| files).chain([file]).chain(rest).collect());
+        };
         match ranges.last_mut() {
             Some((end, members)) if min <= *end => {
-                *end = (*end).max(max);
+                if max > *end {
+                    *end = max;
+                }
                 members.push(file);
             }
             _ => ranges.push((max, vec![file])),
@@ -336,19 +338,20 @@ fn key_ranges(mut files: Vec<TargetFile>, overlays: bool) -> Result<Vec<Vec<Targ
 /// reaches into the next one and the layout stays disjoint run after run. Ranges whose slot
 /// holds no incoming key are left alone. Returns the groups and the rows above every range
 /// (appended as new files, which stay above them).
-fn slot_groups(ranges: Vec<Vec<TargetFile>>, keys: &[i64]) -> (Vec<Group>, std::ops::Range<usize>) {
-    let span = |files: &[TargetFile]| {
-        let mut bounds = files.iter().filter_map(|f| f.first_key_range);
-        let first = bounds.next().unwrap_or_default();
-        bounds.fold(first, |(lo, hi), (min, max)| (lo.min(min), hi.max(max)))
+fn slot_groups(ranges: Vec<Vec<TargetFile>>, keys: &FirstKeys) -> (Vec<Group>, std::ops::Range<usize>) {
+    // A range's (lowest minimum, highest maximum); every file of a range has bounds (see `key_ranges`).
+    let span = |files: &[TargetFile]| -> Option<(KeyBound, KeyBound)> {
+        let mut bounds = files.iter().filter_map(|f| f.first_key_range.clone());
+        let first = bounds.next()?;
+        Some(bounds.fold(first, |(lo, hi), (min, max)| (lo.min(min), hi.max(max))))
     };
-    let last_max = ranges.last().map(|files| span(files).1);
-    let above = last_max.map_or(0, |max| keys.partition_point(|k| *k <= max));
-    let next_mins: Vec<Option<i64>> = ranges.iter().skip(1).map(|files| Some(span(files).0)).chain([None]).collect();
+    let last_max = ranges.last().and_then(|files| span(files)).map(|(_, max)| max);
+    let above = last_max.map_or(0, |max| keys.at_most(&max));
+    let next_mins: Vec<Option<KeyBound>> = ranges.iter().skip(1).map(|files| span(files).map(|(min, _)| min)).chain([None]).collect();
     let mut groups = Vec::new();
     let mut start = 0;
     for (files, next_min) in ranges.into_iter().zip(next_mins) {
-        let end = next_min.map_or(above, |min| keys.partition_point(|k| *k < min));
+        let end = next_min.map_or(above, |min| keys.below(&min));
         if end > start {
             groups.push(Group { files, rows: start..end, own: true });
         }
@@ -357,14 +360,14 @@ fn slot_groups(ranges: Vec<Vec<TargetFile>>, keys: &[i64]) -> (Vec<Group>, std::
     (groups, above..keys.len())
 }
 
-/// The files whose first-key range holds one of `keys` (all of them without integer keys).
-fn prune(files: Vec<TargetFile>, keys: Option<&[i64]>) -> Vec<TargetFile> {
+/// The files whose first-key range holds one of `keys` (all of them without ranges).
+fn prune(files: Vec<TargetFile>, keys: Option<&FirstKeys>) -> Vec<TargetFile> {
     files
         .into_iter()
-        .filter(|f| match (keys, f.first_key_range) {
+        .filter(|f| match (keys, &f.first_key_range) {
             (Some(keys), Some((min, max))) => {
-                let at = keys.partition_point(|k| *k < min);
-                at < keys.len() && keys[at] <= max
+                let at = keys.below(min);
+                at < keys.len() && keys.cmp_at(at, max).is_le()
             }
             _ => true,
         })
@@ -379,7 +382,7 @@ fn prune(files: Vec<TargetFile>, keys: Option<&[i64]>) -> Vec<TargetFile> {
 /// A file of its own group is always rewritten (or marked): pruning kept it because one of the incoming
 /// keys falls in its range, so the key is either in the file or a new key that must join it
 /// (appended elsewhere, it would overlap the file's range and break the disjoint layout).
-fn group_by_file(candidates: Vec<TargetFile>, first_key: Option<&[i64]>, rows: usize) -> Vec<Group> {
+fn group_by_file(candidates: Vec<TargetFile>, first_key: Option<&FirstKeys>, rows: usize) -> Vec<Group> {
     let one_group = |files| vec![Group { files, rows: 0..rows, own: false }];
     let Some(keys) = first_key else { return one_group(candidates) };
     let candidates = match disjoint_layout(candidates) {
@@ -389,7 +392,10 @@ fn group_by_file(candidates: Vec<TargetFile>, first_key: Option<&[i64]>, rows: u
     let starts: Vec<usize> = candidates
         .iter()
         .enumerate()
-        .map(|(j, f)| if j == 0 { 0 } else { keys.partition_point(|k| Some(*k) < f.first_key_range.map(|r| r.0)) })
+        .map(|(j, f)| match (j, &f.first_key_range) {
+            (0, _) | (_, None) => 0,
+            (_, Some((min, _))) => keys.below(min),
+        })
         .collect();
     candidates
         .into_iter()
@@ -1083,8 +1089,9 @@ fn sorted_and_unique(incoming: RecordBatch, key_index: &[usize]) -> Result<Recor
     Ok(take_record_batch(&incoming, &UInt32Array::from(order))?)
 }
 
-/// The link table's data files, with the first key column's range from their statistics.
-fn target_files(table: &DeltaTable, first_key: &str) -> Result<Vec<TargetFile>> {
+/// The link table's data files, with the first key column's range from their statistics (read
+/// as the run's first keys are typed).
+fn target_files(table: &DeltaTable, first_key: &str, keys: Option<&FirstKeys>) -> Result<Vec<TargetFile>> {
     let snapshot = table.snapshot()?;
     Ok(snapshot
         .log_data()
@@ -1095,7 +1102,7 @@ fn target_files(table: &DeltaTable, first_key: &str) -> Result<Vec<TargetFile>> 
             // The file's add as the log holds it (delta-rs calls this an internal API).
             #[allow(deprecated)]
             add: f.add_action(),
-            first_key_range: f.stats().and_then(|s| int_range(&s, first_key)),
+            first_key_range: keys.and_then(|keys| f.stats().and_then(|s| keys.range_in(&s, first_key))),
             rows: f.num_records().map(|n| n as u64),
         })
         .collect())
@@ -1110,14 +1117,94 @@ fn loose_bounds(stats: Option<String>) -> Option<String> {
 }
 
 /// `(minValues[column], maxValues[column])` of a file's JSON statistics, when both are integers.
-fn int_range(stats: &str, column: &str) -> Option<(i64, i64)> {
-    let v: serde_json::Value = serde_json::from_str(stats).ok()?;
-    Some((v.get("minValues")?.get(column)?.as_i64()?, v.get("maxValues")?.get(column)?.as_i64()?))
-}
-
 /// The incoming rows' first key column as sorted i64s, when it is an integer column.
 fn first_int_keys(incoming: &RecordBatch, index: usize) -> Result<Option<Vec<i64>>> {
     int_values(incoming.column(index))
+}
+
+/// A bound of a link file's first-key range (from its statistics): integer or string, as the
+/// key column is. Strings order byte by byte, as parquet's statistics and the sorted keys do
+/// (a bound a writer truncated is still a bound: the minimum cut short, the maximum rounded up).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum KeyBound {
+    Int(i64),
+    Text(String),
+}
+
+/// The run's first key column, sorted (see [`sorted_and_unique`]), by which link files' key
+/// ranges route and prune: integers as i64s, strings as they are.
+enum FirstKeys {
+    Int(Vec<i64>),
+    Text(StringArray),
+}
+
+impl FirstKeys {
+    /// `None` when the column is neither, or holds a NULL (the files are then taken as they are).
+    fn of(incoming: &RecordBatch, index: usize) -> Result<Option<Self>> {
+        let column = incoming.column(index);
+        if column.null_count() > 0 {
+            return Ok(None);
+        }
+        if let Some(ints) = int_values(column)? {
+            return Ok(Some(FirstKeys::Int(ints)));
+        }
+        Ok(match column.data_type() {
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => Some(FirstKeys::Text(cast(column, &DataType::Utf8)?.as_string::<i32>().clone())),
+            _ => None,
+        })
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            FirstKeys::Int(v) => v.len(),
+            FirstKeys::Text(v) => v.len(),
+        }
+    }
+
+    /// Key `i` against `bound` (kinds never differ: bounds are read as the keys are typed).
+    fn cmp_at(&self, i: usize, bound: &KeyBound) -> std::cmp::Ordering {
+        match (self, bound) {
+            (FirstKeys::Int(v), KeyBound::Int(b)) => v[i].cmp(b),
+            (FirstKeys::Text(v), KeyBound::Text(b)) => v.value(i).cmp(b.as_str()),
+            (FirstKeys::Int(_), KeyBound::Text(_)) => std::cmp::Ordering::Less,
+            (FirstKeys::Text(_), KeyBound::Int(_)) => std::cmp::Ordering::Greater,
+        }
+    }
+
+    /// How many keys sort below `bound`.
+    fn below(&self, bound: &KeyBound) -> usize {
+        self.count_while(|o| o.is_lt(), bound)
+    }
+
+    /// How many keys sort at or below `bound`.
+    fn at_most(&self, bound: &KeyBound) -> usize {
+        self.count_while(|o| o.is_le(), bound)
+    }
+
+    /// The length of the keys' prefix whose comparison with `bound` satisfies `holds` (a
+    /// binary search: the keys are sorted).
+    fn count_while(&self, holds: impl Fn(std::cmp::Ordering) -> bool, bound: &KeyBound) -> usize {
+        let (mut lo, mut hi) = (0, self.len());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if holds(self.cmp_at(mid, bound)) {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
+    }
+
+    /// A file's (min, max) of `column` in its statistics JSON, read as these keys are typed.
+    fn range_in(&self, stats: &str, column: &str) -> Option<(KeyBound, KeyBound)> {
+        let v: serde_json::Value = serde_json::from_str(stats).ok()?;
+        let (min, max) = (v.get("minValues")?.get(column)?, v.get("maxValues")?.get(column)?);
+        match self {
+            FirstKeys::Int(_) => Some((KeyBound::Int(min.as_i64()?), KeyBound::Int(max.as_i64()?))),
+            FirstKeys::Text(_) => Some((KeyBound::Text(min.as_str()?.to_string()), KeyBound::Text(max.as_str()?.to_string()))),
+        }
+    }
 }
 
 /// A signed integer column's values as i64s (a NULL's slot reads as whatever it holds).

@@ -465,6 +465,34 @@ fn an_incremental_run_of_clustered_keys_rewrites_only_the_files_it_touches() {
     });
 }
 
+/// The same for a text key (a `sql` source casting the key to VARCHAR): string ranges from the
+/// link files' statistics prune as integer ones do. Keys "59900".."59999" sort together (with a
+/// few shorter ones such as "5991"), so the run touches one or two of the many files.
+#[test]
+fn an_incremental_run_of_clustered_text_keys_touches_only_their_files() {
+    rt().block_on(async {
+        let lake = Lake::new();
+        let mut a = ModelTable::create(&lake.path("a"), true).await;
+        a.insert(&(0..60_000).map(Some).collect::<Vec<_>>()).await;
+        let config = "[tracker]\nuri = \"_deltalink/tracker\"\n[upstreams.a]\nuri = \"a\"\n[pipelines.p]\nlink_table = \"_deltalink/links/p\"\n\
+             key = [\"k\"]\n[[pipelines.p.sources]]\nupstream = \"a\"\nsql = \"SELECT CAST(c.k AS VARCHAR) AS k FROM changes c\"\n";
+        let engine = lake.engine(config).with_link_file_size(32 * 1024);
+        engine.run("p", &RunOptions::default()).await.expect("first run");
+        let files = link_table(&engine, "p").await.expect("link table").snapshot().expect("snapshot").log_data().num_files();
+        assert!(files >= 8, "the first write split the sorted keys over many files: {files}");
+
+        let recent: Vec<i64> = a.rows.iter().filter(|(_, k)| k.is_some_and(|k| k >= 59_900)).map(|(id, _)| *id).collect();
+        let touched = a.update_payload(&recent).await;
+        let r = engine.run("p", &RunOptions::default()).await.expect("incremental run");
+        assert_eq!(r.keys_updated, touched.len() as u64);
+        // Routed by range, the touched files are marked (without ranges the MERGE read every
+        // file and rewrote those holding a touched key).
+        assert_eq!(r.link_files_rewritten, 0, "nothing rewritten");
+        assert!((1..=2).contains(&r.link_files_marked), "a MERGE of 100 clustered text keys marked {} of {files} files", r.link_files_marked);
+        assert_eq!(link_keys(&engine, "p").await.len(), 60_000);
+    });
+}
+
 /// (min, max) of the key column of every data file of a pipeline's link table, sorted.
 async fn link_file_ranges(engine: &deltalink::runner::Engine, pipeline: &str) -> Vec<(i64, i64)> {
     let link = link_table(engine, pipeline).await.expect("link table");
@@ -772,21 +800,23 @@ fn sorted_key_merge_equals_delta_rs_merge_for_a_composite_key() {
     }
 }
 
-/// The same oracle for a text key (a `sql` source casting the key to VARCHAR): link files carry
-/// no integer range, so the sorted-key MERGE rewrites the files holding a touched key, whole,
-/// and must still agree with delta-rs's MERGE row for row and in the change feed.
+/// The same oracle for a text key (a `sql` source casting the key to VARCHAR): link files'
+/// string ranges route and prune as integer ones do, touched rows are marked, and the table
+/// must still agree with delta-rs's MERGE row for row and in the change feed.
 #[test]
 fn sorted_key_merge_equals_delta_rs_merge_for_a_text_key() {
     let source = "sql = \"SELECT CAST(c.k AS VARCHAR) AS k FROM changes c\"";
-    sorted_key_merge_agrees_with_delta_rs(&["k"], source, 41, (3_000, 5_000), 2_001);
+    let (marked, _) = sorted_key_merge_agrees_with_delta_rs(&["k"], source, 41, (3_000, 5_000), 2_001);
+    assert!(marked > 0, "text-keyed link files were marked, not only rewritten");
 }
 
 /// Pipelines `sorted` and `oracle` over one upstream, keyed by `key` through `source` (a
 /// `keys = ...` or `sql = ...` line): `first` random keys (rows, key space), then five rounds
 /// of random commits, each run by the sorted-key MERGE and by delta-rs's. Every round: the same
 /// key counts and last writes, at least `min_rows` link rows, the same rows and change feed; at
-/// the end, no file that no commit references.
-fn sorted_key_merge_agrees_with_delta_rs(key: &[&str], source: &str, seed: u64, first: (usize, i64), min_rows: usize) {
+/// the end, no file that no commit references. Returns the link files the sorted-key MERGE
+/// marked and rewrote over the rounds.
+fn sorted_key_merge_agrees_with_delta_rs(key: &[&str], source: &str, seed: u64, first: (usize, i64), min_rows: usize) -> (u64, u64) {
     use deltalink::link::MergeStrategy;
     rt().block_on(async {
         let lake = Lake::new();
@@ -803,6 +833,7 @@ fn sorted_key_merge_agrees_with_delta_rs(key: &[&str], source: &str, seed: u64, 
         let oracle = lake.engine(&config).with_link_file_size(2048).with_merge_strategy(MergeStrategy::DeltaRs);
         let (rows, key_space) = first;
         a.insert(&(0..rows).map(|_| Some(rng.gen_range(0..key_space))).collect::<Vec<_>>()).await;
+        let (mut marked, mut rewritten) = (0, 0);
         for round in 0..5 {
             for _ in 0..rng.gen_range(1..4) {
                 a.random_commit(&mut rng, key_space).await;
@@ -810,6 +841,7 @@ fn sorted_key_merge_agrees_with_delta_rs(key: &[&str], source: &str, seed: u64, 
             let context = format!("seed {seed} round {round}");
             let s = sorted.run("sorted", &RunOptions::default()).await.expect("sorted-key run");
             let o = oracle.run("oracle", &RunOptions::default()).await.expect("delta-rs run");
+            (marked, rewritten) = (marked + s.link_files_marked, rewritten + s.link_files_rewritten);
             assert_eq!((s.keys_inserted, s.keys_updated), (o.keys_inserted, o.keys_updated), "{context}");
             assert_last_write_is(&sorted, "sorted", &s, &context).await;
             assert_last_write_is(&oracle, "oracle", &o, &context).await;
@@ -818,7 +850,8 @@ fn sorted_key_merge_agrees_with_delta_rs(key: &[&str], source: &str, seed: u64, 
         }
         let orphans = unreferenced_data_files(&lake.path("_deltalink/links/sorted"));
         assert!(orphans.is_empty(), "files no commit references: {orphans:?}");
-    });
+        (marked, rewritten)
+    })
 }
 
 /// A run that dies after writing a MERGE's files (rewritten files, change data) but before its
