@@ -6,21 +6,30 @@ One upstream of N rows with unique keys; deltalink builds the link table from sc
 10k keys change twice: clustered (the newest ids, as is typical) and spread over the key range.
 Prints per run the wall time, peak RSS of the deltalink process, link files rewritten and link
 files in all. Data is written by child processes so the measured process's RSS is its own.
+With `--text-keys` the key is a 16-hex-digit string that scrambles the id (as UUID-keyed
+entities sort: the newest ids are spread over the key range too).
 
-    python benches/large_link.py [--rows 10000000] [--dir /tmp/large-link]   # needs deltalake, pyarrow
+    python benches/large_link.py [--rows 10000000] [--text-keys] [--dir /tmp/large-link]   # needs deltalake, pyarrow
 """
 import argparse, json, os, shutil, subprocess, sys, time
 
 CDF = {"delta.enableChangeDataFeed": "true"}
 
 
-def generate(up, rows):
+def scrambled(i):
+    """A 16-hex-digit key for id `i`: unique (an odd multiplier is a bijection mod 2^64), unordered."""
+    return f"{(i * 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF:016x}"
+
+
+def generate(up, rows, text_keys):
     import pyarrow as pa
     from deltalake import write_deltalake
     chunk = 2_000_000
     for start in range(0, rows, chunk):
-        ids = pa.array(range(start, min(start + chunk, rows)), pa.int64())
-        write_deltalake(up, pa.table({"id": ids, "k": ids, "payload": pa.array(["p"] * len(ids))}),
+        span = range(start, min(start + chunk, rows))
+        ids = pa.array(span, pa.int64())
+        keys = pa.array([scrambled(i) for i in span], pa.string()) if text_keys else ids
+        write_deltalake(up, pa.table({"id": ids, "k": keys, "payload": pa.array(["p"] * len(ids))}),
                         mode="append", configuration=CDF if start == 0 else None)
 
 
@@ -55,15 +64,16 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--rows", type=int, default=10_000_000)
     p.add_argument("--dir", default="/tmp/large-link")
+    p.add_argument("--text-keys", action="store_true", help="string keys that scramble the ids (UUID-like order)")
     p.add_argument("--bin", default=os.path.join(os.environ.get("CARGO_TARGET_DIR", "target"), "release", "deltalink"))
     p.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = p.parse_args()
     up, link = os.path.join(args.dir, "t"), os.path.join(args.dir, "_deltalink", "links", "p")
     if args.child:
         what, *rest = args.child
-        return {"generate": lambda: generate(up, args.rows), "update": lambda: update(up, rest[0]),
+        return {"generate": lambda: generate(up, args.rows, args.text_keys), "update": lambda: update(up, rest[0]),
                 "files": lambda: count_files(link)}[what]()
-    passthrough = ["--rows", str(args.rows), "--dir", args.dir]
+    passthrough = ["--rows", str(args.rows), "--dir", args.dir] + (["--text-keys"] if args.text_keys else [])
     # Start from nothing: the upstream is written by appends, so a second run over the same
     # folder would double it and run "from scratch" over the previous run's link table.
     for own in ("t", "_deltalink"):

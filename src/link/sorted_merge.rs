@@ -1316,10 +1316,13 @@ fn assemble(
         .map(|(i, f)| {
             let (picks, stretches) =
                 if UPDATED.contains(&f.name().as_str()) { (update_picks, &update_stretches) } else { (keep_picks, &keep_stretches) };
-            if let [(source, start, len)] = stretches.as_slice() {
-                // One stretch of one source (a marked range's run columns are the incoming
+            if let [(source, 0, len)] = stretches.as_slice() {
+                // All of one source, in order (a marked range's run columns are the incoming
                 // rows as they are): that source's column, not a copy of it, in its own type.
-                return Ok(sources[*source].column(i).slice(*start, *len));
+                // (A part of a source is copied: a slice would keep the whole source alive.)
+                if *len == sources[*source].num_rows() {
+                    return Ok(sources[*source].column(i).clone());
+                }
             }
             let columns: Vec<&dyn Array> = sources.iter().map(|b| b.column(i).as_ref()).collect();
             if stretches.len() * 16 > picks.len() {
