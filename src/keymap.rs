@@ -629,7 +629,10 @@ impl RowKeyTable {
     /// slot: call it after [`Self::prefetch_slot`] had time to land.
     #[inline]
     fn prefetch_key(&self, h: u64) -> Option<&KeyEntry> {
-        let slot = *self.slots.get(Self::home(h >> 32, self.slots.len().max(1)))?;
+        if self.slots.is_empty() {
+            return None;
+        }
+        let slot = *self.slots.get(Self::home(h >> 32, self.slots.len()))?;
         let index = IntKeyTable::index(slot);
         let start = if index == 0 { 0 } else { *self.keys.ends.get(index - 1)? };
         prefetch_address(self.keys.bytes.get(start)?);
