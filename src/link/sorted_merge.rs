@@ -1116,7 +1116,6 @@ fn loose_bounds(stats: Option<String>) -> Option<String> {
     Some(value.to_string())
 }
 
-/// `(minValues[column], maxValues[column])` of a file's JSON statistics, when both are integers.
 /// The incoming rows' first key column as sorted i64s, when it is an integer column.
 fn first_int_keys(incoming: &RecordBatch, index: usize) -> Result<Option<Vec<i64>>> {
     int_values(incoming.column(index))
@@ -1149,7 +1148,10 @@ impl FirstKeys {
             return Ok(Some(FirstKeys::Int(ints)));
         }
         Ok(match column.data_type() {
-            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => Some(FirstKeys::Text(cast(column, &DataType::Utf8)?.as_string::<i32>().clone())),
+            // (Over 2 GiB of keys cannot be one string array: the files are then taken as they are.)
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
+                cast(column, &DataType::Utf8).ok().map(|keys| FirstKeys::Text(keys.as_string::<i32>().clone()))
+            }
             _ => None,
         })
     }
@@ -1202,9 +1204,26 @@ impl FirstKeys {
         let (min, max) = (v.get("minValues")?.get(column)?, v.get("maxValues")?.get(column)?);
         match self {
             FirstKeys::Int(_) => Some((KeyBound::Int(min.as_i64()?), KeyBound::Int(max.as_i64()?))),
-            FirstKeys::Text(_) => Some((KeyBound::Text(min.as_str()?.to_string()), KeyBound::Text(max.as_str()?.to_string()))),
+            FirstKeys::Text(_) => Some((KeyBound::Text(min.as_str()?.to_string()), KeyBound::Text(text_upper_bound(max.as_str()?)?))),
         }
     }
+}
+
+/// A string maximum from a file's statistics as a sure upper bound. Delta Spark before 3.3
+/// truncated a long maximum and appended U+FFFD, which sorts below the characters outside the
+/// basic plane a key may go on with: such a maximum becomes its prefix with the last character
+/// incremented (above every string starting with the prefix); `None` (no range) when none can be.
+fn text_upper_bound(max: &str) -> Option<String> {
+    let Some(prefix) = max.strip_suffix('\u{FFFD}') else { return Some(max.to_string()) };
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        let next = (u32::from(last) + 1..=u32::from(char::MAX)).find_map(char::from_u32);
+        if let Some(next) = next {
+            chars.push(next);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
 }
 
 /// A signed integer column's values as i64s (a NULL's slot reads as whatever it holds).
@@ -1470,8 +1489,13 @@ fn link_file_properties(schema: &Schema) -> deltalake::parquet::file::properties
     use deltalake::parquet::basic::Compression;
     use deltalake::parquet::file::properties::{EnabledStatistics, WriterProperties};
     use deltalake::parquet::schema::types::ColumnPath;
-    let mut properties =
-        WriterProperties::builder().set_compression(Compression::SNAPPY).set_max_row_group_row_count(Some(128 * 1024));
+    // Statistics untruncated: a string key's file ranges route runs (see `FirstKeys`), and a
+    // maximum rounded up at 64 bytes would overlap the next file's range where keys share a
+    // long prefix.
+    let mut properties = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .set_max_row_group_row_count(Some(128 * 1024))
+        .set_statistics_truncate_length(None);
     for field in schema.fields().iter().filter(|f| !crate::link::is_link_column(f.name()) && f.name() != CHANGE_TYPE) {
         properties = properties.set_column_dictionary_enabled(ColumnPath::from(field.name().as_str()), false);
     }
@@ -1711,6 +1735,18 @@ fn spelled_out(t: &DataType) -> DataType {
 mod tests {
     use super::*;
     use deltalake::arrow::array::{Int64Array, ListBuilder, StringBuilder};
+
+    /// Spark's truncated maximum (prefix + U+FFFD) widens above every string with that prefix,
+    /// characters outside the basic plane included; other maxima stay as they are.
+    #[test]
+    fn a_spark_truncated_string_maximum_widens_to_a_sure_bound() {
+        let bound = text_upper_bound("abc\u{FFFD}").expect("a bound");
+        assert!(bound.as_str() > "abc\u{1F33C}tail" && bound.as_str() > "abc\u{10FFFF}", "{bound:?}");
+        assert_eq!(bound, "abd");
+        assert_eq!(text_upper_bound("abc").as_deref(), Some("abc"));
+        assert_eq!(text_upper_bound("a\u{10FFFF}\u{FFFD}").as_deref(), Some("b"));
+        assert_eq!(text_upper_bound("\u{10FFFF}\u{FFFD}"), None);
+    }
 
     /// Touched rows keep their lists of strings as dictionary indices (what bounds a marked
     /// range's memory), across row groups and with NULL and empty lists, and spell out to
