@@ -309,9 +309,10 @@ fn merge_shards(parts: Vec<AffectedKeys>) -> Result<AffectedKeys> {
                 }
             }
             let runs: Vec<&[i64]> = ints.iter().map(|(keys, ..)| keys.as_slice()).collect();
-            let total = runs.iter().map(|r| r.len()).sum();
+            let lens: Vec<usize> = runs.iter().map(|r| r.len()).collect();
+            let total = lens.iter().sum();
             let (mut keys, mut entries) = (Vec::with_capacity(total), Vec::with_capacity(total));
-            merge_in_order(&runs, |a: &[i64], i, b: &[i64], j| a[i] < b[j], |r, i| {
+            merge_in_order(&lens, |(a, i), (b, j)| runs[a][i] < runs[b][j], |r, i| {
                 keys.push(ints[r].0[i]);
                 entries.push(shifted_entry(ints[r].1[i], ints[r].2));
             });
@@ -331,10 +332,11 @@ fn merge_shards(parts: Vec<AffectedKeys>) -> Result<AffectedKeys> {
             }
             let converter = converter.ok_or_else(|| eyre!("grouping shards lost the key's encoding"))?;
             let runs: Vec<&RowKeys> = rows.iter().map(|(keys, ..)| keys).collect();
-            let total = runs.iter().map(|r| r.len()).sum();
+            let lens: Vec<usize> = runs.iter().map(|r| r.len()).collect();
+            let total = lens.iter().sum();
             let mut keys = RowKeys::with_capacity(total, runs.iter().map(|k| k.bytes.len()).sum());
             let mut entries = Vec::with_capacity(total);
-            merge_in_order(&runs, |a: &RowKeys, i, b: &RowKeys, j| a.get(i) < b.get(j), |r, i| {
+            merge_in_order(&lens, |(a, i), (b, j)| runs[a].get(i) < runs[b].get(j), |r, i| {
                 keys.push(runs[r].get(i));
                 entries.push(shifted_entry(rows[r].1[i], rows[r].2));
             });
@@ -353,38 +355,21 @@ fn shifted(at: u32, offset: u32) -> u32 {
     }
 }
 
-/// Sorted runs of distinct keys merged: `each(run, index)` for every key, in key order (no
-/// order vector: for 10M keys it was 160 MB). `less(a, i, b, j)`: whether key `i` of run `a`
-/// sorts before key `j` of run `b`.
-fn merge_in_order<R: KeyRun + ?Sized>(runs: &[&R], less: impl Fn(&R, usize, &R, usize) -> bool, mut each: impl FnMut(usize, usize)) {
-    let mut heads = vec![0usize; runs.len()];
+/// Sorted runs of distinct keys (of `lens` keys each) merged: `each(run, index)` for every
+/// key, in key order (no order vector: for 10M keys it was 160 MB). `less((a, i), (b, j))`:
+/// whether key `i` of run `a` sorts before key `j` of run `b`.
+fn merge_in_order(lens: &[usize], less: impl Fn((usize, usize), (usize, usize)) -> bool, mut each: impl FnMut(usize, usize)) {
+    let mut heads = vec![0usize; lens.len()];
     loop {
         let mut best: Option<usize> = None;
-        for (r, run) in runs.iter().enumerate() {
-            if heads[r] < run.len() && best.is_none_or(|b| less(run, heads[r], runs[b], heads[b])) {
+        for (r, len) in lens.iter().enumerate() {
+            if heads[r] < *len && best.is_none_or(|b| less((r, heads[r]), (b, heads[b]))) {
                 best = Some(r);
             }
         }
         let Some(r) = best else { break };
         each(r, heads[r]);
         heads[r] += 1;
-    }
-}
-
-/// A sorted run's length, for [`merge_in_order`].
-trait KeyRun {
-    fn len(&self) -> usize;
-}
-
-impl KeyRun for [i64] {
-    fn len(&self) -> usize {
-        <[i64]>::len(self)
-    }
-}
-
-impl KeyRun for RowKeys {
-    fn len(&self) -> usize {
-        RowKeys::len(self)
     }
 }
 
@@ -589,30 +574,16 @@ impl RowKeyTable {
         if (self.entries.len() + 1) * 2 > self.slots.len() {
             self.grow()?;
         }
-        let mask = self.slots.len() - 1;
-        let mut at = Self::home(h >> 32, self.slots.len());
-        loop {
-            let slot = self.slots[at];
-            if slot == 0 {
-                let index = self.entries.len();
-                if index >= (u32::MAX - 1) as usize {
-                    return Err(eyre!(
-                        "a run affects more than {} distinct keys; run the pipeline over a smaller version range",
-                        u32::MAX - 1
-                    ));
-                }
+        let home = Self::home(h >> 32, self.slots.len());
+        match probe(&self.slots, home, h, |index| self.keys.get(index) == key) {
+            Ok(index) => Ok(&mut self.entries[index]),
+            Err(at) => {
+                let index = new_entry_index(self.entries.len())?;
                 self.slots[at] = IntKeyTable::slot(h, index);
                 self.keys.push(key);
                 self.entries.push(new());
-                return Ok(&mut self.entries[index]);
+                Ok(&mut self.entries[index])
             }
-            if slot >> 32 == h >> 32 {
-                let index = IntKeyTable::index(slot);
-                if self.keys.get(index) == key {
-                    return Ok(&mut self.entries[index]);
-                }
-            }
-            at = (at + 1) & mask;
         }
     }
 
@@ -649,12 +620,8 @@ impl RowKeyTable {
         }
         let old = std::mem::replace(&mut self.slots, Vec::with_capacity(capacity));
         self.slots.resize(capacity, 0);
-        let mask = capacity - 1;
         for slot in old.into_iter().filter(|s| *s != 0) {
-            let mut at = Self::home(slot >> 32, capacity);
-            while self.slots[at] != 0 {
-                at = (at + 1) & mask;
-            }
+            let at = free_slot(&self.slots, Self::home(slot >> 32, capacity));
             self.slots[at] = slot;
         }
         Ok(())
@@ -672,6 +639,45 @@ impl RowKeyTable {
         drop(keys);
         (sorted, order.iter().map(|&i| entries[i as usize]).collect())
     }
+}
+
+/// Linear probing over `slots` (a power of two of them, at most half full; see
+/// [`IntKeyTable`]) from `home` for a key of hash `h`: `Ok(index)` of the entry whose slot tag
+/// matches and that `is_key` accepts, `Err(at)` the empty slot where the key goes.
+#[inline]
+fn probe(slots: &[u64], home: usize, h: u64, is_key: impl Fn(usize) -> bool) -> std::result::Result<usize, usize> {
+    let mask = slots.len() - 1;
+    let mut at = home;
+    loop {
+        let slot = slots[at];
+        if slot == 0 {
+            return Err(at);
+        }
+        if slot >> 32 == h >> 32 && is_key(IntKeyTable::index(slot)) {
+            return Ok(IntKeyTable::index(slot));
+        }
+        at = (at + 1) & mask;
+    }
+}
+
+/// The first empty slot from `home` on (placing a key while growing: it is not there yet).
+fn free_slot(slots: &[u64], home: usize) -> usize {
+    let mask = slots.len() - 1;
+    let mut at = home;
+    while slots[at] != 0 {
+        at = (at + 1) & mask;
+    }
+    at
+}
+
+/// The index a table's next new entry takes (`len`, the entries so far). A slot keeps an entry
+/// index below u32::MAX. 4 billion keys would not fit in memory anyway, but say so rather than
+/// corrupt the table.
+fn new_entry_index(len: usize) -> Result<usize> {
+    if len >= (u32::MAX - 1) as usize {
+        return Err(eyre!("a run affects more than {} distinct keys; run the pipeline over a smaller version range", u32::MAX - 1));
+    }
+    Ok(len)
 }
 
 /// Integer keys to their entries: open addressing (linear probing, at most half full) over
@@ -715,31 +721,14 @@ impl IntKeyTable {
             self.grow();
         }
         let h = Self::hash(key);
-        let mask = self.slots.len() - 1;
-        let mut at = self.home(h);
-        loop {
-            let slot = self.slots[at];
-            if slot == 0 {
-                let index = self.entries.len();
-                // A slot keeps an entry index below u32::MAX. 4 billion keys would not fit in
-                // memory anyway, but say so rather than corrupt the table.
-                if index >= (u32::MAX - 1) as usize {
-                    return Err(eyre!(
-                        "a run affects more than {} distinct keys; run the pipeline over a smaller version range",
-                        u32::MAX - 1
-                    ));
-                }
+        match probe(&self.slots, self.home(h), h, |index| self.entries[index].0 == key) {
+            Ok(index) => Ok(&mut self.entries[index].1),
+            Err(at) => {
+                let index = new_entry_index(self.entries.len())?;
                 self.slots[at] = Self::slot(h, index);
                 self.entries.push((key, new()));
-                return Ok(&mut self.entries[index].1);
+                Ok(&mut self.entries[index].1)
             }
-            if slot >> 32 == h >> 32 {
-                let index = Self::index(slot);
-                if self.entries[index].0 == key {
-                    return Ok(&mut self.entries[index].1);
-                }
-            }
-            at = (at + 1) & mask;
         }
     }
 
@@ -751,13 +740,9 @@ impl IntKeyTable {
         // every core's TLB each time (profiled: a fifth of a from-scratch run).
         self.slots = Vec::with_capacity(capacity);
         self.slots.resize(capacity, 0);
-        let mask = capacity - 1;
         for (index, (key, _)) in self.entries.iter().enumerate() {
             let h = Self::hash(*key);
-            let mut at = self.home(h);
-            while self.slots[at] != 0 {
-                at = (at + 1) & mask;
-            }
+            let at = free_slot(&self.slots, self.home(h));
             self.slots[at] = Self::slot(h, index);
         }
     }
