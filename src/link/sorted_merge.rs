@@ -1271,15 +1271,12 @@ async fn fetch(store: &Arc<dyn ObjectStore>, path: &Path) -> Result<impl deltala
 /// and provenance lists dictionary-encoded (see `AffectedKeys::per_key`): this spells them
 /// out, a writer's slice or a file group's keys at a time.
 fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
-    let columns = schema
-        .fields()
+    let kept = conform_keeping_dictionaries(batch, schema)?;
+    let columns = kept
+        .columns()
         .iter()
-        .map(|f| match batch.column_by_name(f.name()) {
-            Some(c) if c.data_type() == f.data_type() => Ok(c.clone()),
-            Some(c) if spelled_out(c.data_type()) == *f.data_type() => spell_out(c),
-            Some(c) => Ok(cast(c, f.data_type())?),
-            None => Ok(new_null_array(f.data_type(), batch.num_rows())),
-        })
+        .zip(schema.fields())
+        .map(|(c, f)| if c.data_type() == f.data_type() { Ok(c.clone()) } else { spell_out(c) })
         .collect::<Result<Vec<_>>>()?;
     Ok(RecordBatch::try_new(schema.clone(), columns)?)
 }
