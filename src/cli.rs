@@ -149,7 +149,7 @@ pub struct ResetArgs {
     /// Commit the reset (without it: a dry run that writes nothing).
     #[arg(long)]
     pub execute: bool,
-    /// Why (recorded in the tracker's commit info with $USER).
+    /// Why (recorded in the tracker's commit info with the operator: $USER, else $LOGNAME, else the OS account).
     #[arg(long)]
     pub reason: Option<String>,
     #[arg(long)]
@@ -171,7 +171,9 @@ fn parse_duration(s: &str) -> std::result::Result<std::time::Duration, String> {
 }
 
 pub fn main() -> Result<()> {
-    color_eyre::install()?;
+    // Error reports (and panics) are coloured only where the log lines are: see `stderr_colour`.
+    let theme = if stderr_colour() { color_eyre::config::Theme::dark() } else { color_eyre::config::Theme::new() };
+    color_eyre::config::HookBuilder::default().theme(theme).install()?;
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -186,7 +188,23 @@ const DEFAULT_LOG_FILTER: &str = "warn,deltalake_core=error,deltalake_core::kern
 
 fn init_stderr_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("DELTALINK_LOG").unwrap_or_else(|_| DEFAULT_LOG_FILTER.into());
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(stderr_colour())
+        .try_init();
+}
+
+/// Whether what goes to stderr (log lines, error reports) may carry ANSI colour codes: only
+/// when stderr is a terminal — never into a pipe, a file, journald or a CI log — and `NO_COLOR`
+/// (<https://no-color.org>) is unset or empty.
+pub fn stderr_colour() -> bool {
+    use std::io::IsTerminal;
+    colour_allowed(std::io::stderr().is_terminal(), std::env::var_os("NO_COLOR"))
+}
+
+fn colour_allowed(terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
+    terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
 fn load_engine(cli: &Cli) -> Result<Engine> {
@@ -528,6 +546,20 @@ async fn tracker_reset(engine: &Engine, args: &ResetArgs) -> Result<()> {
     }
     let reason = args.reason.clone().unwrap_or_else(|| "(no reason given)".into());
     crate::reset::execute_reset(engine, &plan, &reason).await?;
-    eprintln!("reset committed to the tracker (operator {}, reason: {reason})", crate::tracker::operator());
+    eprintln!("reset committed to the tracker (operator {}, reason: {reason})", crate::who::operator());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::colour_allowed;
+
+    #[test]
+    fn colour_only_on_a_terminal_and_without_no_color() {
+        assert!(colour_allowed(true, None));
+        assert!(colour_allowed(true, Some("".into())), "an empty NO_COLOR is unset (no-color.org)");
+        assert!(!colour_allowed(true, Some("1".into())));
+        assert!(!colour_allowed(false, None), "a pipe or a file gets no escape codes");
+        assert!(!colour_allowed(false, Some("1".into())));
+    }
 }

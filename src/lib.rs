@@ -6,7 +6,8 @@
 //! - [`config`]: the TOML contract; [`lake`]: opening tables and reading their logs;
 //! - [`cdf`]: change-feed reads over pinned ranges; [`keymap`]: change rows → keys;
 //! - [`link`]: the link table; [`tracker`]: progress and audit; [`runner`]: a run, exactly once;
-//! - [`status`]: lag and versions; [`demo`]: the built-in demo lake; [`cli`]: the command line.
+//! - [`status`]: lag and versions; [`demo`]: the built-in demo lake; [`cli`]: the command line;
+//! - [`who`]: the operator and host recorded in the audit trail and the lease.
 
 pub mod cdf;
 pub mod cli;
@@ -25,6 +26,7 @@ pub mod status;
 mod task;
 pub mod tracker;
 pub mod watch;
+pub mod who;
 
 pub use config::Config;
 pub use error::Error;

@@ -6,6 +6,8 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
+use crate::common::{rt, simple_config, Lake, ModelTable};
+
 fn deltalink(config: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_deltalink"))
         .arg("--config")
@@ -152,4 +154,52 @@ fn the_cli_on_the_demo_lake_status_runs_races_resets_and_replays() {
     let said = format!("{}{}", ok(&replay, "replay dry run"), String::from_utf8_lossy(&replay.stderr));
     assert!(said.contains("DRY RUN"), "{said}");
     assert_eq!(log_len(&links), before, "a replay dry run writes nothing");
+}
+
+/// `deltalink` with stderr captured (a pipe, as under cron, systemd, CI or `2>log`), no
+/// `DELTALINK_LOG` or `NO_COLOR` from the test's own environment unless `no_color` sets one.
+fn deltalink_piped(config: &Path, args: &[&str], no_color: Option<&str>) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_deltalink"));
+    cmd.arg("--config").arg(config).args(args).env("RUST_BACKTRACE", "0").env_remove("DELTALINK_LOG").env_remove("NO_COLOR");
+    if let Some(v) = no_color {
+        cmd.env("NO_COLOR", v);
+    }
+    cmd.output().expect("spawn deltalink")
+}
+
+fn assert_plain(out: &Output, what: &str) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!stderr.contains("\x1b["), "{what}: ANSI escape codes on a stderr that is not a terminal:\n{stderr:?}");
+    stderr
+}
+
+/// Warnings (tracing) and error reports (color-eyre) written to a stderr that is not a terminal
+/// carry no ANSI colour codes, whether or not NO_COLOR is set.
+#[test]
+fn stderr_that_is_not_a_terminal_gets_no_colour_codes() {
+    let lake = Lake::new();
+    rt().block_on(async {
+        let mut a = ModelTable::create(&lake.path("a"), true).await;
+        a.insert(&[Some(1), None, Some(2)]).await;
+    });
+    // Two pipelines over one upstream: each run has the NULL-key row to warn about.
+    lake.config(&simple_config(&["a"], &[("p", &["a"]), ("q", &["a"])]));
+    let config = lake.path("deltalink.toml");
+    let missing = lake.path("no-such-config.toml");
+
+    for (no_color, pipeline) in [(None, "p"), (Some("1"), "q")] {
+        let when = format!("NO_COLOR={no_color:?}");
+
+        // A warning: change rows with a NULL key are skipped, and said so on stderr.
+        let run = deltalink_piped(&config, &["run", pipeline], no_color);
+        assert!(run.status.success(), "run {pipeline} ({when}) failed:\n{}", String::from_utf8_lossy(&run.stderr));
+        let warning = assert_plain(&run, &format!("run {pipeline} ({when})"));
+        assert!(warning.contains("WARN") && warning.contains("NULL key"), "run {pipeline} ({when}) warns of the NULL key:\n{warning}");
+
+        // An error report: the config file does not exist.
+        let failed = deltalink_piped(&missing, &["status"], no_color);
+        assert!(!failed.status.success(), "status with a missing config ({when}) must fail");
+        let error = assert_plain(&failed, &format!("missing config ({when})"));
+        assert!(error.contains("cannot read config file") && error.contains("no-such-config.toml"), "{when}:\n{error}");
+    }
 }
