@@ -210,14 +210,25 @@ pub fn map_cdf_error(name: &str, start: u64, end: u64, e: DeltaTableError) -> co
 pub fn explain_read_error(name: &str, start: u64, end: u64, e: color_eyre::Report) -> color_eyre::Report {
     if names_a_missing_file(&e) {
         return e.wrap_err(format!(
-            "upstream `{name}`: versions {start}..={end} are no longer readable (a data file they reference was removed, e.g. by VACUUM)\n  fix: deltalink tracker reset PIPELINE --upstream {name} --to-latest, and backfill the keys of those versions downstream"
+            "upstream `{name}`: versions {start}..={end} are no longer readable (a data file they reference was removed, e.g. by VACUUM)\n  {}",
+            unreadable_fix("PIPELINE", &format!(" --upstream {name}"))
         ));
     }
     e.wrap_err(format!("upstream `{name}`: reading changes {start}..={end} failed"))
 }
 
-/// Whether a read failed because an object the log references is gone (VACUUM, a hand delete).
+/// Whether a read failed because a data file the log references is gone (VACUUM, a hand
+/// delete): a missing object that is a parquet file, not any "not found" (a missing table, a
+/// missing column or a refused credential say so in words of their own).
 pub fn names_a_missing_file(e: &color_eyre::Report) -> bool {
     let text = format!("{e:#}");
-    text.contains("not found") || text.contains("No such file")
+    (text.contains("not found") || text.contains("No such file")) && text.contains(".parquet")
+}
+
+/// What to do about versions whose data files are gone: no reset re-reads them (their change
+/// rows are lost with the files), so say plainly that the way on skips them.
+pub fn unreadable_fix(pipeline: &str, upstream_flag: &str) -> String {
+    format!(
+        "no reset can re-read those versions (their files are gone); the change rows they held are lost to every reader\n  fix: deltalink tracker reset {pipeline}{upstream_flag} --to-latest  SKIPS them: backfill downstream the keys they touched (at worst every current key of the table)"
+    )
 }
