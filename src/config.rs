@@ -90,6 +90,9 @@ pub struct Upstream {
 pub struct Config {
     pub path: PathBuf,
     pub tracker_uri: Url,
+    /// How long a pipeline's lease outlives its holder's last heartbeat (`[tracker]
+    /// lease_ttl_seconds`, default 60): the longest pause (GC, VM freeze) a holder survives.
+    pub lease_ttl: std::time::Duration,
     pub upstreams: BTreeMap<String, Upstream>,
     pub pipelines: BTreeMap<String, Pipeline>,
     /// Object-store options (credentials, endpoints). Never printed: see the `Debug` impl.
@@ -124,7 +127,11 @@ struct RawConfig {
 #[serde(deny_unknown_fields)]
 struct RawTracker {
     uri: Spanned<String>,
+    lease_ttl_seconds: Option<Spanned<i64>>,
 }
+
+/// Default `[tracker] lease_ttl_seconds`.
+pub const DEFAULT_LEASE_TTL_SECONDS: u64 = 60;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -224,6 +231,7 @@ impl Validator<'_> {
 
     fn build(&self, raw: RawConfig) -> Result<Config, ConfigError> {
         let tracker_uri = self.resolve(&raw.tracker.uri, "tracker.uri")?;
+        let lease_ttl = self.lease_ttl(raw.tracker.lease_ttl_seconds.as_ref())?;
         let mut upstreams = BTreeMap::new();
         for (name, u) in &raw.upstreams {
             let field = format!("upstreams.{name}.uri");
@@ -238,10 +246,25 @@ impl Validator<'_> {
         Ok(Config {
             path: self.path.to_path_buf(),
             tracker_uri,
+            lease_ttl,
             upstreams,
             pipelines,
             storage_options: self.storage(raw.storage)?,
         })
+    }
+
+    /// A holder heartbeats every quarter of the TTL; below 2 s a busy store's latency alone
+    /// would let leases lapse.
+    fn lease_ttl(&self, raw: Option<&Spanned<i64>>) -> Result<std::time::Duration, ConfigError> {
+        let Some(raw) = raw else { return Ok(std::time::Duration::from_secs(DEFAULT_LEASE_TTL_SECONDS)) };
+        match u64::try_from(*raw.get_ref()) {
+            Ok(secs) if (2..=86_400).contains(&secs) => Ok(std::time::Duration::from_secs(secs)),
+            _ => Err(self.invalid(
+                raw.span(),
+                "tracker.lease_ttl_seconds",
+                format!("{} is out of range\n  fix: a whole number of seconds from 2 to 86400 (default {DEFAULT_LEASE_TTL_SECONDS}); it bounds how long a frozen holder keeps a pipeline", raw.get_ref()),
+            )),
+        }
     }
 
     /// Object-store options; a value `${NAME}` is read from the environment so secrets stay

@@ -33,6 +33,9 @@ pub enum Error {
     #[error("upstream `{name}`: key column `{column}` is now {found}, but the link table of pipeline `{pipeline}` holds {expected} (was the column retyped?)\n  fix: restore the column's type upstream, or map it with a `sql` source that casts it (SELECT CAST({column} AS ...) AS ...); to re-key the pipeline, move its link table aside and run deltalink tracker reset {pipeline} --to-earliest")]
     KeyColumnRetyped { name: String, column: String, pipeline: String, found: String, expected: String },
 
+    #[error("pipeline `{pipeline}`: key column `{key}` comes from {first} and from {second}: {why}; refused before anything was written\n  fix: give the sources one key type (a `sql` source can CAST), or, to widen the link table, move it aside and run  deltalink tracker reset {pipeline} --to-earliest")]
+    KeyTypesDiffer { pipeline: String, key: String, first: String, second: String, why: String },
+
     #[error("unknown pipeline `{name}`; configured pipelines: {known}")]
     UnknownPipeline { name: String, known: String },
 
@@ -44,6 +47,12 @@ pub enum Error {
 
     #[error("{what} is refused: deltalink runs with --read-only")]
     ReadOnly { what: String },
+
+    #[error("pipeline `{pipeline}`: this process lost its lease (generation {generation}; no heartbeat confirmed for {silent_ms} ms: paused, or the store unreachable); it stopped before committing, so nothing it had not committed is written\n  fix: nothing to undo; another process may hold the pipeline now, and the next run continues from the tracker")]
+    LeaseLost { pipeline: String, generation: u64, silent_ms: u64 },
+
+    #[error("pipeline `{pipeline}`: {what} was refused: {why}\n  another process or an operator wrote it after this one read it (this writer held lease generation {generation}); nothing was overwritten\n  fix: nothing to undo; the next run starts from the tracker and link table as they are now")]
+    Fenced { pipeline: String, what: String, why: String, generation: u64 },
 
     #[error("injected fault at step {0:?} (testing only)")]
     InjectedFault(crate::runner::Step),

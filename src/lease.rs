@@ -1,45 +1,54 @@
 //! Per-pipeline leases: two deltalink processes (two operators, or watch + a manual run) never
-//! run or reset the same pipeline at once.
+//! run or reset the same pipeline at once, and a holder that lost its lease stops writing.
 //!
 //! A lease is a small JSON object under the tracker's location, one per *generation*:
 //! `_leases/<pipeline>/<generation>.json`, created only with an atomic create-if-absent put
-//! (object_store `PutMode::Create`). The newest generation is the lease. The holder rewrites its
-//! object every [`HEARTBEAT`]; a lease whose heartbeat is older than [`TTL`], or whose holder
-//! process is gone on this host, has expired. Taking over an expired generation N means creating
-//! generation N+1: of several processes taking over at the same moment exactly one create
-//! succeeds (a delete-then-create takeover let two of them through). The winner then deletes
-//! the older generations.
+//! (object_store `PutMode::Create`). The newest generation is the lease; generations only grow
+//! (a release leaves its object behind marked `released`), so the generation is a fencing
+//! token: every commit a holder makes records it. Taking over generation N means creating N+1:
+//! of several processes taking over at the same moment exactly one create succeeds.
+//!
+//! Expiry never compares one host's clock with another's. The holder rewrites its object every
+//! quarter of its TTL and counts itself the holder only until 3/4 of the TTL after the start of
+//! its last confirmed heartbeat, on its own monotonic clock ([`Fence::check`], before every
+//! commit); a heartbeat that fails is retried, and one that comes too late does not revive the
+//! lease. A contender takes an unreleased lease over only after watching its object unchanged
+//! for the holder's whole TTL on *its* monotonic clock (or at once when the holder's process is
+//! gone on this host). A frozen holder that wakes up after that finds its lease lost before its
+//! next commit; one frozen between that check and a commit is refused by the commit itself
+//! (tracker writes are compare-and-set, link commits must carry a newer run_id).
 //!
 //! A lease also ends when its [`Lease`] is dropped without [`Lease::release`] — the run's task
-//! was cancelled (the console's cancel aborts it) or panicked: the process keeps running, so
-//! neither rule above would free the pipeline before the TTL. Each lease carries a token; the
+//! was cancelled (the console's cancel aborts it) or panicked. Each lease carries a token; the
 //! tokens of the leases this process holds live in [`LIVE`], and a lease of this process whose
-//! token is no longer there is stale. Heartbeats and releases only touch a lease object that
-//! still carries their token, so a holder that stalled past its TTL never clobbers its
-//! successor's.
+//! token is no longer there is free. Heartbeats and releases only touch a lease object that
+//! still carries their token.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use color_eyre::eyre::{eyre, Result, WrapErr};
 use deltalake::logstore::object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
-use futures::TryStreamExt;
 use deltalake::{ObjectStore, ObjectStoreError, Path};
+use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 
 use crate::lake;
 use crate::runner::Engine;
-use crate::tracker::{now_ms, operator};
-
-pub const HEARTBEAT: Duration = Duration::from_secs(15);
-pub const TTL: Duration = Duration::from_secs(60);
+use crate::tracker::now_ms;
+use crate::who::hostname;
 
 /// Tokens of the leases held by live [`Lease`] values of this process.
 static LIVE: LazyLock<Mutex<HashSet<String>>> = LazyLock::new(Mutex::default);
 
 fn live(token: &str) -> bool {
     LIVE.lock().map(|set| set.contains(token)).unwrap_or(true)
+}
+
+fn default_ttl_ms() -> u64 {
+    crate::config::DEFAULT_LEASE_TTL_SECONDS * 1000
 }
 
 /// Who holds a lease, and since when.
@@ -50,34 +59,53 @@ pub struct LeaseHolder {
     pub pid: u32,
     pub purpose: String,
     pub since_ms: i64,
+    /// The holder's wall clock at its last heartbeat: shown to people, never used to decide
+    /// expiry across hosts.
     pub heartbeat_ms: i64,
     /// Identifies one holding (older leases have none).
     #[serde(default)]
     pub token: String,
+    /// The holder's TTL: contenders wait this long without a heartbeat before taking over.
+    #[serde(default = "default_ttl_ms")]
+    pub ttl_ms: u64,
+    /// Released by its holder: free, and kept as the newest generation so generations only grow.
+    #[serde(default)]
+    pub released: bool,
 }
 
 impl LeaseHolder {
-    fn me(purpose: &str) -> Self {
+    fn me(purpose: &str, ttl: Duration) -> Self {
         let now = now_ms();
         LeaseHolder {
-            operator: operator(),
+            operator: crate::tracker::operator(),
             host: hostname(),
             pid: std::process::id(),
             purpose: purpose.into(),
             since_ms: now,
             heartbeat_ms: now,
             token: uuid::Uuid::new_v4().to_string(),
+            ttl_ms: ttl.as_millis() as u64,
+            released: false,
         }
     }
 
-    /// Expired: heartbeat too old, the holder process is gone (same host only), or the holder
-    /// is this process and dropped the lease (a cancelled run).
-    pub fn expired(&self) -> bool {
-        if now_ms() - self.heartbeat_ms > TTL.as_millis() as i64 {
-            return true;
-        }
+    fn ttl(&self) -> Duration {
+        Duration::from_millis(self.ttl_ms.max(1))
+    }
+
+    /// Free without waiting: released, its process is gone (this host only), or it is this
+    /// process's and was dropped (a cancelled run).
+    fn free(&self) -> bool {
         let here = self.host == hostname();
-        (here && !process_alive(self.pid)) || (here && self.pid == std::process::id() && !live(&self.token))
+        self.released
+            || (here && !process_alive(self.pid))
+            || (here && self.pid == std::process::id() && !live(&self.token))
+    }
+
+    /// Looks expired to a person reading it: free, or no heartbeat for a TTL by this host's
+    /// clock. (Taking a lease over also watches it for a TTL: see [`acquire`].)
+    pub fn expired(&self) -> bool {
+        self.free() || now_ms() - self.heartbeat_ms > self.ttl_ms as i64
     }
 
     fn same_holding(&self, other: &LeaseHolder) -> bool {
@@ -88,15 +116,6 @@ impl LeaseHolder {
         let since = crate::status::format_ms(self.since_ms).unwrap_or_default();
         format!("{} on {} (pid {}, {}) since {since}", self.operator, self.host, self.pid, self.purpose)
     }
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/etc/hostname")
-        .ok()
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "localhost".into())
 }
 
 fn process_alive(pid: u32) -> bool {
@@ -111,12 +130,80 @@ fn process_alive(pid: u32) -> bool {
     }
 }
 
+/// How long a holding stays valid, on the holder's monotonic clock: the last confirmed
+/// heartbeat's start plus 3/4 of the TTL (the rest is margin for a contender's polling and
+/// the store's latency).
+struct Holding {
+    confirmed: Mutex<Instant>,
+    lost: AtomicBool,
+    ttl: Duration,
+}
+
+impl Holding {
+    fn new(confirmed: Instant, ttl: Duration) -> Self {
+        Holding { confirmed: Mutex::new(confirmed), lost: AtomicBool::new(false), ttl }
+    }
+
+    fn valid_for(&self) -> Duration {
+        self.ttl * 3 / 4
+    }
+
+    fn valid_at(&self, at: Instant) -> bool {
+        let confirmed = *self.confirmed.lock().unwrap_or_else(|p| p.into_inner());
+        !self.lost.load(Ordering::SeqCst) && at.saturating_duration_since(confirmed) < self.valid_for()
+    }
+
+    /// A heartbeat that started at `started` succeeded: valid from there on, unless the
+    /// holding had already lapsed (a contender may have taken over meanwhile).
+    fn confirm(&self, started: Instant) -> bool {
+        if !self.valid_at(started) {
+            self.lose();
+            return false;
+        }
+        *self.confirmed.lock().unwrap_or_else(|p| p.into_inner()) = started;
+        true
+    }
+
+    fn lose(&self) {
+        self.lost.store(true, Ordering::SeqCst);
+    }
+}
+
+/// A holder's fencing token: the lease generation, and whether the holding is still valid.
+/// Checked before every commit; recorded in every commit's info.
+#[derive(Clone)]
+pub struct Fence {
+    pipeline: String,
+    generation: u64,
+    holding: Arc<Holding>,
+}
+
+impl Fence {
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Refuse to commit once the holding cannot be confirmed (see the module doc).
+    pub fn check(&self) -> Result<(), crate::Error> {
+        if self.holding.valid_at(Instant::now()) {
+            return Ok(());
+        }
+        let confirmed = *self.holding.confirmed.lock().unwrap_or_else(|p| p.into_inner());
+        Err(crate::Error::LeaseLost {
+            pipeline: self.pipeline.clone(),
+            generation: self.generation,
+            silent_ms: confirmed.elapsed().as_millis() as u64,
+        })
+    }
+}
+
 /// A held lease; call [`Lease::release`] when done (a crash leaves it to expire; a drop frees
-/// it for this process at once and deletes it in the background).
+/// it for this process at once and marks it released in the background).
 pub struct Lease {
     store: Arc<dyn ObjectStore>,
     generation: Generation,
     me: LeaseHolder,
+    holding: Arc<Holding>,
     heartbeat: tokio::task::JoinHandle<()>,
     released: bool,
     /// Keeps the token live while this value lives.
@@ -187,17 +274,23 @@ async fn newest_of(store: &Arc<dyn ObjectStore>, mut generations: Vec<Generation
     Ok(Some((generation, holder)))
 }
 
-/// The current holder of `pipeline`'s lease, if any (expired or not).
+/// The current holder of `pipeline`'s lease, if any (expired or released ones too).
 pub async fn current(engine: &Engine, pipeline: &str) -> Result<Option<LeaseHolder>> {
     let store = store_for(engine).await?;
     Ok(newest(&store, pipeline).await?.and_then(|(_, holder)| holder))
+}
+
+/// The newest lease generation of `pipeline` (`None` before its first lease).
+pub async fn current_generation(engine: &Engine, pipeline: &str) -> Result<Option<u64>> {
+    let store = store_for(engine).await?;
+    Ok(generations(&store, pipeline).await?.last().map(|g| g.number))
 }
 
 async fn read(store: &Arc<dyn ObjectStore>, path: &Path) -> Result<Option<LeaseHolder>> {
     match store.get(path).await {
         Ok(r) => {
             let bytes = r.bytes().await?;
-            // An unreadable lease (torn write) is treated as expired rather than blocking forever.
+            // An unreadable lease (torn write) is treated as free rather than blocking forever.
             Ok(serde_json::from_slice(&bytes).ok())
         }
         Err(ObjectStoreError::NotFound { .. }) => Ok(None),
@@ -205,56 +298,116 @@ async fn read(store: &Arc<dyn ObjectStore>, path: &Path) -> Result<Option<LeaseH
     }
 }
 
-/// Take `pipeline`'s lease for `purpose`, or refuse naming who holds it and since when.
+/// What a contender makes of the newest generation.
+enum Verdict {
+    /// Create this generation.
+    Take(Generation),
+    Busy(LeaseHolder),
+    /// Silent by its holder's clock: watch it on ours before taking it over.
+    Watch(Generation, LeaseHolder),
+}
+
+fn judge(newest: Option<(Generation, Option<LeaseHolder>)>, first: &Generation) -> Verdict {
+    match newest {
+        None => Verdict::Take(first.clone()),
+        Some((generation, None)) => Verdict::Take(generation.next()),
+        Some((generation, Some(holder))) if holder.free() => Verdict::Take(generation.next()),
+        Some((_, Some(holder))) if !holder.expired() => Verdict::Busy(holder),
+        Some((generation, Some(holder))) => Verdict::Watch(generation, holder),
+    }
+}
+
+/// A lease being watched for silence: since when (this host's monotonic clock) it is unchanged.
+struct Watched {
+    generation: Generation,
+    holder: LeaseHolder,
+    since: Instant,
+}
+
+/// Take `pipeline`'s lease for `purpose`, or refuse naming who holds it and since when. A lease
+/// whose holder fell silent is watched for the holder's TTL before it is taken over.
 pub async fn acquire(engine: &Engine, pipeline: &str, purpose: &str) -> Result<Lease> {
     let store = store_for(engine).await?;
-    let me = LeaseHolder::me(purpose);
+    let me = LeaseHolder::me(purpose, engine.config.lease_ttl);
     // Live before the lease object exists: another task of this process may read the object
     // before this one resumes, and must not take it for a dropped lease.
     let registered = Registered::new(&me.token);
     let first = Generation { pipeline: pipeline.into(), number: 0 };
-    for _ in 0..3 {
-        let listed = match generations(&store, pipeline).await {
-            Ok(listed) => listed,
-            Err(e) => return Err(storage_error(engine, pipeline, e)),
-        };
-        let generation = match newest_of(&store, listed.clone()).await {
-            Ok(None) => first.clone(),
-            Ok(Some((_, Some(holder)))) if !holder.expired() => {
-                return Err(LeaseHeld { pipeline: pipeline.into(), holder: holder.describe(), ttl: TTL.as_secs() }.into())
+    let mut watched: Option<Watched> = None;
+    let mut races = 0;
+    while races < 3 {
+        let listed = generations(&store, pipeline).await.map_err(|e| storage_error(engine, pipeline, e))?;
+        let newest = newest_of(&store, listed.clone()).await.map_err(|e| storage_error(engine, pipeline, e))?;
+        let generation = match judge(newest, &first) {
+            Verdict::Take(generation) => generation,
+            Verdict::Busy(holder) => return Err(busy(pipeline, &holder).into()),
+            Verdict::Watch(generation, holder) => {
+                match &watched {
+                    Some(w) if w.generation == generation && w.holder == holder => {
+                        if w.since.elapsed() < holder.ttl() {
+                            tokio::time::sleep(poll_interval(holder.ttl())).await;
+                            continue;
+                        }
+                        tracing::warn!(pipeline, holder = holder.describe(), "taking over a lease silent for its whole TTL");
+                        generation.next()
+                    }
+                    Some(w) if w.generation == generation => {
+                        // It heartbeated while watched: alive, only its clock is behind ours.
+                        return Err(busy(pipeline, &holder).into());
+                    }
+                    _ => {
+                        tracing::warn!(
+                            pipeline,
+                            holder = holder.describe(),
+                            ttl_s = holder.ttl().as_secs_f64(),
+                            "the lease's holder looks silent; watching it for its TTL before taking over"
+                        );
+                        watched = Some(Watched { generation, holder: holder.clone(), since: Instant::now() });
+                        tokio::time::sleep(poll_interval(holder.ttl())).await;
+                        continue;
+                    }
+                }
             }
-            Ok(Some((expired, _))) => {
-                tracing::warn!(pipeline, "taking over an expired lease");
-                expired.next()
-            }
-            Err(e) => return Err(storage_error(engine, pipeline, e)),
         };
+        // Valid from before the create: a contender can only count our silence from later on.
+        let created_at = Instant::now();
         let body = PutPayload::from(serde_json::to_vec(&me)?);
         match store.put_opts(&generation.path(), body, PutOptions::from(PutMode::Create)).await {
             Ok(_) => {
                 // A listing is no snapshot: one taken while another contender created the next
-                // generation and deleted the one it took over can miss both, and offer
-                // generation 0 beside a live newer one (seen: two of eight contenders won). The
-                // newer one existed before ours was created, so listing again shows it: the
-                // contender with the older generation gives it up, and the next attempt names
-                // the holder.
+                // generation and deleted the one it took over can miss both, and offer a
+                // generation beside a live newer one. The newer one existed before ours was
+                // created, so listing again shows it: the contender with the older generation
+                // gives it up, and the next attempt names the holder.
                 let now = generations(&store, pipeline).await.map_err(|e| storage_error(engine, pipeline, e))?;
                 if now.last().is_some_and(|newest| newest.number > generation.number) {
                     let _ = store.delete(&generation.path()).await;
+                    races += 1;
                     continue;
                 }
-                for old in &listed {
+                for old in listed.iter().filter(|g| g.number < generation.number) {
                     let _ = store.delete(&old.path()).await;
                 }
-                let heartbeat = spawn_heartbeat(store.clone(), generation.clone(), me.clone());
-                return Ok(Lease { store, generation, me, heartbeat, released: false, _registered: registered });
+                let holding = Arc::new(Holding::new(created_at, engine.config.lease_ttl));
+                let heartbeat = spawn_heartbeat(store.clone(), generation.clone(), me.clone(), holding.clone());
+                return Ok(Lease { store, generation, me, holding, heartbeat, released: false, _registered: registered });
             }
             // Another process created this generation first: look again at who holds it.
-            Err(ObjectStoreError::AlreadyExists { .. }) => continue,
+            Err(ObjectStoreError::AlreadyExists { .. }) => races += 1,
             Err(e) => return Err(storage_error(engine, pipeline, color_eyre::Report::new(e))),
         }
     }
     Err(eyre!("pipeline `{pipeline}`: other processes kept taking the lease at the same moment; try again"))
+}
+
+fn busy(pipeline: &str, holder: &LeaseHolder) -> LeaseHeld {
+    LeaseHeld { pipeline: pipeline.into(), holder: holder.describe(), ttl: holder.ttl().as_secs() }
+}
+
+/// How often a watched lease is read again: often enough to see a heartbeat (every quarter
+/// TTL) several times over.
+fn poll_interval(ttl: Duration) -> Duration {
+    (ttl / 8).clamp(Duration::from_millis(20), Duration::from_secs(1))
 }
 
 fn storage_error(engine: &Engine, pipeline: &str, e: color_eyre::Report) -> color_eyre::Report {
@@ -285,44 +438,81 @@ impl Drop for Registered {
     }
 }
 
-fn spawn_heartbeat(store: Arc<dyn ObjectStore>, generation: Generation, mut me: LeaseHolder) -> tokio::task::JoinHandle<()> {
+/// Rewrite the lease object every quarter TTL; after a failure, retry sooner. Stops for good
+/// when another generation took over or the holding lapsed (a heartbeat that came too late).
+fn spawn_heartbeat(store: Arc<dyn ObjectStore>, generation: Generation, mut me: LeaseHolder, holding: Arc<Holding>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
+        let every = holding.ttl / 4;
+        let mut wait = every;
         loop {
-            tokio::time::sleep(HEARTBEAT).await;
-            if !holds(&store, &generation, &me).await {
-                tracing::warn!(pipeline = generation.pipeline, "lease taken over by another process (this holder stalled past its TTL)");
-                return;
+            tokio::time::sleep(wait).await;
+            let started = Instant::now();
+            match holds(&store, &generation, &me).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    holding.lose();
+                    tracing::warn!(pipeline = generation.pipeline, "lease taken over by another process (this holder stalled past its TTL)");
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(pipeline = generation.pipeline, error = %format!("{e:#}"), "lease heartbeat failed; retrying");
+                    wait = every / 3;
+                    continue;
+                }
             }
             me.heartbeat_ms = now_ms();
-            if let Ok(body) = serde_json::to_vec(&me) {
-                let _ = store.put(&generation.path(), PutPayload::from(body)).await;
+            let put = match serde_json::to_vec(&me) {
+                Ok(body) => store.put(&generation.path(), PutPayload::from(body)).await.map(|_| ()).map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            match put {
+                Ok(()) if holding.confirm(started) => wait = every,
+                Ok(()) => {
+                    tracing::warn!(pipeline = generation.pipeline, "lease heartbeat came after the lease lapsed; this holder stops before its next commit");
+                    return;
+                }
+                Err(error) => {
+                    tracing::warn!(pipeline = generation.pipeline, error, "lease heartbeat failed; retrying");
+                    wait = every / 3;
+                }
             }
         }
     })
 }
 
 /// Whether `generation` is still the newest and its object records `me`'s holding.
-async fn holds(store: &Arc<dyn ObjectStore>, generation: &Generation, me: &LeaseHolder) -> bool {
-    matches!(newest(store, &generation.pipeline).await, Ok(Some((g, Some(holder)))) if g == *generation && holder.same_holding(me))
+async fn holds(store: &Arc<dyn ObjectStore>, generation: &Generation, me: &LeaseHolder) -> Result<bool> {
+    Ok(matches!(newest(store, &generation.pipeline).await?, Some((g, Some(holder))) if g == *generation && holder.same_holding(me) && !holder.released))
 }
 
-/// Delete `me`'s own generation object if it still records `me` (newest or not: a holder that
-/// stalled and rewrote it after a takeover must not leave it behind).
-async fn delete_own(store: &Arc<dyn ObjectStore>, generation: &Generation, me: &LeaseHolder) {
+/// Mark `me`'s own generation object released if it still records `me` (newest or not: a
+/// holder that stalled and rewrote it after a takeover must not leave it looking held).
+async fn release_own(store: &Arc<dyn ObjectStore>, generation: &Generation, me: &LeaseHolder) {
     let path = generation.path();
     if !matches!(read(store, &path).await, Ok(Some(holder)) if holder.same_holding(me)) {
         return;
     }
-    if let Err(e) = store.delete(&path).await {
-        tracing::warn!(error = %e, "could not delete lease; it will expire");
+    let released = LeaseHolder { released: true, heartbeat_ms: now_ms(), ..me.clone() };
+    let put = match serde_json::to_vec(&released) {
+        Ok(body) => store.put(&path, PutPayload::from(body)).await.map(|_| ()).map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    if let Err(error) = put {
+        tracing::warn!(error, "could not release the lease; it will expire");
     }
 }
 
 impl Lease {
+    /// The fencing token of this holding, for the commits made under it.
+    pub fn fence(&self) -> Fence {
+        Fence { pipeline: self.generation.pipeline.clone(), generation: self.generation.number, holding: self.holding.clone() }
+    }
+
     pub async fn release(mut self) {
         self.heartbeat.abort();
         let _ = (&mut self.heartbeat).await;
-        delete_own(&self.store, &self.generation, &self.me).await;
+        self.holding.lose();
+        release_own(&self.store, &self.generation, &self.me).await;
         self.released = true;
     }
 }
@@ -330,14 +520,15 @@ impl Lease {
 impl Drop for Lease {
     fn drop(&mut self) {
         self.heartbeat.abort();
+        self.holding.lose();
         if self.released {
             return;
         }
         // Dropped unreleased: the holding task was cancelled or panicked. This process already
-        // treats the lease as expired; delete it for the others too.
+        // treats the lease as free; mark it released for the others too.
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let (store, generation, me) = (self.store.clone(), self.generation.clone(), self.me.clone());
-            runtime.spawn(async move { delete_own(&store, &generation, &me).await });
+            runtime.spawn(async move { release_own(&store, &generation, &me).await });
         }
     }
 }

@@ -170,6 +170,38 @@ pub async fn committed_run_id(table: &DeltaTable, pipeline: &str) -> Result<Opti
     Ok(table.snapshot()?.transaction_version(table.log_store().as_ref(), app_id(pipeline)).await?)
 }
 
+/// What the link table's commit of one run says it read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunCommit {
+    /// The commit of that run, with the pinned version of each upstream it recorded.
+    Pinned(std::collections::BTreeMap<String, i64>),
+    /// The commit of that run, made before commits recorded their pins.
+    Unpinned,
+    /// No commit of that run among the commits looked at.
+    Missing,
+}
+
+/// Find the commit of `run_id` in `pipeline`'s link table (newest first, at most `LOOK_BACK`
+/// commits) and what it says it read.
+pub async fn run_commit_pins(table: &DeltaTable, run_id: i64) -> Result<RunCommit> {
+    const LOOK_BACK: u64 = 200;
+    let latest = crate::lake::table_version(table)?;
+    for version in (latest.saturating_sub(LOOK_BACK)..=latest).rev() {
+        let Some(commit) = crate::lake::read_commit(table, version).await? else { continue };
+        let Some(info) = commit.info.as_ref().map(|i| &i.info) else { continue };
+        match info.get("deltalink.run_id").and_then(|v| v.as_i64()) {
+            Some(r) if r == run_id => {}
+            Some(r) if r < run_id => return Ok(RunCommit::Missing),
+            _ => continue,
+        }
+        return Ok(match info.get("deltalink.pinned") {
+            Some(pins) => RunCommit::Pinned(serde_json::from_value(pins.clone()).unwrap_or_default()),
+            None => RunCommit::Unpinned,
+        });
+    }
+    Ok(RunCommit::Missing)
+}
+
 /// MERGE the affected keys into the link table in one commit that also records `run_id` as the
 /// pipeline's application transaction (so a crash after this commit is detected on restart).
 pub struct LinkMerge<'a> {
@@ -186,8 +218,14 @@ pub struct LinkMerge<'a> {
     /// `deletion_vectors`; see [`sorted_merge`]).
     pub deletion_vectors: bool,
     /// Called once the new files are written, right before the commit (a fault point in
-    /// tests: a run that dies here leaves files no commit references).
+    /// tests: a run that dies here leaves files no commit references; the run checks its
+    /// lease here).
     pub before_commit: &'a (dyn Fn() -> Result<()> + Sync),
+    /// The run's pinned version of each upstream, recorded in the commit so that recovery can
+    /// tell this run's commit from another writer's ([`run_commit_pins`]).
+    pub pinned: &'a std::collections::BTreeMap<String, i64>,
+    /// The lease generation the commit is made under (recorded for the audit trail).
+    pub lease_generation: Option<u64>,
 }
 
 /// How a link-table MERGE is executed (both give the same table; see [`sorted_merge`]).
@@ -296,7 +334,11 @@ impl LinkMerge<'_> {
             ("deltalink.pipeline".to_string(), serde_json::json!(self.pipeline)),
             ("deltalink.run_id".to_string(), serde_json::json!(self.run_id)),
             ("deltalink.kind".to_string(), serde_json::json!(self.kind.as_str())),
+            ("deltalink.pinned".to_string(), serde_json::json!(self.pinned)),
         ];
+        if let Some(g) = self.lease_generation {
+            metadata.push(("deltalink.lease_generation".to_string(), serde_json::json!(g)));
+        }
         if let Some(w) = written {
             metadata.push(("deltalink.keys_inserted".to_string(), serde_json::json!(w.inserted)));
             metadata.push(("deltalink.keys_updated".to_string(), serde_json::json!(w.updated)));

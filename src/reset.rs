@@ -11,7 +11,8 @@ use serde::Serialize;
 use crate::cdf;
 use crate::lake::{self, EarliestReadable};
 use crate::runner::{session, Engine};
-use crate::tracker::{now_ms, operator, Audit, TrackerRow};
+use crate::lease::Fence;
+use crate::tracker::{now_ms, operator, Audit, RowWrite, TrackerRow};
 
 /// Where to move a pipeline's tracker position.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -188,22 +189,23 @@ pub async fn execute_reset(engine: &Engine, plan: &ResetPlan, reason: &str) -> R
         return Err(crate::Error::ReadOnly { what: format!("tracker reset of pipeline `{}`", plan.pipeline) }.into());
     }
     let lease = crate::lease::acquire(engine, &plan.pipeline, "tracker reset").await?;
-    let result = write_reset(engine, plan, reason).await;
+    let result = write_reset(engine, plan, reason, &lease.fence()).await;
     lease.release().await;
     result
 }
 
-async fn write_reset(engine: &Engine, plan: &ResetPlan, reason: &str) -> Result<()> {
+/// One compare-and-set commit over the rows as read here: a run that lost its lease and wakes
+/// up later cannot write over the reset (its own commits are refused), and a pending intent
+/// the reset clears gives up its run_id for good (the run that wrote it may still commit its
+/// keys; the next run takes a newer run_id).
+async fn write_reset(engine: &Engine, plan: &ResetPlan, reason: &str, fence: &Fence) -> Result<()> {
     let mut tracker = engine.tracker().await?;
     let existing = tracker.rows(Some(&plan.pipeline)).await?;
     refuse_if_moved(plan, &existing)?;
     let mut rows = Vec::new();
     for c in &plan.changes {
-        let mut row = existing
-            .iter()
-            .find(|r| r.upstream == c.upstream)
-            .cloned()
-            .unwrap_or_else(|| TrackerRow::new(&plan.pipeline, &c.upstream));
+        let read = existing.iter().find(|r| r.upstream == c.upstream).cloned();
+        let mut row = read.clone().unwrap_or_else(|| TrackerRow::new(&plan.pipeline, &c.upstream));
         row.last_processed_version = c.new;
         row.last_processed_ts = match c.new {
             Some(v) if v >= 0 => {
@@ -213,14 +215,15 @@ async fn write_reset(engine: &Engine, plan: &ResetPlan, reason: &str) -> Result<
             }
             _ => None,
         };
+        row.run_id = row.run_id.max(row.pending_run_id);
         row.pending_version = None;
         row.pending_run_id = None;
         row.updated_at = Some(now_ms());
         row.updated_by = Some(operator());
         row.note = Some(format!("reset: {reason}"));
-        rows.push(row);
+        rows.push(RowWrite::new(row, read));
     }
-    let mut audit = Audit::new("reset", &plan.pipeline);
+    let mut audit = Audit::new("reset", &plan.pipeline).fenced(fence);
     audit.reason = Some(reason.to_string());
     audit.details = serde_json::json!({
         "target": plan.target,
@@ -229,5 +232,6 @@ async fn write_reset(engine: &Engine, plan: &ResetPlan, reason: &str) -> Result<
             "commits_delta": c.commits_delta, "change_rows": c.change_rows,
         })).collect::<Vec<_>>(),
     });
+    fence.check()?;
     tracker.upsert(&rows, &audit).await
 }

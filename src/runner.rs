@@ -1,16 +1,24 @@
 //! A run: pin upstream versions, read their change feed, map to keys, MERGE into the link
 //! table, advance the tracker — exactly once across crashes.
 //!
-//! Protocol (see README "Exactly once"):
+//! Protocol (see README "Exactly once"), all under the pipeline's lease:
 //! 1. pin `to = latest` per upstream;
 //! 2. tracker commit "intent": `pending_version = to`, `pending_run_id = R` for every upstream;
 //! 3. read `(processed, to]`, group keys;
-//! 4. link-table MERGE carrying the application transaction (`deltalink:<pipeline>`, R);
+//! 4. link-table MERGE carrying the application transaction (`deltalink:<pipeline>`, R) and
+//!    the pins; refused unless the link table's last run is older than R;
 //! 5. tracker commit "run": `last_processed_version = to`, `run_id = R`, intent cleared.
 //!
-//! On start, a pending intent is resolved first: if the link table's transaction version is
-//! already R, step 4 happened and only step 5 is redone; otherwise the run is redone with the
-//! same pinned versions and the same R. A run that dies anywhere converges to one clean run.
+//! Fencing: every commit first checks the lease is still held ([`crate::lease::Fence`]), and
+//! tracker commits are compare-and-set on the rows the run read (step 2) or wrote (step 5), so
+//! a run that lost its lease and wakes up late is refused instead of overwriting a newer run's
+//! or an operator's write.
+//!
+//! On start, a pending intent is resolved first: if the link table holds R's commit with the
+//! intent's pins, step 4 happened and only step 5 is redone; if it holds nothing of R, the run
+//! is redone with the same pinned versions and the same R (its intent claimed again under this
+//! lease); anything else (another writer's commit) abandons the intent for a new run. A run
+//! that dies anywhere converges to one clean run.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -32,7 +40,8 @@ use crate::keymap::{self, AffectedKeys, PreviewRow};
 use crate::lake;
 use crate::link::{self, LinkMerge, LinkWriteMetrics, MergeStrategy, WriteKind};
 use crate::sqlmap;
-use crate::tracker::{now_ms, Audit, Tracker, TrackerRow};
+use crate::lease::Fence;
+use crate::tracker::{now_ms, Audit, RowWrite, Tracker, TrackerRow};
 use crate::Error;
 
 /// The steps of a run, named so faults can be injected between them in tests.
@@ -101,8 +110,26 @@ impl RunOptions {
             // A real crash (for kill tests): the process dies with no unwinding or cleanup.
             std::process::abort();
         }
+        if std::env::var("DELTALINK_STOP_AFTER").ok().as_deref() == Some(step_name(step)) {
+            // A real freeze (for fencing tests): the process stops as SIGSTOP, a VM pause or a
+            // long GC would stop it, at a known step; SIGCONT wakes it up.
+            stop_self();
+        }
         Ok(())
     }
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn stop_self() {
+    // SAFETY: raise(2) with a valid signal number has no memory-safety preconditions.
+    unsafe {
+        libc::raise(libc::SIGSTOP);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn stop_self() {
+    tracing::warn!("DELTALINK_STOP_AFTER is only supported on Linux (glibc)");
 }
 
 pub fn step_name(step: Step) -> &'static str {
@@ -302,6 +329,8 @@ struct Plan {
     /// holds the pipeline's lease, so nothing else writes it meanwhile, and opening it again
     /// at every step reloaded its log four more times per run.
     link: Option<DeltaTable>,
+    /// The last run committed into `link` as opened (its application transaction).
+    link_committed: Option<i64>,
 }
 
 impl Plan {
@@ -389,22 +418,31 @@ impl Engine {
         self.refuse_if_read_only(&format!("run of pipeline `{name}`"))?;
         self.config.pipeline(name)?;
         let lease = crate::lease::acquire(self, name, "run").await?;
-        let result = self.run_leased(name, opts).await;
+        let result = self.run_leased(name, opts, &lease.fence()).await;
         lease.release().await;
         result
     }
 
-    async fn run_leased(&self, name: &str, opts: &RunOptions) -> Result<RunReport> {
+    async fn run_leased(&self, name: &str, opts: &RunOptions, fence: &Fence) -> Result<RunReport> {
         let started = Instant::now();
         let scans_before = self.scans.get();
         let pipeline = self.config.pipeline(name)?.clone();
         let mut tracker = self.tracker().await?;
-        let rows = tracker.rows(Some(name)).await?;
+        let rows = configured_rows(&pipeline, tracker.rows(Some(name)).await?);
+        let link = lake::open_owned(&pipeline.link_table, self.storage()).await?;
+        let committed = match &link {
+            Some(t) => link::committed_run_id(t, name).await?,
+            None => None,
+        };
 
-        if let Some(report) = self.complete_if_committed(&pipeline, &mut tracker, &rows, started).await? {
-            return Ok(report);
-        }
-        let plan = self.plan(&pipeline, &rows).await?;
+        let resume = match self.resolve_pending(&rows, link.as_ref(), committed).await? {
+            PendingRun::Committed(pending) => {
+                return self.complete_committed(&pipeline, &mut tracker, &rows, pending, fence, started).await;
+            }
+            PendingRun::None | PendingRun::Abandoned => false,
+            PendingRun::NotCommitted => true,
+        };
+        let plan = self.plan(&pipeline, &rows, link, committed, resume).await?;
         opts.passed(name, Step::Pinned).await?;
         let mut report =
             RunReport { resumed: plan.resumed, upstreams: plan.reads.clone(), ..RunReport::new(name, Outcome::NothingNew) };
@@ -412,10 +450,11 @@ impl Engine {
             report.duration = started.elapsed();
             return Ok(report);
         }
-        if !plan.resumed {
-            let intent = plan_rows(&plan, RowState::Intent);
-            tracker.upsert(&intent, &audit("run-intent", &plan)).await?;
-        }
+        // A resumed intent is claimed again under this lease: a run that wrote it and wakes up
+        // late then finds its rows changed and is refused.
+        fence.check()?;
+        let intent = plan_rows(&plan, RowState::Intent);
+        tracker.upsert(&writes_over(&intent, |u| plan.prior.get(u).cloned()), &audit("run-intent", &plan).fenced(fence)).await?;
         // Created even by a run without keys, so a missing link table later means lost data.
         self.link_table_for(&plan, None).await?;
         opts.passed(name, Step::IntentRecorded).await?;
@@ -433,8 +472,11 @@ impl Engine {
         }
 
         if let Some(affected) = affected.filter(|a| a.distinct_keys > 0) {
-            let metrics =
-                self.write_keys(&plan, affected, WriteKind::Run, &|| opts.reached(name, Step::LinkFilesWritten)).await?;
+            let before_commit = || {
+                fence.check()?;
+                opts.reached(name, Step::LinkFilesWritten)
+            };
+            let metrics = self.write_keys(&plan, affected, WriteKind::Run, Some(fence), &before_commit).await?;
             report.keys_inserted = metrics.inserted;
             report.keys_updated = metrics.updated;
             report.link_files_rewritten = metrics.files_rewritten;
@@ -444,8 +486,9 @@ impl Engine {
         opts.passed(name, Step::LinkCommitted).await?;
         drop(heavy);
 
+        fence.check()?;
         let done = plan_rows(&plan, RowState::Done);
-        tracker.upsert(&done, &audit("run", &plan)).await?;
+        tracker.upsert(&writes_over(&done, |u| intent.iter().find(|r| r.upstream == u).cloned()), &audit("run", &plan).fenced(fence)).await?;
         opts.passed(name, Step::TrackerCommitted).await?;
 
         report.run_id = Some(plan.run_id);
@@ -459,8 +502,24 @@ impl Engine {
     pub async fn preview(&self, name: &str, limit: Option<usize>) -> Result<Preview> {
         let pipeline = self.config.pipeline(name)?.clone();
         let tracker = self.tracker().await?;
-        let rows = tracker.rows(Some(name)).await?;
-        let plan = self.plan(&pipeline, &rows).await?;
+        let rows = configured_rows(&pipeline, tracker.rows(Some(name)).await?);
+        let link = lake::open_owned(&pipeline.link_table, self.storage()).await?;
+        let committed = match &link {
+            Some(t) => link::committed_run_id(t, name).await?,
+            None => None,
+        };
+        // What the next run will do with a pending run decides what it reads: a committed one
+        // is only completed (its keys are written already), an abandoned one is re-planned.
+        let (rows, resume) = match self.resolve_pending(&rows, link.as_ref(), committed).await? {
+            PendingRun::Committed(pending) => {
+                let done = completed_rows(&rows, pending, "preview");
+                let rows = rows.iter().map(|r| done.iter().find(|d| d.upstream == r.upstream).unwrap_or(r).clone()).collect();
+                (rows, false)
+            }
+            PendingRun::None | PendingRun::Abandoned => (rows, false),
+            PendingRun::NotCommitted => (rows, true),
+        };
+        let plan = self.plan(&pipeline, &rows, link, committed, resume).await?;
         let ctx = session();
         let affected = self.read_keys(&ctx, &plan).await?;
         let (rows, change_rows, null_key_rows, distinct_keys) = match &affected {
@@ -478,55 +537,72 @@ impl Engine {
         })
     }
 
+    /// What became of the run whose intent is pending in `rows`, judged from the link table:
+    /// its commit is there with the intent's pins, nothing of it is there, or another writer's
+    /// commit took its run_id (a stale intent: never trusted).
+    async fn resolve_pending(&self, rows: &[TrackerRow], link: Option<&DeltaTable>, committed: Option<i64>) -> Result<PendingRun> {
+        let Some(pending) = rows.iter().filter_map(|r| r.pending_run_id).max() else {
+            return Ok(PendingRun::None);
+        };
+        if committed.unwrap_or(0) < pending {
+            return Ok(PendingRun::NotCommitted);
+        }
+        let intent: std::collections::BTreeMap<String, i64> = rows
+            .iter()
+            .filter(|r| r.pending_run_id == Some(pending))
+            .filter_map(|r| Some((r.upstream.clone(), r.pending_version?)))
+            .collect();
+        let found = match link {
+            Some(t) => link::run_commit_pins(t, pending).await?,
+            None => link::RunCommit::Missing,
+        };
+        Ok(match found {
+            // Every upstream of the intent pinned alike (the commit may name more: an upstream
+            // removed from the pipeline since).
+            link::RunCommit::Pinned(pins) if intent.iter().all(|(u, v)| pins.get(u) == Some(v)) => PendingRun::Committed(pending),
+            // Written before commits recorded their pins: the intent is all there is to go by.
+            link::RunCommit::Unpinned => PendingRun::Committed(pending),
+            _ => {
+                tracing::warn!(run_id = pending, ?intent, "the link table's commit of the pending run is not this intent's; the intent is abandoned for a new run");
+                PendingRun::Abandoned
+            }
+        })
+    }
+
     /// A run whose link commit landed but whose tracker commit did not: finish it.
-    async fn complete_if_committed(
+    async fn complete_committed(
         &self,
         pipeline: &Pipeline,
         tracker: &mut Tracker,
         rows: &[TrackerRow],
+        pending: i64,
+        fence: &Fence,
         started: Instant,
-    ) -> Result<Option<RunReport>> {
-        let Some(pending) = rows.iter().filter_map(|r| r.pending_run_id).max() else {
-            return Ok(None);
-        };
-        let committed = match lake::open_owned(&pipeline.link_table, self.storage()).await? {
-            Some(t) => link::committed_run_id(&t, &pipeline.name).await?,
-            None => None,
-        };
-        if committed.unwrap_or(0) < pending {
-            return Ok(None);
-        }
-        let done: Vec<TrackerRow> = rows
-            .iter()
-            .filter(|r| r.pending_run_id == Some(pending))
-            .map(|r| {
-                let mut d = r.clone();
-                d.last_processed_version = r.pending_version;
-                d.last_processed_ts = r.note.as_deref().and_then(|n| n.strip_prefix("pending_ts=")).and_then(|s| s.parse().ok());
-                d.run_id = Some(pending);
-                d.pending_version = None;
-                d.pending_run_id = None;
-                d.updated_at = Some(now_ms());
-                d.updated_by = Some(crate::tracker::operator());
-                d.note = Some("run (recovered)".into());
-                d
-            })
-            .collect();
-        let mut a = Audit::new("run-recovered", &pipeline.name);
-        a.details = serde_json::json!({ "run_id": pending });
-        tracker.upsert(&done, &a).await?;
-        Ok(Some(RunReport {
+    ) -> Result<RunReport> {
+        let done = completed_rows(rows, pending, "run (recovered)");
+        let mut a = Audit::new("run-recovered", &pipeline.name).fenced(fence);
+        a.details = serde_json::json!({
+            "run_id": pending,
+            "upstreams": rows.iter().filter(|r| r.pending_run_id == Some(pending)).map(|r| serde_json::json!({
+                "upstream": r.upstream, "from": r.last_processed_version, "to": r.pending_version,
+            })).collect::<Vec<_>>(),
+        });
+        fence.check()?;
+        tracker.upsert(&writes_over(&done, |u| rows.iter().find(|r| r.upstream == u).cloned()), &a).await?;
+        Ok(RunReport {
             run_id: Some(pending),
             resumed: true,
             duration: started.elapsed(),
             ..RunReport::new(&pipeline.name, Outcome::Recovered)
-        }))
+        })
     }
 
     /// Pin versions and decide ranges; resume a pending intent with its own pins and run_id.
-    async fn plan(&self, pipeline: &Pipeline, rows: &[TrackerRow]) -> Result<Plan> {
+    /// `resume`: the pending intent in `rows` is redone (else it is ignored: there is none, or
+    /// it was abandoned); `link` and `committed` are the link table and its last run as read.
+    async fn plan(&self, pipeline: &Pipeline, rows: &[TrackerRow], link: Option<DeltaTable>, committed: Option<i64>, resume: bool) -> Result<Plan> {
         let prior: HashMap<String, TrackerRow> = rows.iter().map(|r| (r.upstream.clone(), r.clone())).collect();
-        let pending_run = rows.iter().filter_map(|r| r.pending_run_id).max();
+        let pending_run = rows.iter().filter_map(|r| r.pending_run_id).max().filter(|_| resume);
         let names = pipeline.upstream_names();
         let opened = futures::future::try_join_all(names.iter().map(|n| self.open_pinned(n, prior.get(n), pending_run))).await?;
         let mut reads = Vec::new();
@@ -538,20 +614,18 @@ impl Engine {
             tables.insert(name.clone(), table);
         }
         self.open_sql_tables(pipeline, &mut tables).await?;
-        let link = lake::open_owned(&pipeline.link_table, self.storage()).await?;
         check_link_table_present(pipeline, rows, link.as_ref())?;
+        key_types_over_sources(pipeline, &tables, link.as_ref())?;
         let run_id = match pending_run {
             Some(r) => r,
             None => {
-                let last = rows.iter().filter_map(|r| r.run_id).max().unwrap_or(0);
-                let committed = match &link {
-                    Some(t) => link::committed_run_id(t, &pipeline.name).await?.unwrap_or(0),
-                    None => 0,
-                };
-                last.max(committed) + 1
+                // An abandoned intent's run_id is never reused: its writer may still commit it.
+                let last = rows.iter().flat_map(|r| [r.run_id, r.pending_run_id]).flatten().max().unwrap_or(0);
+                last.max(committed.unwrap_or(0)) + 1
             }
         };
-        Ok(Plan { pipeline: pipeline.clone(), run_id, resumed: pending_run.is_some(), reads, tables, prior, link })
+        let link_committed = if link.is_some() { committed } else { None };
+        Ok(Plan { pipeline: pipeline.clone(), run_id, resumed: pending_run.is_some(), reads, tables, prior, link, link_committed })
     }
 
     /// The link table, as opened when planning, or now (it is created after the intent).
@@ -562,12 +636,14 @@ impl Engine {
         }
     }
 
-    /// Upstreams that `sql` sources read without being sources themselves: pinned at latest.
+    /// Upstreams that `sql` sources join and that are not read already (a replay of some of a
+    /// pipeline's upstreams joins the others at their latest versions).
     async fn open_sql_tables(&self, pipeline: &Pipeline, tables: &mut HashMap<String, DeltaTable>) -> Result<()> {
         let names: Vec<String> = self.config.upstreams.keys().cloned().collect();
         for source in &pipeline.sources {
             let KeyMapping::Sql(sql) = &source.mapping else { continue };
             let prepared = sqlmap::prepare(sql, &pipeline.name, &source.upstream, &names)?;
+            refuse_joins_outside(pipeline, &source.upstream, &prepared.tables)?;
             for t in prepared.tables {
                 if !tables.contains_key(&t) {
                     let u = self.config.upstream(&t)?;
@@ -595,6 +671,7 @@ impl Engine {
     async fn plan_sql(&self, pipeline: &Pipeline, upstream: &str, sql: &str) -> Result<deltalake::arrow::datatypes::Schema> {
         let names: Vec<String> = self.config.upstreams.keys().cloned().collect();
         let prepared = sqlmap::prepare(sql, &pipeline.name, upstream, &names)?;
+        refuse_joins_outside(pipeline, upstream, &prepared.tables)?;
         let ctx = session();
         ctx.register_table(sqlmap::CHANGES, self.empty_relation(upstream, true).await?)?;
         for t in &prepared.tables {
@@ -631,13 +708,22 @@ impl Engine {
         pending_run: Option<i64>,
     ) -> Result<(DeltaTable, UpstreamRead)> {
         let upstream = self.config.upstream(name)?;
+        let processed = prior.and_then(|r| r.last_processed_version);
         let mut table = match (&self.cycle, pending_run) {
             (Some(cycle), None) => {
                 let cell = match cycle.pins.lock() {
                     Ok(mut pins) => pins.entry(name.to_string()).or_default().clone(),
                     Err(_) => Arc::default(), // poisoned by a panicked run: open it afresh
                 };
-                cell.get_or_try_init(|| lake::open_upstream(name, &upstream.uri, self.storage())).await?.clone()
+                let pinned = cell.get_or_try_init(|| lake::open_upstream(name, &upstream.uri, self.storage())).await?.clone();
+                // Another process ran this pipeline past the cycle's pin meanwhile: pin its
+                // latest version instead (the table was not re-created: see below).
+                let cycle_pin = lake::table_version(&pinned)? as i64;
+                if processed.is_some_and(|p| p > cycle_pin) {
+                    lake::open_upstream(name, &upstream.uri, self.storage()).await?
+                } else {
+                    pinned
+                }
             }
             _ => lake::open_upstream(name, &upstream.uri, self.storage()).await?,
         };
@@ -649,7 +735,6 @@ impl Engine {
         if pinned != latest {
             table.load_version(pinned).await.wrap_err_with(|| format!("upstream `{name}`: cannot load pinned version {pinned}"))?;
         }
-        let processed = prior.and_then(|r| r.last_processed_version);
         if let Some(p) = processed.filter(|p| *p > latest as i64) {
             return Err(Error::TrackerAhead {
                 pipeline: prior.map(|r| r.pipeline_name.clone()).unwrap_or_default(),
@@ -660,7 +745,10 @@ impl Engine {
             .into());
         }
         let pinned_ts = lake::read_commit(&table, pinned).await?.and_then(|c| c.timestamp_ms);
-        Ok((table, UpstreamRead { upstream: name.into(), processed, tracked: prior.is_some(), pinned, pinned_ts, range: None }))
+        // An upstream that was untracked when an intent was written stays untracked while that
+        // intent is its row (resumed or abandoned): the row exists only because of the intent.
+        let tracked = prior.is_some_and(|r| !IntentNote::parse(r.note.as_deref()).untracked);
+        Ok((table, UpstreamRead { upstream: name.into(), processed, tracked, pinned, pinned_ts, range: None }))
     }
 
     /// Read every source's change rows for the plan and group them per key.
@@ -836,40 +924,69 @@ impl Engine {
         Ok(ctx.read_table(Arc::new(mem))?)
     }
 
-    /// Key column types: the link table's when it exists, else the first `keys` source's
-    /// upstream's; `None` for a pipeline of `sql` sources only (their output types are used).
+    /// Key column types: the link table's when it exists, else the `keys` sources' (the widest
+    /// integer where they differ in width, as the link table will be created); `None` for a
+    /// pipeline of `sql` sources only (their output types are used).
     async fn arrow_key_types(&self, plan: &Plan) -> Result<Option<Vec<DataType>>> {
         if let Some(t) = self.planned_link_table(plan).await? {
             return link::arrow_key_types(&t, &plan.pipeline.key).map(Some);
         }
-        let Ok((upstream, cols)) = first_column_source(&plan.pipeline) else { return Ok(None) };
-        let schema = plan.tables[upstream].snapshot()?.snapshot().arrow_schema();
-        cols.iter()
-            .map(|c| {
-                schema.field_with_name(c).map(|f| f.data_type().clone()).map_err(|_| {
-                    Error::KeyColumnMissing {
-                        name: upstream.into(),
-                        column: c.clone(),
-                        pipeline: plan.pipeline.name.clone(),
-                        available: schema.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", "),
-                    }
-                    .into()
+        let mut widest: Option<Vec<DataType>> = None;
+        for source in &plan.pipeline.sources {
+            let (KeyMapping::Columns(cols), Some(table)) = (&source.mapping, plan.tables.get(&source.upstream)) else { continue };
+            let schema = table.snapshot()?.snapshot().arrow_schema();
+            let types = cols
+                .iter()
+                .map(|c| {
+                    schema.field_with_name(c).map(|f| f.data_type().clone()).map_err(|_| {
+                        color_eyre::Report::from(Error::KeyColumnMissing {
+                            name: source.upstream.clone(),
+                            column: c.clone(),
+                            pipeline: plan.pipeline.name.clone(),
+                            available: schema.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", "),
+                        })
+                    })
                 })
-            })
-            .collect::<Result<Vec<_>>>()
-            .map(Some)
+                .collect::<Result<Vec<_>>>()?;
+            widest = Some(match widest {
+                None => types,
+                Some(w) => w.into_iter().zip(types).map(|(a, b)| if wider_integer(&b, &a) { b } else { a }).collect(),
+            });
+        }
+        Ok(widest)
     }
 
     /// MERGE a run's (or replay's) keys into the pipeline's link table under `plan.run_id`.
+    ///
+    /// Refused unless the link table's last run is older than `plan.run_id`: a writer that lost
+    /// its lease cannot commit a run over a newer one, nor the same run twice. The check reads
+    /// the snapshot the commit is built on, and the commit carries the pipeline's application
+    /// transaction, so a concurrent commit of another run conflicts with it: check and commit
+    /// are one step.
     async fn write_keys(
         &self,
         plan: &Plan,
         affected: AffectedKeys,
         kind: WriteKind,
+        fence: Option<&Fence>,
         before_commit: &(dyn Fn() -> Result<()> + Sync),
     ) -> Result<LinkWriteMetrics> {
         let per_key = kind.mark_provenance(Arc::new(affected).per_key().await?)?;
         let table = self.link_table_for(plan, Some(&per_key.schema())).await?;
+        let committed = match &plan.link {
+            Some(_) => plan.link_committed,
+            None => link::committed_run_id(&table, &plan.pipeline.name).await?,
+        };
+        if let Some(newer) = committed.filter(|c| *c >= plan.run_id) {
+            return Err(Error::Fenced {
+                pipeline: plan.pipeline.name.clone(),
+                what: format!("the link-table commit of run {}", plan.run_id),
+                why: format!("the link table already holds run {newer}"),
+                generation: fence.map_or(0, Fence::generation),
+            }
+            .into());
+        }
+        let pinned: std::collections::BTreeMap<String, i64> = plan.reads.iter().map(|r| (r.upstream.clone(), r.pinned as i64)).collect();
         let merge = LinkMerge {
             pipeline: &plan.pipeline.name,
             key: &plan.pipeline.key,
@@ -880,20 +997,20 @@ impl Engine {
             strategy: self.merge_strategy,
             deletion_vectors: plan.pipeline.deletion_vectors,
             before_commit,
+            pinned: &pinned,
+            lease_generation: fence.map(Fence::generation),
         };
         let started = Instant::now();
-        let metrics = merge.execute(table, per_key).await?.1;
+        let metrics = merge.execute(table, per_key).await.map_err(|e| link_conflict(e, plan, fence))?.1;
         Ok(LinkWriteMetrics { duration: started.elapsed(), ..metrics })
     }
 
     async fn link_table_for(&self, plan: &Plan, per_key: Option<&deltalake::arrow::datatypes::SchemaRef>) -> Result<DeltaTable> {
-        let key_types: Vec<(String, DeltaType)> = match first_column_source(&plan.pipeline) {
-            Ok((upstream, cols)) => {
-                link::key_types_from(&plan.tables[upstream], upstream, &plan.pipeline.name, cols, &plan.pipeline.key)?
-            }
+        let key_types: Vec<(String, DeltaType)> = match key_types_over_sources(&plan.pipeline, &plan.tables, None)? {
+            Some(types) => types,
             // Only `sql` sources: the key types of the keys at hand, else of the first query's
             // planned output.
-            Err(_) => match per_key {
+            None => match per_key {
                 Some(schema) => link::delta_key_types(schema, &plan.pipeline.key)?,
                 None => {
                     let (upstream, sql) = plan
@@ -928,7 +1045,9 @@ impl Engine {
     pub async fn replay_with(&self, replay: &Replay, opts: &RunOptions) -> Result<ReplayReport> {
         let started = Instant::now();
         let mut pipeline = self.config.pipeline(&replay.pipeline)?.clone();
-        if replay.into.is_none() && !pipeline.reset_allowed && replay.execute {
+        // `--into` the pipeline's own link table is a production replay, with its guards.
+        let scratch = replay.into.as_ref().filter(|into| !same_table(into, &pipeline.link_table));
+        if scratch.is_none() && !pipeline.reset_allowed && replay.execute {
             return Err(eyre!(
                 "pipeline `{}` has `reset_allowed = false` in {}: replays into its link table are refused (use --into URI for a scratch table)",
                 pipeline.name,
@@ -938,7 +1057,7 @@ impl Engine {
         if replay.execute {
             self.refuse_if_read_only(&format!("replay of pipeline `{}`", pipeline.name))?;
         }
-        if let Some(into) = &replay.into {
+        if let Some(into) = scratch {
             pipeline.link_table = into.clone();
         }
         let names = if replay.upstreams.is_empty() { pipeline.upstream_names() } else { replay.upstreams.clone() };
@@ -977,7 +1096,7 @@ impl Engine {
         }
         // Tables a `sql` source joins, replayed or not (at their latest versions).
         self.open_sql_tables(&pipeline, &mut tables).await?;
-        let mut plan = Plan { pipeline, run_id: 0, resumed: false, reads, tables, prior: HashMap::new(), link: None };
+        let mut plan = Plan { pipeline, run_id: 0, resumed: false, reads, tables, prior: HashMap::new(), link: None, link_committed: None };
         let ctx = session();
         let affected = self.read_keys(&ctx, &plan).await?;
         let mut report = ReplayReport {
@@ -995,24 +1114,31 @@ impl Engine {
             return Ok(report);
         }
         let lease = crate::lease::acquire(self, &replay.pipeline, "replay").await?;
+        let fence = lease.fence();
         let result = async {
-            plan.run_id = self.next_run_id_for_replay(&plan, replay.into.is_none()).await?;
+            plan.run_id = self.next_run_id_for_replay(&plan, scratch.is_none()).await?;
             // Audited before anything is written, so a replay that dies mid-write is on record
             // too (as started, never finished); the second record says it finished.
             let audited = |action| {
-                let mut audit = audit(action, &plan);
+                let mut audit = audit(action, &plan).fenced(&fence);
                 audit.reason = replay.reason.clone();
                 audit.details["into"] = serde_json::json!(crate::config::display_uri(&plan.pipeline.link_table));
                 audit
             };
             let name = replay.pipeline.as_str();
             let mut tracker = self.tracker().await?;
+            fence.check()?;
             tracker.record(&audited("replay-intent")).await?;
             opts.passed(name, Step::IntentRecorded).await?;
             if let Some(a) = affected.filter(|a| a.distinct_keys > 0) {
-                self.write_keys(&plan, a, WriteKind::Replay, &|| opts.reached(name, Step::LinkFilesWritten)).await?;
+                let before_commit = || {
+                    fence.check()?;
+                    opts.reached(name, Step::LinkFilesWritten)
+                };
+                self.write_keys(&plan, a, WriteKind::Replay, Some(&fence), &before_commit).await?;
             }
             opts.passed(name, Step::LinkCommitted).await?;
+            fence.check()?;
             tracker.record(&audited("replay")).await?;
             opts.passed(name, Step::TrackerCommitted).await?;
             Ok::<_, color_eyre::Report>(())
@@ -1034,7 +1160,7 @@ impl Engine {
         if !production {
             return Ok(committed + 1);
         }
-        let rows = self.tracker().await?.rows(Some(&plan.pipeline.name)).await?;
+        let rows = configured_rows(&plan.pipeline, self.tracker().await?.rows(Some(&plan.pipeline.name)).await?);
         if rows.iter().any(|r| r.pending_run_id.is_some()) {
             return Err(eyre!(
                 "pipeline `{}` has an unfinished run; run it first (`deltalink run {}`) so it completes, then replay",
@@ -1042,7 +1168,7 @@ impl Engine {
                 plan.pipeline.name
             ));
         }
-        Ok(rows.iter().filter_map(|r| r.run_id).max().unwrap_or(0).max(committed) + 1)
+        Ok(rows.iter().flat_map(|r| [r.run_id, r.pending_run_id]).flatten().max().unwrap_or(0).max(committed) + 1)
     }
 
     /// Run several pipelines (all when `names` is empty), one after another.
@@ -1114,6 +1240,101 @@ async fn decide_range(pipeline: &Pipeline, table: &DeltaTable, mut read: Upstrea
     Ok(read)
 }
 
+/// A link commit that lost to another writer's (the same run committed by a process that took
+/// the lease over, or a newer run) in the fencing error's words; other errors as they are.
+fn link_conflict(e: color_eyre::Report, plan: &Plan, fence: Option<&Fence>) -> color_eyre::Report {
+    if !format!("{e:#}").to_lowercase().contains("concurrent transaction") {
+        return e;
+    }
+    Error::Fenced {
+        pipeline: plan.pipeline.name.clone(),
+        what: format!("the link-table commit of run {}", plan.run_id),
+        why: format!("another writer committed to the link table since this run read it ({e:#})"),
+        generation: fence.map_or(0, Fence::generation),
+    }
+    .into()
+}
+
+/// Whether two locations name the same table (a trailing slash aside).
+fn same_table(a: &url::Url, b: &url::Url) -> bool {
+    a.as_str().trim_end_matches('/') == b.as_str().trim_end_matches('/')
+}
+
+/// A `sql` source may join only upstreams the pipeline reads: another table would be read at
+/// whatever version is latest (a redo of the run could see another one) and its own changes
+/// would never mark keys (the delta rule needs its change rows too).
+fn refuse_joins_outside(pipeline: &Pipeline, upstream: &str, joined: &[String]) -> Result<()> {
+    let reads = pipeline.upstream_names();
+    let Some(outside) = joined.iter().find(|t| !reads.contains(t)) else { return Ok(()) };
+    Err(eyre!(
+        "pipeline `{}`, source `{upstream}`: the `sql` joins upstream `{outside}`, which is not a source of the pipeline: it would be read unpinned and its changes would never mark keys\n  fix: add it as a source ([[pipelines.{}.sources]] upstream = \"{outside}\" with the `keys` or `sql` that map its changes to the key)",
+        pipeline.name,
+        pipeline.name
+    ))
+}
+
+/// Each key column's type over the pipeline's `keys` sources — the widest where they are
+/// integers of different widths, so a new link table holds every source's keys — checked against
+/// the link table's when it exists. Sources whose keys cannot share the column they are written
+/// to are refused while planning (before the intent), naming both columns; `None` for a
+/// pipeline of `sql` sources only.
+fn key_types_over_sources(
+    pipeline: &Pipeline,
+    tables: &HashMap<String, DeltaTable>,
+    link: Option<&DeltaTable>,
+) -> Result<Option<Vec<(String, DeltaType)>>> {
+    let key = &pipeline.key;
+    let mut chosen: Vec<Option<(DeltaType, String)>> = vec![None; key.len()];
+    for source in &pipeline.sources {
+        let (KeyMapping::Columns(cols), Some(table)) = (&source.mapping, tables.get(&source.upstream)) else { continue };
+        let types = link::key_types_from(table, &source.upstream, &pipeline.name, cols, key)?;
+        for (i, ((_, t), column)) in types.into_iter().zip(cols).enumerate() {
+            let here = format!("upstream `{}` column `{column}` ({t})", source.upstream);
+            let widened = match &chosen[i] {
+                None => true,
+                Some((c, _)) if c == &t => false,
+                Some((c, there)) => match (integer_width(c), integer_width(&t)) {
+                    (Some(a), Some(b)) => b > a,
+                    _ => return Err(key_types_differ(pipeline, &key[i], there, &here, "they are not of one kind")),
+                },
+            };
+            if widened {
+                chosen[i] = Some((t, here));
+            }
+        }
+    }
+    if chosen.iter().all(Option::is_none) {
+        return Ok(None);
+    }
+    if let Some(link) = link {
+        let schema = link.snapshot()?.schema();
+        for (k, (t, source)) in key.iter().zip(&chosen).filter_map(|(k, c)| Some((k, c.as_ref()?))) {
+            let Some(held) = schema.field(k).map(|f| f.data_type().clone()) else { continue };
+            if let (Some(wide), Some(narrow)) = (integer_width(t), integer_width(&held)) {
+                if wide > narrow {
+                    let table = format!("the link table's column `{k}` ({held})");
+                    return Err(key_types_differ(pipeline, k, &table, source, "its keys may not fit the link table's column"));
+                }
+            }
+        }
+    }
+    Ok(Some(key.iter().cloned().zip(chosen.into_iter().map(|c| c.map(|(t, _)| t).unwrap_or(DeltaType::STRING))).collect()))
+}
+
+/// Whether `a` is an integer type wider than the integer type `b`.
+fn wider_integer(a: &DataType, b: &DataType) -> bool {
+    a.is_integer() && b.is_integer() && a.primitive_width() > b.primitive_width()
+}
+
+/// The width rank of a Delta integer type (`None`: not an integer).
+fn integer_width(t: &DeltaType) -> Option<u8> {
+    [DeltaType::BYTE, DeltaType::SHORT, DeltaType::INTEGER, DeltaType::LONG].iter().position(|i| i == t).map(|p| p as u8)
+}
+
+fn key_types_differ(pipeline: &Pipeline, key: &str, first: &str, second: &str, why: &str) -> color_eyre::Report {
+    Error::KeyTypesDiffer { pipeline: pipeline.name.clone(), key: key.into(), first: first.into(), second: second.into(), why: why.into() }.into()
+}
+
 /// A link table deleted by hand while the tracker says runs happened would silently lose
 /// every key written so far: refuse and say how to rebuild it.
 fn check_link_table_present(pipeline: &Pipeline, rows: &[TrackerRow], link: Option<&DeltaTable>) -> Result<()> {
@@ -1141,16 +1362,6 @@ async fn check_readable(read: &UpstreamRead, table: &DeltaTable) -> Result<()> {
     }
 }
 
-fn first_column_source(p: &Pipeline) -> Result<(&str, &Vec<String>)> {
-    p.sources
-        .iter()
-        .find_map(|s| match &s.mapping {
-            KeyMapping::Columns(c) => Some((s.upstream.as_str(), c)),
-            KeyMapping::Sql(_) => None,
-        })
-        .ok_or_else(|| eyre!("pipeline `{}` has no `keys` source to take key types from", p.name))
-}
-
 fn explain(e: color_eyre::Report, plan: &Plan) -> color_eyre::Report {
     let ranges: Vec<String> = plan
         .reads
@@ -1172,10 +1383,10 @@ fn explain(e: color_eyre::Report, plan: &Plan) -> color_eyre::Report {
             _ => String::new(),
         };
         return e.wrap_err(format!(
-            "pipeline `{}`: the change feed is not readable: a data file it references is gone (VACUUM?) in {}\n  fix: deltalink tracker reset {}{upstream_flag} --to-latest, and backfill the keys of those versions downstream",
+            "pipeline `{}`: the change feed is not readable: a data file it references is gone (VACUUM?) in {}\n  {}",
             plan.pipeline.name,
             ranges.join(", "),
-            plan.pipeline.name
+            cdf::unreadable_fix(&plan.pipeline.name, &upstream_flag)
         ));
     }
     e.wrap_err(format!("pipeline `{}`: reading changes ({}) failed", plan.pipeline.name, ranges.join(", ")))
@@ -1194,6 +1405,83 @@ pub fn session() -> SessionContext {
 fn send(opts: &RunOptions, pipeline: &str, text: String) {
     if let Some(tx) = &opts.events {
         let _ = tx.send(RunEvent::Message { pipeline: pipeline.into(), text });
+    }
+}
+
+/// What became of a pending run (see [`Engine::resolve_pending`]).
+enum PendingRun {
+    None,
+    /// Its link commit landed: only the tracker is to be completed.
+    Committed(i64),
+    /// Nothing of it landed: redo it with its pins and run_id.
+    NotCommitted,
+    /// Another writer's commit holds its run_id: plan a new run instead.
+    Abandoned,
+}
+
+/// The pipeline's rows of the upstreams it reads now: a row of an upstream removed from the
+/// config (its intent included) no longer takes part in runs.
+fn configured_rows(pipeline: &Pipeline, mut rows: Vec<TrackerRow>) -> Vec<TrackerRow> {
+    let names = pipeline.upstream_names();
+    rows.retain(|r| names.contains(&r.upstream));
+    rows
+}
+
+/// The rows of a committed pending run, completed: processed through its pins.
+fn completed_rows(rows: &[TrackerRow], pending: i64, note: &str) -> Vec<TrackerRow> {
+    rows.iter()
+        .filter(|r| r.pending_run_id == Some(pending))
+        .map(|r| {
+            let mut d = r.clone();
+            d.last_processed_version = r.pending_version;
+            d.last_processed_ts = IntentNote::parse(r.note.as_deref()).pinned_ts;
+            d.run_id = Some(pending);
+            d.pending_version = None;
+            d.pending_run_id = None;
+            d.updated_at = Some(now_ms());
+            d.updated_by = Some(crate::tracker::operator());
+            d.note = Some(note.into());
+            d
+        })
+        .collect()
+}
+
+/// Each row written over the row `read` gives for its upstream (compare-and-set).
+fn writes_over(rows: &[TrackerRow], read: impl Fn(&str) -> Option<TrackerRow>) -> Vec<RowWrite> {
+    rows.iter().map(|r| RowWrite::new(r.clone(), read(&r.upstream))).collect()
+}
+
+/// What an intent row's note keeps for a recovery that only completes the tracker: the pinned
+/// commit's time, and whether the upstream was untracked (a `start = "latest"` pipeline's
+/// first run records its pin and reads nothing — also when it is resumed).
+#[derive(Debug, Default, PartialEq, Eq)]
+struct IntentNote {
+    pinned_ts: Option<i64>,
+    untracked: bool,
+}
+
+impl IntentNote {
+    fn format(&self) -> Option<String> {
+        let mut parts = Vec::new();
+        if let Some(t) = self.pinned_ts {
+            parts.push(format!("pending_ts={t}"));
+        }
+        if self.untracked {
+            parts.push("untracked".to_string());
+        }
+        (!parts.is_empty()).then(|| parts.join(";"))
+    }
+
+    fn parse(note: Option<&str>) -> IntentNote {
+        let mut parsed = IntentNote::default();
+        for part in note.unwrap_or_default().split(';') {
+            if let Some(t) = part.strip_prefix("pending_ts=") {
+                parsed.pinned_ts = t.parse().ok();
+            } else if part == "untracked" {
+                parsed.untracked = true;
+            }
+        }
+        parsed
     }
 }
 
@@ -1217,7 +1505,7 @@ fn plan_rows(plan: &Plan, state: RowState) -> Vec<TrackerRow> {
                     row.pending_version = Some(r.pinned as i64);
                     row.pending_run_id = Some(plan.run_id);
                     // Kept so a recovery that only completes the tracker still records the commit time.
-                    row.note = r.pinned_ts.map(|t| format!("pending_ts={t}"));
+                    row.note = IntentNote { pinned_ts: r.pinned_ts, untracked: !r.tracked }.format();
                 }
                 RowState::Done => {
                     row.last_processed_version = Some(r.pinned as i64);

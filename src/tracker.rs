@@ -97,6 +97,56 @@ fn delta_columns() -> Vec<StructField> {
         .collect()
 }
 
+/// A row to write and the row its writer read before: the write's compare-and-set condition.
+/// A stale writer (one that lost its lease and woke up late) finds the row changed and is
+/// refused instead of overwriting what a newer writer or an operator wrote.
+#[derive(Debug, Clone)]
+pub struct RowWrite {
+    pub row: TrackerRow,
+    /// The row as the writer read it; `None`: there was no row.
+    pub expected: Option<TrackerRow>,
+}
+
+impl RowWrite {
+    pub fn new(row: TrackerRow, expected: Option<TrackerRow>) -> Self {
+        RowWrite { row, expected }
+    }
+
+    /// Whether `current` (the row in the tracker now) lets this write through: it is what the
+    /// writer read, or already this very write (a retry of a commit that landed).
+    fn allowed(&self, current: Option<&TrackerRow>) -> Allowed {
+        if current == Some(&self.row) {
+            Allowed::AlreadyWritten
+        } else if current == self.expected.as_ref() {
+            Allowed::Yes
+        } else {
+            Allowed::No
+        }
+    }
+}
+
+#[derive(PartialEq, Eq)]
+enum Allowed {
+    Yes,
+    AlreadyWritten,
+    No,
+}
+
+/// A row in words, for a refused write's message.
+fn describe_row(row: Option<&TrackerRow>) -> String {
+    let Some(r) = row else { return "absent".into() };
+    let v = |x: Option<i64>| x.map_or("none".to_string(), |x| x.to_string());
+    format!(
+        "processed {}, run {}, pending {} (run {}), written by {} ({})",
+        v(r.last_processed_version),
+        v(r.run_id),
+        v(r.pending_version),
+        v(r.pending_run_id),
+        r.updated_by.as_deref().unwrap_or("?"),
+        r.note.as_deref().unwrap_or(""),
+    )
+}
+
 /// What a tracker commit is, recorded in its commit info.
 #[derive(Debug, Clone)]
 pub struct Audit {
@@ -105,6 +155,8 @@ pub struct Audit {
     pub operator: String,
     pub reason: Option<String>,
     pub details: serde_json::Value,
+    /// The lease generation (fencing token) the commit was made under.
+    pub lease_generation: Option<u64>,
 }
 
 impl Audit {
@@ -115,7 +167,14 @@ impl Audit {
             operator: operator(),
             reason: None,
             details: serde_json::Value::Null,
+            lease_generation: None,
         }
+    }
+
+    /// Made under the lease whose fencing token is `fence`.
+    pub fn fenced(mut self, fence: &crate::lease::Fence) -> Self {
+        self.lease_generation = Some(fence.generation());
+        self
     }
 
     /// The commit-info fields of this audit.
@@ -130,13 +189,17 @@ impl Audit {
         if !self.details.is_null() {
             fields.insert("deltalink.details".into(), self.details.clone());
         }
+        if let Some(g) = self.lease_generation {
+            fields.insert("deltalink.lease_generation".into(), serde_json::json!(g));
+        }
+        fields.insert("deltalink.host".into(), serde_json::json!(crate::who::hostname()));
         fields
     }
 }
 
-/// The operator recorded in audit entries: `$USER`, else "unknown".
+/// The operator recorded in audit entries (never blank: see [`crate::who`]).
 pub fn operator() -> String {
-    std::env::var("USER").ok().filter(|u| !u.is_empty()).unwrap_or_else(|| "unknown".into())
+    crate::who::operator()
 }
 
 pub struct Tracker {
@@ -220,13 +283,15 @@ impl Tracker {
         Ok(rows)
     }
 
-    /// Upsert rows in one commit carrying `audit` in its commit info. Retries on concurrent
-    /// commits by other pipelines (each retry reloads and redoes the MERGE).
-    pub async fn upsert(&mut self, rows: &[TrackerRow], audit: &Audit) -> Result<()> {
-        if rows.is_empty() {
+    /// Upsert rows in one commit carrying `audit` in its commit info, each only if the
+    /// tracker still holds the row its writer read ([`RowWrite`]; refused with
+    /// [`crate::Error::Fenced`] otherwise). Retries on concurrent commits by other pipelines
+    /// (each retry reloads, checks the rows again and redoes the MERGE).
+    pub async fn upsert(&mut self, writes: &[RowWrite], audit: &Audit) -> Result<()> {
+        if writes.is_empty() {
             return Ok(());
         }
-        self.commit(rows, audit).await
+        self.commit(writes, audit).await
     }
 
     /// A commit that moves no version and only carries `audit` (a replay: the tracker's
@@ -235,7 +300,7 @@ impl Tracker {
         self.commit(&[], audit).await
     }
 
-    async fn commit(&mut self, rows: &[TrackerRow], audit: &Audit) -> Result<()> {
+    async fn commit(&mut self, writes: &[RowWrite], audit: &Audit) -> Result<()> {
         // Upserts of this process go one at a time (pipelines of a cycle finish together):
         // each rewrites the whole tracker, so two at once would conflict and back off. An
         // upsert queues, then waits for the turn; the turn's holder commits every upsert
@@ -243,7 +308,7 @@ impl Tracker {
         // pipelines queued behind the turn, two upserts per pipeline, ~6 ms each).
         let (outcome, mut done_by_another) = tokio::sync::oneshot::channel();
         let id = NEXT_QUEUED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Queued::with(|queue| queue.push(Queued { id, uri: self.uri.clone(), rows: rows.to_vec(), audit: audit.clone(), outcome }));
+        Queued::with(|queue| queue.push(Queued { id, uri: self.uri.clone(), writes: writes.to_vec(), audit: audit.clone(), outcome }));
         let _leaves_queue_if_cancelled = InQueue(id);
         let _turn = UPSERTS.lock().await;
         let context = format!("cannot write the tracker table {} ({})", display_uri(&self.uri), audit.action);
@@ -263,38 +328,65 @@ impl Tracker {
             *queue = rest;
             batch
         });
-        let mut all_rows: Vec<TrackerRow> = batch.iter().flat_map(|q| q.rows.iter().cloned()).collect();
-        let mut audits: Vec<&Audit> = batch.iter().map(|q| &q.audit).collect();
-        if !batch.iter().any(|q| q.id == id) {
-            // A holder before us took this upsert and was cancelled before settling it. An
-            // upsert sets rows to values, so committing it again is safe whether or not that
-            // holder's commit landed.
-            all_rows.extend(rows.iter().cloned());
-            audits.push(audit);
+        let mut upserts: Vec<(&[RowWrite], &Audit)> = batch.iter().map(|q| (q.writes.as_slice(), &q.audit)).collect();
+        let own = match batch.iter().position(|q| q.id == id) {
+            Some(own) => own,
+            None => {
+                // A holder before us took this upsert and was cancelled before settling it.
+                // Committing it again is safe whether or not that holder's commit landed: a
+                // row already written is let through as such (see `RowWrite::allowed`).
+                upserts.push((writes, audit));
+                upserts.len() - 1
+            }
+        };
+        let verdicts = match self.commit_rows(&upserts).await {
+            Ok(verdicts) => verdicts,
+            Err(e) => {
+                let text = format!("{e:#}");
+                for q in batch.into_iter().filter(|q| q.id != id) {
+                    let _ = q.outcome.send(Err(text.clone()));
+                }
+                return failed(e);
+            }
+        };
+        let table = self.table.clone();
+        let mut verdicts: Vec<Option<std::result::Result<(), crate::Error>>> = verdicts.into_iter().map(Some).collect();
+        for (i, q) in batch.into_iter().enumerate().filter(|(_, q)| q.id != id) {
+            let verdict = verdicts[i].take().unwrap_or(Ok(()));
+            let outcome = match verdict {
+                Ok(()) => table.clone().ok_or_else(|| "no tracker table".to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            let _ = q.outcome.send(outcome);
         }
-        let result = self.commit_rows(&all_rows, &audits).await;
-        let settled = result.as_ref().map(|()| self.table.clone()).map_err(|e| format!("{e:#}"));
-        for q in batch.into_iter().filter(|q| q.id != id) {
-            let _ = q.outcome.send(settled.clone().and_then(|t| t.ok_or_else(|| "no tracker table".to_string())));
+        match verdicts[own].take() {
+            Some(Err(refused)) => Err(refused.into()),
+            _ => Ok(()),
         }
-        result.or_else(failed)
     }
 
-    /// Commit `rows` with `audits` in one commit. It starts from the state the previous one
-    /// committed (kept in `LATEST`), without reloading the log or re-reading the rows; a commit
-    /// by another process since makes this one conflict, and the retry starts from storage.
-    async fn commit_rows(&mut self, rows: &[TrackerRow], audits: &[&Audit]) -> Result<()> {
+    /// Commit `upserts` whose rows are still as their writers read them, in one commit; the
+    /// verdict of each, in order. It starts from the state the previous commit left (kept in
+    /// `LATEST`), without reloading the log or re-reading the rows; a commit by another process
+    /// since makes this one conflict, and the retry starts from storage (and checks again).
+    async fn commit_rows(&mut self, upserts: &[(&[RowWrite], &Audit)]) -> Result<Vec<std::result::Result<(), crate::Error>>> {
         let mut base = match Latest::newer_than(&self.uri, self.table.as_ref()) {
             Some(base) => base,
             None => self.load_base().await?,
         };
         let mut attempt = 0;
         loop {
-            match merge_rows(&base, rows, audits).await {
+            let checked: Vec<Checked> = upserts.iter().map(|(writes, audit)| check_writes(&base.rows, writes, audit)).collect();
+            let rows: Vec<TrackerRow> = checked.iter().filter_map(|c| c.rows.as_ref()).flatten().cloned().collect();
+            let audits: Vec<&Audit> = upserts.iter().zip(&checked).filter(|(_, c)| c.rows.is_some()).map(|((_, a), _)| *a).collect();
+            if audits.is_empty() {
+                return Ok(checked.into_iter().map(|c| c.verdict).collect());
+            }
+            match merge_rows(&base, &rows, &audits).await {
                 Ok(committed) => {
                     Latest::remember(&self.uri, &committed.table, &committed.rows);
                     self.table = Some(committed.table);
-                    return Ok(());
+                    return Ok(checked.into_iter().map(|c| c.verdict).collect());
                 }
                 Err(e) if attempt < 20 && is_conflict(&e) => {
                     attempt += 1;
@@ -344,6 +436,48 @@ impl Tracker {
         out.truncate(limit);
         Ok(out)
     }
+}
+
+/// What one upsert does on a base: the rows it writes (`None`: it is not committed) and its
+/// verdict for its caller.
+struct Checked {
+    rows: Option<Vec<TrackerRow>>,
+    verdict: std::result::Result<(), crate::Error>,
+}
+
+/// Check an upsert's compare-and-set conditions against `base`. An upsert whose rows are all
+/// already written (a retried commit that landed) is settled without another commit; a
+/// `record` (no rows) always commits its audit.
+fn check_writes(base: &[TrackerRow], writes: &[RowWrite], audit: &Audit) -> Checked {
+    let current = |w: &RowWrite| base.iter().find(|r| r.pipeline_name == w.row.pipeline_name && r.upstream == w.row.upstream);
+    let mut changes = false;
+    for w in writes {
+        match w.allowed(current(w)) {
+            Allowed::Yes => changes = true,
+            Allowed::AlreadyWritten => {}
+            Allowed::No => {
+                let why = format!(
+                    "the tracker row of upstream `{}` is now {}, not {} as read",
+                    w.row.upstream,
+                    describe_row(current(w)),
+                    describe_row(w.expected.as_ref())
+                );
+                let refused = crate::Error::Fenced {
+                    pipeline: audit.pipeline.clone(),
+                    what: format!("the tracker commit `{}`", audit.action),
+                    why,
+                    generation: audit.lease_generation.unwrap_or_default(),
+                };
+                return Checked { rows: None, verdict: Err(refused) };
+            }
+        }
+    }
+    if !changes && !writes.is_empty() {
+        return Checked { rows: None, verdict: Ok(()) };
+    }
+    // Rows already written are written again with the others: the same values.
+    let rows = writes.iter().map(|w| w.row.clone()).collect();
+    Checked { rows: Some(rows), verdict: Ok(()) }
 }
 
 /// One audit of a tracker commit, from its commit-info fields (`fields` looks one up).
@@ -410,7 +544,7 @@ static UPSERTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 struct Queued {
     id: u64,
     uri: Url,
-    rows: Vec<TrackerRow>,
+    writes: Vec<RowWrite>,
     audit: Audit,
     outcome: tokio::sync::oneshot::Sender<std::result::Result<DeltaTable, String>>,
 }

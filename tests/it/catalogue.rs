@@ -81,7 +81,8 @@ fn vacuumed_data_files_are_reported_as_unreadable_versions() {
         let before = processed(&engine).await;
         let e = message(engine.run("p", &RunOptions::default()).await.expect_err("must refuse"));
         assert!(e.contains("upstream `a`") && e.contains("not readable"), "{e}");
-        assert!(e.contains("fix:"), "{e}");
+        // The fix says that it skips versions, and what the skipped keys need.
+        assert!(e.contains("--to-latest  SKIPS them") && e.contains("backfill"), "{e}");
         assert_eq!(processed(&engine).await, before, "the tracker did not move");
         assert_eq!(link_keys(&engine, "p").await.len(), 1, "the link table is untouched");
     });
@@ -270,5 +271,53 @@ fn a_tracker_ahead_of_a_recreated_upstream_is_refused() {
         assert!(e.contains("newer than its latest version 1") && e.contains("was the table re-created?"), "{e}");
         assert!(e.contains("tracker reset p --upstream a"), "{e}");
         assert_eq!(processed(&engine).await, before, "the tracker did not move");
+    });
+}
+
+/// An upstream `(row_id LONG, k INT)` with CDF, holding `keys`.
+async fn int_keyed_table(dir: &std::path::Path, keys: &[i32]) {
+    std::fs::create_dir_all(dir).expect("mkdir");
+    let table = deltalake::DeltaTableBuilder::from_url(url_of(dir))
+        .expect("url")
+        .build()
+        .expect("handle")
+        .create()
+        .with_columns([StructField::new("row_id", DeltaType::LONG, false), StructField::new("k", DeltaType::INTEGER, true)])
+        .with_configuration_property(TableProperty::EnableChangeDataFeed, Some("true"))
+        .await
+        .expect("create");
+    let schema = Arc::new(Schema::new(vec![Field::new("row_id", DataType::Int64, false), Field::new("k", DataType::Int32, true)]));
+    let rows: Vec<i64> = (0..keys.len() as i64).collect();
+    let batch = RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(rows)), Arc::new(deltalake::arrow::array::Int32Array::from(keys.to_vec()))])
+        .expect("batch");
+    table.write(vec![batch]).with_save_mode(SaveMode::Append).await.expect("write");
+}
+
+/// Sources whose key columns differ in width (INT in one upstream, LONG in another): a new link
+/// table takes the wider type and holds every key; a link table created narrower refuses the
+/// wider source while planning — before any intent — naming both columns.
+#[test]
+fn key_columns_of_different_integer_widths_widen_or_are_refused_before_the_intent() {
+    rt().block_on(async {
+        let lake = Lake::new();
+        int_keyed_table(&lake.path("a"), &[1, 2]).await;
+        let mut b = ModelTable::create(&lake.path("b"), true).await;
+        b.insert(&[Some(5_000_000_000)]).await;
+
+        let both = simple_config(&["a", "b"], &[("p", &["a", "b"])]);
+        let engine = lake.engine(&both);
+        engine.run("p", &RunOptions::default()).await.expect("the link table takes the wider type");
+        let keys: Vec<i64> = link_keys(&engine, "p").await.into_keys().collect();
+        assert_eq!(keys, vec![1, 2, 5_000_000_000]);
+
+        // `q` first reads only `a`: its link table's key is an INT; then `b` is added.
+        let narrow = lake.engine(&simple_config(&["a", "b"], &[("q", &["a"])]));
+        narrow.run("q", &RunOptions::default()).await.expect("q over a");
+        let widened = lake.engine(&simple_config(&["a", "b"], &[("q", &["a", "b"])]));
+        let e = message(widened.run("q", &RunOptions::default()).await.expect_err("refused"));
+        assert!(e.contains("key column `k`") && e.contains("upstream `b` column `k`") && e.contains("link table's column `k`"), "{e}");
+        assert!(e.contains("may not fit") && e.contains("fix:"), "{e}");
+        let rows = widened.tracker().await.expect("t").rows(Some("q")).await.expect("rows");
+        assert!(rows.iter().all(|r| r.pending_run_id.is_none()), "refused before the intent: {rows:?}");
     });
 }

@@ -5,6 +5,7 @@ mod common;
 mod console;
 mod engine;
 mod errors;
+mod fencing;
 mod fixtures;
 mod joins;
 mod operator;

@@ -103,7 +103,8 @@ fn an_upsert_from_a_stale_state_keeps_another_writers_tracker_commit() {
         // `tracker` (and this process's last commit) are still at `before`.
         let mut row = deltalink::tracker::TrackerRow::new("q", "a");
         row.last_processed_version = Some(3);
-        tracker.upsert(&[row], &deltalink::tracker::Audit::new("test", "q")).await.expect("upsert");
+        let write = deltalink::tracker::RowWrite::new(row, None);
+        tracker.upsert(&[write], &deltalink::tracker::Audit::new("test", "q")).await.expect("upsert");
 
         let fresh = engine.tracker().await.expect("tracker");
         assert_eq!(fresh.table().and_then(|t| t.version()), Some(before + 2), "one retry after the conflict");
@@ -133,7 +134,8 @@ fn concurrent_upserts_all_land_and_every_audit_stays_in_the_history() {
                 let mut tracker = engine.tracker().await.expect("tracker");
                 let mut row = TrackerRow::new(&format!("g{i}"), "a");
                 row.last_processed_version = Some(i);
-                tracker.upsert(&[row], &Audit::new("test-group", &format!("g{i}"))).await.expect("upsert");
+                let write = deltalink::tracker::RowWrite::new(row, None);
+                tracker.upsert(&[write], &Audit::new("test-group", &format!("g{i}"))).await.expect("upsert");
             })
         });
         for upsert in futures::future::join_all(upserts).await {
@@ -208,9 +210,11 @@ fn resets_and_runs_are_refused_while_leased_and_in_read_only_mode() {
 fn an_expired_lease_is_taken_over_by_exactly_one_of_many_contenders() {
     rt().block_on(async {
         let (lake, _a, engine, _) = lake_with_history().await;
-        for round in 0..5 {
-            // A holder on another host that stopped heartbeating long ago, at generation 3;
-            // several rounds, as the interleavings differ from one to the next.
+        for round in 0..5u64 {
+            // A holder on another host that stopped heartbeating long ago, at a generation past
+            // the last round's (released) one; several rounds, as the interleavings differ.
+            // Its TTL is short: contenders watch it that long on their own clock first.
+            let dead_generation = 3 + 2 * round;
             let dead = deltalink::lease::LeaseHolder {
                 operator: "gone".into(),
                 host: "another-host".into(),
@@ -219,8 +223,10 @@ fn an_expired_lease_is_taken_over_by_exactly_one_of_many_contenders() {
                 since_ms: 0,
                 heartbeat_ms: 0,
                 token: "dead".into(),
+                ttl_ms: 300,
+                released: false,
             };
-            let object = lake.path("_deltalink/tracker").join(deltalink::lease::object_path("p", 3).as_ref());
+            let object = lake.path("_deltalink/tracker").join(deltalink::lease::object_path("p", dead_generation).as_ref());
             std::fs::create_dir_all(object.parent().expect("parent")).expect("lease dir");
             std::fs::write(&object, serde_json::to_vec(&dead).expect("json")).expect("expired lease");
 
@@ -251,7 +257,11 @@ fn an_expired_lease_is_taken_over_by_exactly_one_of_many_contenders() {
             for lease in won {
                 lease.release().await;
             }
-            assert_eq!(walk_files(&lake.path("_deltalink/tracker/_leases")), Vec::<std::path::PathBuf>::new(), "a released lease leaves no object");
+            let left = walk_files(&lake.path("_deltalink/tracker/_leases"));
+            assert_eq!(left.len(), 1, "a released lease leaves its generation, marked released: {left:?}");
+            let released = deltalink::lease::current(&engine, "p").await.expect("read lease").expect("marker");
+            assert!(released.released && released.expired(), "{released:?}");
+            assert_eq!(deltalink::lease::current_generation(&engine, "p").await.expect("generation"), Some(dead_generation + 1));
         }
         engine.run("p", &RunOptions::default()).await.expect("the pipeline runs once the lease is released");
     });
