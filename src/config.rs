@@ -386,6 +386,9 @@ impl Validator<'_> {
 pub fn resolve_table_uri(s: &str, base: &Path) -> Result<Url, String> {
     if s.contains("://") {
         let mut url = Url::parse(s).map_err(|e| format!("`{s}` is not a valid URL: {e}"))?;
+        if let Some(refusal) = store_not_built(&url, &store_feature_built) {
+            return Err(refusal);
+        }
         if !url.path().ends_with('/') {
             let p = format!("{}/", url.path());
             url.set_path(&p);
@@ -401,6 +404,32 @@ pub fn resolve_table_uri(s: &str, base: &Path) -> Result<Url, String> {
     };
     let abs = normalize_path(&abs);
     Url::from_directory_path(&abs).map_err(|_| format!("cannot turn path `{}` into a URL", abs.display()))
+}
+
+/// Whether this build has the cargo feature of an object store (see Cargo.toml `[features]`).
+fn store_feature_built(feature: &str) -> bool {
+    match feature {
+        "s3" => cfg!(feature = "s3"),
+        "azure" => cfg!(feature = "azure"),
+        "gcs" => cfg!(feature = "gcs"),
+        _ => false,
+    }
+}
+
+/// A location on an object store whose cargo feature this build lacks: say which feature to
+/// build with, instead of delta-rs's later "Unknown scheme".
+fn store_not_built(url: &Url, built: &dyn Fn(&str) -> bool) -> Option<String> {
+    let (store, feature) = match url.scheme() {
+        "s3" | "s3a" => ("S3", "s3"),
+        "az" | "abfs" | "abfss" | "azure" | "adl" => ("Azure storage", "azure"),
+        "gs" => ("Google Cloud Storage", "gcs"),
+        _ => return None,
+    };
+    (!built(feature)).then(|| {
+        format!(
+            "`{url}` is on {store}, which this build of deltalink leaves out (the default build reads local tables only)\n  fix: build with `cargo build --release --features {feature}` (or `--features all-stores`), then run that binary"
+        )
+    })
 }
 
 /// Lexically remove `.` and `..` so URLs are stable without touching the file system.
@@ -426,4 +455,27 @@ pub fn display_uri(url: &Url) -> String {
         }
     }
     url.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_object_store_left_out_of_the_build_is_refused_naming_its_feature() {
+        let refusal = |uri: &str| store_not_built(&Url::parse(uri).expect("url"), &|_| false);
+        for (uri, feature) in [("s3://lake/t/", "s3"), ("s3a://lake/t/", "s3"), ("abfss://c@a.dfs.core.windows.net/t/", "azure"), ("gs://lake/t/", "gcs")] {
+            let message = refusal(uri).unwrap_or_else(|| panic!("{uri} must be refused"));
+            assert!(message.contains(&format!("--features {feature}")), "{uri}: {message}");
+        }
+        assert_eq!(refusal("file:///tmp/t/"), None, "local tables need no feature");
+        let built = store_not_built(&Url::parse("s3://lake/t/").expect("url"), &|f| f == "s3");
+        assert_eq!(built, None, "a build with the feature accepts the location");
+    }
+
+    #[test]
+    fn this_builds_features_decide_what_resolve_table_uri_accepts() {
+        let resolved = resolve_table_uri("s3://lake/t", Path::new("/"));
+        assert_eq!(resolved.is_ok(), cfg!(feature = "s3"), "{resolved:?}");
+    }
 }
