@@ -106,6 +106,11 @@ pub async fn check_range(name: &str, table: &DeltaTable, start: u64, end: u64) -
             }
             .into());
         };
+        // Files written while column mapping was on carry physical column names: keys would
+        // read as NULL even if the mapping is off again by `end`.
+        if let Some(mode) = commit.column_mapping {
+            return Err(Error::ColumnMappingUnsupported { name: name.into(), table: table_name, mode }.into());
+        }
         if commit.has_metadata && first_metadata.is_none() {
             first_metadata = Some(v);
         }
@@ -124,6 +129,9 @@ pub async fn check_range(name: &str, table: &DeltaTable, start: u64, end: u64) -
             before.load_version(start - 1).await.wrap_err_with(|| {
                 format!("upstream `{name}`: cannot load version {} to check its CDF setting", start - 1)
             })?;
+            if let Some(mode) = lake::column_mapping_mode(&before) {
+                return Err(Error::ColumnMappingUnsupported { name: name.into(), table: table_name, mode }.into());
+            }
             !lake::cdf_enabled(&before)
         }
         None => false,

@@ -172,10 +172,12 @@ pub fn cdf_enabled(table: &DeltaTable) -> bool {
         .unwrap_or(false)
 }
 
+const COLUMN_MAPPING_PROPERTY: &str = "delta.columnMapping.mode";
+
 /// The table's column-mapping mode when it is on (`name` or `id`).
 pub fn column_mapping_mode(table: &DeltaTable) -> Option<String> {
     let snapshot = table.snapshot().ok()?;
-    let mode = snapshot.metadata().configuration().get("delta.columnMapping.mode")?.clone();
+    let mode = snapshot.metadata().configuration().get(COLUMN_MAPPING_PROPERTY)?.clone();
     (!mode.eq_ignore_ascii_case("none")).then_some(mode)
 }
 
@@ -189,6 +191,8 @@ pub struct CommitSummary {
     pub info: Option<CommitInfo>,
     /// `Some(true/false)` when the commit changes table metadata and says whether CDF is on.
     pub cdf_setting: Option<bool>,
+    /// The column-mapping mode a metadata change turns on (`name`, `id`); `None` when off.
+    pub column_mapping: Option<String>,
     pub has_metadata: bool,
 }
 
@@ -215,6 +219,11 @@ pub async fn read_commit(table: &DeltaTable, version: u64) -> Result<Option<Comm
                         .map(|v| v.eq_ignore_ascii_case("true"))
                         .unwrap_or(false),
                 );
+                summary.column_mapping = md
+                    .configuration()
+                    .get(COLUMN_MAPPING_PROPERTY)
+                    .filter(|mode| !mode.eq_ignore_ascii_case("none"))
+                    .cloned();
             }
             _ => {}
         }

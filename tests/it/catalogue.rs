@@ -321,3 +321,33 @@ fn key_columns_of_different_integer_widths_widen_or_are_refused_before_the_inten
         assert!(rows.iter().all(|r| r.pending_run_id.is_none()), "refused before the intent: {rows:?}");
     });
 }
+
+/// Commit a metadata change to `a` by hand (as another writer would): `a`'s configuration with
+/// `delta.columnMapping.mode` set to `mode`.
+fn commit_column_mapping(lake: &Lake, version: u64, mode: &str) {
+    let log = lake.path("a/_delta_log");
+    let first = std::fs::read_to_string(log.join(format!("{:020}.json", 0))).expect("read version 0");
+    let mut metadata: serde_json::Value = first
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|a| a.get("metaData").is_some())
+        .expect("version 0 has metadata");
+    metadata["metaData"]["configuration"]["delta.columnMapping.mode"] = serde_json::Value::from(mode);
+    let info = serde_json::json!({"commitInfo": {"timestamp": 1_796_000_000_000_i64 + version as i64, "operation": "SET TBLPROPERTIES"}});
+    std::fs::write(log.join(format!("{version:020}.json")), format!("{info}\n{metadata}\n")).expect("write commit");
+}
+
+#[test]
+fn column_mapping_turned_on_and_off_again_inside_the_range_is_refused() {
+    rt().block_on(async {
+        let (lake, mut a, engine) = lake_after_one_run().await;
+        a.insert(&[Some(2)]).await; // version 2
+        commit_column_mapping(&lake, 3, "name");
+        commit_column_mapping(&lake, 4, "none");
+        let before = processed(&engine).await;
+        let e = message(engine.run("p", &RunOptions::default()).await.expect_err("a range with column mapping must be refused"));
+        assert!(e.contains("column mapping (delta.columnMapping.mode = name)"), "{e}");
+        assert_eq!(processed(&engine).await, before, "the tracker did not move");
+        assert_eq!(link_keys(&engine, "p").await.len(), 1, "the link table is untouched");
+    });
+}
