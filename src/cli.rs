@@ -7,9 +7,10 @@ use clap::{Args, Parser, Subcommand};
 use color_eyre::eyre::{Result, WrapErr};
 
 use crate::config::{Config, DEFAULT_CONFIG_PATH};
-use crate::demo::{ensure_demo_lake, DemoOptions};
-use crate::runner::{Engine, Outcome, RunOptions, RunReport};
-use crate::status::{self, Status};
+use crate::console::ConsoleArgs;
+use crate::ops::demo::{ensure_demo_lake, DemoOptions};
+use crate::engine::{Engine, Outcome, RunOptions, RunReport};
+use crate::ops::status::{self, Status};
 
 #[derive(Parser, Debug)]
 #[command(name = "deltalink", version, about = "Delta Lake change-data pipelines: CDF → per-pipeline link tables, with an operations console")]
@@ -24,19 +25,6 @@ pub struct Cli {
     pub console: ConsoleArgs,
     #[command(subcommand)]
     pub command: Option<Command>,
-}
-
-#[derive(Args, Debug, Clone, Default)]
-pub struct ConsoleArgs {
-    /// Console theme: a name from themes/ (dark, light, mono) or a path to a theme TOML.
-    #[arg(long, global = true)]
-    pub theme: Option<String>,
-    /// Capture the mouse in the console (off by default: it breaks copy/paste over SSH).
-    #[arg(long, global = true)]
-    pub mouse: bool,
-    /// Where the console writes its log (tracing output never goes to the terminal it draws on).
-    #[arg(long, global = true)]
-    pub log_file: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -143,7 +131,8 @@ pub struct ResetArgs {
     /// Move by N versions (negative re-reads).
     #[arg(long, group = "target", allow_negative_numbers = true)]
     pub shift_by: Option<i64>,
-    /// Processed through the last version committed at or before this RFC 3339 time.
+    /// Processed through the last version committed at or before this time: RFC 3339, or a
+    /// date with an optional time read as UTC (2026-11-25, 2026-11-25 10:00).
     #[arg(long, group = "target")]
     pub to_datetime: Option<String>,
     /// Commit the reset (without it: a dry run that writes nothing).
@@ -311,7 +300,7 @@ async fn run_command(engine: &Engine, cmd: &Command) -> Result<()> {
                 p.pipeline, p.change_rows, p.distinct_keys, p.null_key_rows
             );
             for u in &p.upstreams {
-                println!("  {:<32} {}", u.upstream, describe_range(u));
+                println!("  {:<32} {}", u.upstream, crate::describe::read_range(u));
             }
             println!("\n  {:<30} {:<30} {:>8}  change", p.key.join(", "), "upstream", "version");
             for r in &p.rows {
@@ -334,7 +323,7 @@ async fn run_command(engine: &Engine, cmd: &Command) -> Result<()> {
                 ),
                 None => None,
             };
-            let replay = crate::runner::Replay {
+            let replay = crate::engine::Replay {
                 pipeline: pipeline.clone(),
                 from_version: *from_version,
                 to_version: *to_version,
@@ -349,7 +338,7 @@ async fn run_command(engine: &Engine, cmd: &Command) -> Result<()> {
                 return Ok(());
             }
             for u in &r.upstreams {
-                println!("  {:<32} {}", u.upstream, describe_range(u));
+                println!("  {:<32} {}", u.upstream, crate::describe::read_range(u));
             }
             if r.written {
                 println!("replay of {} written into {} as run {}: {} change rows → {} keys", r.pipeline, r.target, r.run_id.unwrap_or_default(), r.change_rows, r.distinct_keys);
@@ -368,7 +357,7 @@ async fn run_command(engine: &Engine, cmd: &Command) -> Result<()> {
                 }
             });
             eprintln!("watching every {:?}; Ctrl-C to stop", interval);
-            let mut w = crate::watch::Watcher::new(engine.clone(), pipelines.clone(), *interval);
+            let mut w = crate::ops::watch::Watcher::new(engine.clone(), pipelines.clone(), *interval);
             w.run(stop, |p, r| match r {
                 Ok(rep) => print_run(rep),
                 Err(e) => eprintln!("pipeline {p}: FAILED\n{e:?}"),
@@ -379,17 +368,6 @@ async fn run_command(engine: &Engine, cmd: &Command) -> Result<()> {
     }
 }
 
-fn describe_range(u: &crate::runner::UpstreamRead) -> String {
-    let from = u.processed.map_or("never read".to_string(), |p| format!("processed {p}"));
-    match u.range {
-        None if u.processed.is_none() => format!("{from}, starts at latest {}", u.pinned),
-        None => format!("{from}, latest {}: nothing new", u.pinned),
-        Some(r) => match r.snapshot {
-            Some(s) => format!("{from}: snapshot at {s} + changes {}..={}", r.from, r.to),
-            None => format!("{from}: changes {}..={} ({} commits)", r.from, r.to, r.to + 1 - r.from),
-        },
-    }
-}
 
 fn print_run(r: &RunReport) {
     let outcome = match r.outcome {
@@ -399,7 +377,7 @@ fn print_run(r: &RunReport) {
     };
     println!("pipeline {}: {outcome} in {:.2}s", r.pipeline, r.duration.as_secs_f64());
     for u in &r.upstreams {
-        println!("  {:<32} {}", u.upstream, describe_range(u));
+        println!("  {:<32} {}", u.upstream, crate::describe::read_range(u));
     }
     if r.outcome == Outcome::Written {
         println!(
@@ -478,7 +456,7 @@ async fn tracker_show(engine: &Engine, pipeline: Option<&str>, json: bool, histo
             r.upstream,
             r.last_processed_version.map_or("-".into(), |v| v.to_string()),
             r.run_id.map_or("-".into(), |v| v.to_string()),
-            r.updated_at.and_then(status::format_ms).unwrap_or_default(),
+            r.updated_at.and_then(crate::util::time::format_ms).unwrap_or_default(),
             r.updated_by.clone().unwrap_or_default(),
             r.pending_run_id.map_or(String::new(), |p| format!("  (run {p} pending at version {})", r.pending_version.unwrap_or_default()))
         );
@@ -488,7 +466,7 @@ async fn tracker_show(engine: &Engine, pipeline: Option<&str>, json: bool, histo
         println!(
             "  v{:<5} {:<21} {:<14} {:<24} {:<10} {}",
             h.version,
-            h.timestamp_ms.and_then(status::format_ms).unwrap_or_default(),
+            h.timestamp_ms.and_then(crate::util::time::format_ms).unwrap_or_default(),
             h.action.clone().unwrap_or_else(|| h.operation.clone()),
             h.pipeline.clone().unwrap_or_default(),
             h.operator.clone().unwrap_or_default(),
@@ -498,8 +476,8 @@ async fn tracker_show(engine: &Engine, pipeline: Option<&str>, json: bool, histo
     Ok(())
 }
 
-fn reset_target(args: &ResetArgs) -> Result<crate::reset::ResetTarget> {
-    use crate::reset::ResetTarget;
+fn reset_target(args: &ResetArgs) -> Result<crate::ops::reset::ResetTarget> {
+    use crate::ops::reset::ResetTarget;
     Ok(if let Some(v) = args.to_version {
         ResetTarget::Version(v)
     } else if args.to_earliest {
@@ -509,8 +487,7 @@ fn reset_target(args: &ResetArgs) -> Result<crate::reset::ResetTarget> {
     } else if let Some(n) = args.shift_by {
         ResetTarget::ShiftBy(n)
     } else if let Some(t) = &args.to_datetime {
-        let t = chrono::DateTime::parse_from_rfc3339(t)
-            .map_err(|e| color_eyre::eyre::eyre!("--to-datetime `{t}` is not RFC 3339 (e.g. 2026-11-25T10:00:00Z): {e}"))?;
+        let t = crate::util::time::parse_instant(t).map_err(|e| color_eyre::eyre::eyre!("--to-datetime: {e}"))?;
         ResetTarget::DateTime(t.with_timezone(&chrono::Utc))
     } else {
         return Err(color_eyre::eyre::eyre!("give one of --to-version, --to-earliest, --to-latest, --shift-by, --to-datetime"));
@@ -522,7 +499,7 @@ async fn tracker_reset(engine: &Engine, args: &ResetArgs) -> Result<()> {
     if args.execute && engine.read_only {
         return Err(crate::Error::ReadOnly { what: "tracker reset".into() }.into());
     }
-    let plan = crate::reset::plan_reset(engine, &args.pipeline, &args.upstreams, target).await?;
+    let plan = crate::ops::reset::plan_reset(engine, &args.pipeline, &args.upstreams, target).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&plan)?);
     } else {
@@ -545,8 +522,8 @@ async fn tracker_reset(engine: &Engine, args: &ResetArgs) -> Result<()> {
         return Ok(());
     }
     let reason = args.reason.clone().unwrap_or_else(|| "(no reason given)".into());
-    crate::reset::execute_reset(engine, &plan, &reason).await?;
-    eprintln!("reset committed to the tracker (operator {}, reason: {reason})", crate::who::operator());
+    crate::ops::reset::execute_reset(engine, &plan, &reason).await?;
+    eprintln!("reset committed to the tracker (operator {}, reason: {reason})", crate::util::who::operator());
     Ok(())
 }
 

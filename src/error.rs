@@ -54,6 +54,7 @@ pub enum Error {
     #[error("pipeline `{pipeline}`: {what} was refused: {why}\n  another process or an operator wrote it after this one read it (this writer held lease generation {generation}); nothing was overwritten\n  fix: nothing to undo; the next run starts from the tracker and link table as they are now")]
     Fenced { pipeline: String, what: String, why: String, generation: u64 },
 
-    #[error("injected fault at step {0:?} (testing only)")]
-    InjectedFault(crate::runner::Step),
+    /// Testing: a fault injected after the named step of a run.
+    #[error("injected fault at step {0} (testing only)")]
+    InjectedFault(String),
 }

@@ -2,32 +2,32 @@
 //! downstream entity keys they affect, and MERGEs those keys into one Delta link table per
 //! pipeline, with a Delta tracker table recording how far each pipeline has read each upstream.
 //!
-//! Module map (one per concept of the design brief):
-//! - [`config`]: the TOML contract; [`lake`]: opening tables and reading their logs;
-//! - [`cdf`]: change-feed reads over pinned ranges; [`keymap`]: change rows → keys;
-//! - [`link`]: the link table; [`tracker`]: progress and audit; [`runner`]: a run, exactly once;
-//! - [`status`]: lag and versions; [`demo`]: the built-in demo lake; [`cli`]: the command line;
-//! - [`who`]: the operator and host recorded in the audit trail and the lease.
+//! Layers, each importing only from the ones before it (`tests/it/architecture.rs` keeps it so):
+//! - [`util`]: time, arrow helpers, hashing, owned tasks, who runs us — no crate imports;
+//! - [`config`] (the TOML contract) and [`Error`] (errors an operator can act on);
+//! - [`store`]: Delta I/O — lake, change feed, tracker, lease, link table;
+//! - [`engine`]: key mapping and the exactly-once run;
+//! - [`ops`]: status, resets, watch, the demo lake;
+//! - [`describe`]: the words both front ends use for plans, ranges and steps;
+//! - [`console`]: the terminal console; [`cli`]: the command line.
 
-pub mod cdf;
-pub mod cli;
+pub mod util;
+
 pub mod config;
-pub mod console;
-pub mod demo;
 mod error;
-pub mod keymap;
-pub mod lake;
-pub mod lease;
-pub mod link;
-pub mod reset;
-pub mod runner;
-pub mod sqlmap;
-pub mod status;
-mod task;
-pub mod tracker;
-pub mod watch;
-pub mod who;
+
+pub mod store;
+
+pub mod engine;
+
+pub mod ops;
+
+pub mod describe;
+
+pub mod console;
+
+pub mod cli;
 
 pub use config::Config;
+pub use engine::{Engine, RunOptions, RunReport};
 pub use error::Error;
-pub use runner::{Engine, RunOptions, RunReport};

@@ -6,7 +6,7 @@
 
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
-use super::action::{Action, Command, Edit, View};
+use crate::console::msg::{Action, Command, Edit, View};
 
 /// Where the keyboard focus is; each context has its own table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,22 +1,19 @@
 //! The operations console (ratatui).
 //!
-//! Shape (as gitui / the ratatui templates): terminal input → [`action::Action`] →
-//! [`app::App::update`] → render from state ([`ui::draw`]). Engine work runs as tokio tasks
+//! Shape (as gitui / the ratatui templates): terminal input → [`msg::Action`] →
+//! [`state::app::App::update`] → render from state ([`render::draw`]). Engine work runs as tokio tasks
 //! ([`tasks`]) whose results come back over a channel as actions; the loop never awaits I/O
 //! and draws at most once per frame interval, only when something changed.
 
-pub mod action;
-pub mod app;
-mod details;
-pub mod form;
+// One-way: messages and vocabulary at the bottom, state above them, rendering above state,
+// the task runner and the terminal loop on top (tests/it/architecture.rs keeps it so).
+pub mod msg;
 pub mod keys;
-mod popups;
-pub mod replay;
-pub mod tasks;
 pub mod text;
 pub mod theme;
-pub mod ui;
-mod views;
+pub mod state;
+pub mod render;
+pub mod tasks;
 
 use std::fs::OpenOptions;
 use std::io::{stdout, Stdout};
@@ -38,14 +35,27 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::Dispatch;
 
-use crate::cli::ConsoleArgs;
-use crate::demo::{DemoOptions, DemoWriter};
-use crate::runner::Engine;
+use crate::ops::demo::{DemoOptions, DemoWriter};
+use crate::engine::Engine;
 
-use action::{Action, Command};
-use app::App;
-use tasks::{TaskEvent, Tasks};
+use msg::{Action, Command, TaskEvent};
+use state::app::{self, App};
+use tasks::Tasks;
 use theme::ThemeEnv;
+
+/// The console's own flags (global: they apply to `deltalink` and `deltalink demo`).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct ConsoleArgs {
+    /// Console theme: a name from themes/ (dark, light, mono) or a path to a theme TOML.
+    #[arg(long, global = true)]
+    pub theme: Option<String>,
+    /// Capture the mouse in the console (off by default: it breaks copy/paste over SSH).
+    #[arg(long, global = true)]
+    pub mouse: bool,
+    /// Where the console writes its log (tracing output never goes to the terminal it draws on).
+    #[arg(long, global = true)]
+    pub log_file: Option<PathBuf>,
+}
 
 /// At most one frame per this interval (~60 fps), after draining every pending event.
 const FRAME: Duration = Duration::from_millis(16);
@@ -162,7 +172,7 @@ impl Tui {
     /// One frame, wrapped in a synchronized update so terminals never show half a frame.
     fn draw(&mut self, app: &App) -> Result<()> {
         queue!(self.terminal.backend_mut(), BeginSynchronizedUpdate)?;
-        self.terminal.draw(|f| ui::draw(f, app))?;
+        self.terminal.draw(|f| render::draw(f, app))?;
         execute!(self.terminal.backend_mut(), EndSynchronizedUpdate)?;
         Ok(())
     }
@@ -231,7 +241,7 @@ fn translate(app: &App, ev: Event) -> Option<Action> {
         Event::Mouse(m) if app.mouse => match m.kind {
             MouseEventKind::ScrollDown => Some(Command::Down.into()),
             MouseEventKind::ScrollUp => Some(Command::Up.into()),
-            MouseEventKind::Down(MouseButton::Left) => Some(Action::Click { column: m.column, row: m.row }),
+            MouseEventKind::Down(MouseButton::Left) => render::tab_at(app.size, m.column, m.row).map(Action::ClickTab),
             _ => None,
         },
         _ => None,

@@ -12,116 +12,14 @@ use tokio::task::AbortHandle;
 use tracing::instrument::WithSubscriber;
 use tracing::Dispatch;
 
-use crate::lake;
-use crate::link::{self, LinkPage, LinkQuery};
-use crate::reset::{self, ResetPlan, ResetTarget};
-use crate::runner::{Engine, Preview, Replay, ReplayReport, RunEvent, RunOptions, RunReport};
-use crate::status::{self, Status};
-use crate::tracker::{HistoryEntry, TrackerRow};
+use crate::store::lake;
+use crate::store::link::{self, LinkPage, LinkQuery};
+use crate::ops::reset::{self};
+use crate::engine::{Engine, Replay, RunEvent, RunOptions, RunReport};
+use crate::ops::status::{self};
 
-use super::action::WriteOp;
-use super::theme::{self, ColorDepth, Theme};
-
-/// Rows the Preview view asks for (the totals always cover everything).
-pub const PREVIEW_LIMIT: usize = 500;
-/// Tracker commits shown as the audit trail.
-pub const HISTORY_LIMIT: usize = 50;
-
-/// Names one spawned task, so its progress, result and cancellation find their way back.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct TaskId(pub u64);
-
-/// Work for the engine.
-#[derive(Clone, Debug)]
-pub enum Job {
-    Status,
-    Tracker,
-    Preview {
-        pipeline: String,
-    },
-    LinkPage {
-        pipeline: String,
-        query: LinkQuery,
-    },
-    PlanReset {
-        pipeline: String,
-        upstreams: Vec<String>,
-        target: ResetTarget,
-    },
-    /// A replay without `execute`: what it would write.
-    PlanReplay(Replay),
-    /// Change rows of each pending range of a pipeline (the Pipelines detail pane).
-    PendingRows { pipeline: String, ranges: Vec<PendingRange> },
-    /// Only ever built from an accepted confirmation.
-    Write(WriteOp),
-    Theme(String),
-}
-
-/// What the App asks the loop to do.
-#[derive(Debug)]
-pub enum Request {
-    Spawn { id: TaskId, job: Job },
-    Cancel(TaskId),
-}
-
-/// The tracker view's data: one row per (pipeline, upstream) and the audit trail.
-#[derive(Clone, Debug)]
-pub struct TrackerData {
-    pub rows: Vec<TrackerRow>,
-    pub history: Vec<HistoryEntry>,
-}
-
-/// What comes back from a task (or from the demo writer).
-#[derive(Debug)]
-pub enum TaskEvent {
-    Progress {
-        id: TaskId,
-        progress: Progress,
-    },
-    Finished {
-        id: TaskId,
-        result: Finished,
-    },
-    /// The task panicked (it is logged; the console carries on).
-    Failed {
-        id: TaskId,
-        error: String,
-    },
-    Cancelled {
-        id: TaskId,
-    },
-    /// An error of work the console did not ask for (the demo writer).
-    Background {
-        error: String,
-    },
-}
-
-#[derive(Debug)]
-pub enum Progress {
-    Run(RunEvent),
-    /// One pipeline of a run-all finished.
-    PipelineDone {
-        pipeline: String,
-        result: Result<RunReport, String>,
-    },
-}
-
-/// A task's result; errors are rendered to text where they happen.
-#[derive(Debug)]
-pub enum Finished {
-    Status(Result<Status, String>),
-    Tracker(Result<TrackerData, String>),
-    Preview { pipeline: String, result: Result<Preview, String> },
-    LinkPage { pipeline: String, result: Result<LinkPage, String> },
-    ResetPlan { pipeline: String, result: Result<ResetPlan, String> },
-    Reset { pipeline: String, result: Result<(), String> },
-    ReplayPlan { pipeline: String, result: Result<ReplayReport, String> },
-    PendingRows { pipeline: String, counts: Vec<(String, Result<u64, String>)> },
-    Replay { pipeline: String, result: Result<ReplayReport, String> },
-    Run { pipeline: String, result: Result<RunReport, String> },
-    RunAll,
-    Theme(Result<Theme, String>),
-}
+use crate::console::msg::{Finished, Job, Progress, Request, TaskEvent, TaskId, TrackerData, WriteOp, HISTORY_LIMIT, PREVIEW_LIMIT};
+use crate::console::theme::{self, ColorDepth};
 
 /// Spawns jobs and keeps their abort handles (cancelling a run is safe: the next run recovers).
 pub struct Tasks {
@@ -295,14 +193,6 @@ fn forward_run_events(
         }
     });
     (tx, forward)
-}
-
-/// Versions `from..=to` of one upstream that a pipeline has not read yet.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PendingRange {
-    pub upstream: String,
-    pub from: u64,
-    pub to: u64,
 }
 
 async fn load_tracker(engine: &Engine) -> Result<TrackerData> {

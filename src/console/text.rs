@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Local};
 
-use crate::runner::{Outcome, ReadRangeView, RunReport, UpstreamRead};
+use crate::engine::{Outcome, RunReport};
 
 /// 1234567 → "1,234,567".
 pub fn thousands(n: u64) -> String {
@@ -79,7 +79,7 @@ pub fn run_summary(r: &RunReport) -> String {
 /// Short form for a table cell.
 /// The Last run cell for a write made outside this console: `#12 4m10s ago, 2,401 keys`
 /// (`replay #13 …` for a replay).
-pub fn write_cell(w: &crate::link::LinkWrite, now: DateTime<Local>) -> String {
+pub fn write_cell(w: &crate::store::link::LinkWrite, now: DateTime<Local>) -> String {
     let kind = if w.kind == "run" { String::new() } else { format!("{} ", w.kind) };
     let ago = w.at_ms.map(|ms| format!(" {} ago", age((now.timestamp_millis() - ms) as f64 / 1000.0))).unwrap_or_default();
     let keys = match (w.keys_inserted, w.keys_updated) {
@@ -97,18 +97,9 @@ pub fn run_cell(r: &RunReport) -> String {
     }
 }
 
-/// What a run or preview reads from one upstream.
-pub fn read_range(u: &UpstreamRead) -> String {
-    let from = u.processed.map_or("never read".to_string(), |p| format!("processed {p}"));
-    match u.range {
-        None if u.processed.is_none() => format!("{from}, starts at latest {}", u.pinned),
-        None => format!("{from}, latest {}: nothing new", u.pinned),
-        Some(ReadRangeView { snapshot: Some(s), to, .. }) => format!("{from}: snapshot at {s} + changes to {to}"),
-        Some(ReadRangeView { from: a, to: b, .. }) => format!("{from}: changes {a}..={b} ({} commits)", b + 1 - a),
-    }
-}
 
 /// The first line of a possibly multi-line message.
 pub fn first_line(s: &str) -> &str {
     s.lines().next().unwrap_or_default()
 }
+

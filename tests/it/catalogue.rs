@@ -9,8 +9,8 @@ use deltalake::operations::write::SchemaMode;
 use deltalake::protocol::SaveMode;
 use deltalake::schema::{DataType as DeltaType, StructField};
 use deltalake::TableProperty;
-use deltalink::reset::{plan_reset, ResetTarget};
-use deltalink::runner::RunOptions;
+use deltalink::ops::reset::{plan_reset, ResetTarget};
+use deltalink::engine::RunOptions;
 use deltalink::Engine;
 
 use crate::common::*;
@@ -234,7 +234,7 @@ fn clock_skew_in_commit_timestamps_does_not_lose_keys_or_misplace_resets() {
         // Versions, not clocks, bound a run: every key arrives.
         engine.run("p", &RunOptions::default()).await.expect("run");
         assert_eq!(link_keys(&engine, "p").await.keys().copied().collect::<Vec<_>>(), vec![1, 2, 3]);
-        let st = deltalink::status::status(&engine).await.expect("status");
+        let st = deltalink::ops::status::status(&engine).await.expect("status");
         let lag = st.pipelines[0].upstreams[0].lag_seconds.expect("lag");
         assert!(lag >= 0.0, "lag is never negative: {lag}");
         // A timestamp reset made monotonic as Delta time travel does: v2's stamp from the past

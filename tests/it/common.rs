@@ -225,7 +225,7 @@ pub fn simple_config(upstreams: &[&str], pipelines: &[(&str, &[&str])]) -> Strin
 /// A pipeline's link table; `None` while it does not exist.
 pub async fn link_table(engine: &Engine, pipeline: &str) -> Option<deltalake::DeltaTable> {
     let p = engine.config.pipeline(pipeline).expect("pipeline");
-    deltalink::lake::open_owned(&p.link_table, &engine.config.storage_options).await.expect("open link")
+    deltalink::store::lake::open_owned(&p.link_table, &engine.config.storage_options).await.expect("open link")
 }
 
 /// Every row of a pipeline's link table as (key rendered as text, run_id), sorted; empty while
@@ -233,7 +233,7 @@ pub async fn link_table(engine: &Engine, pipeline: &str) -> Option<deltalake::De
 pub async fn link_rows(engine: &Engine, pipeline: &str) -> Vec<(Vec<String>, i64)> {
     let Some(t) = link_table(engine, pipeline).await else { return Vec::new() };
     let key = &engine.config.pipeline(pipeline).expect("pipeline").key;
-    deltalink::link::all_keys(&t, key).await.expect("read link")
+    deltalink::store::link::all_keys(&t, key).await.expect("read link")
 }
 
 /// The link table's (key, run_id) pairs of a pipeline, keys parsed back to integers.
@@ -256,7 +256,7 @@ pub async fn link_rows_and_feed(engine: &Engine, pipeline: &str) -> (Vec<String>
             .iter()
             .flat_map(|b| {
                 (0..b.num_rows()).map(move |i| {
-                    (0..b.num_columns()).map(|c| deltalink::keymap::display_value(b.column(c), i)).collect::<Vec<_>>().join(" | ")
+                    (0..b.num_columns()).map(|c| deltalink::util::arrow::display_value(b.column(c), i)).collect::<Vec<_>>().join(" | ")
                 })
             })
             .collect();

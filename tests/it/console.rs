@@ -9,18 +9,18 @@ use std::time::{Duration, Instant};
 
 use chrono::{Local, TimeZone};
 use deltalink::config::Config;
-use deltalink::console::action::{Action, Command, View};
-use deltalink::console::app::{App, Clock, Popup};
+use deltalink::console::msg::{Action, Command, View};
+use deltalink::console::state::app::{App, Clock, Popup};
 use deltalink::console::keys::{self, Context};
-use deltalink::console::tasks::{Finished, Job, Request, TaskEvent, TrackerData};
+use deltalink::console::msg::{Finished, Job, Request, TaskEvent, TrackerData};
 use deltalink::console::theme::{self, ColorDepth, Theme, ThemeEnv};
-use deltalink::console::ui;
-use deltalink::keymap::PreviewRow;
-use deltalink::link::{LinkPage, LinkWrite};
-use deltalink::reset::{ResetChange, ResetPlan, ResetTarget};
-use deltalink::runner::{Outcome, Preview, ReadRangeView, ReplayReport, RunReport, UpstreamRead};
-use deltalink::status::{PipelineStatus, PipelineUpstreamStatus, Status, UpstreamStatus};
-use deltalink::tracker::{HistoryEntry, TrackerRow};
+use deltalink::console::render;
+use deltalink::engine::keymap::PreviewRow;
+use deltalink::store::link::{LinkPage, LinkWrite};
+use deltalink::ops::reset::{ResetChange, ResetPlan, ResetTarget};
+use deltalink::engine::{Outcome, Preview, ReadRangeView, ReplayReport, RunReport, UpstreamRead};
+use deltalink::ops::status::{PipelineStatus, PipelineUpstreamStatus, Status, UpstreamStatus};
+use deltalink::store::tracker::{HistoryEntry, TrackerRow};
 use ratatui::backend::TestBackend;
 use ratatui::buffer::Buffer;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
@@ -254,10 +254,10 @@ fn keys_typed(app: &mut App, text: &str) {
     }
 }
 
-/// The screen `ui::draw` paints for `app`, cells with their styles.
+/// The screen `render::draw` paints for `app`, cells with their styles.
 fn draw(app: &App, width: u16, height: u16) -> Buffer {
     let mut term = Terminal::new(TestBackend::new(width, height)).expect("test terminal");
-    term.draw(|f| ui::draw(f, app)).expect("draw");
+    term.draw(|f| render::draw(f, app)).expect("draw");
     term.backend().buffer().clone()
 }
 
@@ -408,7 +408,7 @@ fn pipelines_app() -> App {
     key(&mut app, KeyCode::Char('2'));
     key(&mut app, KeyCode::Char('j'));
     app.update(Action::Task(TaskEvent::Finished {
-        id: deltalink::console::tasks::TaskId(900),
+        id: deltalink::console::msg::TaskId(900),
         result: Finished::Run {
             pipeline: "enriched_publications".into(),
             result: Ok(report("enriched_publications", 7, 42)),
@@ -469,7 +469,7 @@ fn preview_app() -> App {
 /// The Activity view with a run, a failed run and a background error.
 fn activity_app() -> App {
     let mut app = app();
-    let id = deltalink::console::tasks::TaskId(900);
+    let id = deltalink::console::msg::TaskId(900);
     let run = |pipeline: &str, result| {
         Action::Task(TaskEvent::Finished { id, result: Finished::Run { pipeline: pipeline.into(), result } })
     };
@@ -649,7 +649,7 @@ fn snapshot_reset_confirmation_popup() {
     key(&mut app, KeyCode::Enter);
     let requests = app.drain_requests();
     assert!(
-        requests.iter().any(|r| matches!(r, Request::Spawn { job: Job::Write(deltalink::console::action::WriteOp::Reset { reason, .. }), .. } if reason == "re-read after the title fix")),
+        requests.iter().any(|r| matches!(r, Request::Spawn { job: Job::Write(deltalink::console::msg::WriteOp::Reset { reason, .. }), .. } if reason == "re-read after the title fix")),
         "{requests:?}"
     );
 }
@@ -721,7 +721,7 @@ fn replay_needs_a_dry_run_a_reason_and_a_typed_name_and_declining_returns_to_the
     key(&mut app, KeyCode::Enter);
     let requests = app.drain_requests();
     let written = requests.iter().find_map(|r| match r {
-        Request::Spawn { job: Job::Write(deltalink::console::action::WriteOp::Replay { replay, .. }), .. } => Some(replay.clone()),
+        Request::Spawn { job: Job::Write(deltalink::console::msg::WriteOp::Replay { replay, .. }), .. } => Some(replay.clone()),
         _ => None,
     });
     let replay = written.expect("the confirmed replay is sent");
@@ -744,7 +744,7 @@ fn replay_needs_a_dry_run_a_reason_and_a_typed_name_and_declining_returns_to_the
 
 #[test]
 fn the_detail_pane_counts_pending_change_rows_once_per_version() {
-    use deltalink::console::tasks::PendingRange;
+    use deltalink::console::msg::PendingRange;
     let mut app = app();
     key(&mut app, KeyCode::Char('2'));
     key(&mut app, KeyCode::Char('j')); // enriched_publications
@@ -766,12 +766,12 @@ fn the_detail_pane_counts_pending_change_rows_once_per_version() {
     let screen = render(&app, 120, 40);
     assert!(screen.contains("chg rows") && screen.contains("1,234"), "{screen}");
     // The same versions again (a refresh): not counted again.
-    app.update(Action::Task(TaskEvent::Finished { id: deltalink::console::tasks::TaskId(901), result: Finished::Status(Ok(status())) }));
+    app.update(Action::Task(TaskEvent::Finished { id: deltalink::console::msg::TaskId(901), result: Finished::Status(Ok(status())) }));
     assert!(app.drain_requests().iter().all(|r| !matches!(r, Request::Spawn { job: Job::PendingRows { .. }, .. })));
     // publications moved on: counted again, over the new range.
     let mut moved = status();
     moved.pipelines[1].upstreams[0].latest_version = Some(245);
-    app.update(Action::Task(TaskEvent::Finished { id: deltalink::console::tasks::TaskId(902), result: Finished::Status(Ok(moved)) }));
+    app.update(Action::Task(TaskEvent::Finished { id: deltalink::console::msg::TaskId(902), result: Finished::Status(Ok(moved)) }));
     let again = app.drain_requests();
     assert!(
         again.iter().any(|r| matches!(r, Request::Spawn { job: Job::PendingRows { ranges, .. }, .. } if ranges[0].to == 245)),

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use deltalink::runner::{Outcome, RunOptions, Step};
+use deltalink::engine::{Outcome, RunOptions, Step};
 
 use crate::common::*;
 
@@ -45,7 +45,7 @@ fn link_table_matches_oracle_over_random_histories() {
                 apply(&mut expected, &affected, run_id);
                 assert_eq!(link_keys(&engine, "p").await, expected, "seed {seed} round {round}");
             }
-            let st = deltalink::status::status(&engine).await.expect("status");
+            let st = deltalink::ops::status::status(&engine).await.expect("status");
             for u in &st.pipelines[0].upstreams {
                 assert_eq!(u.lag_versions, Some(0), "{u:?}");
                 assert_eq!(u.processed_version.map(|v| v as u64), u.latest_version);
@@ -121,7 +121,7 @@ fn versions_without_data_change_are_processed_without_keys() {
         assert_eq!(report.change_rows, 0);
         assert_eq!(report.distinct_keys, 0);
         assert_eq!(link_keys(&engine, "p").await, BTreeMap::from([(1, 1), (2, 1)]));
-        let st = deltalink::status::status(&engine).await.expect("status");
+        let st = deltalink::ops::status::status(&engine).await.expect("status");
         assert_eq!(st.pipelines[0].upstreams[0].lag_versions, Some(0));
     });
 }
@@ -494,7 +494,7 @@ fn an_incremental_run_of_clustered_text_keys_touches_only_their_files() {
 }
 
 /// (min, max) of the key column of every data file of a pipeline's link table, sorted.
-async fn link_file_ranges(engine: &deltalink::runner::Engine, pipeline: &str) -> Vec<(i64, i64)> {
+async fn link_file_ranges(engine: &deltalink::engine::Engine, pipeline: &str) -> Vec<(i64, i64)> {
     let link = link_table(engine, pipeline).await.expect("link table");
     let snapshot = link.snapshot().expect("snapshot");
     let mut ranges: Vec<(i64, i64)> = snapshot
@@ -605,7 +605,7 @@ fn key_ranges(files: &[(i64, i64)]) -> Vec<(i64, i64)> {
 /// both give the same link rows and the same change feed, version by version.
 #[test]
 fn sorted_key_merge_equals_delta_rs_merge_over_random_histories() {
-    use deltalink::link::MergeStrategy;
+    use deltalink::store::link::MergeStrategy;
     rt().block_on(async {
         let mut marked = 0;
         for seed in 11..=13u64 {
@@ -678,7 +678,7 @@ fn a_lone_link_file_is_rewritten_in_parts_exactly_as_delta_rs_merges() {
 }
 
 fn lone_link_file_merges_as_delta_rs(deletion_vectors: bool) {
-    use deltalink::link::MergeStrategy;
+    use deltalink::store::link::MergeStrategy;
     use rand::Rng;
     use std::collections::BTreeSet;
     rt().block_on(async {
@@ -726,7 +726,7 @@ fn lone_link_file_merges_as_delta_rs(deletion_vectors: bool) {
 /// after every run; no key range ever holds more than four files.
 #[test]
 fn marked_rows_accumulate_until_the_range_is_rewritten_whole() {
-    use deltalink::link::MergeStrategy;
+    use deltalink::store::link::MergeStrategy;
     use rand::Rng;
     rt().block_on(async {
         let lake = Lake::new();
@@ -749,7 +749,7 @@ fn marked_rows_accumulate_until_the_range_is_rewritten_whole() {
             assert_eq!(link_keys(&sorted, "sorted").await.into_keys().collect::<Affected>(), expected, "round {round}");
             // The console's count (statistics where the scan has them) must not count marked rows.
             let table = link_table(&sorted, "sorted").await.expect("link table");
-            assert_eq!(deltalink::link::row_count(&table).await.expect("count"), expected.len() as u64, "round {round}: row count");
+            assert_eq!(deltalink::store::link::row_count(&table).await.expect("count"), expected.len() as u64, "round {round}: row count");
             assert_link_tables_agree(&sorted, "sorted", &oracle, "oracle", &format!("round {round}")).await;
             let files = link_file_ranges(&sorted, "sorted").await;
             let most = files_per_key_range(&files).into_iter().max().unwrap_or(0);
@@ -762,7 +762,7 @@ fn marked_rows_accumulate_until_the_range_is_rewritten_whole() {
         deltalake::checkpoints::create_checkpoint(&table, None).await.expect("checkpoint");
         let from_checkpoint = deltalake::open_table(table.table_url().clone()).await.expect("open from the checkpoint");
         assert!(files_with_deletion_vectors(&from_checkpoint) > 0, "the checkpoint holds the deletion vectors");
-        assert_eq!(deltalink::link::row_count(&from_checkpoint).await.expect("count"), expected.len() as u64, "read from the checkpoint");
+        assert_eq!(deltalink::store::link::row_count(&from_checkpoint).await.expect("count"), expected.len() as u64, "read from the checkpoint");
         // delta-rs's MERGE into the marked table (a library user's choice) reads through the
         // deletion vectors and removes the files with them: no key twice, none lost.
         let ids: Vec<i64> = (0..200).map(|_| rng.gen_range(1..=20_000)).collect();
@@ -772,7 +772,7 @@ fn marked_rows_accumulate_until_the_range_is_rewritten_whole() {
         let by_delta_rs = lake.engine(&config).with_merge_strategy(MergeStrategy::DeltaRs);
         by_delta_rs.run("sorted", &RunOptions::default()).await.expect("delta-rs run into a marked table");
         let table = link_table(&sorted, "sorted").await.expect("link table");
-        assert_eq!(deltalink::link::row_count(&table).await.expect("count"), expected.len() as u64, "delta-rs's MERGE: row count");
+        assert_eq!(deltalink::store::link::row_count(&table).await.expect("count"), expected.len() as u64, "delta-rs's MERGE: row count");
         assert_eq!(link_keys(&sorted, "sorted").await.into_keys().collect::<Affected>(), expected, "delta-rs's MERGE");
         let orphans = unreferenced_data_files(&lake.path("_deltalink/links/sorted"));
         assert!(orphans.is_empty(), "files no commit references: {orphans:?}");
@@ -781,9 +781,9 @@ fn marked_rows_accumulate_until_the_range_is_rewritten_whole() {
 
 /// What a run's commit records of its write (ours in metadata, delta-rs's in its operation
 /// metrics) reads back as the pipeline's last write: run_id, kind and key counts.
-async fn assert_last_write_is(engine: &deltalink::Engine, pipeline: &str, run: &deltalink::runner::RunReport, context: &str) {
+async fn assert_last_write_is(engine: &deltalink::Engine, pipeline: &str, run: &deltalink::engine::RunReport, context: &str) {
     let t = link_table(engine, pipeline).await.expect("link table");
-    let w = deltalink::link::last_write(&t).await.expect("read").expect("a write");
+    let w = deltalink::store::link::last_write(&t).await.expect("read").expect("a write");
     assert_eq!((w.run_id, w.kind.as_str()), (run.run_id.expect("written"), "run"), "{context} {pipeline}");
     assert_eq!((w.keys_inserted, w.keys_updated), (Some(run.keys_inserted), Some(run.keys_updated)), "{context} {pipeline}");
 }
@@ -817,7 +817,7 @@ fn sorted_key_merge_equals_delta_rs_merge_for_a_text_key() {
 /// the end, no file that no commit references. Returns the link files the sorted-key MERGE
 /// marked and rewrote over the rounds.
 fn sorted_key_merge_agrees_with_delta_rs(key: &[&str], source: &str, seed: u64, first: (usize, i64), min_rows: usize) -> (u64, u64) {
-    use deltalink::link::MergeStrategy;
+    use deltalink::store::link::MergeStrategy;
     rt().block_on(async {
         let lake = Lake::new();
         let mut rng = seeded(seed);
@@ -908,7 +908,7 @@ fn fault_between_merge_files_and_commit(deletion_vectors: bool) {
 /// the query, and agree with the keys and runs the test wrote.
 #[test]
 fn browsing_a_link_table_pages_filters_and_sorts_by_the_query() {
-    use deltalink::link::{browse, LinkQuery, LinkSort};
+    use deltalink::store::link::{browse, LinkQuery, LinkSort};
     rt().block_on(async {
         let lake = Lake::new();
         let mut a = ModelTable::create(&lake.path("a"), true).await;
@@ -926,7 +926,7 @@ fn browsing_a_link_table_pages_filters_and_sorts_by_the_query() {
             let (table, key) = (table.clone(), key.clone());
             async move { browse(&table, &key, &q).await.expect("browse") }
         };
-        let keys_and_runs = |p: &deltalink::link::LinkPage| -> Vec<(String, String)> { p.rows.iter().map(|r| (r[0].clone(), r[1].clone())).collect() };
+        let keys_and_runs = |p: &deltalink::store::link::LinkPage| -> Vec<(String, String)> { p.rows.iter().map(|r| (r[0].clone(), r[1].clone())).collect() };
 
         // Newest run first, then by key: run 2's keys lead.
         let newest = page(None, LinkSort::RunIdDesc, 0, 5).await;

@@ -1,7 +1,7 @@
 //! Every upstream problem of design item 9 gives a clear error that says how to fix it,
 //! and bad config fails at load naming the file, line and field.
 
-use deltalink::runner::RunOptions;
+use deltalink::engine::RunOptions;
 use deltalink::Config;
 
 use crate::common::*;
@@ -32,7 +32,7 @@ fn cdf_disabled_prints_the_alter_table_to_run() {
         let e = message(engine.run("p", &RunOptions::default()).await.expect_err("must fail"));
         assert!(e.contains("does not have the Change Data Feed enabled"), "{e}");
         assert!(e.contains("SET TBLPROPERTIES (delta.enableChangeDataFeed = true)"), "{e}");
-        assert!(deltalink::lake::open_owned(&engine.config.pipeline("p").unwrap().link_table, &Default::default())
+        assert!(deltalink::store::lake::open_owned(&engine.config.pipeline("p").unwrap().link_table, &Default::default())
             .await
             .expect("open")
             .is_none());
@@ -202,7 +202,7 @@ fn a_tracker_whose_schema_was_changed_by_hand_is_refused() {
 fn the_default_config_describes_the_demo_lake() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/deltalink.toml");
     let c = Config::load(&path).expect("configs/deltalink.toml loads");
-    let demo = Config::parse(deltalink::demo::DEMO_CONFIG, std::path::Path::new("/x/demo-lake/deltalink.toml")).expect("demo config");
+    let demo = Config::parse(deltalink::ops::demo::DEMO_CONFIG, std::path::Path::new("/x/demo-lake/deltalink.toml")).expect("demo config");
     assert_eq!(c.pipelines.keys().collect::<Vec<_>>(), demo.pipelines.keys().collect::<Vec<_>>());
     assert!(c.upstreams["publications"].uri.path().ends_with("/demo-lake/publications/"), "{}", c.upstreams["publications"].uri);
 }

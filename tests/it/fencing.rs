@@ -7,9 +7,9 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use deltalink::reset::{execute_reset, plan_reset, ResetTarget};
-use deltalink::runner::{Replay, RunOptions, Step};
-use deltalink::tracker::{Audit, RowWrite, TrackerRow};
+use deltalink::ops::reset::{execute_reset, plan_reset, ResetTarget};
+use deltalink::engine::{Replay, RunOptions, Step};
+use deltalink::store::tracker::{Audit, RowWrite, TrackerRow};
 
 use crate::common::*;
 
@@ -52,7 +52,7 @@ fn wait_until_stopped(pid: u32, step: &str) {
 /// its TTL): before that, a contender is told the pipeline is busy.
 async fn wait_until_lease_looks_expired(engine: &deltalink::Engine) {
     let deadline = Instant::now() + Duration::from_secs(60);
-    while deltalink::lease::current(engine, "p").await.expect("lease").is_some_and(|h| !h.expired()) {
+    while deltalink::store::lease::current(&engine.config, "p").await.expect("lease").is_some_and(|h| !h.expired()) {
         assert!(Instant::now() < deadline, "the frozen holder's lease never looked expired");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -72,7 +72,7 @@ async fn link_commit_run_ids(engine: &deltalink::Engine, pipeline: &str) -> Vec<
     let latest = t.version().expect("version");
     let mut ids = Vec::new();
     for v in 0..=latest {
-        let commit = deltalink::lake::read_commit(&t, v).await.expect("read commit");
+        let commit = deltalink::store::lake::read_commit(&t, v).await.expect("read commit");
         if let Some(id) = commit.and_then(|c| c.info).and_then(|i| i.info.get("deltalink.run_id").and_then(|r| r.as_i64())) {
             ids.push(id);
         }
@@ -288,7 +288,7 @@ fn a_sql_source_joining_an_upstream_outside_the_pipeline_is_refused() {
 /// over after its TTL on our clock.
 #[test]
 fn a_holder_with_a_skewed_clock_is_taken_over_only_once_silent() {
-    use deltalink::lease::{acquire, object_path, LeaseHolder};
+    use deltalink::store::lease::{acquire, object_path, LeaseHolder};
     rt().block_on(async {
         let lake = Lake::new();
         ModelTable::create(&lake.path("a"), true).await;
@@ -330,14 +330,14 @@ fn a_holder_with_a_skewed_clock_is_taken_over_only_once_silent() {
                 }
             })
         };
-        let e = format!("{:#}", acquire(&engine, "p", "contender").await.err().expect("a live holder is not taken over"));
+        let e = format!("{:#}", acquire(&engine.config, "p", "contender").await.err().expect("a live holder is not taken over"));
         assert!(e.contains("is busy: leased by elsewhere"), "{e}");
         stop.store(true, std::sync::atomic::Ordering::SeqCst);
         beating.await.expect("heartbeat task");
         let started = Instant::now();
-        let lease = acquire(&engine, "p", "contender").await.expect("a silent holder is taken over");
+        let lease = acquire(&engine.config, "p", "contender").await.expect("a silent holder is taken over");
         assert!(started.elapsed() >= Duration::from_millis(400), "only after its whole TTL on our clock");
-        assert_eq!(deltalink::lease::current_generation(&engine, "p").await.expect("generation"), Some(1));
+        assert_eq!(deltalink::store::lease::current_generation(&engine.config, "p").await.expect("generation"), Some(1));
         lease.release().await;
     });
 }
@@ -357,7 +357,7 @@ fn preview_after_a_run_that_died_after_its_link_commit_shows_only_what_the_next_
         let preview = engine.preview("p", None).await.expect("preview");
         assert_eq!(preview.distinct_keys, 1, "{preview:?}");
         let recovered = engine.run("p", &RunOptions::default()).await.expect("recovering run");
-        assert_eq!(recovered.outcome, deltalink::runner::Outcome::Recovered);
+        assert_eq!(recovered.outcome, deltalink::engine::Outcome::Recovered);
         let next = engine.run("p", &RunOptions::default()).await.expect("next run");
         assert_eq!(next.distinct_keys, 1, "the preview showed what the next run wrote: {next:?}");
     });
@@ -379,9 +379,9 @@ fn an_upstream_removed_around_a_pending_run_does_not_hold_the_pipeline() {
 
         let only_a = lake.engine(&fenced_config(&["a", "b"], &[("p", &["a"])]));
         let first = only_a.run("p", &RunOptions::default()).await.expect("first run without b");
-        assert_eq!(first.outcome, deltalink::runner::Outcome::Recovered, "{first:?}");
+        assert_eq!(first.outcome, deltalink::engine::Outcome::Recovered, "{first:?}");
         let second = only_a.run("p", &RunOptions::default()).await.expect("second run without b");
-        assert_eq!(second.outcome, deltalink::runner::Outcome::NothingNew, "b's stale intent holds nothing: {second:?}");
+        assert_eq!(second.outcome, deltalink::engine::Outcome::NothingNew, "b's stale intent holds nothing: {second:?}");
         all.extend(a.insert(&[Some(7)]).await);
         only_a.run("p", &RunOptions::default()).await.expect("third run");
         let keys: Affected = link_keys(&only_a, "p").await.into_keys().collect();

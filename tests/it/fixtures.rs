@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use deltalink::runner::RunOptions;
+use deltalink::engine::RunOptions;
 
 use crate::common::*;
 
@@ -91,7 +91,7 @@ fn spark_in_commit_timestamp_table_keyed_by_name() {
         );
         let engine = deltalink::Engine::new(deltalink::Config::load(lake.path("deltalink.toml")).expect("config"));
         engine.run("p", &RunOptions::default()).await.expect("run");
-        let st = deltalink::status::status(&engine).await.expect("status");
+        let st = deltalink::ops::status::status(&engine).await.expect("status");
         let u = &st.upstreams[0];
         assert_eq!(u.latest_version, Some(3));
         assert!(u.cdf_enabled);
@@ -134,7 +134,7 @@ fn column_mapped_table_is_refused_and_nothing_is_written() {
         assert!(format!("{e:#}").contains("column mapping"), "{e:#}");
         assert!(!lake.path("link").exists(), "no link table may be created");
         assert!(!lake.path("tracker/_delta_log").exists(), "no tracker may be created");
-        let lease = deltalink::lease::current(&engine, "p").await.expect("lease");
+        let lease = deltalink::store::lease::current(&engine.config, "p").await.expect("lease");
         assert!(lease.as_ref().is_none_or(|l| l.released), "the run's lease must be released: {lease:?}");
     });
 }

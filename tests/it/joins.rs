@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use deltalink::runner::RunOptions;
+use deltalink::engine::RunOptions;
 use rand::Rng;
 
 use crate::common::*;
@@ -270,7 +270,7 @@ fn a_sql_key_of_another_type_is_cast_to_the_link_tables() {
 /// writes over the same range.
 #[test]
 fn replaying_one_upstream_of_a_sql_pipeline_joins_the_others() {
-    use deltalink::runner::Replay;
+    use deltalink::engine::Replay;
     rt().block_on(async {
         let lake = Lake::new();
         let mut a = ModelTable::create(&lake.path("a"), true).await;
@@ -290,9 +290,9 @@ fn replaying_one_upstream_of_a_sql_pipeline_joins_the_others() {
             reason: None,
         };
         let r = engine.replay(&replay).await.expect("replay of `a` alone");
-        let t = deltalink::lake::open_owned(&scratch, &Default::default()).await.expect("open").expect("scratch exists");
+        let t = deltalink::store::lake::open_owned(&scratch, &Default::default()).await.expect("open").expect("scratch exists");
         let replayed: BTreeSet<String> =
-            deltalink::link::all_keys(&t, &["payload".to_string()]).await.expect("keys").into_iter().map(|(k, _)| k[0].clone()).collect();
+            deltalink::store::link::all_keys(&t, &["payload".to_string()]).await.expect("keys").into_iter().map(|(k, _)| k[0].clone()).collect();
 
         // Oracle from the models: every b row whose k is one of a's keys (a changed them all).
         let a_keys: BTreeSet<i64> = a.rows.values().flatten().copied().collect();

@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 use std::process::Command;
 
-use deltalink::reset::{execute_reset, plan_reset, ResetTarget};
-use deltalink::runner::{Outcome, Replay, RunOptions};
+use deltalink::ops::reset::{execute_reset, plan_reset, ResetTarget};
+use deltalink::engine::{Outcome, Replay, RunOptions};
 
 use crate::common::*;
 
@@ -49,7 +49,7 @@ fn reset_targets_dry_run_and_audited_execute() {
         check(ResetTarget::Earliest, Some(-1)).await;
         check(ResetTarget::Latest, Some(latest)).await;
         check(ResetTarget::ShiftBy(-3), Some(latest - 3)).await;
-        let ts = deltalink::lake::read_commit(&a.table, 3).await.expect("read").expect("commit").timestamp_ms.expect("ts");
+        let ts = deltalink::store::lake::read_commit(&a.table, 3).await.expect("read").expect("commit").timestamp_ms.expect("ts");
         let at = chrono::DateTime::from_timestamp_millis(ts).expect("ts");
         let p = plan_reset(&engine, "p", &[], ResetTarget::DateTime(at)).await.expect("plan datetime");
         assert!(p.changes[0].new >= Some(3), "last version at or before v3's time: {:?}", p.changes[0].new);
@@ -69,7 +69,7 @@ fn reset_targets_dry_run_and_audited_execute() {
         assert_eq!(hist[0].action.as_deref(), Some("reset"));
         assert_eq!(hist[0].reason.as_deref(), Some("downstream bug #42"));
         // The operator is `$USER` (the CLI test runs the binary with a chosen one).
-        assert_eq!(hist[0].operator.as_deref(), Some(deltalink::tracker::operator().as_str()));
+        assert_eq!(hist[0].operator.as_deref(), Some(deltalink::util::who::operator().as_str()));
         assert_eq!(hist[0].details["changes"][0]["from"], serde_json::json!(latest));
         assert_eq!(hist[0].details["changes"][0]["to"], serde_json::json!(2));
 
@@ -101,10 +101,10 @@ fn an_upsert_from_a_stale_state_keeps_another_writers_tracker_commit() {
         assert_eq!(edited.version(), Some(before + 1));
 
         // `tracker` (and this process's last commit) are still at `before`.
-        let mut row = deltalink::tracker::TrackerRow::new("q", "a");
+        let mut row = deltalink::store::tracker::TrackerRow::new("q", "a");
         row.last_processed_version = Some(3);
-        let write = deltalink::tracker::RowWrite::new(row, None);
-        tracker.upsert(&[write], &deltalink::tracker::Audit::new("test", "q")).await.expect("upsert");
+        let write = deltalink::store::tracker::RowWrite::new(row, None);
+        tracker.upsert(&[write], &deltalink::store::tracker::Audit::new("test", "q")).await.expect("upsert");
 
         let fresh = engine.tracker().await.expect("tracker");
         assert_eq!(fresh.table().and_then(|t| t.version()), Some(before + 2), "one retry after the conflict");
@@ -124,7 +124,7 @@ fn an_upsert_from_a_stale_state_keeps_another_writers_tracker_commit() {
 /// at the version that committed it.
 #[test]
 fn concurrent_upserts_all_land_and_every_audit_stays_in_the_history() {
-    use deltalink::tracker::{Audit, TrackerRow};
+    use deltalink::store::tracker::{Audit, TrackerRow};
     rt().block_on(async {
         let (_lake, _a, engine, _) = lake_with_history().await;
         let before = tracker_version(&engine).await.expect("tracker version");
@@ -134,7 +134,7 @@ fn concurrent_upserts_all_land_and_every_audit_stays_in_the_history() {
                 let mut tracker = engine.tracker().await.expect("tracker");
                 let mut row = TrackerRow::new(&format!("g{i}"), "a");
                 row.last_processed_version = Some(i);
-                let write = deltalink::tracker::RowWrite::new(row, None);
+                let write = deltalink::store::tracker::RowWrite::new(row, None);
                 tracker.upsert(&[write], &Audit::new("test-group", &format!("g{i}"))).await.expect("upsert");
             })
         });
@@ -188,7 +188,7 @@ fn resets_and_runs_are_refused_while_leased_and_in_read_only_mode() {
     rt().block_on(async {
         let (_lake, _a, engine, _) = lake_with_history().await;
         let plan = plan_reset(&engine, "p", &[], ResetTarget::Version(1)).await.expect("plan");
-        let lease = deltalink::lease::acquire(&engine, "p", "test holder").await.expect("lease");
+        let lease = deltalink::store::lease::acquire(&engine.config, "p", "test holder").await.expect("lease");
         let before = tracker_version(&engine).await;
         let e = format!("{:#}", execute_reset(&engine, &plan, "x").await.expect_err("leased"));
         assert!(e.contains("is busy: leased by") && e.contains("test holder"), "{e}");
@@ -215,7 +215,7 @@ fn an_expired_lease_is_taken_over_by_exactly_one_of_many_contenders() {
             // the last round's (released) one; several rounds, as the interleavings differ.
             // Its TTL is short: contenders watch it that long on their own clock first.
             let dead_generation = 3 + 2 * round;
-            let dead = deltalink::lease::LeaseHolder {
+            let dead = deltalink::store::lease::LeaseHolder {
                 operator: "gone".into(),
                 host: "another-host".into(),
                 pid: 1,
@@ -226,7 +226,7 @@ fn an_expired_lease_is_taken_over_by_exactly_one_of_many_contenders() {
                 ttl_ms: 300,
                 released: false,
             };
-            let object = lake.path("_deltalink/tracker").join(deltalink::lease::object_path("p", dead_generation).as_ref());
+            let object = lake.path("_deltalink/tracker").join(deltalink::store::lease::object_path("p", dead_generation).as_ref());
             std::fs::create_dir_all(object.parent().expect("parent")).expect("lease dir");
             std::fs::write(&object, serde_json::to_vec(&dead).expect("json")).expect("expired lease");
 
@@ -236,7 +236,7 @@ fn an_expired_lease_is_taken_over_by_exactly_one_of_many_contenders() {
                     let (engine, start) = (engine.clone(), start.clone());
                     tokio::spawn(async move {
                         start.wait().await;
-                        deltalink::lease::acquire(&engine, "p", &format!("contender {i}")).await
+                        deltalink::store::lease::acquire(&engine.config, "p", &format!("contender {i}")).await
                     })
                 })
                 .collect();
@@ -251,7 +251,7 @@ fn an_expired_lease_is_taken_over_by_exactly_one_of_many_contenders() {
                 }
             }
             assert_eq!(won.len(), 1, "round {round}: exactly one contender takes an expired lease over");
-            let holder = deltalink::lease::current(&engine, "p").await.expect("read lease").expect("held");
+            let holder = deltalink::store::lease::current(&engine.config, "p").await.expect("read lease").expect("held");
             assert!(holder.purpose.starts_with("contender") && !holder.expired(), "{holder:?}");
             assert!(!object.exists(), "the winner deletes the generation it took over");
             for lease in won {
@@ -259,9 +259,9 @@ fn an_expired_lease_is_taken_over_by_exactly_one_of_many_contenders() {
             }
             let left = walk_files(&lake.path("_deltalink/tracker/_leases"));
             assert_eq!(left.len(), 1, "a released lease leaves its generation, marked released: {left:?}");
-            let released = deltalink::lease::current(&engine, "p").await.expect("read lease").expect("marker");
+            let released = deltalink::store::lease::current(&engine.config, "p").await.expect("read lease").expect("marker");
             assert!(released.released && released.expired(), "{released:?}");
-            assert_eq!(deltalink::lease::current_generation(&engine, "p").await.expect("generation"), Some(dead_generation + 1));
+            assert_eq!(deltalink::store::lease::current_generation(&engine.config, "p").await.expect("generation"), Some(dead_generation + 1));
         }
         engine.run("p", &RunOptions::default()).await.expect("the pipeline runs once the lease is released");
     });
@@ -304,8 +304,8 @@ fn replay_into_a_scratch_table_matches_the_oracle_for_that_range() {
         let r = engine.replay(&replay).await.expect("replay");
         let expected: Affected = per_version[2..=4].iter().flatten().copied().collect();
         assert_eq!(r.distinct_keys as usize, expected.len());
-        let t = deltalink::lake::open_owned(&scratch, &Default::default()).await.expect("open").expect("scratch exists");
-        let keys: Affected = deltalink::link::all_keys(&t, &["k".to_string()])
+        let t = deltalink::store::lake::open_owned(&scratch, &Default::default()).await.expect("open").expect("scratch exists");
+        let keys: Affected = deltalink::store::link::all_keys(&t, &["k".to_string()])
             .await
             .expect("keys")
             .into_iter()
@@ -328,8 +328,8 @@ fn replay_into_a_scratch_table_matches_the_oracle_for_that_range() {
         // Provenance: upstream, version, change type and the commit's time.
         assert!(row("20").contains("[replay:a@2:insert@") && ends_with_time(&row("20")), "{}", row("20"));
         assert!(row("10").contains("[a@1:insert@") && ends_with_time(&row("10")), "{}", row("10"));
-        let v1 = deltalink::lake::read_commit(&a.table, 1).await.expect("commit").and_then(|c| c.timestamp_ms).expect("time");
-        let stamp = deltalink::status::format_ms(v1).expect("format");
+        let v1 = deltalink::store::lake::read_commit(&a.table, 1).await.expect("commit").and_then(|c| c.timestamp_ms).expect("time");
+        let stamp = deltalink::util::time::format_ms(v1).expect("format");
         assert!(row("10").contains(&format!("[a@1:insert@{stamp}]")), "version 1's own commit time: {}", row("10"));
         // Both replays are in the tracker's audit log, with who, why, from and to.
         // Each is recorded as started before it writes, then as finished.
@@ -343,7 +343,7 @@ fn replay_into_a_scratch_table_matches_the_oracle_for_that_range() {
         }
         assert_eq!(processed_versions(&engine, "p").await, vec![Some(6)], "a replay moves no processed version");
         // Status shows the replay as the link table's last write.
-        let st = deltalink::status::status(&engine).await.expect("status");
+        let st = deltalink::ops::status::status(&engine).await.expect("status");
         let w = st.pipelines[0].last_write.clone().expect("last write");
         assert_eq!((w.kind.as_str(), w.run_id, w.keys_inserted), ("replay", 2, Some(0)), "{w:?}");
         assert_eq!(w.keys_updated, Some(r.distinct_keys), "{w:?}");
@@ -356,7 +356,7 @@ fn replay_into_a_scratch_table_matches_the_oracle_for_that_range() {
 /// frees the pipeline: a retry then replays and the next run finds nothing new.
 #[test]
 fn a_replay_failing_at_any_step_leaves_the_link_table_whole_and_on_record() {
-    use deltalink::runner::Step;
+    use deltalink::engine::Step;
     rt().block_on(async {
         for step in [Step::IntentRecorded, Step::LinkFilesWritten, Step::LinkCommitted, Step::TrackerCommitted] {
             let (lake, _a, engine, per_version) = lake_with_history().await;
@@ -409,7 +409,7 @@ async fn processed_versions(engine: &deltalink::Engine, pipeline: &str) -> Vec<O
 /// the runs it spawned.
 #[test]
 fn a_cancelled_run_frees_its_pipeline_and_the_next_run_converges() {
-    use deltalink::runner::Step;
+    use deltalink::engine::Step;
     use std::sync::Arc;
     rt().block_on(async {
         let lake = Lake::new();
@@ -437,7 +437,7 @@ fn a_cancelled_run_frees_its_pipeline_and_the_next_run_converges() {
             // A cycle's pipelines run as tasks of their own, aborted with it — and tokio aborts
             // asynchronously: wait for the condition (the lease freed), not for a time.
             let freed = async {
-                while deltalink::lease::current(&engine, "cancelled").await.expect("lease").is_some_and(|h| !h.expired()) {
+                while deltalink::store::lease::current(&engine.config, "cancelled").await.expect("lease").is_some_and(|h| !h.expired()) {
                     tokio::task::yield_now().await;
                 }
             };
@@ -525,7 +525,7 @@ fn watch_picks_up_commits_landing_while_it_runs_and_reads_each_once() {
         let engine = lake.engine(&simple_config(&["a"], &[("p", &["a"])]));
         let stop = Arc::new(AtomicBool::new(false));
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let mut watcher = deltalink::watch::Watcher::new(engine.clone(), vec![], Duration::from_millis(20));
+        let mut watcher = deltalink::ops::watch::Watcher::new(engine.clone(), vec![], Duration::from_millis(20));
         let watching = watcher.run(stop.clone(), move |_, r| {
             let _ = tx.send(r.as_ref().map(|rep| rep.upstreams.iter().map(|u| (u.processed, u.pinned)).collect::<Vec<_>>()).map_err(|e| format!("{e:#}")));
         });
@@ -578,7 +578,7 @@ fn watch_reports_an_unreadable_upstream_and_keeps_running_the_others() {
         let engine = lake.engine(&simple_config(&["a", "missing"], &[("p", &["a"]), ("q", &["missing"])]));
         let stop = Arc::new(AtomicBool::new(false));
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let mut watcher = deltalink::watch::Watcher::new(engine.clone(), vec![], Duration::from_millis(20));
+        let mut watcher = deltalink::ops::watch::Watcher::new(engine.clone(), vec![], Duration::from_millis(20));
         let watching = watcher.run(stop.clone(), move |who, r| {
             let _ = tx.send((who.to_string(), r.as_ref().map(|rep| rep.upstreams[0].pinned).map_err(|e| format!("{e:#}"))));
         });

@@ -2,8 +2,8 @@
 //! no version read twice, none skipped — whatever the pins, and a new pipeline never starts
 //! past the pin or before what is readable.
 
-use deltalink::cdf::{plan_range, ReadRange};
-use deltalink::lake::EarliestReadable;
+use deltalink::store::cdf::{plan_range, ReadRange};
+use deltalink::store::lake::EarliestReadable;
 use proptest::prelude::*;
 
 proptest! {

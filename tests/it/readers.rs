@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::process::Command;
 
-use deltalink::runner::RunOptions;
+use deltalink::engine::RunOptions;
 
 use crate::common::*;
 

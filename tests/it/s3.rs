@@ -8,8 +8,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 
-use deltalink::reset::{execute_reset, plan_reset, ResetTarget};
-use deltalink::runner::{Outcome, RunOptions};
+use deltalink::ops::reset::{execute_reset, plan_reset, ResetTarget};
+use deltalink::engine::{Outcome, RunOptions};
 use deltalink::Engine;
 
 use crate::common::*;
@@ -136,7 +136,7 @@ fn runs_status_resets_and_concurrent_commits_on_s3() {
         assert!(more.iter().all(|k| p_keys.get(k) == Some(&2)), "new keys written once, by run 2: {p_keys:?}");
 
         // Status over S3.
-        let st = deltalink::status::status(&engine).await.expect("status");
+        let st = deltalink::ops::status::status(&engine).await.expect("status");
         assert_eq!(st.upstreams[0].latest_version, Some(a.version()));
         assert!(st.upstreams[0].cdf_enabled);
         let p = st.pipelines.iter().find(|p| p.name == "p").expect("p");

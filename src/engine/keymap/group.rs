@@ -1,0 +1,451 @@
+//! Grouping change rows into keys: one streaming pass per source, in shards over the cores
+//! for large reads, merged in key order.
+
+use deltalake::arrow::array::Array;
+use color_eyre::eyre::WrapErr;
+use deltalake::arrow::array::AsArray;
+use std::collections::HashMap;
+
+use color_eyre::eyre::{Result, eyre};
+use deltalake::arrow::array::RecordBatch;
+use deltalake::arrow::datatypes::{DataType, Field, Int64Type};
+use deltalake::datafusion::prelude::DataFrame;
+
+use super::affected::AffectedKeys;
+use super::project::change_ts_type;
+use super::provenance::change_ranks;
+use super::table::{IntKeyTable, KeyEntry, KeyMap, NO_HIT, Overflow, RowKeyTable, RowKeys, SortedKeyValues, SortedKeys, prefetch};
+
+/// Group projected change rows per key. `changes` holds one frame (a union of
+/// [`project_source`] frames) per upstream. The rows are streamed into one hash map keyed by
+/// the key alone (a plain `i64` for integer keys, arrow's row encoding otherwise): memory grows
+/// with distinct keys, not change rows. Profiled: grouping in DataFusion per upstream, then
+/// sorting and building the per-key lists in arrow, was most of a run's CPU and its peak memory.
+///
+/// `cores` is how many cores this grouping may keep busy: the key space is split into that
+/// many shards (rounded down to a power of two, at most 4), each folded, and sorted, on a
+/// thread of its own.
+pub async fn group_changes(mut changes: Vec<(String, DataFrame)>, key: &[String], cores: usize) -> Result<AffectedKeys> {
+    // Folded in lexical order of upstream (see `KeyEntry`).
+    changes.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut upstreams: Vec<String> = changes.iter().map(|(u, _)| u.clone()).collect();
+    upstreams.sort_unstable();
+    upstreams.dedup();
+    // Every upstream's scan is planned and started at once (planning a CDF scan reads the
+    // range's commits); the streams are then folded one after another.
+    let streams = futures::future::try_join_all(changes.into_iter().map(|(upstream, frame)| async move {
+        let stream = frame
+            .execute_stream()
+            .await
+            .wrap_err_with(|| format!("reading the change rows of upstream `{upstream}` failed"))?;
+        Ok::<_, color_eyre::Report>((upstream, stream))
+    }))
+    .await?;
+    let count = Shard::count(cores);
+    let affected = match count {
+        1 => group_here(streams, key, upstreams).await?,
+        _ => group_in_shards(streams, key, upstreams, count).await?,
+    };
+    tracing::info!(rows = affected.change_rows, keys = affected.distinct_keys, "change rows grouped");
+    Ok(affected)
+}
+
+pub(crate) type ChangeStreams = Vec<(String, deltalake::datafusion::physical_plan::SendableRecordBatchStream)>;
+
+/// Fold every batch on this task as it arrives; sort on a blocking thread (sorting millions of
+/// keys is long CPU work: off the async workers, which also drive the timers the console's
+/// frames wait on).
+pub(crate) async fn group_here(streams: ChangeStreams, key: &[String], upstreams: Vec<String>) -> Result<AffectedKeys> {
+    use futures::StreamExt;
+    let mut grouper = Grouper::new(key.len(), Shard { index: 0, count: 1 });
+    for (upstream, mut stream) in streams {
+        let index = upstreams.binary_search(&upstream).unwrap_or(0) as u16;
+        while let Some(batch) = stream.next().await {
+            let batch = batch.wrap_err_with(|| format!("reading the change rows of upstream `{upstream}` failed"))?;
+            grouper
+                .fold(index, &batch)
+                .wrap_err_with(|| format!("grouping the change rows of upstream `{upstream}` by key failed"))?;
+        }
+    }
+    let key = key.to_vec();
+    tokio::task::spawn_blocking(move || grouper.finish(&key, upstreams)).await?
+}
+
+/// One grouper per shard of the key space, each folding and sorting on a thread of its own:
+/// every shard sees every batch and keeps the keys that hash to it. Profiled: a single
+/// grouper kept one core busy while the scans left the other mostly idle.
+pub(crate) async fn group_in_shards(streams: ChangeStreams, key: &[String], upstreams: Vec<String>, count: usize) -> Result<AffectedKeys> {
+    use futures::StreamExt;
+    let mut batches = Vec::with_capacity(count);
+    let mut shards = Vec::with_capacity(count);
+    for index in 0..count {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<(u16, RecordBatch)>(4);
+        let (key, upstreams) = (key.to_vec(), upstreams.clone());
+        shards.push(tokio::task::spawn_blocking(move || {
+            let mut grouper = Grouper::new(key.len(), Shard { index, count });
+            while let Some((upstream, batch)) = rx.blocking_recv() {
+                let name = upstreams.get(usize::from(upstream)).map_or("?", String::as_str);
+                grouper
+                    .fold(upstream, &batch)
+                    .wrap_err_with(|| format!("grouping the change rows of upstream `{name}` by key failed"))?;
+            }
+            grouper.finish(&key, upstreams)
+        }));
+        batches.push(tx);
+    }
+    'read: for (upstream, mut stream) in streams {
+        let index = upstreams.binary_search(&upstream).unwrap_or(0) as u16;
+        while let Some(batch) = stream.next().await {
+            let batch = batch.wrap_err_with(|| format!("reading the change rows of upstream `{upstream}` failed"))?;
+            for tx in &batches {
+                if tx.send((index, batch.clone())).await.is_err() {
+                    break 'read; // that shard failed: its error is reported below
+                }
+            }
+        }
+    }
+    drop(batches);
+    let mut parts = Vec::with_capacity(count);
+    for shard in shards {
+        parts.push(shard.await??);
+    }
+    merge_shards(parts)
+}
+
+/// One of the parts of the key space that grouping splits a run's keys into, by a few bits of
+/// the key's hash that neither table's probing relies on (they pick neither the home slot nor
+/// hashbrown's tag byte; the integer table's tag loses them, which only costs a rare compare).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Shard {
+    pub(crate) index: usize,
+    pub(crate) count: usize,
+}
+
+impl Shard {
+    /// As many shards as `cores`, rounded down to a power of two, at most 4.
+    fn count(cores: usize) -> usize {
+        match cores {
+            0 | 1 => 1,
+            2 | 3 => 2,
+            _ => 4,
+        }
+    }
+
+    /// Whether the key whose hash `hash` computes is this shard's (with one shard, every key
+    /// is, and no hash is computed: the inline grouping of a cycle's runs pays nothing).
+    fn owns(&self, hash: impl FnOnce() -> u64) -> bool {
+        self.count == 1 || (hash() >> 40) as usize & (self.count - 1) == self.index
+    }
+}
+
+/// The shards' grouped keys as one run's: their sorted keys merged in order, their overflow
+/// arenas one after another (each shard's hit indices moved past the arenas before it).
+pub(crate) fn merge_shards(parts: Vec<AffectedKeys>) -> Result<AffectedKeys> {
+    let mut parts = parts.into_iter();
+    let Some(mut merged) = parts.next() else { return Err(eyre!("grouping produced no shard")) };
+    let mut others: Vec<AffectedKeys> = parts.collect();
+    if others.is_empty() {
+        return Ok(merged);
+    }
+    let mut runs: Vec<(SortedKeys, u32)> = Vec::with_capacity(others.len() + 1);
+    let arena = |len: usize| u32::try_from(len).ok().filter(|l| *l < NO_HIT);
+    let too_many = || eyre!("a run affects more keys than one grouping holds; run the pipeline over a smaller version range");
+    for part in &mut others {
+        let offset = arena(merged.overflow.0.len()).ok_or_else(too_many)?;
+        merged.change_rows += part.change_rows;
+        merged.null_key_rows += part.null_key_rows;
+        merged.distinct_keys += part.distinct_keys;
+        merged.commit_ts.extend(part.commit_ts.drain());
+        merged.overflow.0.extend(part.overflow.0.drain(..).map(|(hit, next)| (hit, shifted(next, offset))));
+        arena(merged.overflow.0.len()).ok_or_else(too_many)?;
+        runs.push((std::mem::take(&mut part.keys), offset));
+    }
+    runs.insert(0, (std::mem::take(&mut merged.keys), 0));
+    // A shard that saw no key has no key kind of its own: leave it out.
+    runs.retain(|(k, _)| !k.entries.is_empty());
+    merged.keys = match runs.first().map(|(k, _)| &k.keys) {
+        None => SortedKeys::default(),
+        Some(SortedKeyValues::Int(_)) => {
+            let mut ints = Vec::with_capacity(runs.len());
+            for (k, offset) in runs {
+                match k.keys {
+                    SortedKeyValues::Int(keys) => ints.push((keys, k.entries, offset)),
+                    SortedKeyValues::Rows(..) => return Err(eyre!("grouping shards disagree on the key's type")),
+                }
+            }
+            let runs: Vec<&[i64]> = ints.iter().map(|(keys, ..)| keys.as_slice()).collect();
+            let lens: Vec<usize> = runs.iter().map(|r| r.len()).collect();
+            let total = lens.iter().sum();
+            let (mut keys, mut entries) = (Vec::with_capacity(total), Vec::with_capacity(total));
+            merge_in_order(&lens, |(a, i), (b, j)| runs[a][i] < runs[b][j], |r, i| {
+                keys.push(ints[r].0[i]);
+                entries.push(shifted_entry(ints[r].1[i], ints[r].2));
+            });
+            SortedKeys { keys: SortedKeyValues::Int(keys), entries }
+        }
+        Some(SortedKeyValues::Rows(..)) => {
+            let mut rows = Vec::with_capacity(runs.len());
+            let mut converter = None;
+            for (k, offset) in runs {
+                match k.keys {
+                    SortedKeyValues::Rows(c, keys) => {
+                        converter.get_or_insert(c);
+                        rows.push((keys, k.entries, offset));
+                    }
+                    SortedKeyValues::Int(_) => return Err(eyre!("grouping shards disagree on the key's type")),
+                }
+            }
+            let converter = converter.ok_or_else(|| eyre!("grouping shards lost the key's encoding"))?;
+            let runs: Vec<&RowKeys> = rows.iter().map(|(keys, ..)| keys).collect();
+            let lens: Vec<usize> = runs.iter().map(|r| r.len()).collect();
+            let total = lens.iter().sum();
+            let mut keys = RowKeys::with_capacity(total, runs.iter().map(|k| k.bytes.len()).sum());
+            let mut entries = Vec::with_capacity(total);
+            merge_in_order(&lens, |(a, i), (b, j)| runs[a].get(i) < runs[b].get(j), |r, i| {
+                keys.push(runs[r].get(i));
+                entries.push(shifted_entry(rows[r].1[i], rows[r].2));
+            });
+            SortedKeys { keys: SortedKeyValues::Rows(converter, keys), entries }
+        }
+    };
+    Ok(merged)
+}
+
+/// An overflow index moved by `offset` (none stays none).
+pub(crate) fn shifted(at: u32, offset: u32) -> u32 {
+    if at == NO_HIT {
+        NO_HIT
+    } else {
+        at + offset
+    }
+}
+
+/// Sorted runs of distinct keys (of `lens` keys each) merged: `each(run, index)` for every
+/// key, in key order (no order vector: for 10M keys it was 160 MB). `less((a, i), (b, j))`:
+/// whether key `i` of run `a` sorts before key `j` of run `b`.
+pub(crate) fn merge_in_order(lens: &[usize], less: impl Fn((usize, usize), (usize, usize)) -> bool, mut each: impl FnMut(usize, usize)) {
+    let mut heads = vec![0usize; lens.len()];
+    loop {
+        let mut best: Option<usize> = None;
+        for (r, len) in lens.iter().enumerate() {
+            if heads[r] < *len && best.is_none_or(|b| less((r, heads[r]), (b, heads[b]))) {
+                best = Some(r);
+            }
+        }
+        let Some(r) = best else { break };
+        each(r, heads[r]);
+        heads[r] += 1;
+    }
+}
+
+/// A shard's entry with its overflow indices moved by the shard's offset in the merged arena.
+pub(crate) fn shifted_entry(entry: KeyEntry, offset: u32) -> KeyEntry {
+    KeyEntry { next: shifted(entry.next, offset), last: shifted(entry.last, offset), ..entry }
+}
+
+pub(crate) struct Grouper {
+    pub(crate) shard: Shard,
+    pub(crate) nkeys: usize,
+    pub(crate) key_fields: Option<Vec<Field>>,
+    pub(crate) keys: Option<KeyMap>,
+    pub(crate) overflow: Overflow,
+    pub(crate) change_rows: u64,
+    pub(crate) null_key_rows: u64,
+    pub(crate) commit_ts: HashMap<(u16, i64), i64>,
+}
+
+/// A single integer key of a type that converts to i64 without loss.
+pub(crate) fn is_small_int(t: &DataType) -> bool {
+    matches!(
+        t,
+        DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64 | DataType::UInt8 | DataType::UInt16 | DataType::UInt32
+    )
+}
+
+pub(crate) fn plain_strings(t: &DataType) -> DataType {
+    match t {
+        DataType::Utf8View | DataType::LargeUtf8 => DataType::Utf8,
+        other => other.clone(),
+    }
+}
+
+impl Grouper {
+    fn new(nkeys: usize, shard: Shard) -> Self {
+        Grouper {
+            shard,
+            nkeys,
+            key_fields: None,
+            keys: None,
+            overflow: Overflow::default(),
+            change_rows: 0,
+            null_key_rows: 0,
+            commit_ts: HashMap::new(),
+        }
+    }
+
+    /// Fix the key types on the first batch; later batches (another source may type the key
+    /// differently, e.g. a `sql` source) are cast to them.
+    fn init(&mut self, batch: &RecordBatch) -> Result<()> {
+        use deltalake::arrow::row::{RowConverter, SortField};
+        let fields: Vec<Field> = batch.schema().fields()[..self.nkeys]
+            .iter()
+            .map(|f| Field::new(f.name(), plain_strings(f.data_type()), true))
+            .collect();
+        self.keys = Some(if self.nkeys == 1 && is_small_int(fields[0].data_type()) {
+            KeyMap::Int(IntKeyTable::default())
+        } else {
+            let sort = fields.iter().map(|f| SortField::new(f.data_type().clone())).collect();
+            KeyMap::Rows(RowConverter::new(sort)?, RowKeyTable::default())
+        });
+        self.key_fields = Some(fields);
+        Ok(())
+    }
+
+    /// Fold one batch of projected change rows (key columns, change type, version, timestamp).
+    fn fold(&mut self, upstream: u16, batch: &RecordBatch) -> Result<()> {
+        use deltalake::arrow::compute::cast;
+        use deltalake::arrow::datatypes::TimestampMicrosecondType;
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        if self.keys.is_none() {
+            self.init(batch)?;
+        }
+        let nkeys = self.nkeys;
+        let fields = self.key_fields.as_ref().map(Vec::as_slice).unwrap_or_default();
+        let key_columns = batch.columns()[..nkeys]
+            .iter()
+            .zip(fields)
+            .map(|(c, f)| if c.data_type() == f.data_type() { Ok(c.clone()) } else { cast(c, f.data_type()) })
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let ranks = change_ranks(batch.column(nkeys))?;
+        let version = cast(batch.column(nkeys + 1), &DataType::Int64)?;
+        let version = version.as_primitive::<Int64Type>();
+        let ts = cast(batch.column(nkeys + 2), &change_ts_type())?;
+        let ts = ts.as_primitive::<TimestampMicrosecondType>();
+        let packed = |i: usize| if version.is_null(i) { 0 } else { version.value(i) * 8 } + i64::from(ranks[i]);
+        let ts_at = |i: usize| if ts.is_null(i) { i64::MIN } else { ts.value(i) };
+        let null_key = |i: usize| key_columns.iter().any(|c| c.is_null(i));
+
+        let n = batch.num_rows();
+        // Every shard sees every row; the first counts them (and the NULL keys).
+        let counts = self.shard.index == 0;
+        if counts {
+            self.change_rows += n as u64;
+        }
+        let shard = self.shard;
+        // One commit time per (upstream, version): rows of a version come together, so a
+        // compare per row and an insert per version.
+        let mut seen: Option<i64> = None;
+        for i in (0..n).filter(|&i| !version.is_null(i) && !ts.is_null(i)) {
+            if seen != Some(version.value(i)) {
+                seen = Some(version.value(i));
+                self.commit_ts.entry((upstream, version.value(i))).or_insert(ts.value(i));
+            }
+        }
+        let overflow = &mut self.overflow;
+        match self.keys.as_mut() {
+            Some(KeyMap::Int(table)) => {
+                let k = cast(&key_columns[0], &DataType::Int64)?;
+                let k = k.as_primitive::<Int64Type>();
+                let values = k.values();
+                // Each lookup chases up to three cache misses: slot, entry, the key's last
+                // overflow hit. Each is started a stage ahead of the next, once the one it
+                // depends on has landed. A NULL key's value holds some number: prefetching for
+                // it is harmless.
+                const AHEAD: usize = 8;
+                for i in 0..n {
+                    if let Some(ahead) = values.get(i + 3 * AHEAD) {
+                        table.prefetch_slot(*ahead);
+                    }
+                    if let Some(ahead) = values.get(i + 2 * AHEAD) {
+                        table.prefetch_entry(*ahead);
+                    }
+                    if let Some((_, entry)) = values.get(i + AHEAD).and_then(|k| table.peek(*k)) {
+                        prefetch(overflow, entry.last);
+                    }
+                    if k.is_null(i) {
+                        self.null_key_rows += u64::from(counts);
+                        continue;
+                    }
+                    if !shard.owns(|| IntKeyTable::hash(values[i])) {
+                        continue;
+                    }
+                    let mut fresh = false;
+                    let entry = table.upsert(values[i], || {
+                        fresh = true;
+                        KeyEntry::new(upstream, packed(i), ts_at(i))
+                    })?;
+                    if !fresh {
+                        entry.add(overflow, upstream, packed(i), ts_at(i));
+                    }
+                }
+            }
+            Some(KeyMap::Rows(converter, table)) => {
+                let rows = converter.convert_columns(&key_columns)?;
+                let hashes: Vec<u64> = (0..n).map(|i| RowKeyTable::hash(rows.row(i).as_ref())).collect();
+                // As for integer keys: slot, then key and entry, then the key's last overflow
+                // hit, each started a stage ahead of the one that needs it.
+                const AHEAD: usize = 8;
+                for i in 0..n {
+                    if let Some(ahead) = hashes.get(i + 3 * AHEAD) {
+                        table.prefetch_slot(*ahead);
+                    }
+                    if let Some(entry) = hashes.get(i + 2 * AHEAD).and_then(|h| table.prefetch_key(*h)) {
+                        prefetch(overflow, entry.last);
+                    }
+                    if null_key(i) {
+                        self.null_key_rows += u64::from(counts);
+                        continue;
+                    }
+                    let row = rows.row(i);
+                    let h = hashes[i];
+                    if !shard.owns(|| h) {
+                        continue;
+                    }
+                    let mut fresh = false;
+                    let entry = table.upsert(row.as_ref(), h, || {
+                        fresh = true;
+                        KeyEntry::new(upstream, packed(i), ts_at(i))
+                    })?;
+                    if !fresh {
+                        entry.add(overflow, upstream, packed(i), ts_at(i));
+                    }
+                }
+            }
+            None => {}
+        }
+        Ok(())
+    }
+
+    fn finish(self, key: &[String], upstreams: Vec<String>) -> Result<AffectedKeys> {
+        let keys = match self.keys {
+            None => SortedKeys::default(),
+            Some(KeyMap::Int(table)) => {
+                let IntKeyTable { slots, entries: mut v } = table;
+                drop(slots);
+                v.sort_unstable_by_key(|(k, _)| *k);
+                let (keys, entries) = v.into_iter().unzip();
+                SortedKeys { keys: SortedKeyValues::Int(keys), entries }
+            }
+            Some(KeyMap::Rows(converter, table)) => {
+                let (keys, entries) = table.into_sorted();
+                SortedKeys { keys: SortedKeyValues::Rows(converter, keys), entries }
+            }
+        };
+        let distinct_keys = keys.entries.len() as u64;
+        // Without any row the key types are unknown; nothing is written then.
+        let key_fields = self.key_fields.unwrap_or_else(|| key.iter().map(|k| Field::new(k, DataType::Int64, true)).collect());
+        Ok(AffectedKeys {
+            key: key.to_vec(),
+            change_rows: self.change_rows,
+            null_key_rows: self.null_key_rows,
+            distinct_keys,
+            upstreams,
+            key_fields,
+            keys,
+            overflow: self.overflow,
+            commit_ts: self.commit_ts,
+        })
+    }
+}

@@ -1,0 +1,432 @@
+//! The keys of a run while they are folded: hash tables of integer keys and of row-encoded
+//! keys, each key's hits (upstream, commit, change type), and the keys sorted at the end.
+
+use color_eyre::eyre::{Result, eyre};
+
+use crate::util::hash::{FastHash, FoldHasher};
+
+/// One upstream's share of a key: its latest change (packed) and how many change rows it had.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Hit {
+    pub(crate) upstream: u16,
+    pub(crate) rows: u32,
+    pub(crate) packed: i64,
+}
+
+impl Hit {
+    pub(crate) fn add(&mut self, packed: i64) {
+        self.packed = self.packed.max(packed);
+        self.rows = self.rows.saturating_add(1);
+    }
+}
+
+/// Everything known about one key. The first upstream's hit is inline; hits of further
+/// upstreams are chained through the grouper's overflow arena (no allocation per key: a boxed
+/// list per key made malloc a quarter of the grouping time). Upstreams are folded in lexical
+/// order, so a key's hits are chained in that order and a new row's upstream is its first or
+/// its last hit: no chain walk.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct KeyEntry {
+    /// Latest commit timestamp (µs), `i64::MIN` when none is known.
+    pub(crate) last_ts: i64,
+    pub(crate) first: Hit,
+    /// First and last hit in the overflow arena, [`NO_HIT`] when none.
+    pub(crate) next: u32,
+    pub(crate) last: u32,
+}
+
+pub(crate) const NO_HIT: u32 = u32::MAX;
+
+/// Hits beyond a key's first, each linking to the next of the same key.
+#[derive(Default)]
+pub(crate) struct Overflow(pub(crate) Vec<(Hit, u32)>);
+
+impl KeyEntry {
+    pub(crate) fn new(upstream: u16, packed: i64, ts: i64) -> Self {
+        KeyEntry { last_ts: ts, first: Hit { upstream, rows: 1, packed }, next: NO_HIT, last: NO_HIT }
+    }
+
+    pub(crate) fn add(&mut self, overflow: &mut Overflow, upstream: u16, packed: i64, ts: i64) {
+        self.last_ts = self.last_ts.max(ts);
+        let last = match self.last {
+            NO_HIT => &mut self.first,
+            at => &mut overflow.0[at as usize].0,
+        };
+        if last.upstream == upstream {
+            return last.add(packed);
+        }
+        debug_assert!(last.upstream < upstream, "upstreams must be folded in lexical order");
+        let index = overflow.0.len() as u32;
+        overflow.0.push((Hit { upstream, rows: 1, packed }, NO_HIT));
+        match self.last {
+            NO_HIT => self.next = index,
+            at => overflow.0[at as usize].1 = index,
+        }
+        self.last = index;
+    }
+
+    /// Hits in upstream (lexical) order.
+    pub(crate) fn hits<'a>(&'a self, overflow: &'a Overflow) -> impl Iterator<Item = Hit> + 'a {
+        let mut at = self.next;
+        std::iter::once(self.first).chain(std::iter::from_fn(move || {
+            let (hit, next) = *overflow.0.get(at as usize)?;
+            at = next;
+            Some(hit)
+        }))
+    }
+
+    pub(crate) fn last_ts(&self) -> Option<i64> {
+        (self.last_ts != i64::MIN).then_some(self.last_ts)
+    }
+}
+
+/// Keys while folding: a single integer key (lossless as i64) or arrow's row encoding.
+pub(crate) enum KeyMap {
+    Int(IntKeyTable),
+    Rows(deltalake::arrow::row::RowConverter, RowKeyTable),
+}
+
+/// Row-encoded keys (arrow's row format: they sort as the key columns do) in one buffer: no
+/// allocation per key (a boxed key cost a malloc and free each, and its pointer a cache miss
+/// on every comparison of the sort).
+#[derive(Default)]
+pub(crate) struct RowKeys {
+    pub(crate) bytes: Vec<u8>,
+    /// Where each key ends in `bytes` (it starts where the previous one ends).
+    pub(crate) ends: Vec<usize>,
+}
+
+impl RowKeys {
+    pub(crate) fn with_capacity(keys: usize, bytes: usize) -> Self {
+        RowKeys { bytes: Vec::with_capacity(bytes), ends: Vec::with_capacity(keys) }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub(crate) fn get(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.bytes[start..self.ends[i]]
+    }
+
+    pub(crate) fn push(&mut self, key: &[u8]) {
+        self.bytes.extend_from_slice(key);
+        self.ends.push(self.bytes.len());
+    }
+
+    /// The order that sorts the keys (byte order), as indices. Each key's first eight bytes,
+    /// read as a big-endian number, settle most comparisons without touching the keys (for
+    /// a string key they are its first seven bytes after the row format's marker).
+    fn sorted_order(&self) -> Vec<u32> {
+        let prefix = |i: usize| {
+            let key = self.get(i);
+            let mut word = [0u8; 8];
+            let n = key.len().min(8);
+            word[..n].copy_from_slice(&key[..n]);
+            u64::from_be_bytes(word)
+        };
+        let mut order: Vec<(u64, u32)> = (0..self.len()).map(|i| (prefix(i), i as u32)).collect();
+        order.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| self.get(a.1 as usize).cmp(self.get(b.1 as usize))));
+        order.into_iter().map(|(_, i)| i).collect()
+    }
+}
+
+/// Row-encoded keys to their entries, as [`IntKeyTable`] holds integers: open addressing over
+/// slots of `hash tag << 32 | index + 1`, keys and entries dense in insertion order. A key's
+/// home slot is taken from its tag alone, so growing moves slots without reading a key or
+/// hashing it again (profiled: rehashing from the keys was a third of grouping 10M strings).
+#[derive(Default)]
+pub(crate) struct RowKeyTable {
+    pub(crate) slots: Vec<u64>,
+    pub(crate) keys: RowKeys,
+    pub(crate) entries: Vec<KeyEntry>,
+}
+
+impl RowKeyTable {
+    pub(crate) fn hash(key: &[u8]) -> u64 {
+        std::hash::BuildHasher::hash_one(&FastHash::default(), key)
+    }
+
+    /// The home slot of a key whose slot tag is `tag`, among `capacity` (a power of two up to
+    /// 2^32) slots: the tag mixed (shards split keys by some of its bits) and its top bits taken.
+    fn home(tag: u64, capacity: usize) -> usize {
+        let bits = capacity.trailing_zeros();
+        ((tag as u32).wrapping_mul(0x9E37_79B1) >> (32 - bits)) as usize
+    }
+
+    /// The entry of `key` (of hash `h`, see [`Self::hash`]), created by `new` when absent.
+    pub(crate) fn upsert(&mut self, key: &[u8], h: u64, new: impl FnOnce() -> KeyEntry) -> Result<&mut KeyEntry> {
+        if (self.entries.len() + 1) * 2 > self.slots.len() {
+            self.grow()?;
+        }
+        let home = Self::home(h >> 32, self.slots.len());
+        match probe(&self.slots, home, h, |index| self.keys.get(index) == key) {
+            Ok(index) => Ok(&mut self.entries[index]),
+            Err(at) => {
+                let index = new_entry_index(self.entries.len())?;
+                self.slots[at] = IntKeyTable::slot(h, index);
+                self.keys.push(key);
+                self.entries.push(new());
+                Ok(&mut self.entries[index])
+            }
+        }
+    }
+
+    /// Start loading the home slot of a key of hash `h`.
+    #[inline]
+    pub(crate) fn prefetch_slot(&self, h: u64) {
+        if !self.slots.is_empty() {
+            prefetch_address(&self.slots[Self::home(h >> 32, self.slots.len())]);
+        }
+    }
+
+    /// The entry the home slot of a key of hash `h` points at, if any, after starting to load
+    /// that key's bytes (where most lookups end; the caller still compares). Reads the home
+    /// slot: call it after [`Self::prefetch_slot`] had time to land.
+    #[inline]
+    pub(crate) fn prefetch_key(&self, h: u64) -> Option<&KeyEntry> {
+        if self.slots.is_empty() {
+            return None;
+        }
+        let slot = *self.slots.get(Self::home(h >> 32, self.slots.len()))?;
+        let index = IntKeyTable::index(slot);
+        let start = if index == 0 { 0 } else { *self.keys.ends.get(index - 1)? };
+        prefetch_address(self.keys.bytes.get(start)?);
+        let entry = self.entries.get(index)?;
+        prefetch_address(entry);
+        Some(entry)
+    }
+
+    /// Double the slots (at least 1024) and move every taken one (see [`IntKeyTable::grow`]).
+    fn grow(&mut self) -> Result<()> {
+        let capacity = (self.slots.len() * 2).max(1024);
+        if capacity > 1 << 32 {
+            return Err(eyre!("a run affects too many distinct keys for one grouping; run the pipeline over a smaller version range"));
+        }
+        let old = std::mem::replace(&mut self.slots, Vec::with_capacity(capacity));
+        self.slots.resize(capacity, 0);
+        for slot in old.into_iter().filter(|s| *s != 0) {
+            let at = free_slot(&self.slots, Self::home(slot >> 32, capacity));
+            self.slots[at] = slot;
+        }
+        Ok(())
+    }
+
+    /// Keys and entries in key order.
+    pub(crate) fn into_sorted(self) -> (RowKeys, Vec<KeyEntry>) {
+        let RowKeyTable { slots, keys, entries } = self;
+        drop(slots);
+        let order = keys.sorted_order();
+        let mut sorted = RowKeys::with_capacity(keys.len(), keys.bytes.len());
+        for &i in &order {
+            sorted.push(keys.get(i as usize));
+        }
+        drop(keys);
+        (sorted, order.iter().map(|&i| entries[i as usize]).collect())
+    }
+}
+
+/// Linear probing over `slots` (a power of two of them, at most half full; see
+/// [`IntKeyTable`]) from `home` for a key of hash `h`: `Ok(index)` of the entry whose slot tag
+/// matches and that `is_key` accepts, `Err(at)` the empty slot where the key goes.
+#[inline]
+pub(crate) fn probe(slots: &[u64], home: usize, h: u64, is_key: impl Fn(usize) -> bool) -> std::result::Result<usize, usize> {
+    let mask = slots.len() - 1;
+    let mut at = home;
+    loop {
+        let slot = slots[at];
+        if slot == 0 {
+            return Err(at);
+        }
+        if slot >> 32 == h >> 32 && is_key(IntKeyTable::index(slot)) {
+            return Ok(IntKeyTable::index(slot));
+        }
+        at = (at + 1) & mask;
+    }
+}
+
+/// The first empty slot from `home` on (placing a key while growing: it is not there yet).
+pub(crate) fn free_slot(slots: &[u64], home: usize) -> usize {
+    let mask = slots.len() - 1;
+    let mut at = home;
+    while slots[at] != 0 {
+        at = (at + 1) & mask;
+    }
+    at
+}
+
+/// The index a table's next new entry takes (`len`, the entries so far). A slot keeps an entry
+/// index below u32::MAX. 4 billion keys would not fit in memory anyway, but say so rather than
+/// corrupt the table.
+pub(crate) fn new_entry_index(len: usize) -> Result<usize> {
+    if len >= (u32::MAX - 1) as usize {
+        return Err(eyre!("a run affects more than {} distinct keys; run the pipeline over a smaller version range", u32::MAX - 1));
+    }
+    Ok(len)
+}
+
+/// Integer keys to their entries: open addressing (linear probing, at most half full) over
+/// slots of `hash tag << 32 | entry index + 1` (0 = empty), the entries dense in insertion
+/// order. Change rows hit keys at random, so a lookup is two cache misses (slot, entry) on a
+/// large run; [`IntKeyTable::prefetch_slot`] and [`IntKeyTable::prefetch_entry`] let a batch
+/// start them a few rows ahead, overlapping them with the work on earlier rows (std's map
+/// gives no way to prefetch a key's bucket).
+/// The dense entries are also what [`Grouper::finish`] sorts, with no copy out of a map.
+#[derive(Default)]
+pub(crate) struct IntKeyTable {
+    pub(crate) slots: Vec<u64>,
+    pub(crate) entries: Vec<(i64, KeyEntry)>,
+}
+
+impl IntKeyTable {
+    pub(crate) fn hash(key: i64) -> u64 {
+        let mut h = FoldHasher::default();
+        h.mix(key as u64);
+        h.0
+    }
+
+    /// Where probing for a key of hash `h` starts.
+    fn home(&self, h: u64) -> usize {
+        h as usize & self.slots.len().wrapping_sub(1)
+    }
+
+    /// A taken slot: the hash's upper half as a tag, the entry's index plus one (0 is empty).
+    fn slot(h: u64, index: usize) -> u64 {
+        (h >> 32) << 32 | (index as u64 + 1)
+    }
+
+    /// The entry index a slot holds (`usize::MAX` for an empty one).
+    fn index(slot: u64) -> usize {
+        (slot as u32).wrapping_sub(1) as usize
+    }
+
+    /// The entry of `key`, created by `new` when absent.
+    pub(crate) fn upsert(&mut self, key: i64, new: impl FnOnce() -> KeyEntry) -> Result<&mut KeyEntry> {
+        if (self.entries.len() + 1) * 2 > self.slots.len() {
+            self.grow();
+        }
+        let h = Self::hash(key);
+        match probe(&self.slots, self.home(h), h, |index| self.entries[index].0 == key) {
+            Ok(index) => Ok(&mut self.entries[index].1),
+            Err(at) => {
+                let index = new_entry_index(self.entries.len())?;
+                self.slots[at] = Self::slot(h, index);
+                self.entries.push((key, new()));
+                Ok(&mut self.entries[index].1)
+            }
+        }
+    }
+
+    /// Double the slots (at least 1024) and place every entry again.
+    fn grow(&mut self) {
+        let capacity = (self.slots.len() * 2).max(1024);
+        // Zeroed by writing, not `vec![0; n]`: calloc's fresh pages map the shared zero page on
+        // the first probe's read, and the write after it faults again to copy it, flushing
+        // every core's TLB each time (profiled: a fifth of a from-scratch run).
+        self.slots = Vec::with_capacity(capacity);
+        self.slots.resize(capacity, 0);
+        for (index, (key, _)) in self.entries.iter().enumerate() {
+            let h = Self::hash(*key);
+            let at = free_slot(&self.slots, self.home(h));
+            self.slots[at] = Self::slot(h, index);
+        }
+    }
+
+    /// Start loading the home slot of `key`.
+    #[inline]
+    pub(crate) fn prefetch_slot(&self, key: i64) {
+        if let Some(slot) = self.slots.get(self.home(Self::hash(key))) {
+            prefetch_address(slot);
+        }
+    }
+
+    /// The entry the home slot of `key` points at, if any: where most lookups end at this load
+    /// factor (the caller checks the key). For prefetching only.
+    #[inline]
+    pub(crate) fn peek(&self, key: i64) -> Option<&(i64, KeyEntry)> {
+        let slot = *self.slots.get(self.home(Self::hash(key)))?;
+        self.entries.get(Self::index(slot))
+    }
+
+    /// Start loading the entry of `key` (both its ends: an entry can straddle two cache
+    /// lines). Reads the home slot: call it after [`Self::prefetch_slot`] had time to land.
+    #[inline]
+    pub(crate) fn prefetch_entry(&self, key: i64) {
+        if let Some(entry) = self.peek(key) {
+            prefetch_address(entry);
+            prefetch_address(&entry.1.last);
+        }
+    }
+}
+
+/// Keys after folding, sorted (row encodings sort as arrow sorts the key columns); `entries`
+/// is parallel to the key vector.
+pub(crate) struct SortedKeys {
+    pub(crate) keys: SortedKeyValues,
+    pub(crate) entries: Vec<KeyEntry>,
+}
+
+impl Default for SortedKeys {
+    /// No keys (typed as integers: a grouping that saw no row does not know the key's type).
+    fn default() -> Self {
+        SortedKeys { keys: SortedKeyValues::Int(Vec::new()), entries: Vec::new() }
+    }
+}
+
+pub(crate) enum SortedKeyValues {
+    Int(Vec<i64>),
+    Rows(deltalake::arrow::row::RowConverter, RowKeys),
+}
+
+/// Hint the CPU to load what `index` points at in `overflow`. Walking the sorted keys chases
+/// each key's overflow hits at random: prefetching a few keys ahead turned that from the top
+/// single cost of building the link rows into noise.
+#[inline]
+pub(crate) fn prefetch(overflow: &Overflow, index: u32) {
+    if let Some(hit) = overflow.0.get(index as usize) {
+        prefetch_address(hit);
+    }
+}
+
+/// Hint the CPU to load the cache line of `value` (no-op off x86_64).
+#[inline]
+pub(crate) fn prefetch_address<T>(value: &T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch never faults, whatever the address; it is only a hint.
+    #[allow(unused_unsafe)]
+    unsafe {
+        core::arch::x86_64::_mm_prefetch(value as *const T as *const i8, core::arch::x86_64::_MM_HINT_T0)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = value;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The row-key table against a BTreeMap: byte keys of 0–19 bytes over a four-letter
+    /// alphabet (repeats, shared prefixes, keys that are prefixes of others — which the sort's
+    /// zero-padded eight-byte prefixes must not confuse), through many growths. Every key finds
+    /// the entry of its first occurrence, and the sorted keys come out in byte order, once each,
+    /// with their entries.
+    #[test]
+    fn row_key_table_matches_a_btree_map() -> Result<()> {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(7);
+        let mut table = RowKeyTable::default();
+        let mut oracle = std::collections::BTreeMap::<Vec<u8>, i64>::new();
+        for n in 0..50_000i64 {
+            let key: Vec<u8> = (0..rng.gen_range(0..20)).map(|_| rng.gen_range(0..4u8)).collect();
+            let first = *oracle.entry(key.clone()).or_insert(n);
+            let entry = table.upsert(&key, RowKeyTable::hash(&key), || KeyEntry::new(0, n, 0))?;
+            assert_eq!(entry.first.packed, first, "key {key:?}");
+        }
+        let (keys, entries) = table.into_sorted();
+        let sorted: Vec<(Vec<u8>, i64)> = (0..keys.len()).map(|i| (keys.get(i).to_vec(), entries[i].first.packed)).collect();
+        assert!(sorted.len() > 10_000, "mostly distinct keys: {}", sorted.len());
+        assert_eq!(sorted, oracle.into_iter().collect::<Vec<_>>());
+        Ok(())
+    }
+}
