@@ -10,7 +10,10 @@ use crate::config::{Config, DEFAULT_CONFIG_PATH};
 use crate::console::ConsoleArgs;
 use crate::ops::demo::{ensure_demo_lake, DemoOptions};
 use crate::engine::{Engine, Outcome, RunOptions, RunReport};
+use crate::ops::health::Severity;
+use crate::ops::metrics::{server as metrics_server, Metrics};
 use crate::ops::status::{self, Status};
+use crate::util::time::human_seconds;
 
 #[derive(Parser, Debug)]
 #[command(name = "deltalink", version, about = "Delta Lake change-data pipelines: CDF → per-pipeline link tables, with an operations console")]
@@ -29,10 +32,15 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Versions, lag and link-table sizes of every upstream and pipeline.
+    /// Versions, lag, retention guard, health and link-table sizes of every upstream and pipeline.
     Status {
-        #[arg(long)]
+        #[arg(long, conflicts_with = "check")]
         json: bool,
+        /// For monitors (cron, Kubernetes probes, Nagios): one line per pipeline that is not
+        /// ok, and exit 0 ok / 1 warning (lagging) / 2 critical (stalled, at_risk, failing) /
+        /// 3 unknown (the status could not be read).
+        #[arg(long)]
+        check: bool,
         /// Also count each pipeline's pending change rows per upstream (scans the change feed).
         #[arg(long)]
         count_rows: bool,
@@ -87,7 +95,13 @@ pub enum Command {
         /// Poll interval, e.g. 10s, 500ms, 2m.
         #[arg(long, default_value = "10s", value_parser = parse_duration)]
         interval: std::time::Duration,
+        /// Serve Prometheus/OpenMetrics metrics at http://ADDR/metrics (also /healthz, /readyz),
+        /// e.g. 127.0.0.1:9464.
+        #[arg(long, value_name = "ADDR")]
+        metrics_addr: Option<String>,
     },
+    /// Print the metrics `watch --metrics-addr` serves, once (for a node-exporter textfile).
+    Metrics,
     /// Create (or reuse) the demo lake under DIR and open the console on it.
     Demo {
         #[arg(default_value = "demo-lake")]
@@ -221,6 +235,19 @@ async fn dispatch(cli: Cli) -> Result<()> {
             let engine = Engine::new(Config::load(&config_path)?).with_read_only(cli.read_only);
             crate::console::run_console(engine, cli.console.clone(), Some(opts)).await
         }
+        Some(Command::Status { check: true, .. }) => {
+            init_stderr_logging();
+            // A monitor must tell "cannot even read the config" (unknown) from a failed check.
+            let code = match load_engine(&cli) {
+                Ok(engine) => status_check(&engine).await,
+                Err(e) => {
+                    println!("UNKNOWN: {}", format!("{e:#}").lines().next().unwrap_or_default());
+                    Severity::Unknown.exit_code()
+                }
+            };
+            std::io::stdout().flush()?;
+            std::process::exit(code);
+        }
         Some(cmd) => {
             init_stderr_logging();
             let engine = load_engine(&cli)?;
@@ -248,7 +275,7 @@ async fn run_command(engine: &Engine, cmd: &Command) -> Result<()> {
         engine.validate_sql().await?;
     }
     match cmd {
-        Command::Status { json, count_rows } => {
+        Command::Status { json, count_rows, .. } => {
             let mut st = status::status(engine).await?;
             if *count_rows {
                 status::count_pending_rows(engine, &mut st).await;
@@ -347,7 +374,13 @@ async fn run_command(engine: &Engine, cmd: &Command) -> Result<()> {
             }
             Ok(())
         }
-        Command::Watch { pipelines, interval } => {
+        Command::Metrics => {
+            let metrics = Metrics::new();
+            metrics.observe_status(&status::status(engine).await?);
+            print!("{}", metrics.encode()?);
+            Ok(())
+        }
+        Command::Watch { pipelines, interval, metrics_addr } => {
             let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
             let flag = stop.clone();
             tokio::spawn(async move {
@@ -357,10 +390,22 @@ async fn run_command(engine: &Engine, cmd: &Command) -> Result<()> {
                 }
             });
             eprintln!("watching every {:?}; Ctrl-C to stop", interval);
+            let metrics = std::sync::Arc::new(Metrics::new());
+            if let Some(addr) = metrics_addr {
+                let listener = metrics_server::bind(addr).await?;
+                eprintln!("metrics on http://{}/metrics", listener.local_addr()?);
+                tokio::spawn(metrics_server::serve(listener, engine.clone(), metrics.clone()));
+            }
             let mut w = crate::ops::watch::Watcher::new(engine.clone(), pipelines.clone(), *interval);
-            w.run(stop, |p, r| match r {
-                Ok(rep) => print_run(rep),
-                Err(e) => eprintln!("pipeline {p}: FAILED\n{e:?}"),
+            w.run(stop, |p, r| {
+                // Poll errors are reported under a pseudo-name; only pipelines' runs count.
+                if engine.config.pipelines.contains_key(p) {
+                    metrics.observe_run(p, r, crate::util::time::now_ms() as f64 / 1000.0);
+                }
+                match r {
+                    Ok(rep) => print_run(rep),
+                    Err(e) => eprintln!("pipeline {p}: FAILED\n{e:?}"),
+                }
             })
             .await
         }
@@ -393,6 +438,27 @@ fn print_run(r: &RunReport) {
     }
 }
 
+/// `status --check`: the verdicts a monitor needs, and the exit code of the worst.
+async fn status_check(engine: &Engine) -> i32 {
+    let st = match status::status(engine).await {
+        Ok(st) => st,
+        Err(e) => {
+            println!("UNKNOWN: cannot read the status: {}", format!("{e:#}").lines().next().unwrap_or_default());
+            return Severity::Unknown.exit_code();
+        }
+    };
+    let mut worst = Severity::Ok;
+    for p in st.pipelines.iter().filter(|p| p.needs_attention()) {
+        let severity = p.health.state.severity();
+        worst = worst.max(severity);
+        println!("{} {}: {} — {}", severity.label(), p.name, p.health.state.word(), p.health.reason);
+    }
+    if worst == Severity::Ok {
+        println!("OK: {} pipelines ok", st.pipelines.len());
+    }
+    worst.exit_code()
+}
+
 fn print_status(st: &Status) {
     println!("{:<32} {:>8}  {:<4} {:<21} last operation", "UPSTREAM", "LATEST", "CDF", "LAST COMMIT");
     for u in &st.upstreams {
@@ -411,12 +477,16 @@ fn print_status(st: &Status) {
     println!();
     for p in &st.pipelines {
         println!(
-            "PIPELINE {}  key ({})  link rows {}  last run {}",
+            "PIPELINE {}  key ({})  link rows {}  last run {}  health {}",
             p.name,
             p.key.join(", "),
             p.link_rows.map_or("?".into(), |n| n.to_string()),
-            p.last_run_id.map_or("-".into(), |n| n.to_string())
+            p.last_run_id.map_or("-".into(), |n| n.to_string()),
+            p.health.state.word()
         );
+        if p.needs_attention() {
+            println!("  why: {}", p.health.reason);
+        }
         if let Some(w) = &p.last_write {
             println!("  last write: {}", w.describe());
         }
@@ -431,6 +501,10 @@ fn print_status(st: &Status) {
                 u.pending_change_rows.map_or(String::new(), |n| format!("  {n} change rows pending")),
                 u.pending_run_id.map_or(String::new(), |r| format!("  (run {r} pending)"))
             );
+            if let Some(left) = u.retention_seconds_left {
+                let when = if left > 0.0 { format!("in {}", human_seconds(left)) } else { "now".to_string() };
+                println!("    retention: oldest unread commit can become unreadable {when} ({})", u.retention_note.as_deref().unwrap_or(""));
+            }
         }
     }
 }

@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 use toml::Spanned;
@@ -64,7 +65,25 @@ pub struct Pipeline {
     /// copy-on-write, for readers without deletion-vector support.
     pub deletion_vectors: bool,
     pub sources: Vec<Source>,
+    /// How late the pipeline may fall before health says so.
+    pub slo: LagSlo,
 }
+
+/// A pipeline's lag objectives: lag (the age of the oldest upstream commit it has not read)
+/// above `warn` is `lagging`, above `max` is `stalled`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LagSlo {
+    pub warn: Duration,
+    pub max: Duration,
+}
+
+/// Default `warn_lag`: a pipeline run every few minutes is an hour late only when stuck.
+pub const DEFAULT_WARN_LAG: Duration = Duration::from_secs(3_600);
+/// Default `max_lag`.
+pub const DEFAULT_MAX_LAG: Duration = Duration::from_secs(6 * 3_600);
+/// Default `[health] retention_margin`: an unread range this close to falling out of its
+/// upstream's retention is `at_risk` (a day leaves an on-call shift to act).
+pub const DEFAULT_RETENTION_MARGIN: Duration = Duration::from_secs(86_400);
 
 impl Pipeline {
     /// Distinct upstream names this pipeline reads, in first-listed order.
@@ -97,6 +116,9 @@ pub struct Config {
     pub pipelines: BTreeMap<String, Pipeline>,
     /// Object-store options (credentials, endpoints). Never printed: see the `Debug` impl.
     pub storage_options: HashMap<String, String>,
+    /// An unread range with less than this left before its upstream's retention may remove it
+    /// is `at_risk`.
+    pub retention_margin: Duration,
 }
 
 impl fmt::Debug for Config {
@@ -121,6 +143,14 @@ struct RawConfig {
     upstreams: BTreeMap<String, RawUpstream>,
     #[serde(default)]
     pipelines: BTreeMap<String, RawPipeline>,
+    #[serde(default)]
+    health: RawHealth,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawHealth {
+    retention_margin: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -151,6 +181,8 @@ struct RawPipeline {
     #[serde(default = "default_true")]
     deletion_vectors: bool,
     sources: Spanned<Vec<RawSource>>,
+    warn_lag: Option<Spanned<String>>,
+    max_lag: Option<Spanned<String>>,
 }
 
 fn default_true() -> bool {
@@ -250,6 +282,7 @@ impl Validator<'_> {
             upstreams,
             pipelines,
             storage_options: self.storage(raw.storage)?,
+            retention_margin: self.duration(raw.health.retention_margin.as_ref(), "health.retention_margin", DEFAULT_RETENTION_MARGIN)?,
         })
     }
 
@@ -265,6 +298,31 @@ impl Validator<'_> {
                 format!("{} is out of range\n  fix: a whole number of seconds from 2 to 86400 (default {DEFAULT_LEASE_TTL_SECONDS}); it bounds how long a frozen holder keeps a pipeline", raw.get_ref()),
             )),
         }
+    }
+
+    /// A duration field (`90s`, `2h`, `7d`), or `default` when absent.
+    fn duration(&self, raw: Option<&Spanned<String>>, field: &str, default: Duration) -> Result<Duration, ConfigError> {
+        let Some(raw) = raw else { return Ok(default) };
+        match crate::util::time::parse_duration(raw.get_ref()) {
+            Ok(d) if !d.is_zero() => Ok(d),
+            Ok(_) => Err(self.invalid(raw.span(), field, "must be more than zero\n  fix: a duration such as \"90s\", \"2h\" or \"26h\"")),
+            Err(e) => Err(self.invalid(raw.span(), field, format!("{e}\n  fix: a whole number and a unit: s, m, h, d or w"))),
+        }
+    }
+
+    /// `warn_lag` and `max_lag` of a pipeline; the warning must come first.
+    fn lag_slo(&self, name: &str, p: &RawPipeline) -> Result<LagSlo, ConfigError> {
+        let warn = self.duration(p.warn_lag.as_ref(), &format!("pipelines.{name}.warn_lag"), DEFAULT_WARN_LAG)?;
+        let max = self.duration(p.max_lag.as_ref(), &format!("pipelines.{name}.max_lag"), DEFAULT_MAX_LAG)?;
+        if warn > max {
+            let span = p.warn_lag.as_ref().or(p.max_lag.as_ref()).map(Spanned::span).unwrap_or(0..0);
+            return Err(self.invalid(
+                span,
+                &format!("pipelines.{name}.warn_lag"),
+                format!("warn_lag ({}s) is above max_lag ({}s)\n  fix: warn_lag is the early warning, so set it below max_lag (defaults 1h and 6h)", warn.as_secs(), max.as_secs()),
+            ));
+        }
+        Ok(LagSlo { warn, max })
     }
 
     /// Object-store options; a value `${NAME}` is read from the environment so secrets stay
@@ -292,6 +350,7 @@ impl Validator<'_> {
         upstreams: &BTreeMap<String, Upstream>,
     ) -> Result<Pipeline, ConfigError> {
         let field = |f: &str| format!("pipelines.{name}.{f}");
+        let slo = self.lag_slo(name, &p)?;
         let link_table = self.resolve(&p.link_table, &field("link_table"))?;
         self.check_columns(&p.key, &field("key"))?;
         let key = p.key.into_inner();
@@ -354,6 +413,7 @@ impl Validator<'_> {
             reset_allowed: p.reset_allowed,
             deletion_vectors: p.deletion_vectors,
             sources,
+            slo,
         })
     }
 

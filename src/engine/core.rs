@@ -28,6 +28,8 @@ pub struct Engine {
     pub scans: Arc<ScanCounter>,
     /// Upstream snapshots kept between status refreshes (moved forward incrementally).
     pub tables: Arc<lake::TableCache>,
+    /// Commit facts read by status's retention guard (commits never change once written).
+    pub commits: Arc<lake::CommitCache>,
     /// Target size of link-table files (see [`LinkMerge::target_file_size`]).
     pub link_file_size: u64,
     pub merge_strategy: MergeStrategy,
@@ -75,6 +77,7 @@ impl Engine {
             read_only: false,
             scans: Arc::new(ScanCounter::default()),
             tables: Arc::default(),
+            commits: Arc::default(),
             link_file_size: DEFAULT_LINK_FILE_SIZE,
             merge_strategy: MergeStrategy::default(),
             cycle: None,

@@ -1,5 +1,6 @@
-//! Status: per upstream its latest version and last commit, per pipeline its progress and lag.
-//! Upstreams are probed concurrently (bounded), so 100+ tables stay cheap to refresh.
+//! Status: per upstream its latest version and last commit, per pipeline its progress, lag,
+//! retention guard and health. Upstreams are probed concurrently (bounded), so 100+ tables
+//! stay cheap to refresh; commit facts are cached (commits never change).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -8,12 +9,15 @@ use color_eyre::eyre::Result;
 use futures::StreamExt;
 use serde::Serialize;
 
-use crate::config::display_uri;
-use crate::store::lake;
+use crate::config::{display_uri, Pipeline};
+use crate::ops::health::{self, Health, UpstreamFacts};
+use crate::store::lake::{self, CommitCache, Retention};
+use crate::store::lease;
 use crate::store::link;
 use crate::engine::Engine;
 use crate::store::tracker::TrackerRow;
-use crate::util::time::format_ms;
+use crate::util::time::{format_ms, human_seconds, now_ms};
+use deltalake::DeltaTable;
 
 /// How many upstream tables are probed at once.
 const PROBE_CONCURRENCY: usize = 16;
@@ -38,7 +42,16 @@ pub struct PipelineUpstreamStatus {
     pub processed_version: Option<i64>,
     pub latest_version: Option<u64>,
     pub lag_versions: Option<u64>,
+    /// Age of the oldest commit not read yet (0 when current).
     pub lag_seconds: Option<f64>,
+    /// Time before the oldest unread commit may become unreadable (log or deleted-file
+    /// retention, or a VACUUM that already ran); negative when it may already be. `None`
+    /// when nothing is unread or the pipeline never ran.
+    pub retention_seconds_left: Option<f64>,
+    /// What bounds `retention_seconds_left`, in words.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retention_note: Option<String>,
+    pub health: Health,
     /// A run is in flight (or died) with this run_id pending.
     pub pending_run_id: Option<i64>,
     /// Change rows in the versions not read yet; counted (a scan) only when asked for
@@ -67,6 +80,15 @@ pub struct PipelineStatus {
     /// The last run or replay written into the link table, by whichever process.
     pub last_write: Option<link::LinkWrite>,
     pub upstreams: Vec<PipelineUpstreamStatus>,
+    /// The worst of its upstreams' verdicts.
+    pub health: Health,
+}
+
+impl PipelineStatus {
+    /// Whether a monitor should hear about it.
+    pub fn needs_attention(&self) -> bool {
+        self.health.state != health::HealthState::Ok
+    }
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -83,14 +105,19 @@ impl Status {
 
 /// Probe one upstream: latest version, CDF flag, last commit.
 pub async fn probe_upstream(engine: &Engine, name: &str) -> UpstreamStatus {
+    probe(engine, name).await.0
+}
+
+/// [`probe_upstream`], keeping the table for the pipelines' retention guard.
+async fn probe(engine: &Engine, name: &str) -> (UpstreamStatus, Option<DeltaTable>) {
     let uri = match engine.config.upstream(name) {
         Ok(u) => u.uri.clone(),
-        Err(e) => return failed(name, String::new(), e.to_string()),
+        Err(e) => return (failed(name, String::new(), e.to_string()), None),
     };
     let shown = display_uri(&uri);
     let table = match engine.tables.latest(name, &uri, &engine.config.storage_options).await {
         Ok(t) => t,
-        Err(e) => return failed(name, shown, format!("{e}")),
+        Err(e) => return (failed(name, shown, format!("{e}")), None),
     };
     let latest = table.version();
     let commit = match latest {
@@ -98,7 +125,7 @@ pub async fn probe_upstream(engine: &Engine, name: &str) -> UpstreamStatus {
         None => None,
     };
     let ms = commit.as_ref().and_then(|c| c.timestamp_ms);
-    UpstreamStatus {
+    let status = UpstreamStatus {
         name: name.into(),
         uri: shown,
         latest_version: latest,
@@ -107,7 +134,8 @@ pub async fn probe_upstream(engine: &Engine, name: &str) -> UpstreamStatus {
         last_commit_ms: ms,
         last_operation: commit.and_then(|c| c.operation),
         error: None,
-    }
+    };
+    (status, Some(table))
 }
 
 fn failed(name: &str, uri: String, error: String) -> UpstreamStatus {
@@ -125,22 +153,31 @@ fn failed(name: &str, uri: String, error: String) -> UpstreamStatus {
 
 /// Gather the whole status: upstream probes and link counts run concurrently.
 pub async fn status(engine: &Engine) -> Result<Status> {
+    status_at(engine, now_ms()).await
+}
+
+/// [`status`] as of `now` (milliseconds since the epoch): lag and retention are ages at that
+/// instant (tests and what-if checks ask about a later one).
+pub async fn status_at(engine: &Engine, now: i64) -> Result<Status> {
     // Every probe future owns what it uses (an engine clone, shared rows), so the whole status
     // future is `Send` and the console can spawn it.
     let probes = engine.config.upstreams.keys().cloned().map(|n| {
         let engine = engine.clone();
-        async move { probe_upstream(&engine, &n).await }
+        async move { probe(&engine, &n).await }
     });
-    let mut upstreams: Vec<UpstreamStatus> =
+    let probed: Vec<(UpstreamStatus, Option<DeltaTable>)> =
         futures::stream::iter(probes).buffer_unordered(PROBE_CONCURRENCY).collect().await;
+    let tables: Arc<HashMap<String, DeltaTable>> =
+        Arc::new(probed.iter().filter_map(|(u, t)| Some((u.name.clone(), t.clone()?))).collect());
+    let mut upstreams: Vec<UpstreamStatus> = probed.into_iter().map(|(u, _)| u).collect();
     upstreams.sort_by(|a, b| a.name.cmp(&b.name));
     let tracker = engine.tracker().await?;
     let rows = Arc::new(tracker.rows(None).await?);
     let by_name: Arc<HashMap<String, UpstreamStatus>> =
         Arc::new(upstreams.iter().map(|u| (u.name.clone(), u.clone())).collect());
     let pipelines = engine.config.pipelines.values().cloned().map(|p| {
-        let (engine, rows, by_name) = (engine.clone(), rows.clone(), by_name.clone());
-        async move { pipeline_status(&engine, &p, &rows, &by_name).await }
+        let (engine, rows, by_name, tables) = (engine.clone(), rows.clone(), by_name.clone(), tables.clone());
+        async move { pipeline_status(&engine, &p, &rows, &by_name, &tables, now).await }
     });
     let pipelines = futures::stream::iter(pipelines).buffered(PROBE_CONCURRENCY).collect::<Vec<_>>().await;
     Ok(Status { upstreams, pipelines })
@@ -148,9 +185,11 @@ pub async fn status(engine: &Engine) -> Result<Status> {
 
 async fn pipeline_status(
     engine: &Engine,
-    p: &crate::config::Pipeline,
+    p: &Pipeline,
     rows: &[TrackerRow],
     upstreams: &HashMap<String, UpstreamStatus>,
+    tables: &HashMap<String, DeltaTable>,
+    now: i64,
 ) -> PipelineStatus {
     let (link_rows, last_write) = match engine.tables.owned(&p.link_table, &engine.config.storage_options).await {
         Ok(Some(t)) => {
@@ -161,34 +200,21 @@ async fn pipeline_status(
         Err(_) => (None, None),
     };
     let mine: Vec<&TrackerRow> = rows.iter().filter(|r| r.pipeline_name == p.name).collect();
-    let ups = p
-        .upstream_names()
-        .into_iter()
-        .map(|u| {
-            let row = mine.iter().find(|r| r.upstream == u);
-            let processed = row.and_then(|r| r.processed());
-            let st = upstreams.get(u.as_str());
-            let latest = st.and_then(|s| s.latest_version);
-            let lag_versions = latest.map(|l| match processed {
-                Some(p) => (l as i64 - p).max(0) as u64,
-                None => l + 1,
-            });
-            let lag_seconds = match (st.and_then(|s| s.last_commit_ms), row.and_then(|r| r.last_processed_ts)) {
-                (Some(latest_ms), Some(done_ms)) => Some(((latest_ms - done_ms).max(0)) as f64 / 1000.0),
-                (Some(_), None) if lag_versions == Some(0) => Some(0.0),
-                _ => None,
-            };
-            PipelineUpstreamStatus {
-                upstream: u,
-                processed_version: processed,
-                latest_version: latest,
-                lag_versions,
-                lag_seconds: if lag_versions == Some(0) { Some(0.0) } else { lag_seconds },
-                pending_run_id: row.and_then(|r| r.pending_run_id),
-                pending_change_rows: None,
-            }
-        })
-        .collect();
+    let pending = mine.iter().any(|r| r.pending_run_id.is_some());
+    // A pending intent is a run in progress while a live lease holds the pipeline.
+    let run_in_progress = pending
+        && matches!(lease::current(&engine.config, &p.name).await, Ok(Some(holder)) if !holder.expired());
+    let mut ups = Vec::new();
+    for u in p.upstream_names() {
+        let row = mine.iter().find(|r| r.upstream == u).copied();
+        let st = upstreams.get(u.as_str());
+        let guard = match tables.get(u.as_str()) {
+            Some(table) => unread_guard(&engine.commits, table, row.and_then(TrackerRow::processed), now).await,
+            None => UnreadGuard::default(),
+        };
+        ups.push(upstream_progress(p, engine.config.retention_margin, u, row, st, guard, run_in_progress));
+    }
+    let health = health::worst(ups.iter().map(|u| u.health.clone()));
     PipelineStatus {
         name: p.name.clone(),
         link_table: display_uri(&p.link_table),
@@ -197,7 +223,121 @@ async fn pipeline_status(
         last_run_id: mine.iter().filter_map(|r| r.run_id).max(),
         last_write,
         upstreams: ups,
+        health,
     }
+}
+
+/// One upstream's progress and verdict for pipeline `p`.
+fn upstream_progress(
+    p: &Pipeline,
+    retention_margin: std::time::Duration,
+    upstream: String,
+    row: Option<&TrackerRow>,
+    st: Option<&UpstreamStatus>,
+    guard: UnreadGuard,
+    run_in_progress: bool,
+) -> PipelineUpstreamStatus {
+    let processed = row.and_then(TrackerRow::processed);
+    let latest = st.and_then(|s| s.latest_version);
+    let lag_versions = latest.map(|l| match processed {
+        Some(p) => (l as i64 - p).max(0) as u64,
+        None => l + 1,
+    });
+    let lag_seconds = if lag_versions == Some(0) { Some(0.0) } else { guard.lag_seconds };
+    let retention_seconds_left = if lag_versions == Some(0) { None } else { guard.seconds_left };
+    let pending_run_id = row.and_then(|r| r.pending_run_id);
+    let facts = UpstreamFacts {
+        pipeline: &p.name,
+        upstream: &upstream,
+        error: st.and_then(|s| s.error.as_deref()),
+        processed_version: processed,
+        lag_versions,
+        lag_seconds,
+        retention_seconds_left,
+        retention_note: guard.note.as_deref(),
+        pending_run_id,
+        run_in_progress,
+    };
+    let health = health::assess_upstream(&p.slo, retention_margin, &facts);
+    PipelineUpstreamStatus {
+        upstream,
+        processed_version: processed,
+        latest_version: latest,
+        lag_versions,
+        lag_seconds,
+        retention_seconds_left,
+        retention_note: guard.note,
+        health,
+        pending_run_id,
+        pending_change_rows: None,
+    }
+}
+
+/// What the retention guard found about the commits a pipeline has not read.
+#[derive(Debug, Default)]
+struct UnreadGuard {
+    lag_seconds: Option<f64>,
+    seconds_left: Option<f64>,
+    note: Option<String>,
+}
+
+/// The age of the oldest unread commit and how long it stays readable: the shorter of the
+/// table's log and deleted-file retention from its commit time, or zero when a VACUUM that
+/// ran since may already have removed its files. Nothing for a pipeline that never ran (its
+/// first run reads what `start` says, not the history).
+async fn unread_guard(commits: &CommitCache, table: &DeltaTable, processed: Option<i64>, now: i64) -> UnreadGuard {
+    let (Some(processed), Some(latest)) = (processed, table.version()) else { return UnreadGuard::default() };
+    let first_unread = (processed + 1).max(0) as u64;
+    if first_unread > latest {
+        return UnreadGuard::default();
+    }
+    let retention = lake::retention(table);
+    let oldest_ms = match commits.get(table, first_unread).await {
+        Ok(Some(facts)) => facts.timestamp_ms,
+        Ok(None) => {
+            return UnreadGuard {
+                lag_seconds: None,
+                seconds_left: Some(0.0),
+                note: Some(format!("commit {first_unread} is no longer in the log ({})", retention.describe())),
+            }
+        }
+        Err(_) => None,
+    };
+    let Some(oldest_ms) = oldest_ms else { return UnreadGuard::default() };
+    let age = (now - oldest_ms).max(0) as f64 / 1000.0;
+    let mut guard = UnreadGuard {
+        lag_seconds: Some(age),
+        seconds_left: Some(retention.readable_for().as_secs_f64() - age),
+        note: Some(retention.describe()),
+    };
+    if let Some(note) = vacuumed_since(commits, table, first_unread, latest, oldest_ms, &retention).await {
+        guard.seconds_left = Some(0.0);
+        guard.note = Some(note);
+    }
+    guard
+}
+
+/// A VACUUM after the oldest unread commit that ran when that commit's files were already
+/// past the retention it used (its `RETAIN`, else the table's deleted-file retention): it may
+/// have removed files the unread range needs.
+async fn vacuumed_since(
+    commits: &CommitCache,
+    table: &DeltaTable,
+    first_unread: u64,
+    latest: u64,
+    oldest_ms: i64,
+    retention: &Retention,
+) -> Option<String> {
+    let vacuums = lake::vacuums_in(commits, table, first_unread, latest).await.ok()?;
+    let default_ms = retention.deleted_files.as_millis() as i64;
+    let v = vacuums.into_iter().find(|v| v.timestamp_ms - oldest_ms > v.retention_ms.unwrap_or(default_ms))?;
+    let used = v.retention_ms.unwrap_or(default_ms) as f64 / 1000.0;
+    Some(format!(
+        "VACUUM at version {} ({}) removed files unreferenced for over {}",
+        v.version,
+        format_ms(v.timestamp_ms).unwrap_or_default(),
+        human_seconds(used)
+    ))
 }
 
 /// Fill in each pipeline's pending change rows per upstream: a count over the change feed of

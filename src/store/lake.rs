@@ -2,6 +2,7 @@
 //! (latest version, commit info, earliest readable version, CDF enablement).
 
 use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
 
 use color_eyre::eyre::{eyre, Result, WrapErr};
 use deltalake::kernel::{Action, CommitInfo};
@@ -314,5 +315,171 @@ pub fn merge_operation(merge_predicate: &str) -> deltalake::protocol::DeltaOpera
         matched_predicates: vec![MergePredicate { action_type: "update".into(), predicate: None }],
         not_matched_predicates: vec![MergePredicate { action_type: "insert".into(), predicate: None }],
         not_matched_by_source_predicates: vec![],
+    }
+}
+
+const LOG_RETENTION_PROPERTY: &str = "delta.logRetentionDuration";
+const DELETED_FILE_RETENTION_PROPERTY: &str = "delta.deletedFileRetentionDuration";
+/// Delta's defaults when the properties are unset.
+const DEFAULT_LOG_RETENTION: Duration = Duration::from_secs(30 * 86_400);
+const DEFAULT_DELETED_FILE_RETENTION: Duration = Duration::from_secs(7 * 86_400);
+
+/// How long a table keeps what a change-feed reader needs: its commit files (log retention,
+/// enforced when a checkpoint cleans the log) and the data and change files those commits
+/// name (deleted-file retention, enforced by VACUUM).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    pub log: Duration,
+    pub deleted_files: Duration,
+}
+
+impl Retention {
+    /// A commit older than this may have lost its log entry or its files.
+    pub fn readable_for(&self) -> Duration {
+        self.log.min(self.deleted_files)
+    }
+
+    pub fn describe(&self) -> String {
+        format!(
+            "log retention {}, deleted-file retention {}",
+            crate::util::time::human_seconds(self.log.as_secs_f64()),
+            crate::util::time::human_seconds(self.deleted_files.as_secs_f64())
+        )
+    }
+}
+
+/// The table's retention properties, Delta's defaults (30 and 7 days) where unset or unreadable.
+pub fn retention(table: &DeltaTable) -> Retention {
+    let property = |key: &str| {
+        let snapshot = table.snapshot().ok()?;
+        parse_interval(snapshot.metadata().configuration().get(key)?)
+    };
+    Retention {
+        log: property(LOG_RETENTION_PROPERTY).unwrap_or(DEFAULT_LOG_RETENTION),
+        deleted_files: property(DELETED_FILE_RETENTION_PROPERTY).unwrap_or(DEFAULT_DELETED_FILE_RETENTION),
+    }
+}
+
+/// A Delta interval property, as Spark writes it: `interval 7 days`, `interval 1 week`,
+/// `interval 36 hours`, `interval 30 seconds`.
+pub fn parse_interval(text: &str) -> Option<Duration> {
+    let mut words = text.split_whitespace();
+    let mut first = words.next()?;
+    if first.eq_ignore_ascii_case("interval") {
+        first = words.next()?;
+    }
+    let n: u64 = first.parse().ok()?;
+    let unit = words.next()?.to_ascii_lowercase();
+    let secs = match unit.trim_end_matches('s') {
+        "second" => 1,
+        "minute" => 60,
+        "hour" => 3_600,
+        "day" => 86_400,
+        "week" => 604_800,
+        _ => return None,
+    };
+    Some(Duration::from_secs(n.saturating_mul(secs)))
+}
+
+/// When a commit was made and what it did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CommitFacts {
+    pub timestamp_ms: Option<i64>,
+    pub operation: Option<String>,
+    /// For a `VACUUM START`: the retention it ran with (its `RETAIN`, else the table's).
+    pub vacuum_retention_ms: Option<i64>,
+}
+
+impl CommitFacts {
+    fn of(commit: CommitSummary) -> CommitFacts {
+        let is_vacuum = commit.operation.as_deref().is_some_and(|op| op.eq_ignore_ascii_case("VACUUM START"));
+        let parameter = |name: &str| {
+            let value = commit.info.as_ref()?.operation_parameters.as_ref()?.get(name)?.clone();
+            // delta-rs records numbers, Spark strings.
+            value.as_i64().or_else(|| value.as_str()?.parse().ok())
+        };
+        let vacuum_retention_ms = if is_vacuum {
+            parameter("specifiedRetentionMillis").or_else(|| parameter("defaultRetentionMillis"))
+        } else {
+            None
+        };
+        CommitFacts { timestamp_ms: commit.timestamp_ms, operation: commit.operation, vacuum_retention_ms }
+    }
+}
+
+/// Commit facts by (table, version), read once: a commit never changes after it is written, and
+/// the retention guard looks at every unread commit on each status refresh.
+#[derive(Default)]
+pub struct CommitCache(std::sync::Mutex<HashMap<(String, u64), CommitFacts>>);
+
+/// Beyond this many cached commits the cache starts over (memory stays bounded on big fleets).
+const COMMIT_CACHE_MAX: usize = 200_000;
+
+impl CommitCache {
+    /// The facts of `version`; `None` when its commit file is gone.
+    pub async fn get(&self, table: &DeltaTable, version: u64) -> Result<Option<CommitFacts>> {
+        let key = (table.table_url().to_string(), version);
+        if let Some(facts) = self.lock().get(&key) {
+            return Ok(Some(facts.clone()));
+        }
+        let Some(commit) = read_commit(table, version).await? else { return Ok(None) };
+        let facts = CommitFacts::of(commit);
+        let mut cache = self.lock();
+        if cache.len() >= COMMIT_CACHE_MAX {
+            cache.clear();
+        }
+        cache.insert(key, facts.clone());
+        Ok(Some(facts))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, u64), CommitFacts>> {
+        // A panic while holding the lock leaves a consistent map (inserts are single calls).
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// A VACUUM recorded in a table's history.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VacuumSeen {
+    pub version: u64,
+    pub timestamp_ms: i64,
+    /// The retention it ran with, when recorded: it removed files unreferenced for longer.
+    pub retention_ms: Option<i64>,
+}
+
+/// How many of the newest unread commits the retention guard reads for VACUUMs.
+pub const VACUUM_SCAN_LIMIT: u64 = 500;
+
+/// The VACUUMs committed in `from..=to` (the newest [`VACUUM_SCAN_LIMIT`] commits of it), read
+/// from their commit info (`VACUUM START`, as delta-rs and Spark record them, with the
+/// retention they ran with).
+pub async fn vacuums_in(cache: &CommitCache, table: &DeltaTable, from: u64, to: u64) -> Result<Vec<VacuumSeen>> {
+    use futures::StreamExt;
+    let first = from.max(to.saturating_sub(VACUUM_SCAN_LIMIT - 1));
+    let reads = (first..=to).map(|v| async move { (v, cache.get(table, v).await) });
+    let facts: Vec<(u64, Result<Option<CommitFacts>>)> = futures::stream::iter(reads).buffered(16).collect().await;
+    let mut seen = Vec::new();
+    for (version, facts) in facts {
+        let Some(facts) = facts? else { continue };
+        let is_vacuum = facts.operation.as_deref().is_some_and(|op| op.eq_ignore_ascii_case("VACUUM START"));
+        if let (true, Some(timestamp_ms)) = (is_vacuum, facts.timestamp_ms) {
+            seen.push(VacuumSeen { version, timestamp_ms, retention_ms: facts.vacuum_retention_ms });
+        }
+    }
+    Ok(seen)
+}
+
+#[cfg(test)]
+mod retention_tests {
+    use super::*;
+
+    #[test]
+    fn delta_interval_properties_read_as_spark_writes_them() {
+        assert_eq!(parse_interval("interval 7 days"), Some(Duration::from_secs(7 * 86_400)));
+        assert_eq!(parse_interval("interval 1 week"), Some(Duration::from_secs(604_800)));
+        assert_eq!(parse_interval("INTERVAL 36 HOURS"), Some(Duration::from_secs(36 * 3_600)));
+        assert_eq!(parse_interval("interval 30 seconds"), Some(Duration::from_secs(30)));
+        assert_eq!(parse_interval("interval seven days"), None);
+        assert_eq!(parse_interval("interval 2 fortnights"), None);
     }
 }

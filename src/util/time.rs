@@ -30,3 +30,50 @@ pub fn parse_instant(s: &str) -> Result<DateTime<Utc>, String> {
         .map(|t| t.and_utc())
         .ok_or_else(|| format!("`{s}` is not a date-time (try 2025-01-31 12:00)"))
 }
+
+/// A duration as people write it in config: a whole number and a unit, `90s`, `15m`, `2h`,
+/// `26h`, `7d` (also `1w`).
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let n: u64 = digits.parse().map_err(|_| format!("`{s}` is not a duration (try 90s, 15m, 2h or 7d)"))?;
+    let secs_per = match unit.trim() {
+        "s" | "sec" | "secs" | "second" | "seconds" => 1,
+        "m" | "min" | "mins" | "minute" | "minutes" => 60,
+        "h" | "hour" | "hours" => 3_600,
+        "d" | "day" | "days" => 86_400,
+        "w" | "week" | "weeks" => 604_800,
+        _ => return Err(format!("`{s}` has no unit (try 90s, 15m, 2h or 7d)")),
+    };
+    Ok(std::time::Duration::from_secs(n.saturating_mul(secs_per)))
+}
+
+/// A number of seconds for people: `45s`, `12m`, `3h 05m`, `2d 04h` (two units at most).
+pub fn human_seconds(secs: f64) -> String {
+    // Floored: a countdown never shows more time than is left.
+    let s = secs.max(0.0).floor() as u64;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3_600 => format!("{}m", s / 60),
+        3_600..86_400 => format!("{}h {:02}m", s / 3_600, s % 3_600 / 60),
+        _ => format!("{}d {:02}h", s / 86_400, s % 86_400 / 3_600),
+    }
+}
+
+#[cfg(test)]
+mod duration_tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_as_written_and_print_for_people() {
+        assert_eq!(parse_duration("90s"), Ok(std::time::Duration::from_secs(90)));
+        assert_eq!(parse_duration("26h"), Ok(std::time::Duration::from_secs(26 * 3600)));
+        assert_eq!(parse_duration(" 7d "), Ok(std::time::Duration::from_secs(7 * 86_400)));
+        assert!(parse_duration("2").unwrap_err().contains("no unit"));
+        assert!(parse_duration("h").unwrap_err().contains("not a duration"));
+        assert_eq!(human_seconds(59.4), "59s");
+        assert_eq!(human_seconds(3_600.0 * 3.0 + 300.0), "3h 05m");
+        assert_eq!(human_seconds(86_400.0 * 8.0 + 3_600.0), "8d 01h");
+    }
+}

@@ -14,11 +14,12 @@ fn python_with(modules: &str) -> Option<String> {
     ok.then_some(py)
 }
 
-/// Run the short chaos mode on `store`; panic with the script's report unless it passed.
-fn chaos_short(py: &str, store: &str) {
+/// Run the short chaos mode on `store` with lease TTL `ttl` seconds; panic with the script's
+/// report unless it passed.
+fn chaos_short(py: &str, store: &str, ttl: &str) {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/chaos.py");
     let out = Command::new(py)
-        .args([script, "--bin", env!("CARGO_BIN_EXE_deltalink"), "--short", "--ttl", "2", "--store", store])
+        .args([script, "--bin", env!("CARGO_BIN_EXE_deltalink"), "--short", "--ttl", ttl, "--store", store])
         .output()
         .expect("start benches/chaos.py");
     let report = String::from_utf8_lossy(&out.stdout);
@@ -39,13 +40,17 @@ fn chaos_short_mode_on_a_local_lake_and_on_s3_behind_a_fault_proxy_has_no_violat
         eprintln!("SKIPPED: set DELTALINK_PYTHON to a python with deltalake + polars + pyarrow (.ci/run does)");
         return;
     };
-    chaos_short(&py, "local");
+    chaos_short(&py, "local", "2");
     let required = std::env::var("DELTALINK_REQUIRE_S3").is_ok_and(|v| v == "1");
     if !cfg!(feature = "s3") {
         assert!(!required, "DELTALINK_REQUIRE_S3=1 but this build lacks the `s3` feature (--features all-stores)");
         eprintln!("SKIPPED (S3 part): build with --features s3 or all-stores");
     } else if python_with("moto").is_some() {
-        chaos_short(&py, "s3");
+        // On S3 the TTL is 4 s: moto (Python) behind the fault proxy, sharing 2 cores with the
+        // rest of the suite, confirms a heartbeat in over 2 s often enough that with a 2 s TTL
+        // holders lost their leases faster than they could finish a run (seen once: no
+        // progress for the whole 60 s quiesce, no violation). The lease's own limit is 2 s.
+        chaos_short(&py, "s3", "4");
     } else {
         assert!(!required, "DELTALINK_REQUIRE_S3=1 but moto is not installed in DELTALINK_PYTHON");
         eprintln!("SKIPPED (S3 part): moto[server] is not installed in DELTALINK_PYTHON (.ci/run installs it)");

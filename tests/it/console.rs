@@ -19,6 +19,8 @@ use deltalink::engine::keymap::PreviewRow;
 use deltalink::store::link::{LinkPage, LinkWrite};
 use deltalink::ops::reset::{ResetChange, ResetPlan, ResetTarget};
 use deltalink::engine::{Outcome, Preview, ReadRangeView, ReplayReport, RunReport, UpstreamRead};
+use deltalink::config::{LagSlo, DEFAULT_MAX_LAG, DEFAULT_RETENTION_MARGIN, DEFAULT_WARN_LAG};
+use deltalink::ops::health::{self, Health, UpstreamFacts};
 use deltalink::ops::status::{PipelineStatus, PipelineUpstreamStatus, Status, UpstreamStatus};
 use deltalink::store::tracker::{HistoryEntry, TrackerRow};
 use ratatui::backend::TestBackend;
@@ -107,9 +109,35 @@ fn progress(upstream: &str, processed: Option<i64>, latest: Option<u64>, lag_s: 
         latest_version: latest,
         lag_versions: latest.map(|l| processed.map_or(l + 1, |p| (l as i64 - p).max(0) as u64)),
         lag_seconds: lag_s,
+        retention_seconds_left: None,
+        retention_note: None,
+        health: Health::default(),
         pending_run_id: None,
         pending_change_rows: None,
     }
+}
+
+/// The verdicts status would give, with the default lag objectives (no retention facts).
+fn judged(mut st: Status) -> Status {
+    let slo = LagSlo { warn: DEFAULT_WARN_LAG, max: DEFAULT_MAX_LAG };
+    for p in &mut st.pipelines {
+        for u in &mut p.upstreams {
+            let error = st.upstreams.iter().find(|x| x.name == u.upstream).and_then(|x| x.error.clone());
+            let facts = UpstreamFacts {
+                pipeline: &p.name,
+                upstream: &u.upstream,
+                error: error.as_deref(),
+                processed_version: u.processed_version,
+                lag_versions: u.lag_versions,
+                lag_seconds: u.lag_seconds,
+                pending_run_id: u.pending_run_id,
+                ..Default::default()
+            };
+            u.health = health::assess_upstream(&slo, DEFAULT_RETENTION_MARGIN, &facts);
+        }
+        p.health = health::worst(p.upstreams.iter().map(|u| u.health.clone()));
+    }
+    st
 }
 
 fn pipeline(
@@ -126,6 +154,7 @@ fn pipeline(
         link_rows,
         last_run_id: run,
         last_write: None,
+        health: Health::default(),
         upstreams: ups,
     }
 }
@@ -170,7 +199,7 @@ fn status() -> Status {
         "upstream `d_daisng_ranked_affiliation` at /lake/d_daisng_ranked_affiliation does not exist (no Delta table there)\n  fix: check the uri"
             .into(),
     );
-    Status {
+    judged(Status {
         upstreams: vec![
             upstream("author_publication_link", 180, "2025-03-01T12:10:00Z", "MERGE"),
             broken,
@@ -195,7 +224,7 @@ fn status() -> Status {
             ),
             spmaster,
         ],
-    }
+    })
 }
 
 fn report(pipeline: &str, run_id: i64, keys: u64) -> RunReport {
@@ -732,7 +761,7 @@ fn replay_needs_a_dry_run_a_reason_and_a_typed_name_and_declining_returns_to_the
     let mut app = replay_form_app();
     key(&mut app, KeyCode::Tab); // to → into
     keys_typed(&mut app, "scratch/check");
-    assert!(matches!(&app.popup, Some(Popup::ReplayForm(f)) if f.plan.is_none()), "an edit invalidates the dry run");
+    assert!(matches!(&app.popup, Some(Popup::ReplayForm(f)) if f.plan.value.is_none()), "an edit invalidates the dry run");
     key(&mut app, KeyCode::Enter);
     let asked = app.drain_requests();
     let into = asked.iter().find_map(|r| match r {

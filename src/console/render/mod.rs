@@ -17,6 +17,7 @@ use crate::console::text;
 pub mod popups;
 pub mod style;
 pub mod views;
+pub mod widgets;
 
 /// The frame's regions.
 pub struct Areas {
@@ -173,7 +174,7 @@ fn status_line(f: &mut Frame, area: Rect, app: &App) {
 }
 
 fn summary(app: &App) -> String {
-    let Some(st) = &app.status else { return "waiting for the first status…".into() };
+    let Some(st) = &app.status.value else { return "waiting for the first status…".into() };
     let pending: u64 = st.pipelines.iter().flat_map(|p| &p.upstreams).filter_map(|u| u.lag_versions).sum();
     let broken = st.upstreams.iter().filter(|u| u.error.is_some()).count();
     let mut s = format!(
@@ -184,6 +185,11 @@ fn summary(app: &App) -> String {
     );
     if broken > 0 {
         s += &format!(" · {broken} upstreams unreadable");
+    }
+    // What needs someone first: a narrow terminal cuts the end of the line.
+    let unwell = st.pipelines.iter().filter(|p| p.needs_attention()).count();
+    if unwell > 0 {
+        s = format!("{unwell} pipelines not ok · {s}");
     }
     s
 }

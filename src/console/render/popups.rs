@@ -13,6 +13,7 @@ use crate::console::msg::{reset_rows, WriteOp, TYPED_CONFIRM_ROWS};
 use crate::describe;
 use crate::console::state::app::{App, Confirm, Popup};
 use crate::console::state::form::{FormField, ResetForm};
+use crate::console::state::slot::Slot;
 use crate::console::state::replay::{ReplayField, ReplayForm};
 use crate::console::keys::{self, Binding, Context};
 use crate::console::text::{self, thousands};
@@ -175,7 +176,7 @@ fn run_lines(app: &App, p: &str) -> Vec<Line<'static>> {
             pending(app, Some(p))
         )),
     ];
-    if let Some(Ok(pv)) = app.preview.data.as_ref().filter(|_| app.preview.pipeline == p) {
+    if let Some(Ok(pv)) = app.preview.data.value.as_ref().filter(|_| app.preview.pipeline == p) {
         lines.push(Line::raw(format!(
             "The preview shows {} keys from {} change rows.",
             thousands(pv.distinct_keys),
@@ -187,7 +188,7 @@ fn run_lines(app: &App, p: &str) -> Vec<Line<'static>> {
 
 /// Pending commits of one pipeline (or all), as the last status saw them.
 fn pending(app: &App, pipeline: Option<&str>) -> String {
-    let Some(st) = &app.status else { return "an unknown number of".into() };
+    let Some(st) = &app.status.value else { return "an unknown number of".into() };
     let n: u64 = st
         .pipelines
         .iter()
@@ -246,19 +247,18 @@ fn form_lines(app: &App, form: &ResetForm) -> Vec<Line<'static>> {
         field(t, form, FormField::Reason, "Reason", format!("{}▏", form.reason)),
         Line::raw(""),
     ];
-    lines.extend(dry_run_lines(app, &form.plan, form.planning.is_some(), |plan| plan_lines(t, plan)));
+    lines.extend(dry_run_lines(app, &form.plan, |plan| plan_lines(t, plan)));
     lines
 }
 
 /// Where a form's dry run stands: not asked yet, running, failed, or its result and what next.
 fn dry_run_lines<T>(
     app: &App,
-    plan: &Option<Result<T, String>>,
-    planning: bool,
+    plan: &Slot<Result<T, String>>,
     shown: impl FnOnce(&T) -> Vec<Line<'static>>,
 ) -> Vec<Line<'static>> {
     let t = &app.theme;
-    match (plan, planning) {
+    match (&plan.value, plan.is_loading()) {
         (_, true) => vec![Line::styled(format!("{} dry run…", app.spinner()), t.warn)],
         (None, false) => vec![Line::styled("Enter runs a dry run: nothing is written until you confirm.", t.dim)],
         (Some(Err(e)), false) => e.lines().map(|l| Line::styled(l.to_string(), t.error)).collect(),
@@ -300,7 +300,7 @@ fn replay_form_lines(app: &App, form: &ReplayForm) -> Vec<Line<'static>> {
         r(ReplayField::Reason, "Reason", format!("{}▏", form.reason)),
         Line::raw(""),
     ];
-    lines.extend(dry_run_lines(app, &form.plan, form.planning.is_some(), |report| replay_lines(t, report)));
+    lines.extend(dry_run_lines(app, &form.plan, |report| replay_lines(t, report)));
     lines
 }
 

@@ -1,5 +1,6 @@
 //! Styles that several views share.
 
+use crate::ops::health::HealthState;
 use ratatui::style::Style;
 
 use crate::console::state::app::Level;
@@ -12,5 +13,14 @@ pub fn level_style(t: &Theme, level: Level) -> Style {
         Level::Ok => t.ok,
         Level::Warn => t.warn,
         Level::Error => t.error,
+    }
+}
+
+/// Health in colour; the word carries it without colour (`NO_COLOR`).
+pub fn health_style(t: &Theme, state: HealthState) -> Style {
+    match state {
+        HealthState::Ok => t.ok,
+        HealthState::Lagging => t.warn,
+        HealthState::Stalled | HealthState::AtRisk | HealthState::Failing => t.error,
     }
 }

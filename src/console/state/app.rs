@@ -12,6 +12,7 @@ use crate::config::{Config, Pipeline};
 use crate::console::keys::Context;
 use crate::console::msg::{Action, Edit, PendingRange, Request, TaskId, TrackerData, View, WriteOp};
 use crate::console::state::form::ResetForm;
+use crate::console::state::slot::Slot;
 use crate::console::state::replay::ReplayForm;
 use crate::console::theme::Theme;
 use crate::engine::keymap::PreviewRow;
@@ -72,25 +73,14 @@ pub struct Flash {
     pub(crate) until_tick: u64,
 }
 
-/// What a task is: decides the spinner, cancelling, and where its result goes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TaskKind {
-    Status,
-    Tracker,
-    Preview,
-    LinkPage,
-    PlanReset,
-    PlanReplay,
-    PendingRows,
-    Write,
-    Theme,
-}
-
 /// A task in flight.
 #[derive(Clone, Debug)]
 pub struct InFlight {
     pub id: TaskId,
-    pub kind: TaskKind,
+    /// A [`Job::Write`]: the gauge shows it, and cancelling it is logged as safe.
+    pub write: bool,
+    /// A periodic refresh: not worth a spinner and not cancelled by `c`.
+    pub background: bool,
     pub label: String,
     pub started: DateTime<Local>,
     /// The pipeline a write is working on, and its last step.
@@ -102,9 +92,8 @@ pub struct InFlight {
 }
 
 impl InFlight {
-    /// Periodic refreshes: not worth a spinner and not cancelled by `c`.
     pub fn is_background(&self) -> bool {
-        matches!(self.kind, TaskKind::Status | TaskKind::Tracker)
+        self.background
     }
 }
 
@@ -147,15 +136,13 @@ pub struct LastRun {
 pub struct LinkState {
     pub pipeline: String,
     pub query: LinkQuery,
-    pub page: Option<Result<LinkPage, String>>,
-    pub loading: Option<TaskId>,
+    pub page: Slot<Result<LinkPage, String>>,
 }
 
 #[derive(Clone, Debug, Default)]
 pub struct PreviewState {
     pub pipeline: String,
-    pub data: Option<Result<Preview, String>>,
-    pub loading: Option<TaskId>,
+    pub data: Slot<Result<Preview, String>>,
 }
 
 /// Change rows pending per upstream of the pipeline in the Pipelines detail pane, counted in
@@ -164,21 +151,19 @@ pub struct PreviewState {
 pub struct PendingRows {
     pub pipeline: String,
     pub ranges: Vec<PendingRange>,
-    pub counts: Option<Vec<(String, Result<u64, String>)>>,
-    pub loading: Option<TaskId>,
+    pub counts: Slot<Vec<(String, Result<u64, String>)>>,
 }
 
 impl PendingRows {
     /// The count for `upstream`: `None` while counting (or nothing pending to count).
     pub fn count(&self, upstream: &str) -> Option<&Result<u64, String>> {
-        self.counts.as_ref()?.iter().find(|(u, _)| u == upstream).map(|(_, c)| c)
+        self.counts.value.as_ref()?.iter().find(|(u, _)| u == upstream).map(|(_, c)| c)
     }
 }
 
 #[derive(Clone, Debug, Default)]
 pub struct TrackerState {
-    pub data: Option<Result<TrackerData, String>>,
-    pub loading: Option<TaskId>,
+    pub data: Slot<Result<TrackerData, String>>,
     /// A write happened since the data was read.
     pub(crate) stale: bool,
 }
@@ -215,6 +200,24 @@ pub enum Popup {
     ReplayForm(ReplayForm),
 }
 
+impl Popup {
+    /// The reset form, when it is the open popup.
+    pub fn reset_form(&mut self) -> Option<&mut ResetForm> {
+        match self {
+            Popup::ResetForm(form) => Some(form),
+            _ => None,
+        }
+    }
+
+    /// The replay form, when it is the open popup.
+    pub fn replay_form(&mut self) -> Option<&mut ReplayForm> {
+        match self {
+            Popup::ReplayForm(form) => Some(form),
+            _ => None,
+        }
+    }
+}
+
 /// A row of the Upstreams view: the upstream and the pipelines reading it.
 pub struct UpstreamRow<'a> {
     pub name: &'a str,
@@ -237,7 +240,8 @@ pub struct App {
     pub view: View,
     /// Terminal size, for mouse hit-testing.
     pub size: (u16, u16),
-    pub status: Option<Status>,
+    /// The last status that landed, and the refresh in flight.
+    pub status: Slot<Status>,
     pub status_error: Option<String>,
     pub last_refresh: Option<DateTime<Local>>,
     pub(crate) selected: [usize; 6],
@@ -258,7 +262,6 @@ pub struct App {
     pub flash: Option<Flash>,
     pub(crate) ticks: u64,
     pub(crate) next_task: u64,
-    pub(crate) status_task: Option<TaskId>,
     /// A write finished while a refresh was in flight: refresh again when it lands.
     pub(crate) status_again: bool,
     pub(crate) last_status_tick: u64,
@@ -279,7 +282,7 @@ impl App {
             clock: Clock::System,
             view: View::Upstreams,
             size: (80, 24),
-            status: None,
+            status: Slot::default(),
             status_error: None,
             last_refresh: None,
             selected: [0; 6],
@@ -299,7 +302,6 @@ impl App {
             flash: None,
             ticks: 0,
             next_task: 0,
-            status_task: None,
             status_again: false,
             last_status_tick: 0,
             outbox: Vec::new(),
@@ -392,7 +394,7 @@ impl App {
             .filter(|n| self.matches(View::Upstreams, n))
             .map(|name| UpstreamRow {
                 name,
-                status: self.status.as_ref().and_then(|s| s.upstream(name)),
+                status: self.status.value.as_ref().and_then(|s| s.upstream(name)),
                 readers: self.readers(name),
             })
             .collect();
@@ -408,7 +410,7 @@ impl App {
     }
 
     pub(crate) fn readers(&self, upstream: &str) -> Vec<(&str, &PipelineUpstreamStatus)> {
-        let Some(st) = &self.status else { return vec![] };
+        let Some(st) = &self.status.value else { return vec![] };
         st.pipelines
             .iter()
             .flat_map(|p| p.upstreams.iter().filter(|u| u.upstream == upstream).map(move |u| (p.name.as_str(), u)))
@@ -420,18 +422,18 @@ impl App {
     }
 
     pub fn pipeline_status(&self, name: &str) -> Option<&PipelineStatus> {
-        self.status.as_ref().and_then(|s| s.pipelines.iter().find(|p| p.name == name))
+        self.status.value.as_ref().and_then(|s| s.pipelines.iter().find(|p| p.name == name))
     }
 
     pub fn link_rows(&self) -> &[Vec<String>] {
-        match &self.link.page {
+        match &self.link.page.value {
             Some(Ok(page)) => &page.rows,
             _ => &[],
         }
     }
 
     pub fn preview_rows(&self) -> Vec<&PreviewRow> {
-        match &self.preview.data {
+        match &self.preview.data.value {
             Some(Ok(p)) => p
                 .rows
                 .iter()
@@ -442,7 +444,7 @@ impl App {
     }
 
     pub fn tracker_rows(&self) -> Vec<&TrackerRow> {
-        match &self.tracker.data {
+        match &self.tracker.data.value {
             Some(Ok(d)) => d
                 .rows
                 .iter()
@@ -453,7 +455,7 @@ impl App {
     }
 
     pub fn history(&self) -> &[HistoryEntry] {
-        match &self.tracker.data {
+        match &self.tracker.data.value {
             Some(Ok(d)) => &d.history,
             _ => &[],
         }
@@ -492,6 +494,6 @@ impl App {
 
     /// The write in flight the gauge shows (the oldest).
     pub fn write_task(&self) -> Option<&InFlight> {
-        self.tasks.iter().find(|t| t.kind == TaskKind::Write)
+        self.tasks.iter().find(|t| t.write)
     }
 }

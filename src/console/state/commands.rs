@@ -3,11 +3,12 @@
 
 use crate::console::keys::Context;
 use crate::console::msg::{Command, Job, PendingRange, Request, View, WriteOp};
-use crate::console::state::form::{Form, ResetForm};
+use crate::console::state::form::{DryRunForm, Form, ResetForm};
+use crate::console::state::slot::Slot;
 use crate::console::state::replay::ReplayForm;
 use crate::store::link::LinkSort;
 
-use super::app::{App, Confirm, InputKind, InputLine, LINK_PAGE_SIZE, Level, PAGE_STEP, PendingRows, Popup, TaskKind};
+use super::app::{App, Confirm, InputKind, InputLine, LINK_PAGE_SIZE, Level, PAGE_STEP, PendingRows, Popup};
 
 impl App {
 
@@ -127,16 +128,17 @@ impl App {
             .filter_map(|u| u.pending_versions().map(|(from, to)| PendingRange { upstream: u.upstream.clone(), from, to }))
             .collect();
         let current = &self.pending_rows;
-        if current.pipeline == p && (current.ranges == ranges || current.loading.is_some()) {
+        if current.pipeline == p && (current.ranges == ranges || current.counts.is_loading()) {
             return;
         }
-        self.pending_rows = PendingRows { pipeline: p.clone(), ranges: ranges.clone(), counts: None, loading: None };
+        self.pending_rows = PendingRows { pipeline: p.clone(), ranges: ranges.clone(), counts: Slot::default() };
         if ranges.is_empty() {
-            self.pending_rows.counts = Some(Vec::new());
+            self.pending_rows.counts.value = Some(Vec::new());
             return;
         }
         let label = format!("pending change rows of {p}");
-        self.pending_rows.loading = Some(self.spawn(Job::PendingRows { pipeline: p, ranges }, TaskKind::PendingRows, label));
+        let id = self.spawn(Job::PendingRows { pipeline: p, ranges }, label);
+        self.pending_rows.counts.start(id);
     }
 
     pub(crate) fn open(&mut self) {
@@ -203,7 +205,7 @@ impl App {
     }
 
     pub(crate) fn turn_page(&mut self, d: isize) {
-        let total = match &self.link.page {
+        let total = match &self.link.page.value {
             Some(Ok(p)) => p.total_matching as usize,
             _ => return,
         };
@@ -359,7 +361,7 @@ impl App {
             WriteOp::Run(_) | WriteOp::Reset { .. } | WriteOp::Replay { .. } => 1,
         };
         self.log(Level::Info, format!("started: {label}"));
-        let id = self.spawn(Job::Write(op), TaskKind::Write, label);
+        let id = self.spawn(Job::Write(op), label);
         if let Some(t) = self.task_mut(id) {
             t.total = total;
         }
@@ -370,8 +372,8 @@ impl App {
     /// Keys in the reset or replay form: Enter submits it, Esc closes it, the rest edits it.
     pub(crate) fn form_command(&mut self, c: Command) {
         match (c, &self.popup) {
-            (Command::Submit, Some(Popup::ResetForm(_))) => return self.submit_form(),
-            (Command::Submit, Some(Popup::ReplayForm(_))) => return self.submit_replay_form(),
+            (Command::Submit, Some(Popup::ResetForm(_))) => return self.submit_dry_run_form(Popup::reset_form),
+            (Command::Submit, Some(Popup::ReplayForm(_))) => return self.submit_dry_run_form(Popup::replay_form),
             (Command::Back, _) => return self.popup = None,
             _ => {}
         }
@@ -390,74 +392,40 @@ impl App {
         }
     }
 
-    /// Enter: dry-run the inputs; once a dry run of them is shown, propose the reset.
-    pub(crate) fn submit_form(&mut self) {
-        let Some(Popup::ResetForm(form)) = self.popup.as_mut() else { return };
-        if form.planning.is_some() {
-            self.flash(Level::Info, "dry run in progress…");
-            return;
-        }
-        if let Some(plan) = form.planned().cloned() {
-            if form.reason.trim().is_empty() {
-                form.focus = crate::console::state::form::FormField::Reason;
-                self.flash(Level::Warn, "enter a reason: it is recorded in the audit trail");
-                return;
-            }
-            let reason = form.reason.trim().to_string();
-            if let Some(form @ Popup::ResetForm(_)) = self.popup.take() {
-                self.propose(WriteOp::Reset { plan, reason }, Some(form));
-            }
-            return;
-        }
-        match form.target() {
-            Ok(target) => {
-                let job = Job::PlanReset { pipeline: form.pipeline.clone(), upstreams: form.scope.selected(), target };
-                let label = format!("dry run of reset {}", form.pipeline);
-                let id = self.spawn(job, TaskKind::PlanReset, label);
-                if let Some(Popup::ResetForm(form)) = self.popup.as_mut() {
-                    form.planning = Some(id);
-                }
-            }
-            Err(e) => form.plan = Some(Err(e)),
-        }
-    }
-
-    // ---------------------------------------------------------------- replay form
-
-    /// Enter: dry-run the inputs; once a dry run of them is shown, propose the replay.
-    pub(crate) fn submit_replay_form(&mut self) {
+    /// Enter on a dry-run form (reset or replay): dry-run the inputs; once a dry run of exactly
+    /// them is shown and a reason typed, propose the write it describes.
+    pub(crate) fn submit_dry_run_form<F: DryRunForm>(&mut self, pick: fn(&mut Popup) -> Option<&mut F>) {
         // A relative scratch path resolves like the config's own paths.
         let base = self.config.path.parent().map(std::path::Path::to_path_buf).unwrap_or_default();
-        let Some(Popup::ReplayForm(form)) = self.popup.as_mut() else { return };
-        if form.planning.is_some() {
+        let Some(form) = self.popup.as_mut().and_then(pick) else { return };
+        if form.plan().is_loading() {
             self.flash(Level::Info, "dry run in progress…");
             return;
         }
-        if let Some(dry_run) = form.planned().cloned() {
-            if form.reason.trim().is_empty() {
-                form.focus = crate::console::state::replay::ReplayField::Reason;
+        if let Some(plan) = form.plan().ok().cloned() {
+            if !form.has_reason() {
+                form.focus_reason();
                 self.flash(Level::Warn, "enter a reason: it is recorded in the audit trail");
                 return;
             }
-            match form.replay(true, &base) {
-                Ok(replay) => {
-                    if let Some(form @ Popup::ReplayForm(_)) = self.popup.take() {
-                        self.propose(WriteOp::Replay { replay, dry_run }, Some(form));
-                    }
+            match form.write_op(plan, &base) {
+                Ok(op) => {
+                    let back = self.popup.take();
+                    self.propose(op, back);
                 }
-                Err(e) => form.plan = Some(Err(e)),
+                Err(e) => form.plan_mut().value = Some(Err(e)),
             }
             return;
         }
-        match form.replay(false, &base) {
-            Ok(replay) => {
-                let label = format!("dry run of replay {}", form.pipeline);
-                let id = self.spawn(Job::PlanReplay(replay), TaskKind::PlanReplay, label);
-                if let Some(Popup::ReplayForm(form)) = self.popup.as_mut() {
-                    form.planning = Some(id);
+        match form.dry_run_job(&base) {
+            Ok(job) => {
+                let label = format!("dry run of {} {}", F::VERB, form.pipeline());
+                let id = self.spawn(job, label);
+                if let Some(form) = self.popup.as_mut().and_then(pick) {
+                    form.plan_mut().start(id);
                 }
             }
-            Err(e) => form.plan = Some(Err(e)),
+            Err(e) => form.plan_mut().value = Some(Err(e)),
         }
     }
 
@@ -562,7 +530,7 @@ impl App {
                 }
             }
             ("theme", Some(t)) => {
-                self.spawn(Job::Theme(t.to_string()), TaskKind::Theme, format!("theme {t}"));
+                self.spawn(Job::Theme(t.to_string()), format!("theme {t}"));
             }
             ("refresh", _) => self.refresh(),
             ("help", _) => self.popup = Some(Popup::Help { scroll: 0 }),

@@ -45,7 +45,7 @@ impl App {
     pub(super) fn link_detail(&self) -> Option<(String, Vec<String>)> {
         let app = self;
         let row = app.link_rows().get(app.selected(View::Link))?;
-        let Some(Ok(page)) = &app.link.page else { return None };
+        let Some(Ok(page)) = &app.link.page.value else { return None };
         let lines = page.columns.iter().zip(row).map(|(c, v)| format!("{c:<16} {v}")).collect();
         Some((format!("Link row of {}", app.link.pipeline), lines))
     }

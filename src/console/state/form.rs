@@ -1,17 +1,46 @@
-//! The reset form: which upstreams, which target, why. Submitting it first asks the engine
-//! for a dry run (`plan_reset`); only a planned reset can be proposed for confirmation.
-//! [`Form`] is what it shares with the replay form: the keys that move, cycle and edit.
+//! The dry-run forms (reset and replay) and what they share: [`Form`] is the editing (the keys
+//! that move, cycle and type), [`DryRunForm`] the protocol — Enter asks the engine for a dry
+//! run of exactly the inputs shown, any edit drops it, and only a dry run with a reason can be
+//! proposed for confirmation. The reset form lives here; the replay form in `replay.rs`.
 
+use std::path::Path;
 
+use crate::console::msg::{Job, WriteOp};
+use crate::console::state::slot::Slot;
 use crate::ops::reset::{ResetPlan, ResetTarget};
-
-use crate::console::msg::TaskId;
 
 /// The editing both forms offer (Tab/arrows between fields, ←/→ through choices, typing).
 pub trait Form {
     fn move_focus(&mut self, d: isize);
     fn cycle(&mut self, d: isize);
     fn edit(&mut self, f: &mut dyn FnMut(&mut String));
+}
+
+/// A form whose first Enter dry-runs its inputs and whose second Enter proposes the write that
+/// dry run describes. The console's state drives every such form with the same two functions
+/// (`submit_dry_run_form`, `dry_run_loaded`).
+pub trait DryRunForm: Form {
+    /// What the dry run answers.
+    type Plan: Clone;
+    /// The operation's name in labels and the log ("reset", "replay").
+    const VERB: &'static str;
+    fn pipeline(&self) -> &str;
+    /// The dry run of exactly the inputs shown (any edit clears it), and the one in flight.
+    fn plan(&self) -> &Slot<Result<Self::Plan, String>>;
+    fn plan_mut(&mut self) -> &mut Slot<Result<Self::Plan, String>>;
+    /// Whether a reason for the audit trail was typed.
+    fn has_reason(&self) -> bool;
+    fn focus_reason(&mut self);
+    /// The job that dry-runs the inputs, or what to fix. Relative paths resolve against `base`.
+    fn dry_run_job(&self, base: &Path) -> Result<Job, String>;
+    /// The write that `plan` (a dry run of these inputs) describes, or what to fix.
+    fn write_op(&self, plan: Self::Plan, base: &Path) -> Result<WriteOp, String>;
+}
+
+/// The field `d` steps from `at` in Tab order `order` (wrapping).
+pub(crate) fn step_field<T: Copy + PartialEq>(order: &[T], at: T, d: isize) -> T {
+    let i = order.iter().position(|f| *f == at).unwrap_or(0) as isize;
+    order[(i + d).rem_euclid(order.len() as isize) as usize]
 }
 
 /// Which of a pipeline's upstreams a form acts on: one of them, or all (the position after
@@ -100,8 +129,7 @@ impl FormField {
     const ORDER: [FormField; 4] = [FormField::Scope, FormField::Target, FormField::Value, FormField::Reason];
 
     fn step(self, d: isize) -> FormField {
-        let i = Self::ORDER.iter().position(|f| *f == self).unwrap_or(0) as isize;
-        Self::ORDER[(i + d).rem_euclid(Self::ORDER.len() as isize) as usize]
+        step_field(&Self::ORDER, self, d)
     }
 }
 
@@ -113,9 +141,7 @@ pub struct ResetForm {
     pub value: String,
     pub reason: String,
     pub focus: FormField,
-    /// The dry run of exactly the inputs shown (any edit clears it).
-    pub plan: Option<Result<ResetPlan, String>>,
-    pub planning: Option<TaskId>,
+    pub plan: Slot<Result<ResetPlan, String>>,
 }
 
 impl ResetForm {
@@ -128,14 +154,8 @@ impl ResetForm {
             value: String::new(),
             reason: String::new(),
             focus: FormField::Target,
-            plan: None,
-            planning: None,
+            plan: Slot::default(),
         }
-    }
-
-    /// The planned reset, when a dry run of the current inputs succeeded.
-    pub fn planned(&self) -> Option<&ResetPlan> {
-        self.plan.as_ref().and_then(|p| p.as_ref().ok())
     }
 
     /// The target the inputs describe, or what to fix.
@@ -173,7 +193,7 @@ impl Form for ResetForm {
             }
             FormField::Value | FormField::Reason => return,
         }
-        self.plan = None;
+        self.plan.clear();
     }
 
     /// Edit the focused text field; the dry run no longer matches, so it is dropped.
@@ -184,8 +204,42 @@ impl Form for ResetForm {
             FormField::Scope | FormField::Target => return,
         }
         if self.focus == FormField::Value {
-            self.plan = None;
+            self.plan.clear();
         }
+    }
+}
+
+impl DryRunForm for ResetForm {
+    type Plan = ResetPlan;
+    const VERB: &'static str = "reset";
+
+    fn pipeline(&self) -> &str {
+        &self.pipeline
+    }
+
+    fn plan(&self) -> &Slot<Result<ResetPlan, String>> {
+        &self.plan
+    }
+
+    fn plan_mut(&mut self) -> &mut Slot<Result<ResetPlan, String>> {
+        &mut self.plan
+    }
+
+    fn has_reason(&self) -> bool {
+        !self.reason.trim().is_empty()
+    }
+
+    fn focus_reason(&mut self) {
+        self.focus = FormField::Reason;
+    }
+
+    fn dry_run_job(&self, _base: &Path) -> Result<Job, String> {
+        let target = self.target()?;
+        Ok(Job::PlanReset { pipeline: self.pipeline.clone(), upstreams: self.scope.selected(), target })
+    }
+
+    fn write_op(&self, plan: ResetPlan, _base: &Path) -> Result<WriteOp, String> {
+        Ok(WriteOp::Reset { plan, reason: self.reason.trim().to_string() })
     }
 }
 

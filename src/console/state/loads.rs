@@ -7,29 +7,19 @@ use crate::engine::{Preview, RunEvent, RunReport};
 use crate::ops::status::Status;
 use crate::store::link::{LinkPage, LinkQuery};
 
-use super::app::{ACTIVITY_KEEP, App, Entry, FLASH_TICKS, Flash, InFlight, LINK_PAGE_SIZE, LastRun, Level, Popup, REFRESH_TICKS, TaskKind};
+use super::app::{ACTIVITY_KEEP, App, Entry, FLASH_TICKS, Flash, InFlight, LINK_PAGE_SIZE, LastRun, Level, Popup, REFRESH_TICKS};
+use crate::console::state::form::DryRunForm;
 
 impl App {
 
-    pub(crate) fn replay_plan_loaded(&mut self, id: TaskId, pipeline: String, result: Result<crate::engine::ReplayReport, String>) {
-        if let Err(e) = &result {
-            self.log(Level::Error, format!("dry run of replay {pipeline}: {e}"));
-        }
-        if let Some(Popup::ReplayForm(form)) = self.popup.as_mut() {
-            if Self::wanted(form.planning, id, &form.pipeline, &pipeline) {
-                form.planning = None;
-                form.plan = Some(result);
-            }
-        }
-    }
-
     // ---------------------------------------------------------------- engine work
 
-    pub(crate) fn spawn(&mut self, job: Job, kind: TaskKind, label: String) -> TaskId {
+    pub(crate) fn spawn(&mut self, job: Job, label: String) -> TaskId {
         self.next_task += 1;
         let id = TaskId(self.next_task);
         let started = self.now();
-        self.tasks.push(InFlight { id, kind, label, started, current: None, step: None, done: 0, total: 1 });
+        let (write, background) = (matches!(job, Job::Write(_)), matches!(job, Job::Status | Job::Tracker));
+        self.tasks.push(InFlight { id, write, background, label, started, current: None, step: None, done: 0, total: 1 });
         self.outbox.push(Request::Spawn { id, job });
         id
     }
@@ -52,63 +42,67 @@ impl App {
     }
 
     pub(crate) fn request_status(&mut self) {
-        if self.status_task.is_none() {
+        if !self.status.is_loading() {
             self.last_status_tick = self.ticks;
-            self.status_task = Some(self.spawn(Job::Status, TaskKind::Status, "refresh status".into()));
+            let id = self.spawn(Job::Status, "refresh status".into());
+            self.status.start(id);
         }
     }
 
     pub(crate) fn ensure_tracker(&mut self) {
-        if (self.tracker.data.is_none() || self.tracker.stale) && self.tracker.loading.is_none() {
+        if (self.tracker.data.value.is_none() || self.tracker.stale) && !self.tracker.data.is_loading() {
             self.load_tracker();
         }
     }
 
     pub(crate) fn load_tracker(&mut self) {
-        if self.tracker.loading.is_none() {
+        if !self.tracker.data.is_loading() {
             self.tracker.stale = false;
-            self.tracker.loading = Some(self.spawn(Job::Tracker, TaskKind::Tracker, "read tracker".into()));
+            let id = self.spawn(Job::Tracker, "read tracker".into());
+            self.tracker.data.start(id);
         }
     }
 
     pub(crate) fn ensure_link(&mut self) {
         let current = self.pipeline.clone().unwrap_or_default();
-        if self.link.pipeline != current || (self.link.page.is_none() && self.link.loading.is_none()) {
+        if self.link.pipeline != current || (self.link.page.value.is_none() && !self.link.page.is_loading()) {
             self.load_link();
         }
     }
 
     pub(crate) fn load_link(&mut self) {
         let Some(pipeline) = self.pipeline.clone() else { return };
-        let old = self.link.loading.take();
+        let old = self.link.page.stop();
         self.supersede(old);
         if self.link.pipeline != pipeline {
-            self.link.page = None;
+            self.link.page.clear();
         }
         self.link.pipeline = pipeline.clone();
         let job = Job::LinkPage {
             pipeline: pipeline.clone(),
             query: LinkQuery { limit: LINK_PAGE_SIZE, ..self.link.query.clone() },
         };
-        self.link.loading = Some(self.spawn(job, TaskKind::LinkPage, format!("link rows of {pipeline}")));
+        let id = self.spawn(job, format!("link rows of {pipeline}"));
+        self.link.page.start(id);
     }
 
     pub(crate) fn ensure_preview(&mut self) {
         let current = self.pipeline.clone().unwrap_or_default();
-        if self.preview.pipeline != current || (self.preview.data.is_none() && self.preview.loading.is_none()) {
+        if self.preview.pipeline != current || (self.preview.data.value.is_none() && !self.preview.data.is_loading()) {
             self.load_preview();
         }
     }
 
     pub(crate) fn load_preview(&mut self) {
         let Some(pipeline) = self.pipeline.clone() else { return };
-        let old = self.preview.loading.take();
+        let old = self.preview.data.stop();
         self.supersede(old);
         self.preview.pipeline = pipeline.clone();
-        self.preview.data = None;
+        self.preview.data.clear();
         self.selected[View::Preview.index()] = 0;
         let job = Job::Preview { pipeline: pipeline.clone() };
-        self.preview.loading = Some(self.spawn(job, TaskKind::Preview, format!("preview of {pipeline}")));
+        let id = self.spawn(job, format!("preview of {pipeline}"));
+        self.preview.data.start(id);
     }
 
     // ---------------------------------------------------------------- results
@@ -129,7 +123,7 @@ impl App {
                 // Superseded loads were already dropped from the list: they end silently.
                 if let Some(t) = self.take_task(id) {
                     self.forget(id);
-                    let note = if t.kind == TaskKind::Write { " (safe: the next run recovers)" } else { "" };
+                    let note = if t.write { " (safe: the next run recovers)" } else { "" };
                     self.log(Level::Warn, format!("cancelled: {}{note}", t.label));
                 }
             }
@@ -139,19 +133,14 @@ impl App {
 
     /// A task ended without a result: nothing waits for it any more.
     pub(crate) fn forget(&mut self, id: TaskId) {
-        let mine = |slot: &mut Option<TaskId>| {
-            if *slot == Some(id) {
-                *slot = None;
-            }
-        };
-        mine(&mut self.status_task);
-        mine(&mut self.tracker.loading);
-        mine(&mut self.link.loading);
-        mine(&mut self.preview.loading);
-        mine(&mut self.pending_rows.loading);
+        self.status.forget(id);
+        self.tracker.data.forget(id);
+        self.link.page.forget(id);
+        self.preview.data.forget(id);
+        self.pending_rows.counts.forget(id);
         match self.popup.as_mut() {
-            Some(Popup::ResetForm(form)) => mine(&mut form.planning),
-            Some(Popup::ReplayForm(form)) => mine(&mut form.planning),
+            Some(Popup::ResetForm(form)) => form.plan.forget(id),
+            Some(Popup::ReplayForm(form)) => form.plan.forget(id),
             _ => {}
         }
     }
@@ -181,15 +170,14 @@ impl App {
         match result {
             Finished::Status(r) => self.status_loaded(id, r),
             Finished::Tracker(r) => {
-                self.forget(id);
                 if let Err(e) = &r {
                     self.log(Level::Error, format!("tracker: {e}"));
                 }
-                self.tracker.data = Some(r);
+                self.tracker.data.land(id, r);
             }
             Finished::Preview { pipeline, result } => self.preview_loaded(id, pipeline, result),
             Finished::LinkPage { pipeline, result } => self.link_loaded(id, pipeline, result),
-            Finished::ResetPlan { pipeline, result } => self.plan_loaded(id, pipeline, result),
+            Finished::ResetPlan { pipeline, result } => self.dry_run_loaded(id, pipeline, result, Popup::reset_form),
             Finished::Reset { pipeline, result } => {
                 match result {
                     Ok(()) => self.log(Level::Ok, format!("reset {pipeline}: done (recorded in the audit trail)")),
@@ -197,11 +185,10 @@ impl App {
                 }
                 self.after_write(&pipeline);
             }
-            Finished::ReplayPlan { pipeline, result } => self.replay_plan_loaded(id, pipeline, result),
+            Finished::ReplayPlan { pipeline, result } => self.dry_run_loaded(id, pipeline, result, Popup::replay_form),
             Finished::PendingRows { pipeline, counts } => {
-                if self.pending_rows.loading == Some(id) && self.pending_rows.pipeline == pipeline {
-                    self.pending_rows.loading = None;
-                    self.pending_rows.counts = Some(counts);
+                if self.pending_rows.counts.loading == Some(id) && self.pending_rows.pipeline == pipeline {
+                    self.pending_rows.counts.land(id, counts);
                     // Versions may have moved while counting.
                     self.count_pending_rows();
                 }
@@ -227,10 +214,9 @@ impl App {
     }
 
     pub(crate) fn status_loaded(&mut self, id: TaskId, result: Result<Status, String>) {
-        self.forget(id);
         match result {
             Ok(status) => {
-                self.status = Some(status);
+                self.status.land(id, status);
                 self.last_refresh = Some(self.now());
                 self.count_pending_rows();
                 if self.status_error.take().is_some() {
@@ -241,49 +227,52 @@ impl App {
                 }
             }
             // A failing refresh repeats every 2 s: log it once, not every time.
-            Err(e) if self.status_error.as_deref() == Some(e.as_str()) => {}
+            Err(e) if self.status_error.as_deref() == Some(e.as_str()) => self.status.forget(id),
             Err(e) => {
+                self.status.forget(id);
                 self.log(Level::Error, format!("status refresh failed: {e}"));
                 self.status_error = Some(e);
             }
         }
     }
 
-    /// Results are taken when they are for what the view shows now (or nothing was asked).
-    pub(crate) fn wanted(loading: Option<TaskId>, id: TaskId, showing: &str, got: &str) -> bool {
-        showing == got && loading.is_none_or(|l| l == id)
-    }
 
     pub(crate) fn preview_loaded(&mut self, id: TaskId, pipeline: String, result: Result<Preview, String>) {
-        if !Self::wanted(self.preview.loading, id, &self.preview.pipeline, &pipeline) {
+        // Results are taken when they are for what the view shows now.
+        if self.preview.pipeline != pipeline || !self.preview.data.wants(id) {
             return;
         }
-        self.preview.loading = None;
         if let Err(e) = &result {
             self.log(Level::Error, format!("preview of {pipeline}: {e}"));
         }
-        self.preview.data = Some(result);
+        self.preview.data.land(id, result);
     }
 
     pub(crate) fn link_loaded(&mut self, id: TaskId, pipeline: String, result: Result<LinkPage, String>) {
-        if !Self::wanted(self.link.loading, id, &self.link.pipeline, &pipeline) {
+        if self.link.pipeline != pipeline || !self.link.page.wants(id) {
             return;
         }
-        self.link.loading = None;
         if let Err(e) = &result {
             self.log(Level::Error, format!("link table of {pipeline}: {e}"));
         }
-        self.link.page = Some(result);
+        self.link.page.land(id, result);
     }
 
-    pub(crate) fn plan_loaded(&mut self, id: TaskId, pipeline: String, result: Result<crate::ops::reset::ResetPlan, String>) {
+    /// A dry run landed: it fills the open form when it is that pipeline's and the one the form
+    /// waits for.
+    pub(crate) fn dry_run_loaded<F: DryRunForm>(
+        &mut self,
+        id: TaskId,
+        pipeline: String,
+        result: Result<F::Plan, String>,
+        pick: fn(&mut Popup) -> Option<&mut F>,
+    ) {
         if let Err(e) = &result {
-            self.log(Level::Error, format!("dry run of reset {pipeline}: {e}"));
+            self.log(Level::Error, format!("dry run of {} {pipeline}: {e}", F::VERB));
         }
-        if let Some(Popup::ResetForm(form)) = self.popup.as_mut() {
-            if Self::wanted(form.planning, id, &form.pipeline, &pipeline) {
-                form.planning = None;
-                form.plan = Some(result);
+        if let Some(form) = self.popup.as_mut().and_then(pick) {
+            if form.pipeline() == pipeline {
+                form.plan_mut().land(id, result);
             }
         }
     }
@@ -303,7 +292,7 @@ impl App {
 
     /// A write changed the lake: what was read before is stale.
     pub(crate) fn after_write(&mut self, pipeline: &str) {
-        if self.status_task.is_some() {
+        if self.status.is_loading() {
             self.status_again = true;
         } else {
             self.request_status();
@@ -313,7 +302,7 @@ impl App {
             self.ensure_tracker();
         }
         if self.preview.pipeline == pipeline {
-            self.preview.data = None;
+            self.preview.data.clear();
             if self.view == View::Preview {
                 self.load_preview();
             }
@@ -322,7 +311,7 @@ impl App {
             if self.view == View::Link {
                 self.load_link();
             } else {
-                self.link.page = None;
+                self.link.page.clear();
             }
         }
     }

@@ -7,3 +7,4 @@ mod loads;
 mod details;
 pub mod form;
 pub mod replay;
+pub mod slot;

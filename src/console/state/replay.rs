@@ -4,10 +4,10 @@
 
 use std::path::Path;
 
+use crate::console::msg::{Job, WriteOp};
+use crate::console::state::form::{step_field, DryRunForm, Form, UpstreamScope};
+use crate::console::state::slot::Slot;
 use crate::engine::{Replay, ReplayReport};
-
-use crate::console::state::form::{Form, UpstreamScope};
-use crate::console::msg::TaskId;
 
 /// The form's fields, in Tab order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,8 +24,7 @@ impl ReplayField {
         [ReplayField::Scope, ReplayField::From, ReplayField::To, ReplayField::Into, ReplayField::Reason];
 
     fn step(self, d: isize) -> ReplayField {
-        let i = Self::ORDER.iter().position(|f| *f == self).unwrap_or(0) as isize;
-        Self::ORDER[(i + d).rem_euclid(Self::ORDER.len() as isize) as usize]
+        step_field(&Self::ORDER, self, d)
     }
 }
 
@@ -40,9 +39,7 @@ pub struct ReplayForm {
     pub into: String,
     pub reason: String,
     pub focus: ReplayField,
-    /// The dry run of exactly the inputs shown (any edit clears it).
-    pub plan: Option<Result<ReplayReport, String>>,
-    pub planning: Option<TaskId>,
+    pub plan: Slot<Result<ReplayReport, String>>,
 }
 
 impl ReplayForm {
@@ -55,13 +52,8 @@ impl ReplayForm {
             into: String::new(),
             reason: String::new(),
             focus: ReplayField::From,
-            plan: None,
-            planning: None,
+            plan: Slot::default(),
         }
-    }
-
-    pub fn planned(&self) -> Option<&ReplayReport> {
-        self.plan.as_ref().and_then(|p| p.as_ref().ok())
     }
 
     /// Whether the replay writes into the pipeline's own link table (not a scratch table).
@@ -103,7 +95,7 @@ impl Form for ReplayForm {
     fn cycle(&mut self, d: isize) {
         if self.focus == ReplayField::Scope {
             self.scope.cycle(d);
-            self.plan = None;
+            self.plan.clear();
         }
     }
 
@@ -117,7 +109,40 @@ impl Form for ReplayForm {
             ReplayField::Scope => return,
         }
         if self.focus != ReplayField::Reason {
-            self.plan = None;
+            self.plan.clear();
         }
+    }
+}
+
+impl DryRunForm for ReplayForm {
+    type Plan = ReplayReport;
+    const VERB: &'static str = "replay";
+
+    fn pipeline(&self) -> &str {
+        &self.pipeline
+    }
+
+    fn plan(&self) -> &Slot<Result<ReplayReport, String>> {
+        &self.plan
+    }
+
+    fn plan_mut(&mut self) -> &mut Slot<Result<ReplayReport, String>> {
+        &mut self.plan
+    }
+
+    fn has_reason(&self) -> bool {
+        !self.reason.trim().is_empty()
+    }
+
+    fn focus_reason(&mut self) {
+        self.focus = ReplayField::Reason;
+    }
+
+    fn dry_run_job(&self, base: &Path) -> Result<Job, String> {
+        self.replay(false, base).map(Job::PlanReplay)
+    }
+
+    fn write_op(&self, dry_run: ReplayReport, base: &Path) -> Result<WriteOp, String> {
+        self.replay(true, base).map(|replay| WriteOp::Replay { replay, dry_run })
     }
 }

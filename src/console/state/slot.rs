@@ -50,6 +50,13 @@ impl<T> Slot<T> {
         true
     }
 
+    /// Task `id` ended without a result: stop waiting if the slot waited for it.
+    pub fn forget(&mut self, id: TaskId) {
+        if self.loading == Some(id) {
+            self.loading = None;
+        }
+    }
+
     /// Forget the value (what it answered no longer matches what is shown).
     pub fn clear(&mut self) {
         self.value = None;

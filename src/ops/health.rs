@@ -1,0 +1,233 @@
+//! Health: one verdict per (pipeline, upstream) and the worst of them per pipeline, each with
+//! its reason in words. Pure — `status` gathers the facts, and every front end (`status
+//! --json`, `status --check`, the console) shows these same verdicts.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::config::LagSlo;
+use crate::util::time::human_seconds;
+
+/// A verdict, from good to bad (the order `worst` picks by).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthState {
+    /// Current, or behind by less than `warn_lag`.
+    Ok,
+    /// The oldest unread commit is older than `warn_lag`.
+    Lagging,
+    /// The oldest unread commit is older than `max_lag`: the pipeline is not keeping up.
+    Stalled,
+    /// Unread commits are about to fall out of the upstream's retention (or a VACUUM may
+    /// already have removed their files): keys would be lost.
+    AtRisk,
+    /// The upstream cannot be read, or a run died after its intent and nothing recovers it.
+    Failing,
+}
+
+impl HealthState {
+    /// The word shown everywhere (also in `NO_COLOR` terminals and JSON).
+    pub fn word(self) -> &'static str {
+        match self {
+            HealthState::Ok => "ok",
+            HealthState::Lagging => "lagging",
+            HealthState::Stalled => "stalled",
+            HealthState::AtRisk => "at_risk",
+            HealthState::Failing => "failing",
+        }
+    }
+
+    pub fn severity(self) -> Severity {
+        match self {
+            HealthState::Ok => Severity::Ok,
+            HealthState::Lagging => Severity::Warning,
+            HealthState::Stalled | HealthState::AtRisk | HealthState::Failing => Severity::Critical,
+        }
+    }
+}
+
+/// Monitoring-plugin severities; `status --check` exits with the worst one's code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    Ok = 0,
+    Warning = 1,
+    Critical = 2,
+    /// The status itself could not be read (tracker unreachable, bad config).
+    Unknown = 3,
+}
+
+impl Severity {
+    pub fn label(self) -> &'static str {
+        match self {
+            Severity::Ok => "OK",
+            Severity::Warning => "WARNING",
+            Severity::Critical => "CRITICAL",
+            Severity::Unknown => "UNKNOWN",
+        }
+    }
+
+    pub fn exit_code(self) -> i32 {
+        self as i32
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Health {
+    pub state: HealthState,
+    pub reason: String,
+}
+
+impl Health {
+    fn new(state: HealthState, reason: impl Into<String>) -> Health {
+        Health { state, reason: reason.into() }
+    }
+}
+
+impl Default for Health {
+    fn default() -> Health {
+        Health::new(HealthState::Ok, "current")
+    }
+}
+
+/// What status knows about one (pipeline, upstream).
+#[derive(Debug, Clone, Default)]
+pub struct UpstreamFacts<'a> {
+    pub pipeline: &'a str,
+    pub upstream: &'a str,
+    /// The upstream could not be read.
+    pub error: Option<&'a str>,
+    pub processed_version: Option<i64>,
+    pub lag_versions: Option<u64>,
+    /// Age of the oldest commit the pipeline has not read (0 when current).
+    pub lag_seconds: Option<f64>,
+    /// Time before the oldest unread commit may become unreadable (negative: it may already be).
+    pub retention_seconds_left: Option<f64>,
+    /// What limits it (the retention properties, or the VACUUM that ran).
+    pub retention_note: Option<&'a str>,
+    /// A run's intent is in the tracker without its "done".
+    pub pending_run_id: Option<i64>,
+    /// A live lease holds the pipeline (a run in progress, not a dead one).
+    pub run_in_progress: bool,
+}
+
+/// The verdict for one (pipeline, upstream), checked from worst to best.
+pub fn assess_upstream(slo: &LagSlo, retention_margin: Duration, f: &UpstreamFacts<'_>) -> Health {
+    if let Some(e) = f.error {
+        let first = e.lines().next().unwrap_or_default();
+        return Health::new(HealthState::Failing, format!("cannot read upstream `{}`: {first}", f.upstream));
+    }
+    if let (Some(run), false) = (f.pending_run_id, f.run_in_progress) {
+        return Health::new(
+            HealthState::Failing,
+            format!(
+                "run {run} stopped after its intent and no process holds the pipeline; run `deltalink run {}` (it recovers run {run} first) and check why it stopped",
+                f.pipeline
+            ),
+        );
+    }
+    if let Some(left) = f.retention_seconds_left.filter(|l| *l < retention_margin.as_secs_f64()) {
+        return Health::new(HealthState::AtRisk, at_risk_reason(f, left, retention_margin));
+    }
+    match (f.lag_seconds, f.lag_versions) {
+        (Some(lag), _) if lag > slo.max.as_secs_f64() => Health::new(
+            HealthState::Stalled,
+            format!(
+                "`{}`: oldest unread commit is {} old, above max_lag {}; is the scheduler or `watch` running?",
+                f.upstream,
+                human_seconds(lag),
+                human_seconds(slo.max.as_secs_f64())
+            ),
+        ),
+        (Some(lag), _) if lag > slo.warn.as_secs_f64() => Health::new(
+            HealthState::Lagging,
+            format!(
+                "`{}`: oldest unread commit is {} old, above warn_lag {}",
+                f.upstream,
+                human_seconds(lag),
+                human_seconds(slo.warn.as_secs_f64())
+            ),
+        ),
+        (_, Some(0)) => Health::default(),
+        _ if f.processed_version.is_none() => Health::new(HealthState::Ok, format!("`{}`: not run yet", f.upstream)),
+        (lag, versions) => Health::new(
+            HealthState::Ok,
+            format!(
+                "`{}`: {} versions behind{}, within warn_lag",
+                f.upstream,
+                versions.map_or("?".to_string(), |v| v.to_string()),
+                lag.map_or(String::new(), |l| format!(" ({} old)", human_seconds(l)))
+            ),
+        ),
+    }
+}
+
+fn at_risk_reason(f: &UpstreamFacts<'_>, left: f64, margin: Duration) -> String {
+    let when = if left <= 0.0 {
+        "may already be unreadable".to_string()
+    } else {
+        format!("can become unreadable in {} (margin {})", human_seconds(left), human_seconds(margin.as_secs_f64()))
+    };
+    let note = f.retention_note.map_or(String::new(), |n| format!(" ({n})"));
+    format!(
+        "`{}`: unread commits from version {} {when}{note}; run `deltalink run {}` now, or back the upstream up; a reset past them skips their keys",
+        f.upstream,
+        f.processed_version.map_or(0, |p| p + 1),
+        f.pipeline
+    )
+}
+
+/// The worst of several verdicts (the first of equals): a pipeline's health.
+pub fn worst(healths: impl IntoIterator<Item = Health>) -> Health {
+    healths.into_iter().fold(None, |acc: Option<Health>, h| match acc {
+        Some(a) if a.state >= h.state => Some(a),
+        _ => Some(h),
+    })
+    .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SLO: LagSlo = LagSlo { warn: Duration::from_secs(3_600), max: Duration::from_secs(6 * 3_600) };
+    const MARGIN: Duration = Duration::from_secs(86_400);
+
+    fn facts(lag_seconds: f64, left: Option<f64>) -> UpstreamFacts<'static> {
+        UpstreamFacts {
+            pipeline: "p",
+            upstream: "u",
+            processed_version: Some(3),
+            lag_versions: Some(if lag_seconds > 0.0 { 2 } else { 0 }),
+            lag_seconds: Some(lag_seconds),
+            retention_seconds_left: left,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn each_state_is_reached_at_its_threshold_and_the_worst_wins() {
+        let at = |f: &UpstreamFacts<'_>| assess_upstream(&SLO, MARGIN, f).state;
+        assert_eq!(at(&facts(0.0, None)), HealthState::Ok);
+        assert_eq!(at(&facts(3_600.0, None)), HealthState::Ok, "at warn_lag exactly: not yet");
+        assert_eq!(at(&facts(3_601.0, None)), HealthState::Lagging);
+        assert_eq!(at(&facts(6.0 * 3_600.0 + 1.0, None)), HealthState::Stalled);
+        assert_eq!(at(&facts(60.0, Some(86_399.0))), HealthState::AtRisk, "inside the margin");
+        assert_eq!(at(&facts(60.0, Some(86_401.0))), HealthState::Ok);
+        let dead = UpstreamFacts { pending_run_id: Some(7), ..facts(60.0, None) };
+        assert_eq!(at(&dead), HealthState::Failing);
+        let live = UpstreamFacts { run_in_progress: true, ..dead.clone() };
+        assert_eq!(at(&live), HealthState::Ok, "a pending intent under a live lease is a run in progress");
+        let broken = UpstreamFacts { error: Some("permission denied\nmore"), ..facts(0.0, None) };
+        let h = assess_upstream(&SLO, MARGIN, &broken);
+        assert_eq!((h.state, h.reason.as_str()), (HealthState::Failing, "cannot read upstream `u`: permission denied"));
+        let w = worst([
+            assess_upstream(&SLO, MARGIN, &facts(3_601.0, None)),
+            assess_upstream(&SLO, MARGIN, &facts(60.0, Some(-5.0))),
+            assess_upstream(&SLO, MARGIN, &facts(7.0 * 3_600.0, None)),
+        ]);
+        assert_eq!(w.state, HealthState::AtRisk);
+        assert!(w.reason.contains("from version 4 may already be unreadable"), "{}", w.reason);
+        assert_eq!(worst([]), Health::default());
+    }
+}
