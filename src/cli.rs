@@ -396,6 +396,12 @@ async fn run_command(engine: &Engine, cmd: &Command) -> Result<()> {
                 eprintln!("metrics on http://{}/metrics", listener.local_addr()?);
                 tokio::spawn(metrics_server::serve(listener, engine.clone(), metrics.clone()));
             }
+            if let Some(alerts) = engine.config.alerts.clone() {
+                let host = alerts.webhook.host_str().unwrap_or_default().to_string();
+                let alerter = crate::ops::alerts::Alerter::new(alerts)?;
+                eprintln!("alerts: health transitions go to {host}");
+                tokio::spawn(crate::ops::alerts::watch_health(engine.clone(), alerter, *interval));
+            }
             let mut w = crate::ops::watch::Watcher::new(engine.clone(), pipelines.clone(), *interval);
             w.run(stop, |p, r| {
                 // Poll errors are reported under a pseudo-name; only pipelines' runs count.

@@ -77,6 +77,29 @@ pub struct LagSlo {
     pub max: Duration,
 }
 
+/// `[alerts]`: a webhook that hears when a pipeline's health gets worse and when it recovers.
+#[derive(Clone)]
+pub struct Alerts {
+    pub webhook: Url,
+    pub format: AlertFormat,
+}
+
+impl fmt::Debug for Alerts {
+    /// The webhook URL is a secret (Slack's carries its token): only its host is shown.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Alerts").field("webhook_host", &self.webhook.host_str()).field("format", &self.format).finish()
+    }
+}
+
+/// The body of an alert: deltalink's own JSON, or Slack's `{"text": …}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertFormat {
+    #[default]
+    Json,
+    Slack,
+}
+
 /// Default `warn_lag`: a pipeline run every few minutes is an hour late only when stuck.
 pub const DEFAULT_WARN_LAG: Duration = Duration::from_secs(3_600);
 /// Default `max_lag`.
@@ -119,6 +142,8 @@ pub struct Config {
     /// An unread range with less than this left before its upstream's retention may remove it
     /// is `at_risk`.
     pub retention_margin: Duration,
+    /// Where `watch` posts health transitions, if anywhere.
+    pub alerts: Option<Alerts>,
 }
 
 impl fmt::Debug for Config {
@@ -145,6 +170,15 @@ struct RawConfig {
     pipelines: BTreeMap<String, RawPipeline>,
     #[serde(default)]
     health: RawHealth,
+    alerts: Option<RawAlerts>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAlerts {
+    webhook: Spanned<String>,
+    #[serde(default)]
+    format: AlertFormat,
 }
 
 #[derive(Deserialize, Default)]
@@ -283,6 +317,7 @@ impl Validator<'_> {
             pipelines,
             storage_options: self.storage(raw.storage)?,
             retention_margin: self.duration(raw.health.retention_margin.as_ref(), "health.retention_margin", DEFAULT_RETENTION_MARGIN)?,
+            alerts: raw.alerts.map(|a| self.alerts(a)).transpose()?,
         })
     }
 
@@ -325,19 +360,35 @@ impl Validator<'_> {
         Ok(LagSlo { warn, max })
     }
 
+    /// `[alerts]`: an http(s) webhook, `${NAME}` read from the environment (webhook URLs carry
+    /// tokens).
+    fn alerts(&self, raw: RawAlerts) -> Result<Alerts, ConfigError> {
+        let field = "alerts.webhook";
+        let text = self.secret(&raw.webhook, field)?;
+        let webhook = Url::parse(text.trim())
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
+            .ok_or_else(|| self.invalid(raw.webhook.span(), field, "is not an http(s) URL\n  fix: the URL your chat tool or alert router gives for incoming webhooks, e.g. https://hooks.slack.com/services/…"))?;
+        Ok(Alerts { webhook, format: raw.format })
+    }
+
+    /// A value, or the environment variable it names as `${NAME}`.
+    fn secret(&self, value: &Spanned<String>, field: &str) -> Result<String, ConfigError> {
+        let text = value.get_ref();
+        match text.strip_prefix("${").and_then(|v| v.strip_suffix('}')) {
+            Some(var) => (self.env)(var).ok_or_else(|| {
+                self.invalid(value.span(), field, format!("environment variable `{var}` is not set\n  fix: export {var}=… before starting deltalink, or put the value in the config"))
+            }),
+            None => Ok(text.clone()),
+        }
+    }
+
     /// Object-store options; a value `${NAME}` is read from the environment so secrets stay
     /// out of config files.
     fn storage(&self, raw: BTreeMap<String, Spanned<String>>) -> Result<HashMap<String, String>, ConfigError> {
         let mut out = HashMap::new();
         for (key, value) in raw {
-            let field = format!("storage.{key}");
-            let text = value.get_ref();
-            let resolved = match text.strip_prefix("${").and_then(|v| v.strip_suffix('}')) {
-                Some(var) => (self.env)(var).ok_or_else(|| {
-                    self.invalid(value.span(), &field, format!("environment variable `{var}` is not set\n  fix: export {var}=… before starting deltalink, or put the value in the config"))
-                })?,
-                None => text.clone(),
-            };
+            let resolved = self.secret(&value, &format!("storage.{key}"))?;
             out.insert(key, resolved);
         }
         Ok(out)

@@ -1,6 +1,7 @@
-//! Operations on top of the engine: status, health and metrics, audited tracker resets, watch,
+//! Operations on top of the engine: status, health, metrics and alerts, audited tracker resets, watch,
 //! the demo lake.
 
+pub mod alerts;
 pub mod demo;
 pub mod health;
 pub mod metrics;

@@ -1,4 +1,5 @@
 //! One integration-test binary (each file in tests/ would link the whole Delta stack again).
+mod alerts;
 mod architecture;
 mod catalogue;
 mod chaos;

@@ -1,0 +1,117 @@
+//! Alert webhooks as a receiver sees them: `watch` with `[alerts]` posts exactly one message
+//! when a pipeline's health gets worse and one when it recovers, across many polls; a failed
+//! delivery is retried; the other pipelines stay quiet.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use deltalink::engine::RunOptions;
+use serde_json::Value;
+
+use crate::common::*;
+
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// One request the receiver got: the status it answered and the body.
+struct Received {
+    answered: u16,
+    body: Value,
+}
+
+/// A webhook receiver on loopback that answers 500 to its first request and 200 after.
+fn receiver() -> (String, mpsc::Receiver<Received>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for (n, stream) in listener.incoming().enumerate() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; length];
+            if reader.read_exact(&mut body).is_err() {
+                continue;
+            }
+            let answered = if n == 0 { 500 } else { 200 };
+            let _ = write!(stream, "HTTP/1.1 {answered} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            if tx.send(Received { answered, body }).is_err() {
+                return;
+            }
+        }
+    });
+    (url, rx)
+}
+
+#[test]
+fn watch_posts_one_message_per_health_transition_and_retries_a_failed_delivery() {
+    let lake = Lake::new();
+    let (url, inbox) = receiver();
+    let config = simple_config(&["a", "b"], &[("p", &["a"]), ("q", &["b"])]) + &format!("[alerts]\nwebhook = \"{url}\"\n");
+    std::fs::write(lake.path("deltalink.toml"), &config).expect("config");
+    rt().block_on(async {
+        let mut a = ModelTable::create(&lake.path("a"), true).await;
+        a.insert(&[Some(1)]).await;
+        let mut b = ModelTable::create(&lake.path("b"), true).await;
+        b.insert(&[Some(1)]).await;
+        for (name, result) in lake.engine(&config).run_many(&[], &RunOptions::default()).await {
+            result.unwrap_or_else(|e| panic!("first run of {name}: {e:#}"));
+        }
+    });
+    let mut child = Command::new(env!("CARGO_BIN_EXE_deltalink"))
+        .arg("--config")
+        .arg(lake.path("deltalink.toml"))
+        .args(["watch", "--interval", "1s"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start watch");
+    let mut stderr = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let _watch = Reaped(child);
+    let set_up: Vec<String> = stderr.by_ref().take(2).map(|l| l.expect("line")).collect();
+    assert!(set_up.iter().any(|l| l.starts_with("alerts: health transitions go to 127.0.0.1")), "{set_up:?}");
+
+    // Upstream b disappears: q is failing; p is not touched.
+    std::fs::rename(lake.path("b"), lake.path("b-moved")).expect("move b away");
+    let first = inbox.recv_timeout(Duration::from_secs(60)).expect("an alert for q");
+    assert_eq!(first.answered, 500, "the receiver fails the first delivery");
+    let retry = inbox.recv_timeout(Duration::from_secs(30)).expect("the retry");
+    assert_eq!((retry.answered, &retry.body), (200, &first.body), "the same message, retried");
+    let alert = &retry.body;
+    assert_eq!((alert["pipeline"].as_str(), alert["event"].as_str(), alert["state"].as_str()), (Some("q"), Some("worse"), Some("failing")), "{alert}");
+    assert!(alert["previous"].is_null() || alert["previous"] == "ok", "{alert}");
+    assert!(alert["reason"].as_str().is_some_and(|r| r.starts_with("cannot read upstream `b`")), "{alert}");
+
+    // Three more polls see b missing (watch reports each): no new message.
+    let mut polls = 0;
+    while polls < 3 {
+        let line = stderr.next().expect("watch keeps polling").expect("line");
+        polls += usize::from(line.contains("upstream `b`") && line.contains("FAILED"));
+    }
+    assert!(inbox.try_recv().is_err(), "a repeated verdict is not announced again");
+
+    std::fs::rename(lake.path("b-moved"), lake.path("b")).expect("move b back");
+    let back = inbox.recv_timeout(Duration::from_secs(60)).expect("a recovery message");
+    assert_eq!((back.answered, back.body["pipeline"].as_str(), back.body["event"].as_str()), (200, Some("q"), Some("recovered")));
+    assert_eq!((back.body["state"].as_str(), back.body["previous"].as_str()), (Some("ok"), Some("failing")));
+    assert!(inbox.recv_timeout(Duration::from_secs(3)).is_err(), "nothing more: p never changed, q is ok");
+}
