@@ -10,7 +10,7 @@ use crate::config::{Config, DEFAULT_CONFIG_PATH};
 use crate::console::ConsoleArgs;
 use crate::ops::demo::{ensure_demo_lake, DemoOptions};
 use crate::engine::{Engine, Outcome, RunOptions, RunReport};
-use crate::ops::health::Severity;
+use crate::ops::health::{HealthState, Severity};
 use crate::ops::metrics::{server as metrics_server, Metrics};
 use crate::ops::status::{self, Status};
 use crate::util::time::human_seconds;
@@ -460,7 +460,9 @@ async fn status_check(engine: &Engine) -> i32 {
         println!("{} {}: {} — {}", severity.label(), p.name, p.health.state.word(), p.health.reason);
     }
     if worst == Severity::Ok {
-        println!("OK: {} pipelines ok", st.pipelines.len());
+        let paused = st.pipelines.iter().filter(|p| p.health.state == HealthState::Paused).count();
+        let also = if paused > 0 { format!(", {paused} paused") } else { String::new() };
+        println!("OK: {} pipelines ok{also}", st.pipelines.len() - paused);
     }
     worst.exit_code()
 }

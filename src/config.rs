@@ -67,6 +67,8 @@ pub struct Pipeline {
     pub sources: Vec<Source>,
     /// How late the pipeline may fall before health says so.
     pub slo: LagSlo,
+    /// Set by the operator: `watch` and `run --all` skip it (an explicit `run P` still runs).
+    pub paused: bool,
 }
 
 /// A pipeline's lag objectives: lag (the age of the oldest upstream commit it has not read)
@@ -217,6 +219,8 @@ struct RawPipeline {
     sources: Spanned<Vec<RawSource>>,
     warn_lag: Option<Spanned<String>>,
     max_lag: Option<Spanned<String>>,
+    #[serde(default)]
+    paused: bool,
 }
 
 fn default_true() -> bool {
@@ -465,6 +469,7 @@ impl Validator<'_> {
             deletion_vectors: p.deletion_vectors,
             sources,
             slo,
+            paused: p.paused,
         })
     }
 

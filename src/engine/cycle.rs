@@ -15,10 +15,15 @@ use super::report::RunReport;
 
 impl Engine {
 
-    /// Run several pipelines (all when `names` is empty), one after another.
+    /// The configured pipelines the operator has not paused: what "all" means.
+    pub fn unpaused_pipelines(&self) -> Vec<String> {
+        self.config.pipelines.values().filter(|p| !p.paused).map(|p| p.name.clone()).collect()
+    }
+
+    /// Run several pipelines (all not paused when `names` is empty), one after another.
     pub async fn run_many(&self, names: &[String], opts: &RunOptions) -> Vec<(String, Result<RunReport>)> {
         let names: Vec<String> =
-            if names.is_empty() { self.config.pipelines.keys().cloned().collect() } else { names.to_vec() };
+            if names.is_empty() { self.unpaused_pipelines() } else { names.to_vec() };
         let mut readers: HashMap<String, usize> = HashMap::new();
         for n in &names {
             if let Ok(p) = self.config.pipeline(n) {

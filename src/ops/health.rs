@@ -15,6 +15,9 @@ use crate::util::time::human_seconds;
 pub enum HealthState {
     /// Current, or behind by less than `warn_lag`.
     Ok,
+    /// The operator paused it (`paused = true`): lag is not judged, retention and failures
+    /// still are.
+    Paused,
     /// The oldest unread commit is older than `warn_lag`.
     Lagging,
     /// The oldest unread commit is older than `max_lag`: the pipeline is not keeping up.
@@ -31,6 +34,7 @@ impl HealthState {
     pub fn word(self) -> &'static str {
         match self {
             HealthState::Ok => "ok",
+            HealthState::Paused => "paused",
             HealthState::Lagging => "lagging",
             HealthState::Stalled => "stalled",
             HealthState::AtRisk => "at_risk",
@@ -40,7 +44,8 @@ impl HealthState {
 
     pub fn severity(self) -> Severity {
         match self {
-            HealthState::Ok => Severity::Ok,
+            // The operator's own choice: listed by `--check`, but no alarm.
+            HealthState::Ok | HealthState::Paused => Severity::Ok,
             HealthState::Lagging => Severity::Warning,
             HealthState::Stalled | HealthState::AtRisk | HealthState::Failing => Severity::Critical,
         }
@@ -109,6 +114,8 @@ pub struct UpstreamFacts<'a> {
     pub pending_run_id: Option<i64>,
     /// A live lease holds the pipeline (a run in progress, not a dead one).
     pub run_in_progress: bool,
+    /// The config pauses the pipeline.
+    pub paused: bool,
 }
 
 /// The verdict for one (pipeline, upstream), checked from worst to best.
@@ -128,6 +135,12 @@ pub fn assess_upstream(slo: &LagSlo, retention_margin: Duration, f: &UpstreamFac
     }
     if let Some(left) = f.retention_seconds_left.filter(|l| *l < retention_margin.as_secs_f64()) {
         return Health::new(HealthState::AtRisk, at_risk_reason(f, left, retention_margin));
+    }
+    if f.paused {
+        return Health::new(
+            HealthState::Paused,
+            format!("paused in the config (pipelines.{}.paused = true): watch and run --all skip it and its lag is not judged; remove the line to resume", f.pipeline),
+        );
     }
     match (f.lag_seconds, f.lag_versions) {
         (Some(lag), _) if lag > slo.max.as_secs_f64() => Health::new(
@@ -218,6 +231,11 @@ mod tests {
         assert_eq!(at(&dead), HealthState::Failing);
         let live = UpstreamFacts { run_in_progress: true, ..dead.clone() };
         assert_eq!(at(&live), HealthState::Ok, "a pending intent under a live lease is a run in progress");
+        let paused = UpstreamFacts { paused: true, ..facts(7.0 * 3_600.0, None) };
+        assert_eq!(at(&paused), HealthState::Paused, "a paused pipeline's lag is not judged");
+        let paused_at_risk = UpstreamFacts { paused: true, ..facts(60.0, Some(10.0)) };
+        assert_eq!(at(&paused_at_risk), HealthState::AtRisk, "but keys about to be lost still are");
+        assert_eq!(HealthState::Paused.severity(), Severity::Ok);
         let broken = UpstreamFacts { error: Some("permission denied\nmore"), ..facts(0.0, None) };
         let h = assess_upstream(&SLO, MARGIN, &broken);
         assert_eq!((h.state, h.reason.as_str()), (HealthState::Failing, "cannot read upstream `u`: permission denied"));

@@ -257,6 +257,7 @@ fn upstream_progress(
         retention_note: guard.note.as_deref(),
         pending_run_id,
         run_in_progress,
+        paused: p.paused,
     };
     let health = health::assess_upstream(&p.slo, retention_margin, &facts);
     PipelineUpstreamStatus {

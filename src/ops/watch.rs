@@ -23,7 +23,7 @@ pub struct Watcher {
 impl Watcher {
     pub fn new(engine: Engine, pipelines: Vec<String>, interval: Duration) -> Self {
         let pipelines =
-            if pipelines.is_empty() { engine.config.pipelines.keys().cloned().collect() } else { pipelines };
+            if pipelines.is_empty() { engine.unpaused_pipelines() } else { pipelines };
         Watcher { engine, pipelines, interval, tables: HashMap::new() }
     }
 

@@ -209,3 +209,28 @@ fn status_check_prints_what_is_not_ok_and_exits_with_the_worst_severity() {
     assert_eq!(code, 3, "{text}");
     assert!(text.starts_with("UNKNOWN: "), "{text}");
 }
+
+/// `paused = true`: "all" skips the pipeline, its lag is not judged (even past max_lag), an
+/// explicit run still runs it, and keys about to be lost still make it `at_risk`.
+#[test]
+fn a_paused_pipeline_is_skipped_by_all_and_only_retention_can_raise_it() {
+    rt().block_on(async {
+        let lake = Lake::new();
+        let mut a = ModelTable::create(&lake.path("a"), true).await;
+        a.insert(&[Some(1)]).await;
+        let config = with_slo(simple_config(&["a"], &[("p", &["a"]), ("q", &["a"])]), "1h", "6h")
+            .replace("[pipelines.q]\n", "[pipelines.q]\npaused = true\n");
+        let engine = lake.engine(&config);
+        let ran: Vec<String> = engine.run_many(&[], &RunOptions::default()).await.into_iter().map(|(name, _)| name).collect();
+        assert_eq!(ran, vec!["p".to_string()], "all means the pipelines not paused");
+        engine.run("q", &RunOptions::default()).await.expect("an explicit run of a paused pipeline runs");
+        a.insert(&[Some(2)]).await;
+
+        let st = status_at(&engine, now_ms() + 7 * HOUR_MS).await.expect("status");
+        assert_eq!(verdict(&st, "p").0, HealthState::Stalled);
+        let (state, reason) = verdict(&st, "q");
+        assert_eq!(state, HealthState::Paused, "{reason}");
+        assert!(reason.contains("pipelines.q.paused = true") && reason.contains("remove the line to resume"), "{reason}");
+        assert_eq!(verdict(&status_at(&engine, now_ms() + 7 * DAY_MS).await.expect("status"), "q").0, HealthState::AtRisk);
+    });
+}

@@ -20,6 +20,7 @@ pub fn level_style(t: &Theme, level: Level) -> Style {
 pub fn health_style(t: &Theme, state: HealthState) -> Style {
     match state {
         HealthState::Ok => t.ok,
+        HealthState::Paused => t.dim,
         HealthState::Lagging => t.warn,
         HealthState::Stalled | HealthState::AtRisk | HealthState::Failing => t.error,
     }

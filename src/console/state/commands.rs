@@ -357,7 +357,7 @@ impl App {
         }
         let label = op.describe();
         let total = match op {
-            WriteOp::RunAll => self.config.pipelines.len(),
+            WriteOp::RunAll => self.config.pipelines.values().filter(|p| !p.paused).count(),
             WriteOp::Run(_) | WriteOp::Reset { .. } | WriteOp::Replay { .. } => 1,
         };
         self.log(Level::Info, format!("started: {label}"));

@@ -21,8 +21,14 @@ use crate::ops::health::HealthState;
 use crate::ops::status::Status;
 
 /// Every verdict, so each pipeline exports one series per state (1 for its current one).
-const STATES: [HealthState; 5] =
-    [HealthState::Ok, HealthState::Lagging, HealthState::Stalled, HealthState::AtRisk, HealthState::Failing];
+const STATES: [HealthState; 6] = [
+    HealthState::Ok,
+    HealthState::Paused,
+    HealthState::Lagging,
+    HealthState::Stalled,
+    HealthState::AtRisk,
+    HealthState::Failing,
+];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct UpstreamLabels {
