@@ -8,7 +8,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use deltalink::engine::RunOptions;
 use serde_json::Value;
 
 use crate::common::*;
@@ -67,16 +66,7 @@ fn watch_posts_one_message_per_health_transition_and_retries_a_failed_delivery()
     let lake = Lake::new();
     let (url, inbox) = receiver();
     let config = simple_config(&["a", "b"], &[("p", &["a"]), ("q", &["b"])]) + &format!("[alerts]\nwebhook = \"{url}\"\n");
-    std::fs::write(lake.path("deltalink.toml"), &config).expect("config");
-    rt().block_on(async {
-        let mut a = ModelTable::create(&lake.path("a"), true).await;
-        a.insert(&[Some(1)]).await;
-        let mut b = ModelTable::create(&lake.path("b"), true).await;
-        b.insert(&[Some(1)]).await;
-        for (name, result) in lake.engine(&config).run_many(&[], &RunOptions::default()).await {
-            result.unwrap_or_else(|e| panic!("first run of {name}: {e:#}"));
-        }
-    });
+    rt().block_on(two_pipelines_run_once(&lake, &config));
     let mut child = Command::new(env!("CARGO_BIN_EXE_deltalink"))
         .arg("--config")
         .arg(lake.path("deltalink.toml"))

@@ -358,3 +358,18 @@ pub fn without_deletion_vectors(config: &str, pipeline: &str) -> String {
 pub fn files_with_deletion_vectors(table: &deltalake::DeltaTable) -> usize {
     table.snapshot().expect("snapshot").log_data().iter().filter(|f| f.deletion_vector_descriptor().is_some()).count()
 }
+
+/// Upstreams `a` and `b` with one row each and every pipeline of `config` (a `simple_config`
+/// over them, perhaps extended) run once; `config` is written to the lake's `deltalink.toml`
+/// for the binary. Returns the two tables.
+pub async fn two_pipelines_run_once(lake: &Lake, config: &str) -> (ModelTable, ModelTable) {
+    let mut a = ModelTable::create(&lake.path("a"), true).await;
+    a.insert(&[Some(1)]).await;
+    let mut b = ModelTable::create(&lake.path("b"), true).await;
+    b.insert(&[Some(1)]).await;
+    std::fs::write(lake.path("deltalink.toml"), config).expect("write config");
+    for (name, result) in lake.engine(config).run_many(&[], &deltalink::engine::RunOptions::default()).await {
+        result.unwrap_or_else(|e| panic!("first run of {name}: {e:#}"));
+    }
+    (a, b)
+}

@@ -169,16 +169,8 @@ fn code_and_text(out: &Output) -> (i32, String) {
 fn status_check_prints_what_is_not_ok_and_exits_with_the_worst_severity() {
     let lake = Lake::new();
     rt().block_on(async {
-        let mut a = ModelTable::create(&lake.path("a"), true).await;
-        a.insert(&[Some(1)]).await;
-        let mut b = ModelTable::create(&lake.path("b"), true).await;
-        b.insert(&[Some(1)]).await;
         let config = with_slo(simple_config(&["a", "b"], &[("p", &["a"]), ("q", &["b"])]), "1h", "6h");
-        std::fs::write(lake.path("deltalink.toml"), &config).expect("write config");
-        let engine = lake.engine(&config);
-        for (name, result) in engine.run_many(&[], &RunOptions::default()).await {
-            result.unwrap_or_else(|e| panic!("first run of {name}: {e:#}"));
-        }
+        let (mut a, _b) = two_pipelines_run_once(&lake, &config).await;
         a.insert(&[Some(2)]).await;
     });
     let config = lake.path("deltalink.toml");

@@ -9,7 +9,6 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use deltalink::engine::RunOptions;
 use serde_json::Value;
 
 use crate::common::*;
@@ -28,19 +27,24 @@ impl Drop for Reaped {
 fn lake_with_a_lagging_pipeline() -> Lake {
     let lake = Lake::new();
     rt().block_on(async {
-        let mut a = ModelTable::create(&lake.path("a"), true).await;
-        a.insert(&[Some(1)]).await;
-        let mut b = ModelTable::create(&lake.path("b"), true).await;
-        b.insert(&[Some(1)]).await;
-        let config = simple_config(&["a", "b"], &[("p", &["a"]), ("q", &["b"])]);
-        std::fs::write(lake.path("deltalink.toml"), &config).expect("write config");
-        let engine = lake.engine(&config);
-        for (name, result) in engine.run_many(&[], &RunOptions::default()).await {
-            result.unwrap_or_else(|e| panic!("first run of {name}: {e:#}"));
-        }
+        let (_a, mut b) = two_pipelines_run_once(&lake, &simple_config(&["a", "b"], &[("p", &["a"]), ("q", &["b"])])).await;
         b.insert(&[Some(2)]).await;
     });
     lake
+}
+
+/// Whether `tool` (from Debian's prometheus package) is installed; where CI requires it
+/// (DELTALINK_REQUIRE_PROMETHEUS), its absence fails instead of skipping.
+fn have(tool: &str) -> bool {
+    if Command::new(tool).arg("--version").output().is_ok() {
+        return true;
+    }
+    assert!(
+        std::env::var("DELTALINK_REQUIRE_PROMETHEUS").is_err(),
+        "DELTALINK_REQUIRE_PROMETHEUS is set but `{tool}` is not installed (apt-get install prometheus)"
+    );
+    eprintln!("SKIPPED: no `{tool}` (Debian's prometheus package; .ci/run installs it)");
+    false
 }
 
 /// GET `path` from `addr`: status code and body.
@@ -99,12 +103,7 @@ fn eventually<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T>
 
 #[test]
 fn prometheus_scrapes_watch_and_its_api_returns_the_lag_series() {
-    if Command::new("prometheus").arg("--version").output().is_err() {
-        assert!(
-            std::env::var("DELTALINK_REQUIRE_PROMETHEUS").is_err(),
-            "DELTALINK_REQUIRE_PROMETHEUS is set but `prometheus` is not installed (apt-get install prometheus)"
-        );
-        eprintln!("SKIPPED: no `prometheus` binary (Debian's prometheus package; .ci/run installs it)");
+    if !have("prometheus") {
         return;
     }
     let lake = lake_with_a_lagging_pipeline();
@@ -169,9 +168,7 @@ fn prometheus_scrapes_watch_and_its_api_returns_the_lag_series() {
 
 #[test]
 fn promtool_accepts_the_metrics_command_output() {
-    if Command::new("promtool").arg("--version").output().is_err() {
-        assert!(std::env::var("DELTALINK_REQUIRE_PROMETHEUS").is_err(), "DELTALINK_REQUIRE_PROMETHEUS is set but `promtool` is missing");
-        eprintln!("SKIPPED: no `promtool` (Debian's prometheus package; .ci/run installs it)");
+    if !have("promtool") {
         return;
     }
     let lake = lake_with_a_lagging_pipeline();
@@ -206,9 +203,7 @@ fn promtool_accepts_the_metrics_command_output() {
 /// The README's example alert rules are valid Prometheus rules (copied by on-call as they are).
 #[test]
 fn the_readme_alert_rules_pass_promtool() {
-    if Command::new("promtool").arg("--version").output().is_err() {
-        assert!(std::env::var("DELTALINK_REQUIRE_PROMETHEUS").is_err(), "DELTALINK_REQUIRE_PROMETHEUS is set but `promtool` is missing");
-        eprintln!("SKIPPED: no `promtool` (Debian's prometheus package; .ci/run installs it)");
+    if !have("promtool") {
         return;
     }
     let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).expect("README");

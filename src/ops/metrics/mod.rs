@@ -121,9 +121,15 @@ impl Metrics {
         for p in &st.pipelines {
             for u in &p.upstreams {
                 let labels = UpstreamLabels { pipeline: p.name.clone(), upstream: u.upstream.clone() };
-                set_or_remove(&self.lag_versions, &labels, u.lag_versions.map(|v| v as i64));
-                set_or_remove_f64(&self.lag_seconds, &labels, u.lag_seconds);
-                set_or_remove_f64(&self.retention_left, &labels, u.retention_seconds_left);
+                set_or_remove(&self.lag_versions, &labels, u.lag_versions.map(|v| v as i64), |g, v| {
+                    g.set(v);
+                });
+                set_or_remove(&self.lag_seconds, &labels, u.lag_seconds, |g, v| {
+                    g.set(v);
+                });
+                set_or_remove(&self.retention_left, &labels, u.retention_seconds_left, |g, v| {
+                    g.set(v);
+                });
             }
             for state in STATES {
                 let labels = StateLabels { pipeline: p.name.clone(), state: state.word().to_string() };
@@ -157,22 +163,11 @@ impl Metrics {
     }
 }
 
-fn set_or_remove(family: &Family<UpstreamLabels, Gauge>, labels: &UpstreamLabels, value: Option<i64>) {
+/// Set the series of `labels` to `value`, or drop it when there is none: an absent series says
+/// "does not apply" (nothing unread), where 0 would say "no time left".
+fn set_or_remove<M, T>(family: &Family<UpstreamLabels, M>, labels: &UpstreamLabels, value: Option<T>, set: impl Fn(&M, T)) {
     match value {
-        Some(v) => {
-            family.get_or_create(labels).set(v);
-        }
-        None => {
-            family.remove(labels);
-        }
-    }
-}
-
-fn set_or_remove_f64(family: &Family<UpstreamLabels, FloatGauge>, labels: &UpstreamLabels, value: Option<f64>) {
-    match value {
-        Some(v) => {
-            family.get_or_create(labels).set(v);
-        }
+        Some(v) => set(&family.get_or_create(labels), v),
         None => {
             family.remove(labels);
         }
