@@ -162,7 +162,10 @@ pub fn assess_upstream(slo: &LagSlo, retention_margin: Duration, f: &UpstreamFac
             ),
         ),
         (_, Some(0)) => Health::default(),
-        _ if f.processed_version.is_none() => Health::new(HealthState::Ok, format!("`{}`: not run yet", f.upstream)),
+        (lag, _) if f.processed_version.is_none() => Health::new(
+            HealthState::Ok,
+            format!("`{}`: not run yet{}", f.upstream, lag.map_or(String::new(), |l| format!(" (oldest commit {} old)", human_seconds(l)))),
+        ),
         (lag, versions) => Health::new(
             HealthState::Ok,
             format!(

@@ -9,7 +9,7 @@ use color_eyre::eyre::Result;
 use futures::StreamExt;
 use serde::Serialize;
 
-use crate::config::{display_uri, Pipeline};
+use crate::config::{display_uri, Pipeline, StartFrom};
 use crate::ops::health::{self, Health, UpstreamFacts};
 use crate::store::lake::{self, CommitCache, Retention};
 use crate::store::lease;
@@ -209,7 +209,7 @@ async fn pipeline_status(
         let row = mine.iter().find(|r| r.upstream == u).copied();
         let st = upstreams.get(u.as_str());
         let guard = match tables.get(u.as_str()) {
-            Some(table) => unread_guard(&engine.commits, table, row.and_then(TrackerRow::processed), now).await,
+            Some(table) => unread_guard(&engine.commits, table, first_unread(p, row), now).await,
             None => UnreadGuard::default(),
         };
         ups.push(upstream_progress(p, engine.config.retention_margin, u, row, st, guard, run_in_progress));
@@ -282,19 +282,41 @@ struct UnreadGuard {
     note: Option<String>,
 }
 
+/// The oldest version the pipeline's next run will read from the change feed: the one after
+/// its processed version, or for a pipeline that never ran with `start = "earliest"`, version 0.
+#[derive(Debug, Clone, Copy)]
+enum FirstUnread {
+    After(u64),
+    /// A first run from the start: if commit 0 is gone the run begins at a snapshot (see
+    /// *`start = "earliest"` on a truncated log*), which is no loss.
+    FromStart,
+}
+
+fn first_unread(p: &Pipeline, row: Option<&TrackerRow>) -> Option<FirstUnread> {
+    match (row.and_then(TrackerRow::processed), p.start) {
+        (Some(processed), _) => Some(FirstUnread::After((processed + 1).max(0) as u64)),
+        (None, StartFrom::Earliest) => Some(FirstUnread::FromStart),
+        // A first run at the latest version reads no history: nothing can be lost.
+        (None, StartFrom::Latest) => None,
+    }
+}
+
 /// The age of the oldest unread commit and how long it stays readable: the shorter of the
 /// table's log and deleted-file retention from its commit time, or zero when a VACUUM that
-/// ran since may already have removed its files. Nothing for a pipeline that never ran (its
-/// first run reads what `start` says, not the history).
-async fn unread_guard(commits: &CommitCache, table: &DeltaTable, processed: Option<i64>, now: i64) -> UnreadGuard {
-    let (Some(processed), Some(latest)) = (processed, table.version()) else { return UnreadGuard::default() };
-    let first_unread = (processed + 1).max(0) as u64;
+/// ran since may already have removed its files.
+async fn unread_guard(commits: &CommitCache, table: &DeltaTable, first: Option<FirstUnread>, now: i64) -> UnreadGuard {
+    let (Some(first), Some(latest)) = (first, table.version()) else { return UnreadGuard::default() };
+    let first_unread = match first {
+        FirstUnread::After(v) => v,
+        FirstUnread::FromStart => 0,
+    };
     if first_unread > latest {
         return UnreadGuard::default();
     }
     let retention = lake::retention(table);
     let oldest_ms = match commits.get(table, first_unread).await {
         Ok(Some(facts)) => facts.timestamp_ms,
+        Ok(None) if matches!(first, FirstUnread::FromStart) => return UnreadGuard::default(),
         Ok(None) => {
             return UnreadGuard {
                 lag_seconds: None,

@@ -226,3 +226,28 @@ fn a_paused_pipeline_is_skipped_by_all_and_only_retention_can_raise_it() {
         assert_eq!(verdict(&status_at(&engine, now_ms() + 7 * DAY_MS).await.expect("status"), "q").0, HealthState::AtRisk);
     });
 }
+
+/// A pipeline that never ran with `start = "earliest"` will read the whole history: its lag is
+/// the age of commit 0, and that history falling out of retention puts it at risk; with
+/// `start = "latest"` nothing old is read, so nothing is judged.
+#[test]
+fn a_pipeline_that_never_ran_is_judged_on_the_history_its_first_run_reads() {
+    rt().block_on(async {
+        let lake = Lake::new();
+        let mut a = ModelTable::create(&lake.path("a"), true).await;
+        a.insert(&[Some(1)]).await;
+        let config = with_slo(simple_config(&["a"], &[("p", &["a"]), ("q", &["a"])]), "1h", "6h")
+            .replace("[pipelines.q]\n", "[pipelines.q]\nstart = \"latest\"\n");
+        let engine = lake.engine(&config);
+        let now = now_ms();
+        let (state, reason) = verdict(&status_at(&engine, now).await.expect("status"), "p");
+        assert_eq!(state, HealthState::Ok, "{reason}");
+        assert!(reason.contains("not run yet (oldest commit"), "{reason}");
+        let st = status_at(&engine, now + 7 * HOUR_MS).await.expect("status");
+        assert_eq!(verdict(&st, "p").0, HealthState::Stalled);
+        assert_eq!(verdict(&st, "q").0, HealthState::Ok, "start = latest reads no history");
+        let (state, reason) = verdict(&status_at(&engine, now + 7 * DAY_MS).await.expect("status"), "p");
+        assert_eq!(state, HealthState::AtRisk, "{reason}");
+        assert!(reason.contains("from version 0"), "{reason}");
+    });
+}
