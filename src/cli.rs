@@ -93,7 +93,7 @@ pub enum Command {
     Watch {
         pipelines: Vec<String>,
         /// Poll interval, e.g. 10s, 500ms, 2m.
-        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        #[arg(long, default_value = "10s", value_parser = interval_arg)]
         interval: std::time::Duration,
         /// Serve Prometheus/OpenMetrics metrics at http://ADDR/metrics (also /healthz, /readyz),
         /// e.g. 127.0.0.1:9464.
@@ -159,18 +159,12 @@ pub struct ResetArgs {
     pub json: bool,
 }
 
-fn parse_duration(s: &str) -> std::result::Result<std::time::Duration, String> {
-    let s = s.trim();
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len()));
-    let n: f64 = num.parse().map_err(|_| format!("`{s}` is not a duration; use e.g. 10s, 500ms, 2m"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "" | "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return Err(format!("`{s}`: unknown unit `{unit}`; use ms, s, m or h")),
-    };
-    Ok(std::time::Duration::from_secs_f64(secs))
+/// `--interval`: a duration, or a bare number of seconds (as the flag has always taken).
+fn interval_arg(s: &str) -> std::result::Result<std::time::Duration, String> {
+    match s.trim().parse::<f64>() {
+        Ok(_) => crate::util::time::parse_duration(&format!("{}s", s.trim())),
+        Err(_) => crate::util::time::parse_duration(s),
+    }
 }
 
 pub fn main() -> Result<()> {

@@ -103,12 +103,8 @@ impl Status {
     }
 }
 
-/// Probe one upstream: latest version, CDF flag, last commit.
-pub async fn probe_upstream(engine: &Engine, name: &str) -> UpstreamStatus {
-    probe(engine, name).await.0
-}
-
-/// [`probe_upstream`], keeping the table for the pipelines' retention guard.
+/// Probe one upstream: latest version, CDF flag, last commit; and the table, for the
+/// pipelines' retention guard.
 async fn probe(engine: &Engine, name: &str) -> (UpstreamStatus, Option<DeltaTable>) {
     let uri = match engine.config.upstream(name) {
         Ok(u) => u.uri.clone(),

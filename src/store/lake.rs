@@ -363,22 +363,8 @@ pub fn retention(table: &DeltaTable) -> Retention {
 /// A Delta interval property, as Spark writes it: `interval 7 days`, `interval 1 week`,
 /// `interval 36 hours`, `interval 30 seconds`.
 pub fn parse_interval(text: &str) -> Option<Duration> {
-    let mut words = text.split_whitespace();
-    let mut first = words.next()?;
-    if first.eq_ignore_ascii_case("interval") {
-        first = words.next()?;
-    }
-    let n: u64 = first.parse().ok()?;
-    let unit = words.next()?.to_ascii_lowercase();
-    let secs = match unit.trim_end_matches('s') {
-        "second" => 1,
-        "minute" => 60,
-        "hour" => 3_600,
-        "day" => 86_400,
-        "week" => 604_800,
-        _ => return None,
-    };
-    Some(Duration::from_secs(n.saturating_mul(secs)))
+    let text = text.trim().to_ascii_lowercase();
+    crate::util::time::parse_duration(text.strip_prefix("interval").unwrap_or(&text)).ok()
 }
 
 /// When a commit was made and what it did.

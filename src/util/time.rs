@@ -31,22 +31,25 @@ pub fn parse_instant(s: &str) -> Result<DateTime<Utc>, String> {
         .ok_or_else(|| format!("`{s}` is not a date-time (try 2025-01-31 12:00)"))
 }
 
-/// A duration as people write it in config: a whole number and a unit, `90s`, `15m`, `2h`,
-/// `26h`, `7d` (also `1w`).
+/// A duration as people write it: a number and a unit — `500ms`, `90s`, `15m`, `2h`, `26h`,
+/// `7d`, `1w`, also with long names (`7 days`, `36 hours`). The config's lag objectives,
+/// `watch --interval` and Delta's interval properties all read durations with it.
 pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (digits, unit) = t.split_at(split);
-    let n: u64 = digits.parse().map_err(|_| format!("`{s}` is not a duration (try 90s, 15m, 2h or 7d)"))?;
+    let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let n: f64 = number.parse().map_err(|_| format!("`{s}` is not a duration (try 90s, 15m, 2h or 7d)"))?;
     let secs_per = match unit.trim() {
-        "s" | "sec" | "secs" | "second" | "seconds" => 1,
-        "m" | "min" | "mins" | "minute" | "minutes" => 60,
-        "h" | "hour" | "hours" => 3_600,
-        "d" | "day" | "days" => 86_400,
-        "w" | "week" | "weeks" => 604_800,
-        _ => return Err(format!("`{s}` has no unit (try 90s, 15m, 2h or 7d)")),
+        "" => return Err(format!("`{s}` has no unit (try 90s, 15m, 2h or 7d)")),
+        "ms" => 0.001,
+        "s" | "sec" | "secs" | "second" | "seconds" => 1.0,
+        "m" | "min" | "mins" | "minute" | "minutes" => 60.0,
+        "h" | "hour" | "hours" => 3_600.0,
+        "d" | "day" | "days" => 86_400.0,
+        "w" | "week" | "weeks" => 604_800.0,
+        other => return Err(format!("`{s}`: unknown unit `{other}` (use ms, s, m, h, d or w)")),
     };
-    Ok(std::time::Duration::from_secs(n.saturating_mul(secs_per)))
+    std::time::Duration::try_from_secs_f64(n * secs_per).map_err(|_| format!("`{s}` is out of range"))
 }
 
 /// A number of seconds for people: `45s`, `12m`, `3h 05m`, `2d 04h` (two units at most).
@@ -72,6 +75,8 @@ mod duration_tests {
         assert_eq!(parse_duration(" 7d "), Ok(std::time::Duration::from_secs(7 * 86_400)));
         assert!(parse_duration("2").unwrap_err().contains("no unit"));
         assert!(parse_duration("h").unwrap_err().contains("not a duration"));
+        assert_eq!(parse_duration("500ms"), Ok(std::time::Duration::from_millis(500)));
+        assert!(parse_duration("2 fortnights").unwrap_err().contains("unknown unit `fortnights`"));
         assert_eq!(human_seconds(59.4), "59s");
         assert_eq!(human_seconds(3_600.0 * 3.0 + 300.0), "3h 05m");
         assert_eq!(human_seconds(86_400.0 * 8.0 + 3_600.0), "8d 01h");

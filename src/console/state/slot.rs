@@ -24,9 +24,9 @@ impl<T> Slot<T> {
         self.loading.is_some()
     }
 
-    /// Wait for `id` from now on; the task it supersedes, if any, to cancel.
-    pub fn start(&mut self, id: TaskId) -> Option<TaskId> {
-        self.loading.replace(id)
+    /// Wait for `id` from now on (a load it supersedes was stopped first: see [`Slot::stop`]).
+    pub fn start(&mut self, id: TaskId) {
+        self.loading = Some(id);
     }
 
     /// Stop waiting (the load was superseded or cancelled elsewhere); the task to cancel.
