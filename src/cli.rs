@@ -102,6 +102,52 @@ pub enum Command {
     },
     /// Print the metrics `watch --metrics-addr` serves, once (for a node-exporter textfile).
     Metrics,
+    /// The next batch for a downstream consumer: the link-table version to read at, the runs it
+    /// covers and ready-to-paste reads (recorded, so upkeep keeps that version readable).
+    Consume {
+        pipeline: String,
+        #[arg(long)]
+        consumer: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Compact small files of link tables (and the tracker), then vacuum files no reader can
+    /// need — never what a consumer's last batch reads. A dry run unless --execute.
+    Maintain {
+        /// Pipelines whose link tables to maintain (all when none is named).
+        pipelines: Vec<String>,
+        /// Also the tracker table (the default when no pipeline is named).
+        #[arg(long)]
+        tracker: bool,
+        /// Keep removed files younger than this (e.g. 7d, 24h; default: each table's
+        /// delta.deletedFileRetentionDuration, 7 days when unset).
+        #[arg(long, value_parser = interval_arg)]
+        retention: Option<std::time::Duration>,
+        #[arg(long)]
+        execute: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Record that a consumer processed every run through N (forward only; --rewind to go back).
+    Ack {
+        pipeline: String,
+        #[arg(long)]
+        consumer: String,
+        /// The batch's `through_run_id`.
+        #[arg(long)]
+        through_run: i64,
+        /// Move the consumer back so the runs after N are delivered again (a dry run unless
+        /// --execute; needs --reason).
+        #[arg(long)]
+        rewind: bool,
+        #[arg(long, requires = "rewind")]
+        execute: bool,
+        /// Why (recorded with the operator in the tracker's audit log).
+        #[arg(long)]
+        reason: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Create (or reuse) the demo lake under DIR and open the console on it.
     Demo {
         #[arg(default_value = "demo-lake")]
@@ -409,8 +455,79 @@ async fn run_command(engine: &Engine, cmd: &Command) -> Result<()> {
             })
             .await
         }
+        Command::Consume { pipeline, consumer, json } => {
+            let batch = crate::ops::consume::consume(engine, pipeline, consumer).await?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&batch)?);
+            } else {
+                print!("{}", crate::describe::consumer_batch(&batch));
+            }
+            Ok(())
+        }
+        Command::Ack { pipeline, consumer, through_run, rewind, execute, reason, json } => {
+            ack(engine, pipeline, consumer, *through_run, *rewind && *execute, *rewind, reason.as_deref(), *json).await
+        }
+        Command::Maintain { pipelines, tracker, retention, execute, json } => {
+            let mut opts = crate::ops::maintain::MaintainOptions::dry_run().with_execute(*execute);
+            if let Some(r) = retention {
+                opts = opts.with_retention(*r);
+            }
+            let done = crate::ops::maintain::maintain(engine, pipelines, *tracker || pipelines.is_empty(), &opts).await?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&done)?);
+                return Ok(());
+            }
+            for t in &done {
+                println!("{}", crate::describe::table_upkeep(t));
+            }
+            if !execute {
+                println!("DRY RUN: nothing was changed; add --execute to compact and vacuum");
+            }
+            Ok(())
+        }
         Command::Demo { .. } => unreachable!("handled in dispatch"),
     }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn ack(engine: &Engine, pipeline: &str, consumer: &str, through: i64, execute: bool, rewind: bool, reason: Option<&str>, json: bool) -> Result<()> {
+    use crate::ops::consume;
+    if !rewind {
+        let acked = consume::ack(engine, pipeline, consumer, through, reason).await?;
+        match (json, acked) {
+            (true, _) => println!("{}", serde_json::to_string_pretty(&acked)?),
+            (false, consume::Acked::Moved { from, to }) => println!("consumer {consumer} of {pipeline}: acked through run {to} (was {from})"),
+            (false, consume::Acked::AlreadyAcked { at }) => println!("consumer {consumer} of {pipeline}: already acked through run {at}; nothing written"),
+        }
+        return Ok(());
+    }
+    let plan = consume::plan_rewind(engine, pipeline, consumer, through).await?;
+    if json && !execute {
+        println!("{}", serde_json::to_string_pretty(&plan)?);
+        return Ok(());
+    }
+    let words = format!(
+        "consumer {consumer} of {pipeline}: acked run {} → {}; {} keys of runs {}..={} will be delivered again",
+        plan.from_run_id,
+        plan.to_run_id,
+        plan.keys_again,
+        plan.to_run_id + 1,
+        plan.from_run_id
+    );
+    if !execute {
+        println!("DRY RUN: {words}\n  add --execute --reason \"…\" to rewind");
+        return Ok(());
+    }
+    let reason = reason.filter(|r| !r.trim().is_empty()).ok_or_else(|| {
+        color_eyre::eyre::eyre!("a rewind needs --reason \"…\" (recorded with the operator in the tracker's audit log); nothing was rewound")
+    })?;
+    consume::execute_rewind(engine, &plan, reason).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&plan)?);
+    } else {
+        println!("REWOUND: {words}");
+    }
+    Ok(())
 }
 
 

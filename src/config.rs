@@ -69,6 +69,16 @@ pub struct Pipeline {
     pub slo: LagSlo,
     /// Set by the operator: `watch` and `run --all` skip it (an explicit `run P` still runs).
     pub paused: bool,
+    /// Downstream jobs reading the link table, whose progress the tracker keeps.
+    pub consumers: Vec<Consumer>,
+}
+
+/// A downstream job that consumes a pipeline's link table (`[[pipelines.P.consumers]]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Consumer {
+    pub name: String,
+    /// How old its oldest unconsumed change may get (defaults suit a daily job).
+    pub slo: LagSlo,
 }
 
 /// A pipeline's lag objectives: lag (the age of the oldest upstream commit it has not read)
@@ -106,6 +116,11 @@ pub enum AlertFormat {
 pub const DEFAULT_WARN_LAG: Duration = Duration::from_secs(3_600);
 /// Default `max_lag`.
 pub const DEFAULT_MAX_LAG: Duration = Duration::from_secs(6 * 3_600);
+/// Default consumer `warn_lag`: most link-table consumers are daily jobs, and a daily job is
+/// late when a change waits more than a day and its run's two hours.
+pub const DEFAULT_CONSUMER_WARN_LAG: Duration = Duration::from_secs(26 * 3_600);
+/// Default consumer `max_lag`: a second missed day.
+pub const DEFAULT_CONSUMER_MAX_LAG: Duration = Duration::from_secs(50 * 3_600);
 /// Default `[health] retention_margin`: an unread range this close to falling out of its
 /// upstream's retention is `at_risk` (a day leaves an on-call shift to act).
 pub const DEFAULT_RETENTION_MARGIN: Duration = Duration::from_secs(86_400);
@@ -221,6 +236,16 @@ struct RawPipeline {
     max_lag: Option<Spanned<String>>,
     #[serde(default)]
     paused: bool,
+    #[serde(default)]
+    consumers: Vec<RawConsumer>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConsumer {
+    name: Spanned<String>,
+    warn_lag: Option<Spanned<String>>,
+    max_lag: Option<Spanned<String>>,
 }
 
 fn default_true() -> bool {
@@ -305,6 +330,10 @@ impl Validator<'_> {
         let mut upstreams = BTreeMap::new();
         for (name, u) in &raw.upstreams {
             let field = format!("upstreams.{name}.uri");
+            if name.starts_with('@') {
+                // The tracker keys consumers' progress rows as `@consumer:NAME` beside upstreams.
+                return Err(self.invalid(u.uri.span(), &format!("upstreams.{name}"), "an upstream name cannot start with `@` (reserved for the tracker's consumer rows)\n  fix: rename the upstream"));
+            }
             let uri = self.resolve(&u.uri, &field)?;
             upstreams.insert(name.clone(), Upstream { name: name.clone(), uri });
         }
@@ -349,19 +378,46 @@ impl Validator<'_> {
         }
     }
 
-    /// `warn_lag` and `max_lag` of a pipeline; the warning must come first.
-    fn lag_slo(&self, name: &str, p: &RawPipeline) -> Result<LagSlo, ConfigError> {
-        let warn = self.duration(p.warn_lag.as_ref(), &format!("pipelines.{name}.warn_lag"), DEFAULT_WARN_LAG)?;
-        let max = self.duration(p.max_lag.as_ref(), &format!("pipelines.{name}.max_lag"), DEFAULT_MAX_LAG)?;
-        if warn > max {
-            let span = p.warn_lag.as_ref().or(p.max_lag.as_ref()).map(Spanned::span).unwrap_or(0..0);
+    /// `warn_lag` and `max_lag` under `field` (a pipeline's or a consumer's); the warning must
+    /// come first.
+    fn lag_slo(&self, field: &str, warn: Option<&Spanned<String>>, max: Option<&Spanned<String>>, defaults: LagSlo) -> Result<LagSlo, ConfigError> {
+        let warn_lag = self.duration(warn, &format!("{field}.warn_lag"), defaults.warn)?;
+        let max_lag = self.duration(max, &format!("{field}.max_lag"), defaults.max)?;
+        if warn_lag > max_lag {
+            let span = warn.or(max).map(Spanned::span).unwrap_or(0..0);
             return Err(self.invalid(
                 span,
-                &format!("pipelines.{name}.warn_lag"),
-                format!("warn_lag ({}s) is above max_lag ({}s)\n  fix: warn_lag is the early warning, so set it below max_lag (defaults 1h and 6h)", warn.as_secs(), max.as_secs()),
+                &format!("{field}.warn_lag"),
+                format!(
+                    "warn_lag ({}s) is above max_lag ({}s)\n  fix: warn_lag is the early warning, so set it below max_lag (defaults {}h and {}h)",
+                    warn_lag.as_secs(),
+                    max_lag.as_secs(),
+                    defaults.warn.as_secs() / 3_600,
+                    defaults.max.as_secs() / 3_600,
+                ),
             ));
         }
-        Ok(LagSlo { warn, max })
+        Ok(LagSlo { warn: warn_lag, max: max_lag })
+    }
+
+    /// A pipeline's consumers: names that say who reads (they key progress rows in the
+    /// tracker), each listed once.
+    fn consumers(&self, pipeline: &str, raw: &[RawConsumer]) -> Result<Vec<Consumer>, ConfigError> {
+        let defaults = LagSlo { warn: DEFAULT_CONSUMER_WARN_LAG, max: DEFAULT_CONSUMER_MAX_LAG };
+        let mut out: Vec<Consumer> = Vec::new();
+        for (i, c) in raw.iter().enumerate() {
+            let field = format!("pipelines.{pipeline}.consumers[{i}]");
+            let name = c.name.get_ref().trim();
+            if name.is_empty() || !name.chars().all(|ch| ch.is_ascii_alphanumeric() || "_-.".contains(ch)) {
+                return Err(self.invalid(c.name.span(), &format!("{field}.name"), format!("`{name}` is not a consumer name\n  fix: letters, digits, `_`, `-` and `.` only, e.g. \"daily_job\"")));
+            }
+            if out.iter().any(|o| o.name == name) {
+                return Err(self.invalid(c.name.span(), &format!("{field}.name"), format!("consumer `{name}` is listed twice; each consumer keeps one progress row")));
+            }
+            let slo = self.lag_slo(&field, c.warn_lag.as_ref(), c.max_lag.as_ref(), defaults)?;
+            out.push(Consumer { name: name.to_string(), slo });
+        }
+        Ok(out)
     }
 
     /// `[alerts]`: an http(s) webhook, `${NAME}` read from the environment (webhook URLs carry
@@ -405,7 +461,8 @@ impl Validator<'_> {
         upstreams: &BTreeMap<String, Upstream>,
     ) -> Result<Pipeline, ConfigError> {
         let field = |f: &str| format!("pipelines.{name}.{f}");
-        let slo = self.lag_slo(name, &p)?;
+        let slo = self.lag_slo(&format!("pipelines.{name}"), p.warn_lag.as_ref(), p.max_lag.as_ref(), LagSlo { warn: DEFAULT_WARN_LAG, max: DEFAULT_MAX_LAG })?;
+        let consumers = self.consumers(name, &p.consumers)?;
         let link_table = self.resolve(&p.link_table, &field("link_table"))?;
         self.check_columns(&p.key, &field("key"))?;
         let key = p.key.into_inner();
@@ -470,6 +527,7 @@ impl Validator<'_> {
             sources,
             slo,
             paused: p.paused,
+            consumers,
         })
     }
 

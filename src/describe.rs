@@ -37,3 +37,49 @@ pub fn reset_target(t: &ResetTarget) -> String {
         ResetTarget::DateTime(d) => format!("{}", d.format("%Y-%m-%d %H:%M:%SZ")),
     }
 }
+
+/// A consumer's next batch, with the reads that fetch exactly its rows.
+pub fn consumer_batch(b: &crate::ops::consume::Batch) -> String {
+    if b.keys == 0 && b.through_run_id == b.after_run_id {
+        return format!(
+            "consumer {} of {}: nothing new (acked through run {}, link table at version {})\n",
+            b.consumer, b.pipeline, b.after_run_id, b.link_version
+        );
+    }
+    format!(
+        "consumer {} of {}: {} keys of runs {}..={} at link table version {}\n  then: deltalink ack {} --consumer {} --through-run {}\n\n  Spark SQL: {}\n  polars:    {}\n  deltalake: {}\n",
+        b.consumer,
+        b.pipeline,
+        b.keys,
+        b.after_run_id + 1,
+        b.through_run_id,
+        b.link_version,
+        b.pipeline,
+        b.consumer,
+        b.through_run_id,
+        b.reads.spark_sql,
+        b.reads.polars,
+        b.reads.deltalake
+    )
+}
+
+/// One table's upkeep, planned or done: files and bytes before → after, what vacuum removes.
+pub fn table_upkeep(t: &crate::ops::maintain::TableUpkeep) -> String {
+    let mb = |b: u64| format!("{:.1} MB", b as f64 / 1e6);
+    let verb = if t.executed { "" } else { "would " };
+    let keep = t.keep_from_version.map(|v| format!("; versions from {v} kept readable for consumers")).unwrap_or_default();
+    format!(
+        "{} ({}): {} files, {} ({} with deletion vectors) → {} files{}\n  compaction {verb}rewrite {} small files; vacuum {verb}delete {} files ({}) removed more than {} ago{keep}",
+        t.table,
+        t.uri,
+        t.before.files,
+        mb(t.before.bytes),
+        t.before.with_deletion_vectors,
+        t.after.files,
+        if t.executed { format!(", {}", mb(t.after.bytes)) } else { String::new() },
+        t.compact_files,
+        t.vacuum_files,
+        mb(t.vacuum_bytes),
+        crate::util::time::human_seconds(t.retention_seconds as f64),
+    )
+}

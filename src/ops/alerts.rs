@@ -184,6 +184,7 @@ mod tests {
                 last_run_id: None,
                 last_write: None,
                 upstreams: vec![],
+                consumers: vec![],
                 health: Health { state: *state, reason: format!("{name} is {}", state.word()) },
             })
             .collect();

@@ -193,6 +193,41 @@ fn at_risk_reason(f: &UpstreamFacts<'_>, left: f64, margin: Duration) -> String 
     )
 }
 
+/// What status knows about one downstream consumer of a pipeline.
+#[derive(Debug, Clone, Default)]
+pub struct ConsumerFacts<'a> {
+    pub pipeline: &'a str,
+    pub consumer: &'a str,
+    /// The link table could not be read.
+    pub error: Option<&'a str>,
+    pub acked_run_id: i64,
+    pub keys_waiting: u64,
+    pub runs_waiting: u64,
+    /// Age of the oldest change waiting for it (0 when nothing waits).
+    pub lag_seconds: f64,
+}
+
+/// The verdict for one consumer against its own lag objectives.
+pub fn assess_consumer(slo: &LagSlo, f: &ConsumerFacts<'_>) -> Health {
+    let who = format!("consumer `{}`", f.consumer);
+    if let Some(e) = f.error {
+        return Health::new(HealthState::Failing, format!("{who}: cannot read the link table: {}", e.lines().next().unwrap_or_default()));
+    }
+    let waiting = format!("{} keys of {} runs after run {} waiting", f.keys_waiting, f.runs_waiting, f.acked_run_id);
+    let over = |limit: Duration, name: &str| {
+        format!("{who}: oldest unconsumed change is {} old, above {name} {} ({waiting}); is the job running and acking?", human_seconds(f.lag_seconds), human_seconds(limit.as_secs_f64()))
+    };
+    if f.lag_seconds > slo.max.as_secs_f64() {
+        Health::new(HealthState::Stalled, over(slo.max, "max_lag"))
+    } else if f.lag_seconds > slo.warn.as_secs_f64() {
+        Health::new(HealthState::Lagging, over(slo.warn, "warn_lag"))
+    } else if f.keys_waiting == 0 {
+        Health::new(HealthState::Ok, format!("{who}: caught up through run {}", f.acked_run_id))
+    } else {
+        Health::new(HealthState::Ok, format!("{who}: {waiting}, within warn_lag"))
+    }
+}
+
 /// The worst of several verdicts (the first of equals): a pipeline's health.
 pub fn worst(healths: impl IntoIterator<Item = Health>) -> Health {
     healths.into_iter().fold(None, |acc: Option<Health>, h| match acc {
@@ -250,5 +285,18 @@ mod tests {
         assert_eq!(w.state, HealthState::AtRisk);
         assert!(w.reason.contains("from version 4 may already be unreadable"), "{}", w.reason);
         assert_eq!(worst([]), Health::default());
+    }
+
+    #[test]
+    fn a_consumer_is_judged_by_the_age_of_its_oldest_unconsumed_change() {
+        let at = |lag: f64| {
+            let f = ConsumerFacts { pipeline: "p", consumer: "daily", keys_waiting: 3, runs_waiting: 1, lag_seconds: lag, ..Default::default() };
+            assess_consumer(&SLO, &f)
+        };
+        assert_eq!(at(3_600.0).state, HealthState::Ok);
+        assert_eq!(at(3_601.0).state, HealthState::Lagging);
+        let stalled = at(6.0 * 3_600.0 + 1.0);
+        assert_eq!(stalled.state, HealthState::Stalled);
+        assert!(stalled.reason.starts_with("consumer `daily`: oldest unconsumed change is 6h 00m old, above max_lag 6h 00m"), "{}", stalled.reason);
     }
 }

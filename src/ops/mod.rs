@@ -1,9 +1,11 @@
-//! Operations on top of the engine: status, health, metrics and alerts, audited tracker resets, watch,
+//! Operations on top of the engine: downstream consumers (consume, ack), status, health, metrics and alerts, audited tracker resets, watch,
 //! the demo lake.
 
 pub mod alerts;
+pub mod consume;
 pub mod demo;
 pub mod health;
+pub mod maintain;
 pub mod metrics;
 pub mod reset;
 pub mod status;

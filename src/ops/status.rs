@@ -13,6 +13,7 @@ use crate::config::{display_uri, Pipeline, StartFrom};
 use crate::ops::health::{self, Health, UpstreamFacts};
 use crate::store::lake::{self, CommitCache, Retention};
 use crate::store::lease;
+use crate::store::consumer::{self, ConsumerProgress};
 use crate::store::link;
 use crate::engine::Engine;
 use crate::store::tracker::TrackerRow;
@@ -80,7 +81,28 @@ pub struct PipelineStatus {
     /// The last run or replay written into the link table, by whichever process.
     pub last_write: Option<link::LinkWrite>,
     pub upstreams: Vec<PipelineUpstreamStatus>,
-    /// The worst of its upstreams' verdicts.
+    /// Downstream consumers of its link table and how far behind they are.
+    pub consumers: Vec<ConsumerStatus>,
+    /// The worst of its upstreams' and consumers' verdicts.
+    pub health: Health,
+}
+
+/// End-to-end freshness: what waits in the link table for one consumer.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ConsumerStatus {
+    pub name: String,
+    /// Every run through this one is processed (0: none yet).
+    pub acked_run_id: i64,
+    /// Its last `consume` answer (link version, through run), which it may still be reading.
+    pub reading_version: Option<i64>,
+    pub reading_through_run_id: Option<i64>,
+    pub runs_waiting: u64,
+    pub keys_waiting: u64,
+    /// Upstream commit time of the oldest change waiting (a key changed twice shows its
+    /// second change).
+    pub oldest_unconsumed_change: Option<String>,
+    /// Its age (0 when nothing waits).
+    pub lag_seconds: f64,
     pub health: Health,
 }
 
@@ -169,11 +191,18 @@ pub async fn status_at(engine: &Engine, now: i64) -> Result<Status> {
     upstreams.sort_by(|a, b| a.name.cmp(&b.name));
     let tracker = engine.tracker().await?;
     let rows = Arc::new(tracker.rows(None).await?);
+    let consumer_rows = Arc::new(tracker.consumer_rows(None).await?);
     let by_name: Arc<HashMap<String, UpstreamStatus>> =
         Arc::new(upstreams.iter().map(|u| (u.name.clone(), u.clone())).collect());
     let pipelines = engine.config.pipelines.values().cloned().map(|p| {
         let (engine, rows, by_name, tables) = (engine.clone(), rows.clone(), by_name.clone(), tables.clone());
-        async move { pipeline_status(&engine, &p, &rows, &by_name, &tables, now).await }
+        let consumer_rows = consumer_rows.clone();
+        async move {
+            let mut st = pipeline_status(&engine, &p, &rows, &by_name, &tables, now).await;
+            st.consumers = consumers_status(&engine, &p, &consumer_rows, now).await;
+            st.health = health::worst(std::iter::once(st.health.clone()).chain(st.consumers.iter().map(|c| c.health.clone())));
+            st
+        }
     });
     let pipelines = futures::stream::iter(pipelines).buffered(PROBE_CONCURRENCY).collect::<Vec<_>>().await;
     Ok(Status { upstreams, pipelines })
@@ -219,8 +248,51 @@ async fn pipeline_status(
         last_run_id: mine.iter().filter_map(|r| r.run_id).max(),
         last_write,
         upstreams: ups,
+        consumers: Vec::new(),
         health,
     }
+}
+
+/// Each consumer of `p`: what waits for it in the latest link table, judged by its own SLO.
+async fn consumers_status(engine: &Engine, p: &Pipeline, rows: &[TrackerRow], now: i64) -> Vec<ConsumerStatus> {
+    if p.consumers.is_empty() {
+        return Vec::new();
+    }
+    let mine: Vec<TrackerRow> = rows.iter().filter(|r| r.pipeline_name == p.name).cloned().collect();
+    let table = engine.tables.owned(&p.link_table, &engine.config.storage_options).await;
+    let mut out = Vec::new();
+    for c in &p.consumers {
+        let progress = ConsumerProgress::find(&mine, &c.name);
+        let acked = progress.acked();
+        let waiting = match &table {
+            Ok(Some(t)) => consumer::waiting(t, acked, None).await.map_err(|e| format!("{e:#}")),
+            Ok(None) => Ok(consumer::Waiting::default()),
+            Err(e) => Err(format!("{e:#}")),
+        };
+        let w = waiting.clone().unwrap_or_default();
+        let lag_seconds = w.oldest_change_ms.map_or(0.0, |t| (now - t).max(0) as f64 / 1000.0);
+        let facts = health::ConsumerFacts {
+            pipeline: &p.name,
+            consumer: &c.name,
+            error: waiting.as_ref().err().map(String::as_str),
+            acked_run_id: acked,
+            keys_waiting: w.keys,
+            runs_waiting: w.runs,
+            lag_seconds,
+        };
+        out.push(ConsumerStatus {
+            name: c.name.clone(),
+            acked_run_id: acked,
+            reading_version: progress.reading().map(|(v, _)| v),
+            reading_through_run_id: progress.reading().map(|(_, r)| r),
+            runs_waiting: w.runs,
+            keys_waiting: w.keys,
+            oldest_unconsumed_change: w.oldest_change_ms.and_then(format_ms),
+            lag_seconds,
+            health: health::assess_consumer(&c.slo, &facts),
+        });
+    }
+    out
 }
 
 /// One upstream's progress and verdict for pipeline `p`.

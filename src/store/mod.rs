@@ -1,7 +1,8 @@
 //! Delta I/O: opening tables and reading their logs, pinned change-feed reads, the tracker
-//! table, the lease, and the link table with its merge. Never sees the engine.
+//! table (with consumers' progress), the lease, and the link table with its merge. Never sees the engine.
 
 pub mod cdf;
+pub mod consumer;
 pub mod lake;
 pub mod lease;
 pub mod link;

@@ -63,6 +63,14 @@ impl TrackerRow {
     }
 }
 
+/// The `upstream` of a consumer's progress row starts with this (config refuses upstream names
+/// starting with `@`).
+pub const CONSUMER_ROW_PREFIX: &str = "@consumer:";
+
+pub fn is_consumer_row(upstream: &str) -> bool {
+    upstream.starts_with(CONSUMER_ROW_PREFIX)
+}
+
 const COLUMNS: [(&str, Kind); 10] = [
     ("pipeline_name", Kind::Str),
     ("upstream", Kind::Str),
@@ -263,8 +271,19 @@ impl Tracker {
         Ok(())
     }
 
-    /// All rows, or those of one pipeline.
+    /// All (pipeline, upstream) rows, or those of one pipeline (consumers' rows are not among
+    /// them: see [`Tracker::consumer_rows`]).
     pub async fn rows(&self, pipeline: Option<&str>) -> Result<Vec<TrackerRow>> {
+        Ok(self.all_rows(pipeline).await?.into_iter().filter(|r| !is_consumer_row(&r.upstream)).collect())
+    }
+
+    /// The progress rows of downstream consumers (of one pipeline), kept beside the upstream
+    /// rows under `upstream = "@consumer:NAME"` (see `store::consumer`).
+    pub async fn consumer_rows(&self, pipeline: Option<&str>) -> Result<Vec<TrackerRow>> {
+        Ok(self.all_rows(pipeline).await?.into_iter().filter(|r| is_consumer_row(&r.upstream)).collect())
+    }
+
+    async fn all_rows(&self, pipeline: Option<&str>) -> Result<Vec<TrackerRow>> {
         let Some(table) = &self.table else { return Ok(vec![]) };
         let all = match Latest::rows_of(&self.uri, table) {
             Some(rows) => rows,
@@ -453,8 +472,11 @@ fn check_writes(base: &[TrackerRow], writes: &[RowWrite], audit: &Audit) -> Chec
             Allowed::AlreadyWritten => {}
             Allowed::No => {
                 let why = format!(
-                    "the tracker row of upstream `{}` is now {}, not {} as read",
-                    w.row.upstream,
+                    "the tracker row of {} is now {}, not {} as read",
+                    match w.row.upstream.strip_prefix(CONSUMER_ROW_PREFIX) {
+                        Some(consumer) => format!("consumer `{consumer}`"),
+                        None => format!("upstream `{}`", w.row.upstream),
+                    },
                     describe_row(current(w)),
                     describe_row(w.expected.as_ref())
                 );

@@ -156,6 +156,7 @@ fn pipeline(
         last_write: None,
         health: Health::default(),
         upstreams: ups,
+        consumers: vec![],
     }
 }
 

@@ -6,6 +6,7 @@ mod chaos;
 mod cli;
 mod common;
 mod console;
+mod consumers;
 mod engine;
 mod errors;
 mod fencing;

@@ -9,7 +9,7 @@ use deltalink::engine::RunOptions;
 
 use crate::common::*;
 
-fn python() -> Option<String> {
+pub(crate) fn python() -> Option<String> {
     let py = std::env::var("DELTALINK_PYTHON").ok()?;
     let ok = Command::new(&py).args(["-c", "import deltalake, polars"]).status().ok()?.success();
     ok.then_some(py)

@@ -1,5 +1,5 @@
 //! Prometheus / OpenMetrics metrics: lag, retention time left and health per (pipeline,
-//! upstream) from a [`Status`], run counters and durations from the runs `watch` makes. Encoded
+//! upstream) and consumer lag per (pipeline, consumer) from a [`Status`], run counters and durations from the runs `watch` makes. Encoded
 //! by the `prometheus-client` crate (the OpenMetrics text format, escaping and `_total`
 //! suffixes are its job); served over HTTP by [`server`].
 
@@ -37,6 +37,12 @@ struct UpstreamLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ConsumerLabels {
+    pipeline: String,
+    consumer: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PipelineLabels {
     pipeline: String,
 }
@@ -61,6 +67,9 @@ pub struct Metrics {
     lag_seconds: Family<UpstreamLabels, FloatGauge>,
     retention_left: Family<UpstreamLabels, FloatGauge>,
     health: Family<StateLabels, Gauge>,
+    consumer_lag_seconds: Family<ConsumerLabels, FloatGauge>,
+    consumer_runs_waiting: Family<ConsumerLabels, Gauge>,
+    consumer_keys_waiting: Family<ConsumerLabels, Gauge>,
     runs: Family<PipelineLabels, Counter>,
     failures: Family<PipelineLabels, Counter>,
     duration: Family<PipelineLabels, Histogram, fn() -> Histogram>,
@@ -82,6 +91,9 @@ impl Metrics {
             lag_seconds: Family::default(),
             retention_left: Family::default(),
             health: Family::default(),
+            consumer_lag_seconds: Family::default(),
+            consumer_runs_waiting: Family::default(),
+            consumer_keys_waiting: Family::default(),
             runs: Family::default(),
             failures: Family::default(),
             duration: Family::new_with_constructor(run_duration_histogram as fn() -> Histogram),
@@ -103,6 +115,13 @@ impl Metrics {
             m.retention_left.clone(),
         );
         registry.register("deltalink_health", "1 for the pipeline's current health state, 0 for the others", m.health.clone());
+        registry.register(
+            "deltalink_consumer_lag_seconds",
+            "Age of the oldest link-table change a downstream consumer has not acked (0 when caught up)",
+            m.consumer_lag_seconds.clone(),
+        );
+        registry.register("deltalink_consumer_runs_waiting", "Runs with keys a downstream consumer has not acked", m.consumer_runs_waiting.clone());
+        registry.register("deltalink_consumer_keys_waiting", "Link-table keys a downstream consumer has not acked", m.consumer_keys_waiting.clone());
         registry.register("deltalink_runs", "Runs finished (any outcome) by this process", m.runs.clone());
         registry.register("deltalink_run_failures", "Runs that failed in this process", m.failures.clone());
         registry.register("deltalink_run_duration_seconds", "Duration of finished runs", m.duration.clone());
@@ -130,6 +149,12 @@ impl Metrics {
                 set_or_remove(&self.retention_left, &labels, u.retention_seconds_left, |g, v| {
                     g.set(v);
                 });
+            }
+            for c in &p.consumers {
+                let labels = ConsumerLabels { pipeline: p.name.clone(), consumer: c.name.clone() };
+                self.consumer_lag_seconds.get_or_create(&labels).set(c.lag_seconds);
+                self.consumer_runs_waiting.get_or_create(&labels).set(c.runs_waiting as i64);
+                self.consumer_keys_waiting.get_or_create(&labels).set(c.keys_waiting as i64);
             }
             for state in STATES {
                 let labels = StateLabels { pipeline: p.name.clone(), state: state.word().to_string() };

@@ -39,7 +39,8 @@ fn pipeline_table(f: &mut Frame, area: Rect, app: &App) {
     let up_w = longest(pipelines.iter().flat_map(|p| p.sources.iter().map(|s| s.upstream.as_str())), 8, 28);
     // Processed versions and link rows are also in the detail pane; the last run needs the
     // room more.
-    let cols = PipelineCols { processed: area.width >= 130, link_rows: area.width >= 110 };
+    let consumers = pipelines.iter().any(|p| !p.consumers.is_empty());
+    let cols = PipelineCols { processed: area.width >= 130, link_rows: area.width >= 110, consumers };
     let mut header = vec!["Pipeline", "Health", "Upstream"];
     let mut widths = vec![Constraint::Length(name_w), Constraint::Length(7), Constraint::Length(up_w)];
     if cols.processed {
@@ -52,6 +53,10 @@ fn pipeline_table(f: &mut Frame, area: Rect, app: &App) {
         header.push("Link rows");
         widths.push(Constraint::Length(9));
     }
+    if cols.consumers {
+        header.push("Consumers");
+        widths.push(Constraint::Length(24));
+    }
     header.push("Last run");
     widths.push(Constraint::Fill(1));
     let rows = pipelines.iter().map(|p| pipeline_row(app, p, cols)).collect();
@@ -62,6 +67,8 @@ fn pipeline_table(f: &mut Frame, area: Rect, app: &App) {
 struct PipelineCols {
     processed: bool,
     link_rows: bool,
+    /// Shown when some pipeline declares downstream consumers.
+    consumers: bool,
 }
 
 /// One row per pipeline, one line per upstream it reads.
@@ -96,8 +103,28 @@ fn pipeline_row<'a>(app: &App, p: &Pipeline, cols: PipelineCols) -> Row<'a> {
     if cols.link_rows {
         cells.push(Cell::from(st.and_then(|s| s.link_rows).map_or("?".into(), thousands)));
     }
+    if cols.consumers {
+        cells.push(Cell::from(Text::from(consumer_lines(app, p))));
+    }
     cells.push(Cell::from(last_run(app, &p.name)));
-    Row::new(cells).height(ups.len().max(1) as u16)
+    Row::new(cells).height(ups.len().max(p.consumers.len()).max(1) as u16)
+}
+
+/// One line per consumer: caught up, or what waits for it and how old the oldest change is.
+fn consumer_lines(app: &App, p: &Pipeline) -> Vec<Line<'static>> {
+    let t = &app.theme;
+    let st = app.pipeline_status(&p.name);
+    p.consumers
+        .iter()
+        .map(|c| match st.and_then(|s| s.consumers.iter().find(|x| x.name == c.name)) {
+            Some(x) if x.keys_waiting == 0 => Line::styled(format!("{} ✓", c.name), t.ok),
+            Some(x) => Line::styled(
+                format!("{} {} · {}", c.name, thousands(x.keys_waiting), text::age(x.lag_seconds)),
+                if x.health.state == HealthState::Ok { t.warn } else { health_style(t, x.health.state) },
+            ),
+            None => Line::from(format!("{} ?", c.name)),
+        })
+        .collect()
 }
 
 /// The Last run cell: running now, run in this session, or what the tracker says.
@@ -202,6 +229,7 @@ fn pipeline_detail(f: &mut Frame, area: Rect, app: &App, p: &Pipeline) {
             style,
         ));
     }
+    lines.extend(consumer_detail(app, st.map(|s| s.consumers.as_slice()).unwrap_or_default()));
     if let Some(w) = st.and_then(|s| s.last_write.as_ref()) {
         lines.push(Line::from(format!("last write: {}", w.describe())));
     }
@@ -214,4 +242,23 @@ fn pipeline_detail(f: &mut Frame, area: Rect, app: &App, p: &Pipeline) {
     }
     let block = pane(format!("{} · Enter closes", p.name), t);
     f.render_widget(Paragraph::new(lines).block(block).wrap(Wrap { trim: false }), area);
+}
+
+/// The detail pane's consumers: how far each has acked, what waits, since when.
+fn consumer_detail(app: &App, consumers: &[crate::ops::status::ConsumerStatus]) -> Vec<Line<'static>> {
+    let t = &app.theme;
+    if consumers.is_empty() {
+        return Vec::new();
+    }
+    let w = consumers.iter().map(|c| c.name.chars().count()).max().unwrap_or(8).max(8);
+    let mut lines = vec![Line::styled(format!("{:<w$} {:>9} {:>5} {:>9} {:>8}  reading", "consumer", "acked run", "runs", "keys", "lag time"), t.column)];
+    for c in consumers {
+        let reading = match (c.reading_version, c.reading_through_run_id) {
+            (Some(v), Some(r)) if r > c.acked_run_id => format!("runs ..={r} at v{v}"),
+            _ => "-".into(),
+        };
+        let line = format!("{:<w$} {:>9} {:>5} {:>9} {:>8}  {reading}", c.name, c.acked_run_id, c.runs_waiting, thousands(c.keys_waiting), text::age(c.lag_seconds));
+        lines.push(Line::styled(line, health_style(t, c.health.state)));
+    }
+    lines
 }

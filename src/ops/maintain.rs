@@ -1,0 +1,260 @@
+//! Link-table and tracker upkeep: a table that takes a MERGE every few minutes gathers small
+//! files, deletion vectors and removed files nobody reads. `maintain` compacts small files with
+//! delta-rs's OPTIMIZE (its scan applies deletion vectors, so compacted files hold live rows
+//! only), then VACUUMs files no reader can need: never files a version at or after the oldest
+//! version a registered consumer may still be reading (its last `consume` answer), nor files
+//! removed more recently than the retention. A dry run first, with files and bytes before → after.
+
+use std::time::Duration;
+
+use color_eyre::eyre::{Result, WrapErr};
+use deltalake::operations::vacuum::VacuumMode;
+use deltalake::logstore::object_store::ObjectStoreExt;
+use deltalake::{DeltaTable, Path};
+use std::future::IntoFuture;
+use futures::StreamExt;
+use serde::Serialize;
+
+use crate::config::display_uri;
+use crate::engine::Engine;
+use crate::store::consumer::ConsumerProgress;
+use crate::store::lake;
+use crate::store::tracker::Audit;
+use crate::util::time::now_ms;
+
+/// What to maintain and how.
+#[derive(Debug, Clone)]
+pub struct MaintainOptions {
+    /// Keep removed files younger than this (default: the table's
+    /// `delta.deletedFileRetentionDuration`, 7 days when unset).
+    pub retention: Option<Duration>,
+    /// Files below this size are compacted (default: the engine's link-table file size).
+    pub target_file_size: Option<u64>,
+    /// How far the clocks of the hosts writing the link table may disagree: files removed up to
+    /// this long before a consumer's version was committed are kept too.
+    pub clock_skew: Duration,
+    pub execute: bool,
+}
+
+/// Default [`MaintainOptions::clock_skew`].
+pub const DEFAULT_CLOCK_SKEW: Duration = Duration::from_secs(300);
+
+impl MaintainOptions {
+    pub fn dry_run() -> Self {
+        MaintainOptions { retention: None, target_file_size: None, clock_skew: DEFAULT_CLOCK_SKEW, execute: false }
+    }
+    pub fn with_target_file_size(mut self, bytes: u64) -> Self {
+        self.target_file_size = Some(bytes);
+        self
+    }
+    pub fn with_clock_skew(mut self, skew: Duration) -> Self {
+        self.clock_skew = skew;
+        self
+    }
+    pub fn with_retention(mut self, retention: Duration) -> Self {
+        self.retention = Some(retention);
+        self
+    }
+    pub fn with_execute(mut self, execute: bool) -> Self {
+        self.execute = execute;
+        self
+    }
+}
+
+/// Files of a table version: how many, how big, how many carry a deletion vector.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct Files {
+    pub files: u64,
+    pub bytes: u64,
+    pub with_deletion_vectors: u64,
+}
+
+impl Files {
+    fn of(table: &DeltaTable) -> Result<Files> {
+        let snapshot = table.snapshot()?;
+        let mut f = Files::default();
+        for file in snapshot.log_data().iter() {
+            f.files += 1;
+            f.bytes += file.size().max(0) as u64;
+            f.with_deletion_vectors += u64::from(file.deletion_vector_descriptor().is_some());
+        }
+        Ok(f)
+    }
+}
+
+/// Upkeep of one table: planned (dry run) or done.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TableUpkeep {
+    /// `link table of P` or `tracker`.
+    pub table: String,
+    pub uri: String,
+    pub before: Files,
+    /// After compaction (estimated by the dry run: small files binned to the target size).
+    pub after: Files,
+    /// Small files compaction rewrites.
+    pub compact_files: u64,
+    /// Files no longer referenced that vacuum deletes (storage, not the table's rows).
+    pub vacuum_files: u64,
+    pub vacuum_bytes: u64,
+    /// The retention vacuum used: the operator's, raised to keep what consumers may read.
+    pub retention_seconds: u64,
+    /// The oldest link-table version a consumer may still be reading (kept readable).
+    pub keep_from_version: Option<i64>,
+    pub executed: bool,
+}
+
+/// Maintain the link tables of `pipelines` (all when empty) and, with `tracker`, the tracker.
+pub async fn maintain(engine: &Engine, pipelines: &[String], tracker: bool, opts: &MaintainOptions) -> Result<Vec<TableUpkeep>> {
+    let names: Vec<String> = if pipelines.is_empty() { engine.config.pipelines.keys().cloned().collect() } else { pipelines.to_vec() };
+    let mut out = Vec::new();
+    for name in &names {
+        if let Some(upkeep) = maintain_link(engine, name, opts).await? {
+            out.push(upkeep);
+        }
+    }
+    if tracker {
+        if let Some(upkeep) = maintain_tracker(engine, opts).await? {
+            out.push(upkeep);
+        }
+    }
+    Ok(out)
+}
+
+/// One pipeline's link table, under its lease when executing (no run commits meanwhile, and a
+/// full vacuum cannot take the files of a run about to commit).
+async fn maintain_link(engine: &Engine, pipeline: &str, opts: &MaintainOptions) -> Result<Option<TableUpkeep>> {
+    let p = engine.config.pipeline(pipeline)?;
+    let Some(table) = lake::open_owned(&p.link_table, &engine.config.storage_options).await? else { return Ok(None) };
+    let rows = engine.tracker().await?.consumer_rows(Some(pipeline)).await?;
+    let keep_from = p.consumers.iter().filter_map(|c| ConsumerProgress::find(&rows, &c.name).reading()).map(|(v, _)| v).min();
+    let what = format!("link table of {pipeline}");
+    if !opts.execute {
+        return plan(engine, &table, what, keep_from, opts).await.map(Some);
+    }
+    engine.refuse_if_read_only(&format!("maintenance of the link table of `{pipeline}`"))?;
+    let lease = crate::store::lease::acquire(&engine.config, pipeline, "maintain").await?;
+    let result = execute(engine, table, what, keep_from, opts, pipeline).await;
+    lease.release().await;
+    result.map(Some)
+}
+
+/// The tracker: rewritten whole by every commit, so nothing to compact but many removed files.
+async fn maintain_tracker(engine: &Engine, opts: &MaintainOptions) -> Result<Option<TableUpkeep>> {
+    let tracker = engine.tracker().await?;
+    let Some(table) = tracker.table().cloned() else { return Ok(None) };
+    if !opts.execute {
+        return plan(engine, &table, "tracker".into(), None, opts).await.map(Some);
+    }
+    engine.refuse_if_read_only("maintenance of the tracker")?;
+    execute(engine, table, "tracker".into(), None, opts, "").await.map(Some)
+}
+
+fn target_size(engine: &Engine, opts: &MaintainOptions) -> u64 {
+    opts.target_file_size.unwrap_or(engine.link_file_size).max(1)
+}
+
+/// The dry run: what compaction would leave (small files binned to the target size; a bin of
+/// one file is left alone, as delta-rs does) and what vacuum would delete.
+async fn plan(engine: &Engine, table: &DeltaTable, what: String, keep_from: Option<i64>, opts: &MaintainOptions) -> Result<TableUpkeep> {
+    let before = Files::of(table)?;
+    let target = target_size(engine, opts);
+    let small: Vec<u64> = table.snapshot()?.log_data().iter().map(|f| f.size().max(0) as u64).filter(|s| *s < target).collect();
+    let small_bytes: u64 = small.iter().sum();
+    let compact_files = if small.len() >= 2 { small.len() as u64 } else { 0 };
+    let written = if compact_files > 0 { small_bytes.div_ceil(target).max(1) } else { 0 };
+    let after = Files { files: before.files - compact_files + written, bytes: before.bytes, with_deletion_vectors: before.with_deletion_vectors };
+    let retention = retention(table, keep_from, opts).await?;
+    let (vacuum_files, vacuum_bytes) = vacuum(table.clone(), retention, false).await?.1;
+    Ok(TableUpkeep {
+        table: what,
+        uri: display_uri(table.table_url()),
+        before,
+        after,
+        compact_files,
+        vacuum_files,
+        vacuum_bytes,
+        retention_seconds: retention.as_secs(),
+        keep_from_version: keep_from,
+        executed: false,
+    })
+}
+
+async fn execute(engine: &Engine, table: DeltaTable, what: String, keep_from: Option<i64>, opts: &MaintainOptions, pipeline: &str) -> Result<TableUpkeep> {
+    let before = Files::of(&table)?;
+    let target = target_size(engine, opts);
+    let uri = display_uri(table.table_url());
+    let mut audit = Audit::new("maintain", pipeline);
+    let (table, compacted) = table
+        .optimize()
+        .with_target_size(std::num::NonZeroU64::new(target).unwrap_or(std::num::NonZeroU64::MIN))
+        .with_commit_properties(deltalake::kernel::transaction::CommitProperties::default().with_metadata(vec![
+            ("deltalink.action".to_string(), serde_json::json!("maintain")),
+            ("deltalink.operator".to_string(), serde_json::json!(audit.operator)),
+        ]))
+        .await
+        .wrap_err_with(|| format!("OPTIMIZE of the {what} ({uri}) failed; nothing was compacted"))?;
+    let after = Files::of(&table)?;
+    let retention = retention(&table, keep_from, opts).await?;
+    let (_, (vacuum_files, vacuum_bytes)) = vacuum(table, retention, true).await.wrap_err_with(|| format!("VACUUM of the {what} ({uri}) failed"))?;
+    let upkeep = TableUpkeep {
+        table: what,
+        uri,
+        before,
+        after,
+        compact_files: compacted.num_files_removed,
+        vacuum_files,
+        vacuum_bytes,
+        retention_seconds: retention.as_secs(),
+        keep_from_version: keep_from,
+        executed: true,
+    };
+    // On record in the tracker's audit log, like every other write an operator makes.
+    audit.details = serde_json::to_value(&upkeep)?;
+    engine.tracker().await?.record(&audit).await?;
+    Ok(upkeep)
+}
+
+/// The vacuum retention: the operator's (default the table's deleted-file retention), raised so
+/// that no file removed after the oldest version a consumer may be reading is deleted (a file
+/// that version reads was removed at a later commit, stamped no earlier than that version's,
+/// give or take the writers' clock skew).
+async fn retention(table: &DeltaTable, keep_from: Option<i64>, opts: &MaintainOptions) -> Result<Duration> {
+    let base = opts.retention.unwrap_or_else(|| lake::retention(table).deleted_files);
+    let Some(v) = keep_from.filter(|v| *v >= 0) else { return Ok(base) };
+    let committed = lake::read_commit(table, v as u64).await?.and_then(|c| c.timestamp_ms);
+    // A version whose commit cannot be read any more: keep everything that still exists.
+    let Some(at) = committed else { return Ok(Duration::from_secs(100 * 365 * 86_400)) };
+    // Slack for clock skew between the writers that stamped the removes and this host.
+    let since = Duration::from_millis((now_ms() - at).max(0) as u64) + opts.clock_skew;
+    Ok(base.max(since))
+}
+
+/// Vacuum (full: also files no commit references, which a run that died before its commit
+/// leaves), or only its dry run; the files deleted (or that would be) and their bytes.
+async fn vacuum(table: DeltaTable, retention: Duration, execute: bool) -> Result<(DeltaTable, (u64, u64))> {
+    let period = chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
+    let run = |table: DeltaTable, dry_run: bool| {
+        table
+            .vacuum()
+            .with_mode(VacuumMode::Full)
+            .with_retention_period(period)
+            .with_enforce_retention_duration(false)
+            .with_dry_run(dry_run)
+            .into_future()
+    };
+    let store = table.object_store();
+    let (table, planned) = run(table, true).await?;
+    let bytes = futures::stream::iter(planned.files_deleted.iter())
+        .map(|p| {
+            let store = store.clone();
+            async move { store.head(&Path::from(p.as_str())).await.map(|m| m.size).unwrap_or(0) }
+        })
+        .buffer_unordered(16)
+        .fold(0u64, |a, b| async move { a + b })
+        .await;
+    if !execute {
+        return Ok((table, (planned.files_deleted.len() as u64, bytes)));
+    }
+    let (table, done) = run(table, false).await?;
+    Ok((table, (done.files_deleted.len() as u64, bytes)))
+}
