@@ -21,7 +21,7 @@ use deltalink::ops::reset::{ResetChange, ResetPlan, ResetTarget};
 use deltalink::engine::{Outcome, Preview, ReadRangeView, ReplayReport, RunReport, UpstreamRead};
 use deltalink::config::{LagSlo, DEFAULT_MAX_LAG, DEFAULT_RETENTION_MARGIN, DEFAULT_WARN_LAG};
 use deltalink::ops::health::{self, Health, UpstreamFacts};
-use deltalink::ops::status::{PipelineStatus, PipelineUpstreamStatus, Status, UpstreamStatus};
+use deltalink::ops::status::{ConsumerStatus, PipelineStatus, PipelineUpstreamStatus, Status, UpstreamStatus};
 use deltalink::store::tracker::{HistoryEntry, TrackerRow};
 use ratatui::backend::TestBackend;
 use ratatui::buffer::Buffer;
@@ -687,6 +687,47 @@ fn snapshot_reset_confirmation_popup() {
 #[test]
 fn snapshot_replay_form_with_its_dry_run() {
     insta::assert_snapshot!("replay_form_100x30", render(&replay_form_app(), 100, 30));
+}
+
+/// `enriched_publications` with two downstream consumers: a search index that is caught up and
+/// a daily report a day and a half behind (lagging by its default 26 h objective).
+fn consumers_app() -> App {
+    let text = format!("{CONFIG}[[pipelines.enriched_publications.consumers]]\nname = \"search_index\"\n[[pipelines.enriched_publications.consumers]]\nname = \"daily_report\"\n");
+    let config = Arc::new(Config::parse(&text, Path::new("/lake/deltalink.toml")).expect("config with consumers parses"));
+    let slo = config.pipelines["enriched_publications"].consumers[1].slo;
+    let mut st = status();
+    let enriched = st.pipelines.iter_mut().find(|p| p.name == "enriched_publications").expect("pipeline");
+    let consumer = |name: &str, acked: i64, runs: u64, keys: u64, lag: f64| {
+        let facts = health::ConsumerFacts { pipeline: "enriched_publications", consumer: name, acked_run_id: acked, keys_waiting: keys, runs_waiting: runs, lag_seconds: lag, ..Default::default() };
+        ConsumerStatus {
+            name: name.into(),
+            acked_run_id: acked,
+            reading_version: Some(9),
+            reading_through_run_id: Some(7),
+            runs_waiting: runs,
+            keys_waiting: keys,
+            oldest_unconsumed_change: None,
+            lag_seconds: lag,
+            health: health::assess_consumer(&slo, &facts),
+        }
+    };
+    enriched.consumers = vec![consumer("search_index", 7, 0, 0, 0.0), consumer("daily_report", 5, 2, 1_516, 36.0 * 3_600.0)];
+    enriched.health = health::worst(std::iter::once(enriched.health.clone()).chain(enriched.consumers.iter().map(|c| c.health.clone())));
+    let mut app = App::new(config, false).with_clock(clock());
+    respond(&mut app, |job| matches!(job, Job::Status).then(|| Finished::Status(Ok(st.clone()))));
+    key(&mut app, KeyCode::Char('2'));
+    key(&mut app, KeyCode::Char('j'));
+    key(&mut app, KeyCode::Enter);
+    respond(&mut app, answer_pending_rows);
+    app
+}
+
+#[test]
+fn snapshot_pipelines_with_consumers_in_the_table_and_the_detail_pane() {
+    let screen = render(&consumers_app(), 120, 34);
+    assert!(screen.contains("daily_report 1,516 · 1d12h"), "the table shows what waits for the lagging consumer:\n{screen}");
+    assert!(screen.contains("search_index ✓"), "{screen}");
+    insta::assert_snapshot!("pipelines_consumers_120x34", screen);
 }
 
 #[test]

@@ -164,6 +164,18 @@ fn acks_refuse_going_back_and_runs_that_do_not_exist_and_a_rewind_redelivers_on_
         let rewind = history.iter().find(|h| h.action.as_deref() == Some("ack-rewind")).expect("rewind audited");
         assert_eq!(rewind.reason.as_deref(), Some("job lost its output"));
         assert!(!first.is_empty());
+        // What waits for the consumer counts in the pipeline's health, by its own objectives
+        // (default warn_lag 26 h): current upstreams, a consumer 27 h behind.
+        let later = deltalink::util::time::now_ms() + 27 * 3_600_000;
+        let st = deltalink::ops::status::status_at(&engine, later).await.expect("status");
+        let c = &st.pipelines[0].consumers[0];
+        assert_eq!((c.acked_run_id, c.runs_waiting, c.keys_waiting), (1, 1, 1), "{c:?}");
+        assert_eq!(st.pipelines[0].health.state, deltalink::ops::health::HealthState::Lagging, "{:?}", st.pipelines[0].health);
+        assert!(st.pipelines[0].health.reason.starts_with("consumer `daily_job`: oldest unconsumed change is 1d 03h old"), "{}", st.pipelines[0].health.reason);
+        let metrics = deltalink::ops::metrics::Metrics::new();
+        metrics.observe_status(&st);
+        let text = metrics.encode().expect("encode");
+        assert!(text.contains(r#"deltalink_consumer_keys_waiting{pipeline="p",consumer="daily_job"} 1"#), "{text}");
         // Upstream rows are not consumer rows: the tracker's pipeline rows stay as they were.
         let rows = engine.tracker().await.expect("tracker").rows(Some("p")).await.expect("rows");
         assert_eq!(rows.iter().map(|r| r.upstream.as_str()).collect::<Vec<_>>(), vec!["a"]);

@@ -54,8 +54,10 @@ fn pipeline_table(f: &mut Frame, area: Rect, app: &App) {
         widths.push(Constraint::Length(9));
     }
     if cols.consumers {
+        // A name and what waits for it: `daily_report 1,516 · 1d12h`.
+        let names = pipelines.iter().flat_map(|p| p.consumers.iter().map(|c| c.name.as_str()));
         header.push("Consumers");
-        widths.push(Constraint::Length(24));
+        widths.push(Constraint::Length(longest(names, 9, 20) + 15));
     }
     header.push("Last run");
     widths.push(Constraint::Fill(1));
