@@ -69,7 +69,7 @@ pub fn table_upkeep(t: &crate::ops::maintain::TableUpkeep) -> String {
     let verb = if t.executed { "" } else { "would " };
     let keep = t.keep_from_version.map(|v| format!("; versions from {v} kept readable for consumers")).unwrap_or_default();
     format!(
-        "{} ({}): {} files, {} ({} with deletion vectors) → {} files{}\n  compaction {verb}rewrite {} small files; vacuum {verb}delete {} files ({}) removed more than {} ago{keep}",
+        "{} ({}): {} files, {} ({} with deletion vectors) → {} files{}\n  {}compaction {verb}rewrite {} small files; vacuum {verb}delete {} files ({}) removed more than {} ago{keep}",
         t.table,
         t.uri,
         t.before.files,
@@ -77,6 +77,10 @@ pub fn table_upkeep(t: &crate::ops::maintain::TableUpkeep) -> String {
         t.before.with_deletion_vectors,
         t.after.files,
         if t.executed { format!(", {}", mb(t.after.bytes)) } else { String::new() },
+        match t.purge.files {
+            0 => String::new(),
+            n => format!("{n} files whose deletion vectors hide most rows {verb}be rewritten without {} deleted rows; ", t.purge.rows_dropped),
+        },
         t.compact_files,
         t.vacuum_files,
         mb(t.vacuum_bytes),

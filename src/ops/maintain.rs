@@ -1,5 +1,6 @@
 //! Link-table and tracker upkeep: a table that takes a MERGE every few minutes gathers small
-//! files, deletion vectors and removed files nobody reads. `maintain` compacts small files with
+//! files, deletion vectors and removed files nobody reads. `maintain` rewrites link files whose
+//! deletion vectors delete most of their rows (deltalink's own purge), compacts small files with
 //! delta-rs's OPTIMIZE (its scan applies deletion vectors, so compacted files hold live rows
 //! only), then VACUUMs files no reader can need: never files a version at or after the oldest
 //! version a registered consumer may still be reading (its last `consume` answer), nor files
@@ -19,6 +20,7 @@ use crate::config::display_uri;
 use crate::engine::Engine;
 use crate::store::consumer::ConsumerProgress;
 use crate::store::lake;
+use crate::store::link::{self, Purged};
 use crate::store::tracker::Audit;
 use crate::util::time::now_ms;
 
@@ -35,6 +37,9 @@ pub struct MaintainOptions {
     pub clock_skew: Duration,
     pub execute: bool,
 }
+
+/// A file whose deletion vector deletes this share of its rows or more is rewritten.
+pub const PURGE_FRACTION: f64 = 0.5;
 
 /// Default [`MaintainOptions::clock_skew`].
 pub const DEFAULT_CLOCK_SKEW: Duration = Duration::from_secs(300);
@@ -91,6 +96,9 @@ pub struct TableUpkeep {
     pub before: Files,
     /// After compaction (estimated by the dry run: small files binned to the target size).
     pub after: Files,
+    /// Files whose deletion vectors delete most of their rows, rewritten with their live rows
+    /// (link tables; delta-rs's OPTIMIZE skips files above the target size whatever they hide).
+    pub purge: Purged,
     /// Small files compaction rewrites.
     pub compact_files: u64,
     /// Files no longer referenced that vacuum deletes (storage, not the table's rows).
@@ -127,13 +135,13 @@ async fn maintain_link(engine: &Engine, pipeline: &str, opts: &MaintainOptions) 
     let Some(table) = lake::open_owned(&p.link_table, &engine.config.storage_options).await? else { return Ok(None) };
     let rows = engine.tracker().await?.consumer_rows(Some(pipeline)).await?;
     let keep_from = p.consumers.iter().filter_map(|c| ConsumerProgress::find(&rows, &c.name).reading()).map(|(v, _)| v).min();
-    let what = format!("link table of {pipeline}");
+    let subject = Subject::Link(pipeline);
     if !opts.execute {
-        return plan(engine, &table, what, keep_from, opts).await.map(Some);
+        return plan(engine, &table, subject, keep_from, opts).await.map(Some);
     }
     engine.refuse_if_read_only(&format!("maintenance of the link table of `{pipeline}`"))?;
     let lease = crate::store::lease::acquire(&engine.config, pipeline, "maintain").await?;
-    let result = execute(engine, table, what, keep_from, opts, pipeline).await;
+    let result = execute(engine, table, subject, keep_from, opts).await;
     lease.release().await;
     result.map(Some)
 }
@@ -143,10 +151,27 @@ async fn maintain_tracker(engine: &Engine, opts: &MaintainOptions) -> Result<Opt
     let tracker = engine.tracker().await?;
     let Some(table) = tracker.table().cloned() else { return Ok(None) };
     if !opts.execute {
-        return plan(engine, &table, "tracker".into(), None, opts).await.map(Some);
+        return plan(engine, &table, Subject::Tracker, None, opts).await.map(Some);
     }
     engine.refuse_if_read_only("maintenance of the tracker")?;
-    execute(engine, table, "tracker".into(), None, opts, "").await.map(Some)
+    execute(engine, table, Subject::Tracker, None, opts).await.map(Some)
+}
+
+/// Which table is maintained.
+#[derive(Clone, Copy)]
+enum Subject<'a> {
+    /// A pipeline's link table: written by deltalink, so its deletion vectors can be purged.
+    Link(&'a str),
+    Tracker,
+}
+
+impl Subject<'_> {
+    fn label(self) -> String {
+        match self {
+            Subject::Link(p) => format!("link table of {p}"),
+            Subject::Tracker => "tracker".into(),
+        }
+    }
 }
 
 fn target_size(engine: &Engine, opts: &MaintainOptions) -> u64 {
@@ -155,10 +180,25 @@ fn target_size(engine: &Engine, opts: &MaintainOptions) -> u64 {
 
 /// The dry run: what compaction would leave (small files binned to the target size; a bin of
 /// one file is left alone, as delta-rs does) and what vacuum would delete.
-async fn plan(engine: &Engine, table: &DeltaTable, what: String, keep_from: Option<i64>, opts: &MaintainOptions) -> Result<TableUpkeep> {
+async fn plan(engine: &Engine, table: &DeltaTable, subject: Subject<'_>, keep_from: Option<i64>, opts: &MaintainOptions) -> Result<TableUpkeep> {
     let before = Files::of(table)?;
     let target = target_size(engine, opts);
-    let small: Vec<u64> = table.snapshot()?.log_data().iter().map(|f| f.size().max(0) as u64).filter(|s| *s < target).collect();
+    let purge = match subject {
+        Subject::Link(_) => link::heavily_deleted_files(table, PURGE_FRACTION)?,
+        Subject::Tracker => Purged::default(),
+    };
+    // A purged file comes back as a file of its live rows: about its size less what it hides.
+    let snapshot = table.snapshot()?;
+    let log_data = snapshot.log_data();
+    let sizes = log_data.iter().map(|f| {
+        let size = f.size().max(0) as u64;
+        let hidden = match (f.deletion_vector_descriptor(), f.num_records()) {
+            (Some(dv), Some(rows)) if rows > 0 && dv.cardinality as f64 / rows as f64 >= PURGE_FRACTION => dv.cardinality as f64 / rows as f64,
+            _ => 0.0,
+        };
+        (size as f64 * (1.0 - hidden)) as u64
+    });
+    let small: Vec<u64> = sizes.filter(|s| *s < target).collect();
     let small_bytes: u64 = small.iter().sum();
     let compact_files = if small.len() >= 2 { small.len() as u64 } else { 0 };
     let written = if compact_files > 0 { small_bytes.div_ceil(target).max(1) } else { 0 };
@@ -166,10 +206,11 @@ async fn plan(engine: &Engine, table: &DeltaTable, what: String, keep_from: Opti
     let retention = retention(table, keep_from, opts).await?;
     let (vacuum_files, vacuum_bytes) = vacuum(table.clone(), retention, false).await?.1;
     Ok(TableUpkeep {
-        table: what,
+        table: subject.label(),
         uri: display_uri(table.table_url()),
         before,
         after,
+        purge,
         compact_files,
         vacuum_files,
         vacuum_bytes,
@@ -179,18 +220,26 @@ async fn plan(engine: &Engine, table: &DeltaTable, what: String, keep_from: Opti
     })
 }
 
-async fn execute(engine: &Engine, table: DeltaTable, what: String, keep_from: Option<i64>, opts: &MaintainOptions, pipeline: &str) -> Result<TableUpkeep> {
+async fn execute(engine: &Engine, table: DeltaTable, subject: Subject<'_>, keep_from: Option<i64>, opts: &MaintainOptions) -> Result<TableUpkeep> {
+    let what = subject.label();
     let before = Files::of(&table)?;
     let target = target_size(engine, opts);
     let uri = display_uri(table.table_url());
-    let mut audit = Audit::new("maintain", pipeline);
+    let mut audit = Audit::new("maintain", if let Subject::Link(p) = subject { p } else { "" });
+    let props = || {
+        deltalake::kernel::transaction::CommitProperties::default().with_metadata(vec![
+            ("deltalink.action".to_string(), serde_json::json!("maintain")),
+            ("deltalink.operator".to_string(), serde_json::json!(audit.operator)),
+        ])
+    };
+    let (table, purge) = match subject {
+        Subject::Link(_) => link::purge_deleted_rows(&table, PURGE_FRACTION, props()).await.wrap_err_with(|| format!("{what} ({uri})"))?,
+        Subject::Tracker => (table, Purged::default()),
+    };
     let (table, compacted) = table
         .optimize()
         .with_target_size(std::num::NonZeroU64::new(target).unwrap_or(std::num::NonZeroU64::MIN))
-        .with_commit_properties(deltalake::kernel::transaction::CommitProperties::default().with_metadata(vec![
-            ("deltalink.action".to_string(), serde_json::json!("maintain")),
-            ("deltalink.operator".to_string(), serde_json::json!(audit.operator)),
-        ]))
+        .with_commit_properties(props())
         .await
         .wrap_err_with(|| format!("OPTIMIZE of the {what} ({uri}) failed; nothing was compacted"))?;
     let after = Files::of(&table)?;
@@ -201,6 +250,7 @@ async fn execute(engine: &Engine, table: DeltaTable, what: String, keep_from: Op
         uri,
         before,
         after,
+        purge,
         compact_files: compacted.num_files_removed,
         vacuum_files,
         vacuum_bytes,

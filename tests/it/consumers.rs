@@ -246,3 +246,39 @@ async fn read_version(engine: &deltalink::Engine, version: u64) -> color_eyre::R
 async fn read_at(engine: &deltalink::Engine, version: u64) -> Vec<(Vec<String>, i64)> {
     read_version(engine, version).await.expect("read at version")
 }
+
+#[test]
+fn maintain_rewrites_files_whose_deletion_vectors_hide_most_rows_and_changes_no_data() {
+    let rt = rt();
+    let lake = Lake::new();
+    let engine = lake.engine(&consumer_config());
+    rt.block_on(async {
+        let mut a = ModelTable::create(&lake.path("a"), true).await;
+        a.insert(&(0..100).map(Some).collect::<Vec<_>>()).await;
+        engine.run("p", &RunOptions::default()).await.expect("run 1: one file of 100 keys");
+        // Two runs touching 40 then 30 of its keys: marked deleted in the file, written anew
+        // beside it, until 70 of its 100 rows are hidden.
+        a.update_payload(&(1..=40).collect::<Vec<_>>()).await;
+        engine.run("p", &RunOptions::default()).await.expect("run 2");
+        a.update_payload(&(41..=70).collect::<Vec<_>>()).await;
+        engine.run("p", &RunOptions::default()).await.expect("run 3");
+        let table = link_table(&engine, "p").await.expect("link");
+        let heavy = deltalink::store::link::heavily_deleted_files(&table, 0.5).expect("heavy files");
+        assert_eq!((heavy.files, heavy.rows_dropped), (1, 70), "the first file hides 70 of its 100 rows");
+        let (rows, feed) = link_rows_and_feed(&engine, "p").await;
+
+        let opts = MaintainOptions::dry_run().with_retention(std::time::Duration::from_secs(7 * 86_400));
+        let plan = maintain(&engine, &["p".to_string()], false, &opts).await.expect("dry run");
+        assert_eq!(plan[0].purge.files, 1, "{plan:?}");
+        let done = maintain(&engine, &["p".to_string()], false, &opts.with_execute(true)).await.expect("maintain");
+        assert_eq!((done[0].purge.files, done[0].purge.rows_dropped), (1, 70), "{done:?}");
+        let table = link_table(&engine, "p").await.expect("link");
+        assert_eq!(deltalink::store::link::heavily_deleted_files(&table, 0.5).expect("heavy").files, 0);
+        assert_eq!(link_rows_and_feed(&engine, "p").await, (rows, feed), "same rows, same change feed");
+        // And the next run still merges into the purged and compacted table.
+        a.update_payload(&[99]).await;
+        engine.run("p", &RunOptions::default()).await.expect("run after maintain");
+        let keys = link_keys(&engine, "p").await;
+        assert_eq!((keys.len(), keys[&98]), (100, 4), "key 98 (row 99) changed by run 4");
+    });
+}

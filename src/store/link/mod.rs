@@ -28,6 +28,8 @@ use crate::store::lake;
 mod deletion_vector;
 mod sorted_merge;
 
+pub use sorted_merge::Purged;
+
 pub const PIPELINE_COL: &str = "pipeline_name";
 pub const RUN_ID_COL: &str = "run_id";
 pub const LAST_CHANGE_COL: &str = "last_change_ts";
@@ -409,6 +411,19 @@ pub async fn last_write(table: &DeltaTable) -> Result<Option<LinkWrite>> {
         }));
     }
     Ok(None)
+}
+
+/// Files whose deletion vectors delete at least `min_fraction` of their rows: how many, and
+/// how many rows they no longer need to carry.
+pub fn heavily_deleted_files(table: &DeltaTable, min_fraction: f64) -> Result<Purged> {
+    let heavy = sorted_merge::heavy_files(table, min_fraction)?;
+    Ok(Purged { files: heavy.len() as u64, rows_dropped: heavy.iter().map(|(_, d)| d).sum() })
+}
+
+/// Rewrite those files with their live rows only, in a commit that changes no data (see
+/// `sorted_merge::purge`).
+pub async fn purge_deleted_rows(table: &DeltaTable, min_fraction: f64, props: CommitProperties) -> Result<(DeltaTable, Purged)> {
+    sorted_merge::purge(table, min_fraction, props).await.wrap_err("rewriting link-table files whose deletion vectors delete most rows")
 }
 
 /// Number of rows in a link table (from the Delta log's file statistics where possible).

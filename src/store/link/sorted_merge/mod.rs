@@ -23,7 +23,11 @@ use futures::StreamExt;
 mod files;
 mod job;
 mod layout;
+mod purge;
 mod rows;
+
+pub use self::purge::Purged;
+pub(crate) use self::purge::{heavy_files, purge};
 
 pub(crate) use self::rows::incoming_rows;
 
