@@ -149,6 +149,7 @@ const REPLAY: Binding = bind(
 static PIPELINES: &[Binding] = &[
     bind(&[key('r')], Command::RunSelected, "run the selected pipeline (asks first)", Some("run")),
     REPLAY,
+    bind(&[key('m')], Command::Maintain, "maintain the link table: dry run (files before → after), then asks", None),
     bind(&[code(KeyCode::Enter)], Command::Open, "toggle the detail pane", Some("details")),
     bind(&[key('/')], Command::Filter, "filter pipelines by name", Some("filter")),
 ];

@@ -3,6 +3,7 @@
 //! Writes are a separate type ([`WriteOp`]) that only a confirmation popup turns into a task.
 //! Engine work goes out as [`Request`]s for [`Job`]s and comes back as [`TaskEvent`]s.
 
+use crate::ops::maintain::TableUpkeep;
 use crate::ops::reset::{ResetPlan, ResetTarget};
 use crate::engine::{Preview, Replay, ReplayReport, RunEvent, RunReport};
 use crate::ops::status::Status;
@@ -96,6 +97,8 @@ pub enum Command {
     Reset,
     /// Open the replay form for the pipeline in focus (dry run, then asks).
     Replay,
+    /// Link-table upkeep of the pipeline in focus (dry run, then asks).
+    Maintain,
     /// `y` in a confirmation popup.
     Confirm,
     /// Enter in a text input or the reset form.
@@ -111,7 +114,7 @@ pub enum Command {
 impl Command {
     /// Commands that lead to a write: disabled with --read-only and always confirmed.
     pub fn is_write(self) -> bool {
-        matches!(self, Command::RunSelected | Command::RunAll | Command::Reset | Command::Replay)
+        matches!(self, Command::RunSelected | Command::RunAll | Command::Reset | Command::Replay | Command::Maintain)
     }
 }
 
@@ -151,6 +154,8 @@ pub enum WriteOp {
     Reset { plan: ResetPlan, reason: String },
     /// `replay.execute` is set; `dry_run` is what the operator saw.
     Replay { replay: Replay, dry_run: ReplayReport },
+    /// `plan` is the dry run the operator saw.
+    Maintain { pipeline: String, plan: Vec<TableUpkeep> },
 }
 
 /// Resets moving more change rows than this (and replays into the production link table of
@@ -171,6 +176,7 @@ impl WriteOp {
                 replay.to_version.map_or("latest".to_string(), |v| v.to_string()),
                 dry_run.target
             ),
+            WriteOp::Maintain { pipeline, .. } => format!("maintain the link table of {pipeline}"),
         }
     }
 
@@ -223,6 +229,8 @@ pub enum Job {
     },
     /// A replay without `execute`: what it would write.
     PlanReplay(Replay),
+    /// A dry run of a pipeline's link-table upkeep.
+    PlanMaintain { pipeline: String },
     /// Change rows of each pending range of a pipeline (the Pipelines detail pane).
     PendingRows { pipeline: String, ranges: Vec<PendingRange> },
     /// Only ever built from an accepted confirmation.
@@ -291,6 +299,8 @@ pub enum Finished {
     ReplayPlan { pipeline: String, result: Result<ReplayReport, String> },
     PendingRows { pipeline: String, counts: Vec<(String, Result<u64, String>)> },
     Replay { pipeline: String, result: Result<ReplayReport, String> },
+    MaintainPlan { pipeline: String, result: Result<Vec<TableUpkeep>, String> },
+    Maintained { pipeline: String, result: Result<Vec<TableUpkeep>, String> },
     Run { pipeline: String, result: Result<RunReport, String> },
     RunAll,
     Theme(Result<Theme, String>),

@@ -14,6 +14,7 @@ use tracing::Dispatch;
 
 use crate::store::lake;
 use crate::store::link::{self, LinkPage, LinkQuery};
+use crate::ops::maintain::{self, MaintainOptions};
 use crate::ops::reset::{self};
 use crate::engine::{Engine, Replay, RunEvent, RunOptions, RunReport};
 use crate::ops::status::{self};
@@ -116,6 +117,15 @@ async fn run_job(
             let dry_run = Replay { execute: false, ..replay };
             let result = engine.replay(&dry_run).await.map_err(text);
             Finished::ReplayPlan { pipeline: dry_run.pipeline, result }
+        }
+        Job::PlanMaintain { pipeline } => {
+            let result = maintain::maintain(engine, std::slice::from_ref(&pipeline), false, &MaintainOptions::dry_run()).await.map_err(text);
+            Finished::MaintainPlan { pipeline, result }
+        }
+        Job::Write(WriteOp::Maintain { pipeline, .. }) => {
+            let opts = MaintainOptions::dry_run().with_execute(true);
+            let result = maintain::maintain(engine, std::slice::from_ref(&pipeline), false, &opts).await.map_err(text);
+            Finished::Maintained { pipeline, result }
         }
         Job::PendingRows { pipeline, ranges } => {
             let mut counts = Vec::with_capacity(ranges.len());

@@ -294,14 +294,15 @@ async fn vacuum(table: DeltaTable, retention: Duration, execute: bool) -> Result
     };
     let store = table.object_store();
     let (table, planned) = run(table, true).await?;
-    let bytes = futures::stream::iter(planned.files_deleted.iter())
-        .map(|p| {
-            let store = store.clone();
-            async move { store.head(&Path::from(p.as_str())).await.map(|m| m.size).unwrap_or(0) }
-        })
-        .buffer_unordered(16)
-        .fold(0u64, |a, b| async move { a + b })
-        .await;
+    // Owned paths and sizes summed after collecting: a future borrowing into the stream's
+    // closures would not be `Send` for the console's task.
+    let paths: Vec<Path> = planned.files_deleted.iter().map(|p| Path::from(p.as_str())).collect();
+    let heads = paths.into_iter().map(move |path| {
+        let store = store.clone();
+        async move { store.head(&path).await.map(|m| m.size).unwrap_or(0) }
+    });
+    let sizes: Vec<u64> = futures::stream::iter(heads).buffer_unordered(16).collect().await;
+    let bytes = sizes.iter().sum();
     if !execute {
         return Ok((table, (planned.files_deleted.len() as u64, bytes)));
     }

@@ -775,6 +775,52 @@ fn small_reset_is_confirmed_with_y_and_declining_returns_to_the_form() {
     assert!(app.drain_requests().iter().any(is_write_spawn));
 }
 
+/// A maintenance dry run as the engine answers it: 38 small files and one that hides most of
+/// its rows, 212 removed files to vacuum, version 9 kept for a consumer.
+fn maintain_plan() -> Vec<deltalink::ops::maintain::TableUpkeep> {
+    use deltalink::ops::maintain::{Files, TableUpkeep};
+    vec![TableUpkeep {
+        table: "link table of enriched_publications".into(),
+        uri: "/lake/_deltalink/links/enriched_publications/".into(),
+        before: Files { files: 41, bytes: 9_800_000, with_deletion_vectors: 3 },
+        after: Files { files: 4, bytes: 9_800_000, with_deletion_vectors: 3 },
+        purge: deltalink::store::link::Purged { files: 1, rows_dropped: 1_204 },
+        compact_files: 38,
+        vacuum_files: 212,
+        vacuum_bytes: 31_400_000,
+        retention_seconds: 7 * 86_400,
+        keep_from_version: Some(9),
+        executed: false,
+    }]
+}
+
+#[test]
+fn maintain_shows_its_dry_run_and_writes_only_when_confirmed() {
+    let mut app = pipelines_app();
+    key(&mut app, KeyCode::Char('m'));
+    let requests = respond(&mut app, |job| match job {
+        Job::PlanMaintain { pipeline } => Some(Finished::MaintainPlan { pipeline: pipeline.clone(), result: Ok(maintain_plan()) }),
+        _ => None,
+    });
+    assert!(requests.iter().any(|r| matches!(r, Request::Spawn { job: Job::PlanMaintain { pipeline }, .. } if pipeline == "enriched_publications")));
+    assert!(!requests.iter().any(is_write_spawn), "a dry run writes nothing");
+    assert_eq!(app.context(), Context::Confirm);
+    insta::assert_snapshot!("maintain_confirm_100x30", render(&app, 100, 30));
+    key(&mut app, KeyCode::Char('n'));
+    assert!(!app.drain_requests().iter().any(is_write_spawn), "declined");
+    key(&mut app, KeyCode::Char('m'));
+    respond(&mut app, |job| match job {
+        Job::PlanMaintain { pipeline } => Some(Finished::MaintainPlan { pipeline: pipeline.clone(), result: Ok(maintain_plan()) }),
+        _ => None,
+    });
+    key(&mut app, KeyCode::Char('y'));
+    assert!(app.drain_requests().iter().any(|r| matches!(r, Request::Spawn { job: Job::Write(deltalink::console::msg::WriteOp::Maintain { .. }), .. })));
+    let mut read_only = app_with(true);
+    key(&mut read_only, KeyCode::Char('2'));
+    key(&mut read_only, KeyCode::Char('m'));
+    assert!(read_only.drain_requests().is_empty(), "read-only: not even the dry run");
+}
+
 #[test]
 fn replay_needs_a_dry_run_a_reason_and_a_typed_name_and_declining_returns_to_the_form() {
     let mut app = replay_form_app();
@@ -890,7 +936,11 @@ fn writes_always_go_through_a_confirmation() {
             app.update(Command::Show(view).into());
             app.drain_requests();
             app.update(b.command.into());
-            let requests = app.drain_requests();
+            // Maintenance asks once its dry run is back.
+            let requests = respond(&mut app, |job| match job {
+                Job::PlanMaintain { pipeline } => Some(Finished::MaintainPlan { pipeline: pipeline.clone(), result: Ok(maintain_plan()) }),
+                _ => None,
+            });
             assert!(requests.iter().all(|r| !is_write_spawn(r)), "{view:?} {:?} wrote without asking", b.command);
             assert!(
                 matches!(app.popup, Some(Popup::Confirm(_) | Popup::ResetForm(_) | Popup::ReplayForm(_))),

@@ -155,6 +155,12 @@ fn confirm_lines(app: &App, c: &Confirm) -> Vec<Line<'static>> {
             }
             l
         }
+        WriteOp::Maintain { pipeline, plan } => {
+            let mut l = vec![Line::styled(format!("Maintain the link table of {pipeline}?"), t.title), Line::raw("")];
+            l.extend(plan.iter().flat_map(|u| crate::describe::table_upkeep(u).lines().map(|s| Line::raw(s.to_string())).collect::<Vec<_>>()));
+            l.push(Line::raw("The rows and the change feed stay as they are; runs of this pipeline wait meanwhile."));
+            l
+        }
     };
     if let (Some(typed), Some(want)) = (&c.typed, c.op.typed_confirmation()) {
         lines.push(Line::raw(""));

@@ -65,6 +65,7 @@ impl App {
             Command::RunAll => self.run_all(),
             Command::Reset => self.reset_selected(),
             Command::Replay => self.replay_focused(),
+            Command::Maintain => self.maintain_focused(),
             _ => {}
         }
     }
@@ -318,6 +319,20 @@ impl App {
         self.popup = Some(Popup::ReplayForm(form));
     }
 
+    /// `m`: dry-run the focused pipeline's link-table upkeep; its answer becomes the confirmation.
+    pub(crate) fn maintain_focused(&mut self) {
+        if self.refuse_read_only("maintaining a link table") {
+            return;
+        }
+        match self.focused_pipeline() {
+            Some(pipeline) => {
+                self.flash(Level::Info, format!("maintenance dry run of {pipeline}…"));
+                self.spawn(Job::PlanMaintain { pipeline: pipeline.clone() }, format!("plan maintain {pipeline}"));
+            }
+            None => self.flash(Level::Warn, "no pipeline selected"),
+        }
+    }
+
     /// Every write goes through here: it becomes a confirmation popup, never a task.
     pub(crate) fn propose(&mut self, op: WriteOp, form: Option<Popup>) {
         let typed = op.typed_confirmation().map(|_| String::new());
@@ -358,7 +373,7 @@ impl App {
         let label = op.describe();
         let total = match op {
             WriteOp::RunAll => self.config.pipelines.values().filter(|p| !p.paused).count(),
-            WriteOp::Run(_) | WriteOp::Reset { .. } | WriteOp::Replay { .. } => 1,
+            WriteOp::Run(_) | WriteOp::Reset { .. } | WriteOp::Replay { .. } | WriteOp::Maintain { .. } => 1,
         };
         self.log(Level::Info, format!("started: {label}"));
         let id = self.spawn(Job::Write(op), label);

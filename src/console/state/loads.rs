@@ -185,6 +185,21 @@ impl App {
                 }
                 self.after_write(&pipeline);
             }
+            Finished::MaintainPlan { pipeline, result } => match result {
+                Ok(plan) => self.propose(crate::console::msg::WriteOp::Maintain { pipeline, plan }, None),
+                Err(e) => self.log(Level::Error, format!("maintenance dry run of {pipeline} failed: {e}")),
+            },
+            Finished::Maintained { pipeline, result } => {
+                match result {
+                    Ok(done) => {
+                        for t in &done {
+                            self.log(Level::Ok, crate::describe::table_upkeep(t).replace('\n', " "));
+                        }
+                    }
+                    Err(e) => self.log(Level::Error, format!("maintain {pipeline} failed: {e}")),
+                }
+                self.after_write(&pipeline);
+            }
             Finished::ReplayPlan { pipeline, result } => self.dry_run_loaded(id, pipeline, result, Popup::replay_form),
             Finished::PendingRows { pipeline, counts } => {
                 if self.pending_rows.counts.loading == Some(id) && self.pending_rows.pipeline == pipeline {
