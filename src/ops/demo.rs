@@ -44,6 +44,9 @@ keys = ["pub_id"]
 [[pipelines.enriched_publications.sources]]
 upstream = "author_publication_link"
 keys = ["pub_id"]
+# a downstream job reading the link table (`deltalink consume` / `ack`)
+[[pipelines.enriched_publications.consumers]]
+name = "search_index"
 
 # shares author_publication_link with enriched_publications (separate progress)
 [pipelines.author_profiles]

@@ -154,6 +154,22 @@ fn the_cli_on_the_demo_lake_status_runs_races_resets_and_replays() {
     let said = format!("{}{}", ok(&replay, "replay dry run"), String::from_utf8_lossy(&replay.stderr));
     assert!(said.contains("DRY RUN"), "{said}");
     assert_eq!(log_len(&links), before, "a replay dry run writes nothing");
+
+    // The demo's downstream consumer: consume (the JSON contract), ack, the words for people.
+    let batch = json(&deltalink(&config, &["consume", "enriched_publications", "--consumer", "search_index", "--json"]), "consume");
+    for field in ["link_version", "after_run_id", "through_run_id", "keys", "link_table", "key_columns"] {
+        assert!(!batch[field].is_null(), "consume field `{field}`: {batch}");
+    }
+    assert!(batch["keys"].as_u64().unwrap_or(0) > 0 && batch["reads"]["spark_sql"].as_str().is_some_and(|s| s.contains("VERSION AS OF")), "{batch}");
+    let through = batch["through_run_id"].to_string();
+    let acked = ok(&deltalink(&config, &["ack", "enriched_publications", "--consumer", "search_index", "--through-run", &through]), "ack");
+    assert!(acked.contains(&format!("acked through run {through}")), "{acked}");
+    let nothing = ok(&deltalink(&config, &["consume", "enriched_publications", "--consumer", "search_index"]), "consume again");
+    assert!(nothing.contains("nothing new"), "{nothing}");
+    let typo = deltalink(&config, &["ack", "enriched_publications", "--consumer", "serch_index", "--through-run", "1"]);
+    assert!(String::from_utf8_lossy(&typo.stderr).contains("declared: search_index"), "{typo:?}");
+    let upkeep = ok(&deltalink(&config, &["maintain", "enriched_publications"]), "maintain dry run");
+    assert!(upkeep.contains("DRY RUN") && upkeep.contains("link table of enriched_publications"), "{upkeep}");
 }
 
 /// `deltalink` with stderr captured (a pipe, as under cron, systemd, CI or `2>log`), no

@@ -596,8 +596,8 @@ fn replay_report(keys: u64) -> ReplayReport {
 
 /// The six views first, then the popups: what the snapshot tests, the theme snapshots and the
 /// SVG screenshots all show, built once.
-const SCREENS: [&str; 9] =
-    ["upstreams", "pipelines", "link", "preview", "tracker", "activity", "help", "reset_confirm", "replay_form"];
+const SCREENS: [&str; 10] =
+    ["upstreams", "pipelines", "link", "preview", "tracker", "activity", "help", "reset_confirm", "replay_form", "consumers"];
 
 fn screen_app(name: &str) -> App {
     match name {
@@ -610,6 +610,7 @@ fn screen_app(name: &str) -> App {
         "help" => help_app(),
         "reset_confirm" => reset_confirm_app(),
         "replay_form" => replay_form_app(),
+        "consumers" => consumers_app(),
         other => panic!("no fixture screen `{other}`"),
     }
 }
@@ -1254,6 +1255,7 @@ fn screenshots_of_every_view_as_svg() {
             Some(v) => format!("{} {}", v.index() + 1, v.title()),
             None if name == "help" => "Keys: Pipelines".into(),
             None if name == "replay_form" => "Replay enriched_publications".into(),
+            None if name == "consumers" => "2 Pipelines".into(),
             None => "Confirm".into(),
         };
         assert!(svg.starts_with("<svg") && svg.ends_with("</svg>\n"), "{name}: not an SVG document");
