@@ -38,6 +38,9 @@ def parse_args():
     p.add_argument("--rows", type=int, default=200_000, help="initial rows per table")
     p.add_argument("--commits", type=int, default=12, help="mixed commits per table after the initial load")
     p.add_argument("--incremental-commits", type=int, default=3)
+    p.add_argument("--checkpoint-every", type=int, default=10,
+                   help="write a checkpoint every N commits (0: none, as Python deltalake and delta-rs "
+                        "leave tables below their default interval of 100 commits)")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--dir", default=None, help="lake folder (default: a temp dir, removed afterwards)")
     p.add_argument("--bin", default=None, help="deltalink binary (default: target dir release build)")
@@ -60,17 +63,17 @@ def deltalink_bin(args):
 CDF = {"delta.enableChangeDataFeed": "true"}
 
 
-def gen_table(uri, rng, rows, commits, first_id):
+def gen_table(uri, rng, rows, commits, first_id, checkpoint_every=10):
     import pyarrow as pa
     from deltalake import write_deltalake
     ids = pa.array(range(first_id, first_id + rows), pa.int64())
     keys = pa.array([rng.randrange(rows * 2) for _ in range(rows)], pa.int64())
     payload = pa.array([f"p{i}" for i in range(rows)], pa.string())
     write_deltalake(uri, pa.table({"id": ids, "k": keys, "payload": payload}), configuration=CDF)
-    apply_commits(uri, rng, commits, rows)
+    apply_commits(uri, rng, commits, rows, checkpoint_every)
 
 
-def apply_commits(uri, rng, commits, rows):
+def apply_commits(uri, rng, commits, rows, checkpoint_every=10):
     import pyarrow as pa
     from deltalake import DeltaTable, write_deltalake
     dt = DeltaTable(uri)
@@ -92,7 +95,7 @@ def apply_commits(uri, rng, commits, rows):
         else:
             dt.delete(f"id % 199 = {rng.randrange(199)}")
         dt = DeltaTable(uri)
-        if c % 10 == 9:
+        if checkpoint_every and c % checkpoint_every == checkpoint_every - 1:
             dt.create_checkpoint()
 
 
@@ -266,7 +269,8 @@ def floor_scan(lake, tables):
 def child(args, lake, flag):
     return [sys.executable, __file__, flag, "--dir", lake, "--tables", str(args.tables), "--pipelines",
             str(args.pipelines), "--rows", str(args.rows), "--commits", str(args.commits),
-            "--incremental-commits", str(args.incremental_commits), "--seed", str(args.seed)]
+            "--incremental-commits", str(args.incremental_commits), "--seed", str(args.seed),
+            "--checkpoint-every", str(args.checkpoint_every)]
 
 
 def layout(args):
@@ -283,12 +287,12 @@ def main():
     rng, tables, pipelines = layout(args)
     if args.generate:
         for i, t in enumerate(tables):
-            gen_table(os.path.join(args.dir, t), rng, args.rows, args.commits, i * 10_000_000)
+            gen_table(os.path.join(args.dir, t), rng, args.rows, args.commits, i * 10_000_000, args.checkpoint_every)
         return
     if args.more_commits:
         rng = random.Random(args.seed + 1)
         for t in tables:
-            apply_commits(os.path.join(args.dir, t), rng, args.incremental_commits, args.rows)
+            apply_commits(os.path.join(args.dir, t), rng, args.incremental_commits, args.rows, args.checkpoint_every)
         return
     if args.compare_links:
         return print(compare_links(args.dir, pipelines))

@@ -26,7 +26,9 @@ pub struct Engine {
     pub config: Arc<Config>,
     pub read_only: bool,
     pub scans: Arc<ScanCounter>,
-    /// Upstream snapshots kept between status refreshes (moved forward incrementally).
+    /// Upstream log probes kept between status refreshes (moved forward incrementally).
+    pub probes: Arc<crate::store::probe::ProbeCache>,
+    /// Link tables kept loaded between status refreshes (moved forward incrementally).
     pub tables: Arc<lake::TableCache>,
     /// Commit facts read by status's retention guard (commits never change once written).
     pub commits: Arc<lake::CommitCache>,
@@ -76,6 +78,7 @@ impl Engine {
             config: Arc::new(config),
             read_only: false,
             scans: Arc::new(ScanCounter::default()),
+            probes: Arc::default(),
             tables: Arc::default(),
             commits: Arc::default(),
             link_file_size: DEFAULT_LINK_FILE_SIZE,

@@ -19,6 +19,7 @@ use crate::engine::Engine;
 use crate::store::tracker::TrackerRow;
 use crate::util::time::{format_ms, human_seconds, now_ms};
 use deltalake::DeltaTable;
+use crate::store::probe::Probe;
 
 /// How many upstream tables are probed at once.
 const PROBE_CONCURRENCY: usize = 16;
@@ -125,35 +126,29 @@ impl Status {
     }
 }
 
-/// Probe one upstream: latest version, CDF flag, last commit; and the table, for the
+/// Probe one upstream's log: latest version, CDF flag, last commit; and the probe, for the
 /// pipelines' retention guard.
-async fn probe(engine: &Engine, name: &str) -> (UpstreamStatus, Option<DeltaTable>) {
+async fn probe(engine: &Engine, name: &str) -> (UpstreamStatus, Option<Probe>) {
     let uri = match engine.config.upstream(name) {
         Ok(u) => u.uri.clone(),
         Err(e) => return (failed(name, String::new(), e.to_string()), None),
     };
     let shown = display_uri(&uri);
-    let table = match engine.tables.latest(name, &uri, &engine.config.storage_options).await {
-        Ok(t) => t,
+    let probe = match engine.probes.probe(name, &uri, &engine.config.storage_options, &engine.commits).await {
+        Ok(p) => p,
         Err(e) => return (failed(name, shown, format!("{e}")), None),
     };
-    let latest = table.version();
-    let commit = match latest {
-        Some(v) => lake::read_commit(&table, v).await.ok().flatten(),
-        None => None,
-    };
-    let ms = commit.as_ref().and_then(|c| c.timestamp_ms);
     let status = UpstreamStatus {
         name: name.into(),
         uri: shown,
-        latest_version: latest,
-        cdf_enabled: lake::cdf_enabled(&table),
-        last_commit_ts: ms.and_then(format_ms),
-        last_commit_ms: ms,
-        last_operation: commit.and_then(|c| c.operation),
+        latest_version: Some(probe.latest),
+        cdf_enabled: probe.cdf_enabled(),
+        last_commit_ts: probe.last_commit_ms.and_then(format_ms),
+        last_commit_ms: probe.last_commit_ms,
+        last_operation: probe.last_operation.clone(),
         error: None,
     };
-    (status, Some(table))
+    (status, Some(probe))
 }
 
 fn failed(name: &str, uri: String, error: String) -> UpstreamStatus {
@@ -183,9 +178,9 @@ pub async fn status_at(engine: &Engine, now: i64) -> Result<Status> {
         let engine = engine.clone();
         async move { probe(&engine, &n).await }
     });
-    let probed: Vec<(UpstreamStatus, Option<DeltaTable>)> =
+    let probed: Vec<(UpstreamStatus, Option<Probe>)> =
         futures::stream::iter(probes).buffer_unordered(PROBE_CONCURRENCY).collect().await;
-    let tables: Arc<HashMap<String, DeltaTable>> =
+    let tables: Arc<HashMap<String, Probe>> =
         Arc::new(probed.iter().filter_map(|(u, t)| Some((u.name.clone(), t.clone()?))).collect());
     let mut upstreams: Vec<UpstreamStatus> = probed.into_iter().map(|(u, _)| u).collect();
     upstreams.sort_by(|a, b| a.name.cmp(&b.name));
@@ -213,7 +208,7 @@ async fn pipeline_status(
     p: &Pipeline,
     rows: &[TrackerRow],
     upstreams: &HashMap<String, UpstreamStatus>,
-    tables: &HashMap<String, DeltaTable>,
+    tables: &HashMap<String, Probe>,
     now: i64,
 ) -> PipelineStatus {
     let (link_rows, last_write) = match engine.tables.owned(&p.link_table, &engine.config.storage_options).await {
@@ -372,8 +367,9 @@ fn first_unread(p: &Pipeline, row: Option<&TrackerRow>) -> Option<FirstUnread> {
 /// The age of the oldest unread commit and how long it stays readable: the shorter of the
 /// table's log and deleted-file retention from its commit time, or zero when a VACUUM that
 /// ran since may already have removed its files.
-async fn unread_guard(commits: &CommitCache, table: &DeltaTable, first: Option<FirstUnread>, now: i64) -> UnreadGuard {
-    let (Some(first), Some(latest)) = (first, table.version()) else { return UnreadGuard::default() };
+async fn unread_guard(commits: &CommitCache, probe: &Probe, first: Option<FirstUnread>, now: i64) -> UnreadGuard {
+    let Some(first) = first else { return UnreadGuard::default() };
+    let (table, latest) = (&probe.handle, probe.latest);
     let first_unread = match first {
         FirstUnread::After(v) => v,
         FirstUnread::FromStart => 0,
@@ -381,7 +377,7 @@ async fn unread_guard(commits: &CommitCache, table: &DeltaTable, first: Option<F
     if first_unread > latest {
         return UnreadGuard::default();
     }
-    let retention = lake::retention(table);
+    let retention = probe.retention();
     let oldest_ms = match commits.get(table, first_unread).await {
         Ok(Some(facts)) => facts.timestamp_ms,
         Ok(None) if matches!(first, FirstUnread::FromStart) => return UnreadGuard::default(),

@@ -43,18 +43,12 @@ pub async fn open_upstream(name: &str, uri: &Url, storage: &HashMap<String, Stri
     }
 }
 
-/// Upstream tables kept loaded between status refreshes: a refresh lists the log past the
-/// cached version and applies only new commits, instead of replaying the log each time.
+/// Link tables kept loaded between status refreshes: a refresh lists the log past the cached
+/// version and applies only new commits, instead of replaying the log each time.
 #[derive(Default)]
 pub struct TableCache(tokio::sync::Mutex<HashMap<String, DeltaTable>>);
 
 impl TableCache {
-    /// The upstream at its latest version, from the cache when it has it.
-    pub async fn latest(&self, name: &str, uri: &Url, storage: &HashMap<String, String>) -> Result<DeltaTable> {
-        let table = self.refreshed(uri, async { open_upstream(name, uri, storage).await.map(Some) }).await?;
-        table.ok_or_else(|| eyre!("upstream `{name}` at {} vanished while it was opened", display_uri(uri)))
-    }
-
     /// A table deltalink owns (link table) at its latest version; `None` when it does not exist.
     pub async fn owned(&self, uri: &Url, storage: &HashMap<String, String>) -> Result<Option<DeltaTable>> {
         self.refreshed(uri, open_owned(uri, storage)).await
@@ -350,10 +344,15 @@ impl Retention {
 
 /// The table's retention properties, Delta's defaults (30 and 7 days) where unset or unreadable.
 pub fn retention(table: &DeltaTable) -> Retention {
-    let property = |key: &str| {
-        let snapshot = table.snapshot().ok()?;
-        parse_interval(snapshot.metadata().configuration().get(key)?)
-    };
+    match table.snapshot() {
+        Ok(snapshot) => retention_of(snapshot.metadata().configuration()),
+        Err(_) => retention_of(&HashMap::new()),
+    }
+}
+
+/// The retention properties of a table configuration (see [`retention`]).
+pub fn retention_of(configuration: &HashMap<String, String>) -> Retention {
+    let property = |key: &str| parse_interval(configuration.get(key)?);
     Retention {
         log: property(LOG_RETENTION_PROPERTY).unwrap_or(DEFAULT_LOG_RETENTION),
         deleted_files: property(DELETED_FILE_RETENTION_PROPERTY).unwrap_or(DEFAULT_DELETED_FILE_RETENTION),
@@ -378,18 +377,20 @@ pub struct CommitFacts {
 
 impl CommitFacts {
     fn of(commit: CommitSummary) -> CommitFacts {
-        let is_vacuum = commit.operation.as_deref().is_some_and(|op| op.eq_ignore_ascii_case("VACUUM START"));
-        let parameter = |name: &str| {
-            let value = commit.info.as_ref()?.operation_parameters.as_ref()?.get(name)?.clone();
-            // delta-rs records numbers, Spark strings.
+        let parameters = commit.info.as_ref().and_then(|i| i.operation_parameters.as_ref());
+        CommitFacts::new(commit.timestamp_ms, commit.operation, |name| parameters?.get(name).cloned())
+    }
+
+    /// From a commit's time, operation and its `operationParameters` (looked up by name).
+    pub fn new(timestamp_ms: Option<i64>, operation: Option<String>, parameter: impl Fn(&str) -> Option<serde_json::Value>) -> CommitFacts {
+        let is_vacuum = operation.as_deref().is_some_and(|op| op.eq_ignore_ascii_case("VACUUM START"));
+        // delta-rs records numbers, Spark strings.
+        let number = |name: &str| {
+            let value = parameter(name)?;
             value.as_i64().or_else(|| value.as_str()?.parse().ok())
         };
-        let vacuum_retention_ms = if is_vacuum {
-            parameter("specifiedRetentionMillis").or_else(|| parameter("defaultRetentionMillis"))
-        } else {
-            None
-        };
-        CommitFacts { timestamp_ms: commit.timestamp_ms, operation: commit.operation, vacuum_retention_ms }
+        let vacuum_retention_ms = if is_vacuum { number("specifiedRetentionMillis").or_else(|| number("defaultRetentionMillis")) } else { None };
+        CommitFacts { timestamp_ms, operation, vacuum_retention_ms }
     }
 }
 
@@ -416,6 +417,15 @@ impl CommitCache {
         }
         cache.insert(key, facts.clone());
         Ok(Some(facts))
+    }
+
+    /// Remember the facts of `version` of `table`, read elsewhere (a status probe).
+    pub fn insert(&self, table: &DeltaTable, version: u64, facts: CommitFacts) {
+        let mut cache = self.lock();
+        if cache.len() >= COMMIT_CACHE_MAX {
+            cache.clear();
+        }
+        cache.insert((table.table_url().to_string(), version), facts);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, u64), CommitFacts>> {

@@ -6,4 +6,5 @@ pub mod consumer;
 pub mod lake;
 pub mod lease;
 pub mod link;
+pub mod probe;
 pub mod tracker;
