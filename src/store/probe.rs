@@ -137,7 +137,10 @@ async fn probe(name: &str, uri: &Url, storage: &HashMap<String, String>, cached:
     let from = match &cached {
         Some(p) if p.latest < latest => p.latest + 1,
         _ => listing.checkpoints.range(..=latest).next_back().map_or(0, |cp| cp + 1),
-    };
+    }
+    // The latest commit is read for its info even when a checkpoint was written at it.
+    .min(latest);
+    let checkpoint = listing.checkpoints.range(..=latest).next_back().copied();
     let heads = read_heads(&handle, from, latest).await?;
     for (v, h) in &heads {
         let facts = CommitFacts::new(h.timestamp_ms, h.operation.clone(), |name| h.operation_parameters.as_ref()?.get(name).cloned());
@@ -148,8 +151,12 @@ async fn probe(name: &str, uri: &Url, storage: &HashMap<String, String>, cached:
         Some(c) => c,
         None => match cached.filter(|p| p.latest < latest) {
             Some(p) => p.configuration,
-            // The metadata is in a checkpoint: a snapshot reads it from there.
-            None => configuration_from_snapshot(name, uri, storage).await?,
+            // The metadata is in the checkpoint: its `metaData` column alone, or (a checkpoint
+            // in parts, or of another format) a snapshot.
+            None => match checkpoint_configuration(&handle, checkpoint).await {
+                Some(c) => c,
+                None => configuration_from_snapshot(name, uri, storage).await?,
+            },
         },
     };
     Ok(Probe {
@@ -172,6 +179,34 @@ fn handle(name: &str, uri: &Url, storage: &HashMap<String, String>) -> Result<De
         .into());
     }
     Ok(lake::builder(uri, storage)?.build()?)
+}
+
+/// The table configuration in a single-file checkpoint, read from its `metaData` column only;
+/// `None` when there is no such file or it cannot be read that way.
+async fn checkpoint_configuration(handle: &DeltaTable, version: Option<u64>) -> Option<HashMap<String, String>> {
+    use deltalake::arrow::array::{Array, AsArray};
+    use deltalake::logstore::object_store::ObjectStoreExt;
+    use deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    use deltalake::parquet::arrow::ProjectionMask;
+    let store = handle.log_store();
+    let path = store.log_path().clone().join(format!("{:020}.checkpoint.parquet", version?));
+    let bytes = store.object_store(None).get(&path).await.ok()?.bytes().await.ok()?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).ok()?;
+    let root = builder.schema().index_of("metaData").ok()?;
+    let mask = ProjectionMask::roots(builder.parquet_schema(), [root]);
+    for batch in builder.with_projection(mask).build().ok()? {
+        let batch = batch.ok()?;
+        let metadata = batch.column(0).as_struct_opt()?;
+        let Some(row) = (0..metadata.len()).find(|i| metadata.is_valid(*i)) else { continue };
+        let configuration = metadata.column_by_name("configuration")?.as_map_opt()?;
+        if configuration.is_null(row) {
+            return Some(HashMap::new());
+        }
+        let entries = configuration.value(row);
+        let (keys, values) = (entries.column(0).as_string_opt::<i32>()?, entries.column(1).as_string_opt::<i32>()?);
+        return Some((0..entries.len()).filter(|i| values.is_valid(*i)).map(|i| (keys.value(i).to_string(), values.value(i).to_string())).collect());
+    }
+    None
 }
 
 async fn configuration_from_snapshot(name: &str, uri: &Url, storage: &HashMap<String, String>) -> Result<HashMap<String, String>> {

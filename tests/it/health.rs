@@ -251,3 +251,40 @@ fn a_pipeline_that_never_ran_is_judged_on_the_history_its_first_run_reads() {
         assert!(reason.contains("from version 0"), "{reason}");
     });
 }
+
+/// Status probes an upstream's log instead of loading a snapshot: the table properties come
+/// from the newest metadata wherever it is — a commit after the last probe, a commit after a
+/// checkpoint, or the checkpoint itself — cold or moved forward from a cached probe.
+#[test]
+fn status_probes_find_the_newest_properties_in_commits_and_checkpoints() {
+    use deltalink::store::lake::CommitCache;
+    use deltalink::store::probe::ProbeCache;
+    let rt = rt();
+    let lake = Lake::new();
+    rt.block_on(async {
+        let mut a = ModelTable::create(&lake.path("a"), true).await;
+        a.insert(&[Some(1)]).await;
+        a.insert(&[Some(2)]).await;
+        deltalake::checkpoints::create_checkpoint(&a.table, None).await.expect("checkpoint at 2");
+        let (uri, storage, commits) = (url_of(&lake.path("a")), HashMap::new(), CommitCache::default());
+        let cached = ProbeCache::default();
+        // Cold, checkpoint at the latest version: the properties come from the checkpoint.
+        let p = cached.probe("a", &uri, &storage, &commits).await.expect("probe");
+        assert_eq!((p.latest, p.cdf_enabled(), p.last_operation.as_deref()), (2, true, Some("WRITE")));
+        assert_eq!(p.retention().log, std::time::Duration::from_secs(30 * 86_400), "Delta's default");
+        // A property set after the checkpoint: seen by the cached probe moving forward and by a
+        // cold one.
+        set_properties(&mut a, &[("delta.logRetentionDuration", "interval 2 days"), ("delta.enableChangeDataFeed", "false")]).await;
+        a.insert(&[Some(3)]).await;
+        for (what, probes) in [("moved forward", &cached), ("cold", &ProbeCache::default())] {
+            let p = probes.probe("a", &uri, &storage, &commits).await.expect("probe");
+            assert_eq!((p.latest, p.cdf_enabled()), (4, false), "{what}");
+            assert_eq!(p.retention().log, std::time::Duration::from_secs(2 * 86_400), "{what}");
+        }
+        deltalake::checkpoints::create_checkpoint(&a.table, None).await.expect("checkpoint at 4");
+        let p = ProbeCache::default().probe("a", &uri, &storage, &commits).await.expect("probe");
+        assert_eq!((p.cdf_enabled(), p.retention().log), (false, std::time::Duration::from_secs(2 * 86_400)), "from the checkpoint");
+        let missing = ProbeCache::default().probe("b", &url_of(&lake.path("b")), &storage, &commits).await.err().expect("missing");
+        assert!(format!("{missing}").contains("upstream `b`"), "{missing}");
+    });
+}
