@@ -625,6 +625,13 @@ fn print_status(st: &Status) {
                 println!("    retention: oldest unread commit can become unreadable {when} ({})", u.retention_note.as_deref().unwrap_or(""));
             }
         }
+        for c in &p.consumers {
+            let waiting = match c.keys_waiting {
+                0 => "caught up".to_string(),
+                keys => format!("{keys} keys of {} runs waiting, oldest change {} old", c.runs_waiting, human_seconds(c.lag_seconds)),
+            };
+            println!("  consumer {:<21} acked run {:>6}  {waiting}  {}", c.name, c.acked_run_id, c.health.state.word());
+        }
     }
 }
 

@@ -164,6 +164,8 @@ fn the_cli_on_the_demo_lake_status_runs_races_resets_and_replays() {
     let through = batch["through_run_id"].to_string();
     let acked = ok(&deltalink(&config, &["ack", "enriched_publications", "--consumer", "search_index", "--through-run", &through]), "ack");
     assert!(acked.contains(&format!("acked through run {through}")), "{acked}");
+    let shown = ok(&deltalink(&config, &["status"]), "status");
+    assert!(shown.contains("consumer search_index") && shown.contains("caught up"), "{shown}");
     let nothing = ok(&deltalink(&config, &["consume", "enriched_publications", "--consumer", "search_index"]), "consume again");
     assert!(nothing.contains("nothing new"), "{nothing}");
     let typo = deltalink(&config, &["ack", "enriched_publications", "--consumer", "serch_index", "--through-run", "1"]);
