@@ -25,7 +25,12 @@ pub struct Purged {
 
 /// Files of `table` whose deletion vectors delete at least `min_fraction` of their rows, with
 /// the rows they delete.
+/// None in a table this module does not write (partition columns, or deletion vectors another
+/// engine stored at absolute paths: see `sorted_merge::applies`).
 pub(crate) fn heavy_files(table: &DeltaTable, min_fraction: f64) -> Result<Vec<(super::layout::TargetFile, u64)>> {
+    if !super::applies(table)? {
+        return Ok(Vec::new());
+    }
     Ok(target_files(table, "", None)?
         .into_iter()
         .filter_map(|f| {
