@@ -138,7 +138,8 @@ pub async fn consume(engine: &Engine, pipeline: &str, name: &str) -> Result<Batc
         row.note = Some(format!("consume: runs {after}..={through} at link version {version}"));
         let mut audit = Audit::new("consume", pipeline);
         audit.details = serde_json::json!({ "consumer": name, "link_version": version, "after_run_id": after, "through_run_id": through, "keys": keys });
-        tracker.upsert(&[RowWrite::new(row, progress.row.clone())], &audit).await?;
+        let written = tracker.upsert(&[RowWrite::new(row, progress.row.clone())], &audit).await;
+        raced(written, pipeline, name, "consume")?;
     }
     Ok(batch)
 }
@@ -187,7 +188,8 @@ pub async fn ack(engine: &Engine, pipeline: &str, name: &str, through: i64, reas
     let mut audit = Audit::new("ack", pipeline);
     audit.reason = reason.map(String::from);
     audit.details = serde_json::json!({ "consumer": name, "from_run_id": acked, "to_run_id": through });
-    tracker.upsert(&[RowWrite::new(row, progress.row.clone())], &audit).await?;
+    let written = tracker.upsert(&[RowWrite::new(row, progress.row.clone())], &audit).await;
+    raced(written, pipeline, name, "ack")?;
     Ok(Acked::Moved { from: acked, to: through })
 }
 
@@ -244,5 +246,17 @@ pub async fn execute_rewind(engine: &Engine, plan: &RewindPlan, reason: &str) ->
     audit.details = serde_json::json!({
         "consumer": plan.consumer, "from_run_id": plan.from_run_id, "to_run_id": plan.to_run_id, "keys_again": plan.keys_again,
     });
-    tracker.upsert(&[RowWrite::new(row, progress.row.clone())], &audit).await
+    let written = tracker.upsert(&[RowWrite::new(row, progress.row.clone())], &audit).await;
+    raced(written, &plan.pipeline, &plan.consumer, "rewind")
+}
+
+/// A consumer's write refused because its row changed after it was read (another consume or
+/// ack of the same consumer at the same time), in a consumer's words.
+fn raced(written: Result<()>, pipeline: &str, name: &str, what: &str) -> Result<()> {
+    written.map_err(|e| match e.downcast_ref::<crate::Error>() {
+        Some(crate::Error::Fenced { .. }) => eyre!(
+            "consumer `{name}` of pipeline `{pipeline}`: its progress changed while this {what} ran (another consume or ack of the same consumer); nothing was written\n  fix: run it again; `deltalink status` shows where the consumer is"
+        ),
+        _ => e,
+    })
 }

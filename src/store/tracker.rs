@@ -391,7 +391,7 @@ impl Tracker {
         };
         let mut attempt = 0;
         loop {
-            let checked: Vec<Checked> = upserts.iter().map(|(writes, audit)| check_writes(&base.rows, writes, audit)).collect();
+            let checked = check_in_order(&base.rows, upserts);
             let rows: Vec<TrackerRow> = checked.iter().filter_map(|c| c.rows.as_ref()).flatten().cloned().collect();
             let audits: Vec<&Audit> = upserts.iter().zip(&checked).filter(|(_, c)| c.rows.is_some()).map(|((_, a), _)| *a).collect();
             if audits.is_empty() {
@@ -451,6 +451,25 @@ impl Tracker {
         out.truncate(limit);
         Ok(out)
     }
+}
+
+/// Check a group commit's upserts in queue order, each against the rows as the upserts before
+/// it leave them: two upserts of one row in one group (two acks of one consumer in one process)
+/// cannot both pass a compare-and-set that only one of them can win.
+fn check_in_order(base: &[TrackerRow], upserts: &[(&[RowWrite], &Audit)]) -> Vec<Checked> {
+    let mut current: Vec<TrackerRow> = base.to_vec();
+    let mut out = Vec::with_capacity(upserts.len());
+    for (writes, audit) in upserts {
+        let checked = check_writes(&current, writes, audit);
+        for row in checked.rows.iter().flatten() {
+            match current.iter_mut().find(|r| r.pipeline_name == row.pipeline_name && r.upstream == row.upstream) {
+                Some(r) => *r = row.clone(),
+                None => current.push(row.clone()),
+            }
+        }
+        out.push(checked);
+    }
+    out
 }
 
 /// What one upsert does on a base: the rows it writes (`None`: it is not committed) and its

@@ -176,6 +176,19 @@ fn acks_refuse_going_back_and_runs_that_do_not_exist_and_a_rewind_redelivers_on_
         metrics.observe_status(&st);
         let text = metrics.encode().expect("encode");
         assert!(text.contains(r#"deltalink_consumer_keys_waiting{pipeline="p",consumer="daily_job"} 1"#), "{text}");
+        // Two acks of the same consumer at once: one moves it, the other finds it moved (never
+        // two commits of the same step).
+        let (x, y) = tokio::join!(consume::ack(&engine, "p", "daily_job", 2, None), consume::ack(&engine, "p", "daily_job", 2, None));
+        let moved = [&x, &y].iter().filter(|r| matches!(r, Ok(Acked::Moved { from: 1, to: 2 }))).count();
+        assert_eq!(moved, 1, "{x:?} {y:?}");
+        for r in [&x, &y] {
+            if let Err(e) = r {
+                assert!(format!("{e:#}").contains("its progress changed while this ack ran"), "{e:#}");
+            }
+        }
+        let history = engine.tracker().await.expect("tracker").history(50).await.expect("history");
+        let steps = history.iter().filter(|h| h.action.as_deref() == Some("ack") && h.details["from_run_id"] == 1).count();
+        assert_eq!(steps, 1, "one audited ack from run 1");
         // Upstream rows are not consumer rows: the tracker's pipeline rows stay as they were.
         let rows = engine.tracker().await.expect("tracker").rows(Some("p")).await.expect("rows");
         assert_eq!(rows.iter().map(|r| r.upstream.as_str()).collect::<Vec<_>>(), vec!["a"]);
