@@ -810,3 +810,22 @@ fn rows_from_batch(b: &RecordBatch) -> Result<Vec<TrackerRow>> {
         .collect())
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_group_commit_lets_only_one_of_two_upserts_of_a_row_read_alike_through() {
+        let row = |note: &str| TrackerRow { run_id: Some(2), note: Some(note.into()), ..TrackerRow::new("p", "@consumer:job") };
+        let (first, second) = ([RowWrite::new(row("first"), None)], [RowWrite::new(row("second"), None)]);
+        let audit = Audit::new("ack", "p");
+        let checked = check_in_order(&[], &[(&first, &audit), (&second, &audit)]);
+        assert!(checked[0].verdict.is_ok() && checked[0].rows.is_some(), "the first wins");
+        assert!(matches!(checked[1].verdict, Err(crate::Error::Fenced { .. })), "the second read a row that is no longer there");
+        assert!(checked[1].rows.is_none(), "and writes nothing");
+        // The same row twice (a retried commit) is let through without being written again.
+        let again = check_in_order(&[], &[(&first, &audit), (&first, &audit)]);
+        assert!(again[1].verdict.is_ok() && again[1].rows.is_none());
+    }
+}
