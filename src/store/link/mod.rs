@@ -415,7 +415,12 @@ pub async fn last_write(table: &DeltaTable) -> Result<Option<LinkWrite>> {
 
 /// Files whose deletion vectors delete at least `min_fraction` of their rows: how many, and
 /// how many rows they no longer need to carry.
+/// None in a table the sorted-key MERGE does not write (partition columns, or deletion
+/// vectors another engine stored at absolute paths).
 pub fn heavily_deleted_files(table: &DeltaTable, min_fraction: f64) -> Result<Purged> {
+    if !sorted_merge::applies(table)? {
+        return Ok(Purged::default());
+    }
     let heavy = sorted_merge::heavy_files(table, min_fraction)?;
     Ok(Purged { files: heavy.len() as u64, rows_dropped: heavy.iter().map(|(_, d)| d).sum() })
 }
@@ -423,6 +428,9 @@ pub fn heavily_deleted_files(table: &DeltaTable, min_fraction: f64) -> Result<Pu
 /// Rewrite those files with their live rows only, in a commit that changes no data (see
 /// `sorted_merge::purge`).
 pub async fn purge_deleted_rows(table: &DeltaTable, min_fraction: f64, props: CommitProperties) -> Result<(DeltaTable, Purged)> {
+    if !sorted_merge::applies(table)? {
+        return Ok((table.clone(), Purged::default()));
+    }
     sorted_merge::purge(table, min_fraction, props).await.wrap_err("rewriting link-table files whose deletion vectors delete most rows")
 }
 

@@ -25,12 +25,8 @@ pub struct Purged {
 
 /// Files of `table` whose deletion vectors delete at least `min_fraction` of their rows, with
 /// the rows they delete.
-/// None in a table this module does not write (partition columns, or deletion vectors another
-/// engine stored at absolute paths: see `sorted_merge::applies`).
+/// Callers check first that the sorted-key MERGE writes this table (`sorted_merge::applies`).
 pub(crate) fn heavy_files(table: &DeltaTable, min_fraction: f64) -> Result<Vec<(super::layout::TargetFile, u64)>> {
-    if !super::applies(table)? {
-        return Ok(Vec::new());
-    }
     Ok(target_files(table, "", None)?
         .into_iter()
         .filter_map(|f| {
