@@ -465,7 +465,7 @@ async fn run_command(engine: &Engine, cmd: &Command) -> Result<()> {
             Ok(())
         }
         Command::Ack { pipeline, consumer, through_run, rewind, execute, reason, json } => {
-            ack(engine, pipeline, consumer, *through_run, *rewind && *execute, *rewind, reason.as_deref(), *json).await
+            ack(engine, pipeline, consumer, *through_run, *execute, *rewind, reason.as_deref(), *json).await
         }
         Command::Maintain { pipelines, tracker, retention, execute, json } => {
             let mut opts = crate::ops::maintain::MaintainOptions::dry_run().with_execute(*execute);

@@ -31,7 +31,6 @@ use crate::store::lake;
 use crate::store::lease::Fence;
 use crate::store::link::{self, WriteKind};
 use crate::store::tracker::{Audit, RowWrite, Tracker, TrackerRow};
-use crate::util::time::now_ms;
 
 use super::core::{Engine, session};
 use super::options::{RunOptions, Step, send};
@@ -238,9 +237,7 @@ pub(crate) fn completed_rows(rows: &[TrackerRow], pending: i64, note: &str) -> V
             d.run_id = Some(pending);
             d.pending_version = None;
             d.pending_run_id = None;
-            d.updated_at = Some(now_ms());
-            d.updated_by = Some(crate::util::who::operator());
-            d.note = Some(note.into());
+            d.stamp(note);
             d
         })
         .collect()
@@ -316,8 +313,7 @@ pub(crate) fn plan_rows(plan: &Plan, state: RowState) -> Vec<TrackerRow> {
                     row.note = Some("run".into());
                 }
             }
-            row.updated_at = Some(now_ms());
-            row.updated_by = Some(crate::util::who::operator());
+            row.touch();
             row
         })
         .collect()

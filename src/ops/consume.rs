@@ -12,8 +12,6 @@ use crate::store::consumer::{self, ConsumerProgress};
 use crate::store::lake;
 use crate::store::link;
 use crate::store::tracker::{Audit, RowWrite, Tracker};
-use crate::util::time::now_ms;
-use crate::util::who::operator;
 
 /// The next batch for a consumer: read the link table at `link_version`, rows with
 /// `after_run_id < run_id <= through_run_id`. The same rows however many runs land meanwhile.
@@ -83,7 +81,7 @@ async fn progress(tracker: &Tracker, pipeline: &str, name: &str) -> Result<Consu
     Ok(ConsumerProgress::find(&tracker.consumer_rows(Some(pipeline)).await?, name))
 }
 
-/// The link table, or a clear refusal when no run has created it yet.
+/// The link table; `None` until a run creates it.
 async fn link_table(engine: &Engine, p: &Pipeline) -> Result<Option<DeltaTable>> {
     lake::open_owned(&p.link_table, &engine.config.storage_options).await
 }
@@ -133,9 +131,7 @@ pub async fn consume(engine: &Engine, pipeline: &str, name: &str) -> Result<Batc
         let mut row = progress.next_row(pipeline);
         row.pending_version = Some(version as i64);
         row.pending_run_id = Some(through);
-        row.updated_at = Some(now_ms());
-        row.updated_by = Some(operator());
-        row.note = Some(format!("consume: runs {after}..={through} at link version {version}"));
+        row.stamp(format!("consume: runs {after}..={through} at link version {version}"));
         let mut audit = Audit::new("consume", pipeline);
         audit.details = serde_json::json!({ "consumer": name, "link_version": version, "after_run_id": after, "through_run_id": through, "keys": keys });
         let written = tracker.upsert(&[RowWrite::new(row, progress.row.clone())], &audit).await;
@@ -179,9 +175,7 @@ pub async fn ack(engine: &Engine, pipeline: &str, name: &str, through: i64, reas
     engine.refuse_if_read_only(&format!("ack of consumer `{name}`"))?;
     let mut row = progress.next_row(pipeline);
     row.run_id = Some(through);
-    row.updated_at = Some(now_ms());
-    row.updated_by = Some(operator());
-    row.note = Some(match reason {
+    row.stamp(match reason {
         Some(r) => format!("ack: {r}"),
         None => format!("ack through run {through}"),
     });
@@ -238,9 +232,7 @@ pub async fn execute_rewind(engine: &Engine, plan: &RewindPlan, reason: &str) ->
     }
     let mut row = progress.next_row(&plan.pipeline);
     row.run_id = Some(plan.to_run_id);
-    row.updated_at = Some(now_ms());
-    row.updated_by = Some(operator());
-    row.note = Some(format!("rewind: {reason}"));
+    row.stamp(format!("rewind: {reason}"));
     let mut audit = Audit::new("ack-rewind", &plan.pipeline);
     audit.reason = Some(reason.to_string());
     audit.details = serde_json::json!({

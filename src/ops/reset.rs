@@ -13,8 +13,6 @@ use crate::store::lake::{self, EarliestReadable};
 use crate::engine::{session, Engine};
 use crate::store::lease::Fence;
 use crate::store::tracker::{Audit, RowWrite, TrackerRow};
-use crate::util::time::now_ms;
-use crate::util::who::operator;
 
 /// Where to move a pipeline's tracker position.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -220,9 +218,7 @@ async fn write_reset(engine: &Engine, plan: &ResetPlan, reason: &str, fence: &Fe
         row.run_id = row.run_id.max(row.pending_run_id);
         row.pending_version = None;
         row.pending_run_id = None;
-        row.updated_at = Some(now_ms());
-        row.updated_by = Some(operator());
-        row.note = Some(format!("reset: {reason}"));
+        row.stamp(format!("reset: {reason}"));
         rows.push(RowWrite::new(row, read));
     }
     let mut audit = Audit::new("reset", &plan.pipeline).fenced(fence);

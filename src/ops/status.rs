@@ -192,12 +192,7 @@ pub async fn status_at(engine: &Engine, now: i64) -> Result<Status> {
     let pipelines = engine.config.pipelines.values().cloned().map(|p| {
         let (engine, rows, by_name, tables) = (engine.clone(), rows.clone(), by_name.clone(), tables.clone());
         let consumer_rows = consumer_rows.clone();
-        async move {
-            let mut st = pipeline_status(&engine, &p, &rows, &by_name, &tables, now).await;
-            st.consumers = consumers_status(&engine, &p, &consumer_rows, now).await;
-            st.health = health::worst(std::iter::once(st.health.clone()).chain(st.consumers.iter().map(|c| c.health.clone())));
-            st
-        }
+        async move { pipeline_status(&engine, &p, &rows, &consumer_rows, &by_name, &tables, now).await }
     });
     let pipelines = futures::stream::iter(pipelines).buffered(PROBE_CONCURRENCY).collect::<Vec<_>>().await;
     Ok(Status { upstreams, pipelines })
@@ -207,13 +202,15 @@ async fn pipeline_status(
     engine: &Engine,
     p: &Pipeline,
     rows: &[TrackerRow],
+    consumer_rows: &[TrackerRow],
     upstreams: &HashMap<String, UpstreamStatus>,
     tables: &HashMap<String, Probe>,
     now: i64,
 ) -> PipelineStatus {
-    let (link_rows, last_write) = match engine.tables.owned(&p.link_table, &engine.config.storage_options).await {
+    let link = engine.tables.owned(&p.link_table, &engine.config.storage_options).await.map_err(|e| format!("{e:#}"));
+    let (link_rows, last_write) = match &link {
         Ok(Some(t)) => {
-            let (rows, write) = futures::join!(link::row_count(&t), link::last_write(&t));
+            let (rows, write) = futures::join!(link::row_count(t), link::last_write(t));
             (rows.ok(), write.ok().flatten())
         }
         Ok(None) => (Some(0), None),
@@ -234,7 +231,8 @@ async fn pipeline_status(
         };
         ups.push(upstream_progress(p, engine.config.retention_margin, u, row, st, guard, run_in_progress));
     }
-    let health = health::worst(ups.iter().map(|u| u.health.clone()));
+    let consumers = consumers_status(p, link.as_ref().map(Option::as_ref), consumer_rows, now).await;
+    let health = health::worst(ups.iter().map(|u| u.health.clone()).chain(consumers.iter().map(|c| c.health.clone())));
     PipelineStatus {
         name: p.name.clone(),
         link_table: display_uri(&p.link_table),
@@ -243,26 +241,26 @@ async fn pipeline_status(
         last_run_id: mine.iter().filter_map(|r| r.run_id).max(),
         last_write,
         upstreams: ups,
-        consumers: Vec::new(),
+        consumers,
         health,
     }
 }
 
-/// Each consumer of `p`: what waits for it in the latest link table, judged by its own SLO.
-async fn consumers_status(engine: &Engine, p: &Pipeline, rows: &[TrackerRow], now: i64) -> Vec<ConsumerStatus> {
+/// Each consumer of `p`: what waits for it in the latest link table (`link`, or why it could
+/// not be opened), judged by its own SLO.
+async fn consumers_status(p: &Pipeline, link: Result<Option<&DeltaTable>, &String>, rows: &[TrackerRow], now: i64) -> Vec<ConsumerStatus> {
     if p.consumers.is_empty() {
         return Vec::new();
     }
     let mine: Vec<TrackerRow> = rows.iter().filter(|r| r.pipeline_name == p.name).cloned().collect();
-    let table = engine.tables.owned(&p.link_table, &engine.config.storage_options).await;
     let mut out = Vec::new();
     for c in &p.consumers {
         let progress = ConsumerProgress::find(&mine, &c.name);
         let acked = progress.acked();
-        let waiting = match &table {
+        let waiting = match link {
             Ok(Some(t)) => consumer::waiting(t, acked, None).await.map_err(|e| format!("{e:#}")),
             Ok(None) => Ok(consumer::Waiting::default()),
-            Err(e) => Err(format!("{e:#}")),
+            Err(e) => Err(e.clone()),
         };
         let w = waiting.clone().unwrap_or_default();
         let lag_seconds = w.oldest_change_ms.map_or(0.0, |t| (now - t).max(0) as f64 / 1000.0);

@@ -7,9 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use color_eyre::eyre::Result;
-use deltalake::DeltaTable;
 
-use crate::store::lake;
 use crate::engine::{Engine, RunOptions, RunReport};
 
 /// Polls upstreams and runs pipelines whose upstreams moved.
@@ -17,26 +15,20 @@ pub struct Watcher {
     engine: Engine,
     pipelines: Vec<String>,
     interval: Duration,
-    tables: HashMap<String, DeltaTable>,
 }
 
 impl Watcher {
     pub fn new(engine: Engine, pipelines: Vec<String>, interval: Duration) -> Self {
         let pipelines =
             if pipelines.is_empty() { engine.unpaused_pipelines() } else { pipelines };
-        Watcher { engine, pipelines, interval, tables: HashMap::new() }
+        Watcher { engine, pipelines, interval }
     }
 
-    /// Latest version of an upstream by listing the log forward from the last known version
-    /// (no snapshot reload).
-    async fn latest(&mut self, name: &str) -> Result<u64> {
-        if !self.tables.contains_key(name) {
-            let u = self.engine.config.upstream(name)?;
-            let t = lake::open_upstream(name, &u.uri, &self.engine.config.storage_options).await?;
-            self.tables.insert(name.into(), t);
-        }
-        let t = &self.tables[name];
-        Ok(t.get_latest_version().await?)
+    /// Latest version of an upstream from a listing of its log (no snapshot: the engine's
+    /// probes, which status and the metrics of this process share).
+    async fn latest(&self, name: &str) -> Result<u64> {
+        let u = self.engine.config.upstream(name)?;
+        Ok(self.engine.probes.probe(name, &u.uri, &self.engine.config.storage_options, &self.engine.commits).await?.latest)
     }
 
     /// Pipelines with an upstream ahead of the tracker (or an unfinished run), and the

@@ -52,10 +52,6 @@ impl ConsumerProgress {
         Some((r.pending_version?, r.pending_run_id?))
     }
 
-    pub fn updated_at(&self) -> Option<i64> {
-        self.row.as_ref().and_then(|r| r.updated_at)
-    }
-
     /// The row to write, starting from the one read.
     pub fn next_row(&self, pipeline: &str) -> TrackerRow {
         self.row.clone().unwrap_or_else(|| TrackerRow::new(pipeline, &row_key(&self.consumer)))

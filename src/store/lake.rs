@@ -50,25 +50,17 @@ pub struct TableCache(tokio::sync::Mutex<HashMap<String, DeltaTable>>);
 
 impl TableCache {
     /// A table deltalink owns (link table) at its latest version; `None` when it does not exist.
+    /// The cached table is moved forward to its latest commit, or opened again when there is
+    /// none or it cannot be moved forward (dropped or re-created underneath: its versions would
+    /// start again below ours, so the cached version's commit is checked to be still there).
     pub async fn owned(&self, uri: &Url, storage: &HashMap<String, String>) -> Result<Option<DeltaTable>> {
-        self.refreshed(uri, open_owned(uri, storage)).await
-    }
-
-    /// The cached table moved forward to its latest commit, or `open` when there is none or it
-    /// cannot be moved forward (dropped or re-created underneath: its versions would start
-    /// again below ours, so the cached version's commit is checked to be still there).
-    async fn refreshed(
-        &self,
-        uri: &Url,
-        open: impl std::future::Future<Output = Result<Option<DeltaTable>>>,
-    ) -> Result<Option<DeltaTable>> {
         let cached = self.0.lock().await.get(uri.as_str()).cloned();
         let table = match cached {
             Some(mut t) => match t.update_incremental(None).await {
                 Ok(()) if still_there(&t).await => Some(t),
-                _ => open.await?,
+                _ => open_owned(uri, storage).await?,
             },
-            None => open.await?,
+            None => open_owned(uri, storage).await?,
         };
         let mut cache = self.0.lock().await;
         match &table {
@@ -281,10 +273,20 @@ impl EarliestReadable {
 }
 
 pub async fn list_log(table: &DeltaTable) -> Result<LogListing> {
+    list_log_after(table, None).await
+}
+
+/// The log entries after version `after`'s commit (all of them for `None`): a poll of a table
+/// with a long log lists what is new, not the whole log.
+pub async fn list_log_after(table: &DeltaTable, after: Option<u64>) -> Result<LogListing> {
     let store = table.log_store();
     let object_store = store.object_store(None);
     let mut listing = LogListing::default();
-    let mut entries = object_store.list(Some(store.log_path()));
+    let mut entries = match after {
+        // Entries sort by name, and names start with the zero-padded version.
+        Some(v) => object_store.list_with_offset(Some(store.log_path()), &store.log_path().clone().join(format!("{v:020}.json"))),
+        None => object_store.list(Some(store.log_path())),
+    };
     while let Some(meta) = entries.try_next().await? {
         let Some(file) = meta.location.filename() else { continue };
         let Some((stem, rest)) = file.split_once('.') else { continue };
@@ -411,15 +413,11 @@ impl CommitCache {
         }
         let Some(commit) = read_commit(table, version).await? else { return Ok(None) };
         let facts = CommitFacts::of(commit);
-        let mut cache = self.lock();
-        if cache.len() >= COMMIT_CACHE_MAX {
-            cache.clear();
-        }
-        cache.insert(key, facts.clone());
+        self.insert(table, version, facts.clone());
         Ok(Some(facts))
     }
 
-    /// Remember the facts of `version` of `table`, read elsewhere (a status probe).
+    /// Remember the facts of `version` of `table` (read here, or by a status probe).
     pub fn insert(&self, table: &DeltaTable, version: u64, facts: CommitFacts) {
         let mut cache = self.lock();
         if cache.len() >= COMMIT_CACHE_MAX {

@@ -4,7 +4,8 @@
 //! statistics) to know the table's files, which status never shows: profiled on 100 tables of
 //! 61 commits without a checkpoint, loading them took ~1 s of a 1.1 s status.
 //!
-//! Probes are cached: a refresh lists each log, and reads only the commits that are new since.
+//! Probes are cached: a refresh lists each log after the cached version, and reads only the
+//! commits that are new since.
 
 use std::collections::HashMap;
 
@@ -116,27 +117,41 @@ impl ProbeCache {
 }
 
 async fn probe(name: &str, uri: &Url, storage: &HashMap<String, String>, cached: Option<Probe>, commits: &CommitCache) -> Result<Probe> {
+    if let Some(p) = cached {
+        if let Some(moved) = probe_from(name, uri, storage, Some(p), commits).await? {
+            return Ok(moved);
+        }
+    }
+    // Cold, or the cached probe's latest commit is gone (the table was moved, dropped or
+    // re-created underneath): from scratch, which names a missing table.
+    probe_from(name, uri, storage, None, commits).await?.ok_or_else(|| Error::UpstreamMissing { name: name.into(), uri: display_uri(uri) }.into())
+}
+
+/// A probe from `cached` (`None` when its latest commit is no longer in the log) or, without
+/// one, from scratch (`None` when the log has no commit).
+async fn probe_from(name: &str, uri: &Url, storage: &HashMap<String, String>, cached: Option<Probe>, commits: &CommitCache) -> Result<Option<Probe>> {
     let handle = match &cached {
         Some(p) => p.handle.clone(),
         None => handle(name, uri, storage)?,
     };
-    let listing = match lake::list_log(&handle).await {
+    // A cached probe lists from its latest commit on (which must still be there).
+    let listing = match lake::list_log_after(&handle, cached.as_ref().and_then(|p| p.latest.checked_sub(1))).await {
         Ok(l) => l,
         Err(e) => return Err(lake::storage_problem(&format!("upstream `{name}`"), uri, &e).map_or(e, Into::into)),
     };
-    let Some(&latest) = listing.commits.last() else {
-        return Err(Error::UpstreamMissing { name: name.into(), uri: display_uri(uri) }.into());
-    };
-    // Nothing new: the cached probe holds (a table re-created at the same version is caught by
-    // the run, which checks its pins).
+    if cached.as_ref().is_some_and(|p| !listing.commits.contains(&p.latest)) {
+        return Ok(None);
+    }
+    let Some(&latest) = listing.commits.last() else { return Ok(None) };
+    // Nothing new: the cached probe holds.
     if let Some(p) = cached.as_ref().filter(|p| p.latest == latest) {
-        return Ok(p.clone());
+        return Ok(Some(p.clone()));
     }
     // New commits since the cached probe, or (cold) those after the newest checkpoint: the
     // newest metadata among them, if any, is the table's.
     let from = match &cached {
-        Some(p) if p.latest < latest => p.latest + 1,
-        _ => listing.checkpoints.range(..=latest).next_back().map_or(0, |cp| cp + 1),
+        Some(p) => p.latest + 1,
+        None => listing.checkpoints.range(..=latest).next_back().map_or(0, |cp| cp + 1),
     }
     // The latest commit is read for its info even when a checkpoint was written at it.
     .min(latest);
@@ -149,7 +164,7 @@ async fn probe(name: &str, uri: &Url, storage: &HashMap<String, String>, cached:
     let newest = heads.first().filter(|(v, _)| *v == latest);
     let configuration = match heads.iter().find_map(|(_, h)| h.configuration.clone()) {
         Some(c) => c,
-        None => match cached.filter(|p| p.latest < latest) {
+        None => match cached {
             Some(p) => p.configuration,
             // The metadata is in the checkpoint: its `metaData` column alone, or (a checkpoint
             // in parts, or of another format) a snapshot.
@@ -159,13 +174,13 @@ async fn probe(name: &str, uri: &Url, storage: &HashMap<String, String>, cached:
             },
         },
     };
-    Ok(Probe {
+    Ok(Some(Probe {
         handle,
         latest,
         last_commit_ms: newest.and_then(|(_, h)| h.timestamp_ms),
         last_operation: newest.and_then(|(_, h)| h.operation.clone()),
         configuration,
-    })
+    }))
 }
 
 /// A handle that reads the table's log; a local folder that is not there is named as missing.

@@ -61,6 +61,18 @@ impl TrackerRow {
     pub fn processed(&self) -> Option<i64> {
         self.last_processed_version
     }
+
+    /// Written now, by this operator.
+    pub fn touch(&mut self) {
+        self.updated_at = Some(crate::util::time::now_ms());
+        self.updated_by = Some(operator());
+    }
+
+    /// Written now, by this operator, with `note` saying why.
+    pub fn stamp(&mut self, note: impl Into<String>) {
+        self.touch();
+        self.note = Some(note.into());
+    }
 }
 
 /// The `upstream` of a consumer's progress row starts with this (config refuses upstream names

@@ -1,7 +1,7 @@
 //! Engine work out and back: spawning jobs (one load in flight per kind), and folding their
 //! progress and results into the state; the clock tick and the activity log.
 
-use crate::console::msg::{Finished, Job, Progress, Request, TaskEvent, TaskId, View};
+use crate::console::msg::{Finished, Job, Progress, Request, TaskEvent, TaskId, View, WriteOp};
 use crate::console::text;
 use crate::engine::{Preview, RunEvent, RunReport};
 use crate::ops::status::Status;
@@ -186,7 +186,7 @@ impl App {
                 self.after_write(&pipeline);
             }
             Finished::MaintainPlan { pipeline, result } => match result {
-                Ok(plan) => self.propose(crate::console::msg::WriteOp::Maintain { pipeline, plan }, None),
+                Ok(plan) => self.propose(WriteOp::Maintain { pipeline, plan }, None),
                 Err(e) => self.log(Level::Error, format!("maintenance dry run of {pipeline} failed: {e}")),
             },
             Finished::Maintained { pipeline, result } => {
