@@ -52,10 +52,14 @@ def generate(lake, ids):
         f.write("\n".join(lines) + "\n")
 
 
-def rename(lake, ids, trial):
+def rename(lake, ids, trial, pattern):
     from deltalake import DeltaTable
     rng = random.Random(100 + trial)
-    changed = sorted(rng.sample(range(ids), 200))
+    if pattern == "clustered":
+        start = rng.randrange(ids - 200)
+        changed = list(range(start, start + 200))  # one batch of neighbouring sp_ids
+    else:
+        changed = sorted(rng.sample(range(ids), 200))  # spread over the whole key range
     table = DeltaTable(os.path.join(lake, "d_spmaster"))
     # A new name each time (an update to the same value writes no change rows).
     table.update(updates={"name": f"'renamed{table.version() + 1}'"}, predicate=f"sp_id IN ({', '.join(map(str, changed))})")
@@ -69,12 +73,13 @@ def main():
     p.add_argument("--trials", type=int, default=3)
     p.add_argument("--generate", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--rename", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--pattern", default="scattered", help=argparse.SUPPRESS)
     args = p.parse_args()
     lake = args.dir or tempfile.mkdtemp(prefix="deltalink-join-")
     if args.generate:
         return generate(lake, args.ids)
     if args.rename is not None:
-        return rename(lake, args.ids, args.rename)
+        return rename(lake, args.ids, args.rename, args.pattern)
     me = [sys.executable, __file__, "--dir", lake, "--ids", str(args.ids)]
     if not os.path.exists(os.path.join(lake, "deltalink.toml")):
         subprocess.run(me + ["--generate"], check=True)
@@ -82,23 +87,26 @@ def main():
     dl = [binary, "--config", os.path.join(lake, "deltalink.toml")]
     env = dict(os.environ, DELTALINK_LOG="error")
     subprocess.run(dl + ["run", "--all"], check=True, capture_output=True, env=env)
-    times = {"join_small": [], "join_large": []}
+    patterns = ("scattered", "clustered")
+    times = {(pat, p): [] for pat in patterns for p in ("join_small", "join_large")}
     reports = {}
     for trial in range(args.trials):
-        subprocess.run(me + ["--rename", str(trial)], check=True)
-        for pipeline in times:
-            s, _, out = bench.timed(dl + ["run", pipeline, "--json"], env)
-            times[pipeline].append(s)
-            reports[pipeline] = json.loads(out)[0]
-    small, large = (statistics.median(times[p]) for p in ("join_small", "join_large"))
+        for pattern in patterns:
+            subprocess.run(me + ["--rename", str(trial), "--pattern", pattern], check=True)
+            for pipeline in ("join_small", "join_large"):
+                s, _, out = bench.timed(dl + ["run", pipeline, "--json"], env)
+                times[(pattern, pipeline)].append(s)
+                reports[(pattern, pipeline)] = json.loads(out)[0]
     print(f"200 renamed d_spmaster rows, joined with {args.ids * 6:,} and {args.ids * 60:,} affiliation rows "
-          f"(median of {args.trials}, whole process):")
-    for pipeline, med in (("join_small", small), ("join_large", large)):
-        r = reports[pipeline]
-        reads = ", ".join(f"{j['upstream']}: {j['files']} files, {j['rows']:,} rows" for j in r.get("joined_reads", []))
-        print(f"  {pipeline:<11} {med:.2f}s  ({r['change_rows']} change rows -> {r['distinct_keys']} keys){'; read ' + reads if reads else ''}")
-    print(f"  large / small: {large / small:.2f}x")
-
+          f"(median of {args.trials}, whole process; last run's reads):")
+    for pattern in patterns:
+        print(f"  {pattern} sp_ids" + (" (spread over the key range)" if pattern == "scattered" else " (200 neighbours)"))
+        med = {p: statistics.median(times[(pattern, p)]) for p in ("join_small", "join_large")}
+        for pipeline in ("join_small", "join_large"):
+            r = reports[(pattern, pipeline)]
+            reads = ", ".join(f"{j['files_read']} of {j['files_total']} files, {j['rows_read']:,} rows" for j in r.get("joined", []))
+            print(f"    {pipeline:<11} {med[pipeline]:.2f}s  ({r['change_rows']} change rows -> {r['distinct_keys']} keys); read {reads}")
+        print(f"    large / small: {med['join_large'] / med['join_small']:.2f}x")
 
 if __name__ == "__main__":
     main()

@@ -552,6 +552,9 @@ fn print_run(r: &RunReport) {
             r.cdf_scans,
             r.link_merge.as_secs_f64()
         );
+        for j in &r.joined {
+            println!("  joined {:<25} by `{}`: {}", j.upstream, j.source, crate::describe::joined_read(j));
+        }
     }
 }
 

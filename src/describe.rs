@@ -1,8 +1,18 @@
 //! Words for plans, ranges, steps and reset targets, shared by the command line and the console
 //! so both say the same thing the same way.
 
-use crate::engine::{ReadRangeView, Step, UpstreamRead};
+use crate::engine::{JoinedRead, ReadRangeView, Step, UpstreamRead};
 use crate::ops::reset::ResetTarget;
+
+/// What a run read of a table that a `sql` source joins.
+pub fn joined_read(j: &JoinedRead) -> String {
+    let how = if j.pruned_on.is_empty() {
+        "whole: the query does not let it be narrowed to the change rows".to_string()
+    } else {
+        format!("narrowed to the change rows' values of {}", j.pruned_on.join(", "))
+    };
+    format!("{} of {} files, {} rows ({how})", j.files_read, j.files_total, j.rows_read)
+}
 
 /// What a run or preview reads from one upstream.
 pub fn read_range(u: &UpstreamRead) -> String {

@@ -13,6 +13,7 @@ mod options;
 mod plan;
 mod preview;
 mod protocol;
+mod prune;
 mod read;
 mod replay;
 mod report;
@@ -20,4 +21,4 @@ mod write;
 
 pub use self::core::{session, Engine, DEFAULT_LINK_FILE_SIZE};
 pub use self::options::{step_name, RunEvent, RunOptions, Step};
-pub use self::report::{Outcome, Preview, ReadRangeView, Replay, ReplayReport, RunReport, UpstreamRead};
+pub use self::report::{JoinedRead, Outcome, Preview, ReadRangeView, Replay, ReplayReport, RunReport, UpstreamRead};

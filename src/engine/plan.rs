@@ -1,6 +1,7 @@
 //! Planning a run: versions pinned, ranges decided, key types checked — nothing written.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use color_eyre::eyre::{Result, eyre};
 use deltalake::DeltaTable;
@@ -10,12 +11,13 @@ use deltalake::schema::DataType as DeltaType;
 use crate::Error;
 use crate::config::{KeyMapping, Pipeline, StartFrom};
 use crate::store::cdf::{self, ReadRange};
+use crate::store::counted::ScanTally;
 use crate::store::lake;
 use crate::store::link;
 use crate::store::tracker::TrackerRow;
 
 use super::core::Engine;
-use super::report::{ReadRangeView, UpstreamRead};
+use super::report::{JoinedRead, ReadRangeView, UpstreamRead};
 
 impl Engine {
 
@@ -47,7 +49,17 @@ impl Engine {
             }
         };
         let link_committed = if link.is_some() { committed } else { None };
-        Ok(Plan { pipeline: pipeline.clone(), run_id, resumed: pending_run.is_some(), reads, tables, prior, link, link_committed })
+        Ok(Plan {
+            pipeline: pipeline.clone(),
+            run_id,
+            resumed: pending_run.is_some(),
+            reads,
+            tables,
+            prior,
+            link,
+            link_committed,
+            joined: JoinedScans::default(),
+        })
     }
 
     /// The link table, as opened when planning, or now (it is created after the intent).
@@ -105,6 +117,45 @@ pub(crate) struct Plan {
     pub(crate) link: Option<DeltaTable>,
     /// The last run committed into `link` as opened (its application transaction).
     pub(crate) link_committed: Option<i64>,
+    /// The scans of tables that `sql` sources join, tallied as they run.
+    pub(crate) joined: JoinedScans,
+}
+
+/// A joined table's scan in a run, and what it read so far.
+#[derive(Debug, Clone)]
+pub(crate) struct JoinedScan {
+    pub(crate) source: String,
+    pub(crate) upstream: String,
+    pub(crate) pruned_on: Vec<String>,
+    pub(crate) files_total: u64,
+    pub(crate) tally: Arc<ScanTally>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub(crate) struct JoinedScans(Arc<Mutex<Vec<JoinedScan>>>);
+
+impl JoinedScans {
+    pub(crate) fn record(&self, scan: JoinedScan) {
+        if let Ok(mut scans) = self.0.lock() {
+            scans.push(scan);
+        }
+    }
+
+    /// What each joined table's scan read (call once the run's reads are done).
+    pub(crate) fn reads(&self) -> Vec<JoinedRead> {
+        let scans = self.0.lock().map(|s| s.clone()).unwrap_or_default();
+        scans
+            .into_iter()
+            .map(|s| JoinedRead {
+                source: s.source,
+                upstream: s.upstream,
+                pruned_on: s.pruned_on,
+                files_read: s.tally.files(),
+                files_total: s.files_total,
+                rows_read: s.tally.rows(),
+            })
+            .collect()
+    }
 }
 
 impl Plan {

@@ -92,6 +92,7 @@ impl Engine {
         report.change_rows = affected.as_ref().map_or(0, |a| a.change_rows);
         report.null_key_rows = affected.as_ref().map_or(0, |a| a.null_key_rows);
         report.distinct_keys = affected.as_ref().map_or(0, |a| a.distinct_keys);
+        report.joined = plan.joined.reads();
         if report.null_key_rows > 0 {
             tracing::warn!(pipeline = name, rows = report.null_key_rows, "change rows with a NULL key were skipped");
             send(opts, name, format!("{} change rows had a NULL key and were not written", report.null_key_rows));

@@ -8,18 +8,20 @@ use std::sync::Arc;
 use color_eyre::eyre::{Result, eyre};
 use deltalake::DeltaTable;
 use deltalake::arrow::datatypes::DataType;
-use deltalake::datafusion::prelude::{DataFrame, SessionContext};
+use deltalake::datafusion::prelude::{DataFrame, Expr, SessionContext};
 
 use crate::Error;
 use crate::config::{KeyMapping, Pipeline};
 use crate::engine::keymap::{self, AffectedKeys};
 use crate::engine::sqlmap;
 use crate::store::cdf::{self, ReadRange, ScanCounter};
+use crate::store::counted::{CountedProvider, ScanTally};
 use crate::store::lake;
 use crate::store::tracker::TrackerRow;
 
 use super::core::{Cycle, Engine, SharedRead, session};
-use super::plan::Plan;
+use super::plan::{JoinedScan, Plan};
+use super::prune;
 use super::protocol::{IntentNote, explain};
 use super::report::{ReadRangeView, UpstreamRead};
 
@@ -209,11 +211,12 @@ impl Engine {
         let names: Vec<String> = self.config.upstreams.keys().cloned().collect();
         let prepared = sqlmap::prepare(sql, &plan.pipeline.name, upstream, &names)?;
         let changes_df = union_by_name(changes.to_vec())?.ok_or_else(|| eyre!("no change frames for `{upstream}`"))?;
+        let pruning = self.join_pruning(plan, upstream, &prepared, &changes_df).await?;
         let mut registered = vec![sqlmap::CHANGES.to_string()];
         ctx.register_table(sqlmap::CHANGES, changes_df.into_view())?;
         let result = async {
             for t in &prepared.tables {
-                let relation = self.relation_with_images(ctx, plan, t, raw.get(t)).await?;
+                let relation = self.relation_with_images(ctx, plan, upstream, t, raw.get(t), pruning.get(t)).await?;
                 ctx.register_table(t.as_str(), relation.into_view())?;
                 registered.push(t.clone());
             }
@@ -230,20 +233,74 @@ impl Engine {
         keymap::project_sql_output(df, &plan.pipeline.key, key_types, prepared.provenance, read.map(|r| (r.pinned, r.pinned_ts)))
     }
 
-    /// Another upstream as a SQL source sees it: snapshot at the pin ∪ this run's pre-images/deletes.
+    /// Filters that narrow the tables a `sql` source joins to the rows its change rows can join
+    /// (see [`prune`]), with the columns each is on. None for a first snapshot read: every row
+    /// is a change then, and listing their values would cost a second pass for nothing.
+    async fn join_pruning(
+        &self,
+        plan: &Plan,
+        upstream: &str,
+        prepared: &sqlmap::PreparedSql,
+        changes: &DataFrame,
+    ) -> Result<HashMap<String, (Vec<String>, Expr)>> {
+        let snapshot_read = plan.reads.iter().any(|r| r.upstream == upstream && r.range.is_some_and(|g| g.snapshot.is_some()));
+        if snapshot_read || prepared.tables.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let mut schemas = vec![(sqlmap::CHANGES.to_string(), changes.schema().inner().clone())];
+        for t in &prepared.tables {
+            let table = plan.tables.get(t).ok_or_else(|| eyre!("upstream `{t}` was not pinned for this run"))?;
+            schemas.push((t.clone(), table.snapshot()?.snapshot().arrow_schema()));
+        }
+        let links = match prune::plan_links(&prepared.sql, &schemas).await {
+            Ok(links) => links,
+            Err(e) => {
+                // The query itself is planned (and its error reported) right after this.
+                tracing::debug!(pipeline = %plan.pipeline.name, source = upstream, error = %e, "join pruning not planned");
+                return Ok(HashMap::new());
+            }
+        };
+        let mut out = HashMap::new();
+        for (t, links) in links {
+            let filter = prune::key_filter(changes, &links).await?;
+            out.insert(t, (links.into_iter().map(|l| l.table_column).collect(), filter));
+        }
+        Ok(out)
+    }
+
+    /// Another upstream as a SQL source sees it: snapshot at the pin ∪ this run's pre-images/deletes,
+    /// both narrowed by `pruning` when the query allows it; its scan's reads are tallied in the plan.
     pub(crate) async fn relation_with_images(
         &self,
         ctx: &SessionContext,
         plan: &Plan,
+        source: &str,
         name: &str,
         images: Option<&Vec<DataFrame>>,
+        pruning: Option<&(Vec<String>, Expr)>,
     ) -> Result<DataFrame> {
         let table = plan.tables.get(name).ok_or_else(|| eyre!("upstream `{name}` was not pinned for this run"))?;
         table.update_datafusion_session(&ctx.state())?;
-        let snapshot = ctx.read_table(table.table_provider().await?)?;
+        let tally = Arc::new(ScanTally::default());
+        plan.joined.record(JoinedScan {
+            source: source.into(),
+            upstream: name.into(),
+            pruned_on: pruning.map(|(on, _)| on.clone()).unwrap_or_default(),
+            files_total: table.snapshot()?.log_data().num_files() as u64,
+            tally: tally.clone(),
+        });
+        let provider = CountedProvider::new(table.table_provider().await?, tally);
+        let mut snapshot = ctx.read_table(Arc::new(provider))?;
+        if let Some((_, filter)) = pruning {
+            snapshot = snapshot.filter(filter.clone())?;
+        }
         let columns: Vec<String> = snapshot.schema().fields().iter().map(|f| f.name().clone()).collect();
         let mut all = vec![snapshot];
         for df in images.into_iter().flatten() {
+            let df = match pruning {
+                Some((_, filter)) => df.clone().filter(filter.clone())?,
+                None => df.clone(),
+            };
             let before = df
                 .clone()
                 .filter(

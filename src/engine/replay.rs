@@ -81,7 +81,7 @@ impl Engine {
         }
         // Tables a `sql` source joins, replayed or not (at their latest versions).
         self.open_sql_tables(&pipeline, &mut tables).await?;
-        let mut plan = Plan { pipeline, run_id: 0, resumed: false, reads, tables, prior: HashMap::new(), link: None, link_committed: None };
+        let mut plan = Plan { pipeline, run_id: 0, resumed: false, reads, tables, prior: HashMap::new(), link: None, link_committed: None, joined: Default::default() };
         let ctx = session();
         let affected = self.read_keys(&ctx, &plan).await?;
         let mut report = ReplayReport {

@@ -61,6 +61,21 @@ pub enum Outcome {
     Recovered,
 }
 
+/// What a `sql` source read of a table it joins: files and rows after pruning by the change rows' join keys.
+#[derive(Debug, Clone, Serialize)]
+pub struct JoinedRead {
+    /// The upstream whose `sql` joins the table.
+    pub source: String,
+    /// The joined upstream.
+    pub upstream: String,
+    /// Its columns that the change rows' values pruned the scan on (empty: read whole).
+    pub pruned_on: Vec<String>,
+    /// Files of its snapshot that were read, of `files_total` (scans of change images not counted).
+    pub files_read: u64,
+    pub files_total: u64,
+    pub rows_read: u64,
+}
+
 /// What a run did, as `run` prints it.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunReport {
@@ -79,6 +94,8 @@ pub struct RunReport {
     /// Link-table files that took a deletion vector for the rows the MERGE replaced.
     pub link_files_marked: u64,
     pub cdf_scans: u64,
+    /// Per table a `sql` source joins: what its scan read.
+    pub joined: Vec<JoinedRead>,
     #[serde(serialize_with = "ser_duration")]
     pub duration: Duration,
     /// Of `duration`, the link-table MERGE: files written and committed (seconds in JSON).
@@ -103,6 +120,7 @@ impl RunReport {
             link_files_rewritten: 0,
             link_files_marked: 0,
             cdf_scans: 0,
+            joined: vec![],
             duration: Duration::ZERO,
             link_merge: Duration::ZERO,
         }

@@ -3,6 +3,7 @@
 
 pub mod cdf;
 pub mod consumer;
+pub mod counted;
 pub mod lake;
 pub mod lease;
 pub mod link;

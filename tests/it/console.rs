@@ -243,6 +243,7 @@ fn report(pipeline: &str, run_id: i64, keys: u64) -> RunReport {
         link_files_rewritten: 1,
         link_files_marked: 0,
         cdf_scans: 2,
+        joined: vec![],
         duration: Duration::from_millis(1_234),
         link_merge: Duration::from_millis(400),
     }
