@@ -342,6 +342,13 @@ impl Validator<'_> {
             let pipeline = self.pipeline(&name, p, &upstreams)?;
             pipelines.insert(name, pipeline);
         }
+        let on_s3 = std::iter::once(&tracker_uri)
+            .chain(upstreams.values().map(|u| &u.uri))
+            .chain(pipelines.values().map(|p| &p.link_table))
+            .any(|u| matches!(u.scheme(), "s3" | "s3a"));
+        if on_s3 {
+            self.refuse_s3_without_conditional_put(&raw.storage)?;
+        }
         Ok(Config {
             path: self.path.to_path_buf(),
             tracker_uri,
@@ -445,6 +452,25 @@ impl Validator<'_> {
 
     /// Object-store options; a value `${NAME}` is read from the environment so secrets stay
     /// out of config files.
+    /// Every commit deltalink makes (tracker, link tables) and every lease it takes is a
+    /// create-if-absent put; an S3 store told not to make conditional puts would fail each one
+    /// after the work (or, for a store that ignored it, let two writers both win).
+    fn refuse_s3_without_conditional_put(&self, storage: &BTreeMap<String, Spanned<String>>) -> Result<(), ConfigError> {
+        let disabled = |v: &str| v.trim().eq_ignore_ascii_case("disabled");
+        let why = "deltalink's commits and leases need create-if-absent puts, and this turns S3's conditional puts off";
+        let fix = "fix: remove it (AWS S3 and most S3-compatible stores support conditional puts); a store without them cannot host deltalink's tables";
+        for (key, value) in storage {
+            let k = key.to_ascii_lowercase();
+            if (k == "aws_conditional_put" || k == "conditional_put") && disabled(&self.secret(value, &format!("storage.{key}"))?) {
+                return Err(self.invalid(value.span(), &format!("storage.{key}"), format!("is \"disabled\": {why}\n  {fix}")));
+            }
+        }
+        if (self.env)("AWS_CONDITIONAL_PUT").is_some_and(|v| disabled(&v)) {
+            return Err(self.invalid(0..0, "storage", format!("the environment sets AWS_CONDITIONAL_PUT=disabled: {why}\n  {fix}: unset AWS_CONDITIONAL_PUT")));
+        }
+        Ok(())
+    }
+
     fn storage(&self, raw: BTreeMap<String, Spanned<String>>) -> Result<HashMap<String, String>, ConfigError> {
         let mut out = HashMap::new();
         for (key, value) in raw {
@@ -634,6 +660,25 @@ pub fn display_uri(url: &Url) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(feature = "s3")]
+    #[test]
+    fn s3_with_conditional_puts_disabled_is_refused_at_load() {
+        let text = |extra: &str| format!("[storage]\nAWS_REGION = \"us-east-1\"\n{extra}[tracker]\nuri = \"s3://lake/_deltalink/tracker\"\n");
+        let no_env = |_: &str| None;
+        for extra in ["aws_conditional_put = \"disabled\"\n", "CONDITIONAL_PUT = \"Disabled\"\n"] {
+            let e = Config::parse_with_env(&text(extra), Path::new("/c/deltalink.toml"), &no_env).expect_err(extra).to_string();
+            assert!(e.contains("deltalink.toml:3") && e.contains("create-if-absent") && e.contains("fix: remove it"), "{e}");
+        }
+        let e = Config::parse_with_env(&text(""), Path::new("/c/deltalink.toml"), &|v: &str| (v == "AWS_CONDITIONAL_PUT").then(|| "disabled".into()))
+            .expect_err("env")
+            .to_string();
+        assert!(e.contains("unset AWS_CONDITIONAL_PUT"), "{e}");
+        assert!(Config::parse_with_env(&text("aws_conditional_put = \"etag\"\n"), Path::new("/c/deltalink.toml"), &no_env).is_ok());
+        // A local lake does not care.
+        let local = "[storage]\naws_conditional_put = \"disabled\"\n[tracker]\nuri = \"t\"\n";
+        assert!(Config::parse_with_env(local, Path::new("/c/deltalink.toml"), &no_env).is_ok());
+    }
 
     #[test]
     fn an_object_store_left_out_of_the_build_is_refused_naming_its_feature() {

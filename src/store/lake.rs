@@ -87,8 +87,18 @@ pub fn storage_problem(what: &str, uri: &Url, e: &dyn std::fmt::Display) -> Opti
     }
     let text = e.to_string();
     let (what, uri) = (what.to_string(), display_uri(uri));
-    const DENIED: [&str; 6] =
-        ["InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "AuthorizationFailure", "ExpiredToken", "403 Forbidden"];
+    // S3, Azure and GCS codes, then the bare statuses for stores that send no code.
+    const DENIED: [&str; 9] = [
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "AccessDenied",
+        "AuthorizationFailure",
+        "ExpiredToken",
+        "AuthenticationRequired",
+        "InvalidAuthentication",
+        "403 Forbidden",
+        "401 Unauthorized",
+    ];
     if let Some(code) = DENIED.iter().find(|c| text.contains(**c)) {
         return Some(Error::StorageDenied { what, uri, code: code.to_string() });
     }

@@ -19,7 +19,7 @@ mod properties;
 mod readers;
 // The S3 tests need the `s3` feature (the README's test command enables `all-stores`).
 #[cfg(feature = "s3")]
-mod s3;
+mod stores;
 
 /// A build without the `s3` feature has no S3 tests: CI (DELTALINK_REQUIRE_S3=1) must not pass
 /// without them; elsewhere they are reported as skipped.
