@@ -3,7 +3,7 @@
 //! Shape (as gitui / the ratatui templates): terminal input → [`msg::Action`] →
 //! [`state::app::App::update`] → render from state ([`render::draw`]). Engine work runs as tokio tasks
 //! ([`tasks`]) whose results come back over a channel as actions; the loop never awaits I/O
-//! and draws at most once per frame interval, only when something changed.
+//! and draws only when something changed: at once for a key, at most once per frame interval for engine events.
 
 // One-way: messages and vocabulary at the bottom, state above them, rendering above state,
 // the task runner and the terminal loop on top (tests/it/architecture.rs keeps it so).
@@ -78,19 +78,44 @@ pub async fn run_console(engine: Engine, args: ConsoleArgs, demo: Option<DemoOpt
         None => None,
     };
     let sql_check = spawn_sql_check(engine.clone(), events_tx.clone(), log.clone());
-    let mut app = App::new(engine.config.clone(), engine.read_only).with_theme(theme).with_mouse(args.mouse);
-    let mut tasks = Tasks::new(engine, events_tx, log, env.depth());
+    let app = App::new(engine.config.clone(), engine.read_only).with_theme(theme).with_mouse(args.mouse);
+    let tasks = Tasks::new(engine, events_tx, log.clone(), env.depth(), tokio::runtime::Handle::current());
 
-    let result = match Tui::enter(args.mouse) {
-        Ok(mut tui) => event_loop(&mut tui, &mut app, &mut tasks, events_rx).await,
-        Err(e) => Err(e),
+    let ui = spawn_ui_thread(app, tasks, events_rx, log, args.mouse)?;
+    let result = match tokio::task::spawn_blocking(move || ui.join()).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(panic)) => std::panic::resume_unwind(panic), // the hook already restored the terminal
+        Err(e) => Err(eyre!("the console's UI thread could not be joined: {e}")),
     };
-    tasks.abort_all();
     sql_check.abort();
     if let Some(t) = demo_task {
         t.abort();
     }
     result
+}
+
+/// The terminal loop on its own thread and current-thread runtime. Its frame timer, tick and
+/// input then never wait for the engine runtime's workers, which DataFusion holds for a long
+/// poll at a time during a large run (frames waited up to 220 ms for a worker to drive the
+/// shared timer). Jobs still run on the engine runtime (see [`Tasks`]).
+fn spawn_ui_thread(
+    mut app: App,
+    mut tasks: Tasks,
+    events: UnboundedReceiver<TaskEvent>,
+    log: Dispatch,
+    mouse: bool,
+) -> Result<std::thread::JoinHandle<Result<()>>> {
+    let ui = move || -> Result<()> {
+        let _ui_log = tracing::dispatcher::set_default(&log);
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().wrap_err("cannot start the console's runtime")?;
+        let result = runtime.block_on(async {
+            let mut tui = Tui::enter(mouse)?;
+            event_loop(&mut tui, &mut app, &mut tasks, events).await
+        });
+        tasks.abort_all();
+        result
+    };
+    std::thread::Builder::new().name("deltalink-ui".into()).spawn(ui).wrap_err("cannot start the console's UI thread")
 }
 
 /// Tracing goes to a file: anything written to the terminal would tear the UI.
@@ -272,6 +297,14 @@ async fn event_loop(
             ev = input.recv() => {
                 let ev = ev.ok_or_else(|| eyre!("the terminal input reader stopped"))?;
                 handle_input(app, ev?);
+                // A key is answered at once; the frame pacing below is for the stream of
+                // engine events, which would otherwise make a key wait for the next slot.
+                if app.needs_redraw() {
+                    drain(app, &mut input, &mut events)?;
+                    tui.draw(app)?;
+                    app.mark_drawn();
+                    next_frame = Instant::now() + FRAME;
+                }
             }
             Some(ev) = events.recv() => app.update(Action::Task(ev)),
             _ = tick.tick() => app.update(Action::Tick),

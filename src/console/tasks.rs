@@ -30,11 +30,14 @@ pub struct Tasks {
     /// Tracing of task code goes to the console's log file, never to the terminal.
     log: Dispatch,
     depth: ColorDepth,
+    /// The engine's runtime: jobs run there, never on the UI thread's own runtime.
+    runtime: tokio::runtime::Handle,
 }
 
 impl Tasks {
-    pub fn new(engine: Engine, events: UnboundedSender<TaskEvent>, log: Dispatch, depth: ColorDepth) -> Tasks {
-        Tasks { engine, events, running: HashMap::new(), log, depth }
+    /// `runtime`: where jobs run (the engine's multi-threaded runtime).
+    pub fn new(engine: Engine, events: UnboundedSender<TaskEvent>, log: Dispatch, depth: ColorDepth, runtime: tokio::runtime::Handle) -> Tasks {
+        Tasks { engine, events, running: HashMap::new(), log, depth, runtime }
     }
 
     pub fn execute(&mut self, request: Request) {
@@ -57,7 +60,7 @@ impl Tasks {
             };
             let _ = events.send(event);
         };
-        let handle = tokio::spawn(work.with_subscriber(self.log.clone()));
+        let handle = self.runtime.spawn(work.with_subscriber(self.log.clone()));
         self.running.insert(id, handle.abort_handle());
     }
 
