@@ -306,4 +306,85 @@ mod tests {
         let ranges = text.matches("BETWEEN").count();
         assert!(ranges > 1 && ranges <= MAX_RANGES && text.contains("k0000") && text.contains("k0999"), "{ranges}: {text}");
     }
+
+    /// Soundness against the unpruned query itself: over random small tables (NULLs included),
+    /// every query whose plan allows narrowing returns the same rows with `aff` narrowed by
+    /// [`key_filter`] as with `aff` whole — including shapes that must not be narrowed, in case
+    /// the analysis ever allowed one.
+    #[tokio::test]
+    async fn narrowing_never_changes_a_querys_rows() {
+        use deltalake::arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
+        use deltalake::arrow::util::display::array_value_to_string;
+        use deltalake::datafusion::prelude::SessionContext;
+        use rand::{Rng, SeedableRng};
+
+        const QUERIES: [(&str, bool); 16] = [
+            ("SELECT ra.inst FROM changes c JOIN aff ra ON c.sp_id = ra.sp_id", true),
+            ("SELECT ra.inst FROM changes c LEFT JOIN aff ra ON c.sp_id = ra.sp_id", true),
+            ("SELECT inst FROM aff WHERE sp_id IN (SELECT sp_id FROM changes)", true),
+            ("SELECT c.sp_id AS inst FROM changes c WHERE NOT EXISTS (SELECT 1 FROM aff a WHERE a.sp_id = c.sp_id)", true),
+            ("SELECT c.sp_id AS inst, count(ra.inst) AS n FROM changes c LEFT JOIN aff ra ON c.sp_id = ra.sp_id GROUP BY c.sp_id", true),
+            ("SELECT g.m AS inst FROM changes c JOIN (SELECT sp_id, max(inst) AS m FROM aff GROUP BY sp_id) g ON g.sp_id = c.sp_id", true),
+            ("WITH x AS (SELECT DISTINCT sp_id FROM changes) SELECT a.inst FROM (SELECT * FROM aff WHERE inst > 2) a JOIN x ON a.sp_id = x.sp_id", true),
+            ("SELECT ra.inst FROM aff ra JOIN changes c ON ra.sp_id = c.sp_id JOIN aff rb ON rb.sp_id = c.sp_id", true),
+            ("SELECT o.k AS inst FROM changes c JOIN aff ra ON c.sp_id = ra.sp_id JOIN other o ON o.inst = ra.inst", true),
+            ("SELECT ra.inst FROM changes c JOIN aff ra ON c.sp_id = ra.sp_id AND ra.inst > c.sp_id WHERE ra.inst IS NULL OR c.name <> 'x'", true),
+            ("SELECT ra.inst FROM aff ra LEFT JOIN changes c ON c.sp_id = ra.sp_id", false),
+            ("SELECT ra.inst FROM changes c RIGHT JOIN aff ra ON c.sp_id = ra.sp_id", false),
+            ("SELECT ra.inst FROM changes c FULL JOIN aff ra ON c.sp_id = ra.sp_id", false),
+            ("SELECT inst FROM aff WHERE sp_id NOT IN (SELECT sp_id FROM changes)", false),
+            ("SELECT ra.inst FROM changes c JOIN aff ra ON c.sp_id + 1 = ra.sp_id", false),
+            ("SELECT count(*) AS inst FROM changes c JOIN (SELECT * FROM aff ORDER BY inst LIMIT 3) ra ON c.sp_id = ra.sp_id", false),
+        ];
+        let ints = |rng: &mut rand::rngs::SmallRng, n: usize| -> ArrayRef {
+            Arc::new(Int64Array::from((0..n).map(|_| (rng.gen_range(0..10) > 0).then(|| rng.gen_range(0..8))).collect::<Vec<_>>()))
+        };
+        let schemas = schemas();
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(7);
+        for (sql, narrows) in QUERIES {
+            let mut narrowed_cases = 0;
+            for case in 0..60 {
+                let (nc, na, no) = (rng.gen_range(0..5), rng.gen_range(0..12), rng.gen_range(0..6));
+                let names: ArrayRef = Arc::new(StringArray::from((0..nc).map(|i| format!("n{i}")).collect::<Vec<_>>()));
+                let kinds: ArrayRef = Arc::new(StringArray::from(vec!["insert"; nc]));
+                let tables = [
+                    RecordBatch::try_new(schemas[0].1.clone(), vec![ints(&mut rng, nc), names, kinds]).expect("changes"),
+                    RecordBatch::try_new(schemas[1].1.clone(), vec![ints(&mut rng, na), ints(&mut rng, na)]).expect("aff"),
+                    RecordBatch::try_new(schemas[2].1.clone(), vec![ints(&mut rng, no), ints(&mut rng, no)]).expect("other"),
+                ];
+                let ctx_with = |narrow: Option<Expr>| {
+                    let tables = tables.clone();
+                    let schemas = schemas.clone();
+                    async move {
+                        let ctx = SessionContext::new();
+                        for ((name, schema), batch) in schemas.iter().zip(tables) {
+                            let mem = Arc::new(MemTable::try_new(schema.clone(), vec![vec![batch]]).expect("mem"));
+                            match (&narrow, name.as_str()) {
+                                (Some(f), "aff") => ctx.register_table("aff", ctx.read_table(mem).expect("read").filter(f.clone()).expect("filter").into_view()),
+                                _ => ctx.register_table(name.as_str(), mem),
+                            }
+                            .expect("register");
+                        }
+                        ctx
+                    }
+                };
+                let rows = |ctx: SessionContext| async move {
+                    let batches = ctx.sql(sql).await.expect(sql).collect().await.expect(sql);
+                    let mut out: Vec<String> = batches
+                        .iter()
+                        .flat_map(|b| (0..b.num_rows()).map(move |r| (0..b.num_columns()).map(|c| array_value_to_string(b.column(c), r).expect("text")).collect::<Vec<_>>().join(",")))
+                        .collect();
+                    out.sort();
+                    out
+                };
+                let Some(links) = plan_links(sql, &schemas).await.expect("plans").remove("aff") else { continue };
+                let whole = ctx_with(None).await;
+                let filter = key_filter(&whole.table("changes").await.expect("changes"), &links).await.expect("filter");
+                assert_eq!(rows(ctx_with(Some(filter.clone())).await).await, rows(whole).await, "case {case}: {sql} narrowed by {filter}");
+                narrowed_cases += 1;
+            }
+            assert_eq!(narrowed_cases > 0, narrows, "{sql}");
+        }
+    }
+
 }
