@@ -21,4 +21,5 @@ mod write;
 
 pub use self::core::{session, Engine, DEFAULT_LINK_FILE_SIZE};
 pub use self::options::{step_name, RunEvent, RunOptions, Step};
+pub(crate) use self::options::test_point;
 pub use self::report::{JoinedRead, Outcome, Preview, ReadRangeView, Replay, ReplayReport, RunReport, UpstreamRead};

@@ -72,16 +72,20 @@ impl RunOptions {
         if self.fail_after == Some(step) {
             return Err(Error::InjectedFault(format!("{step:?}")).into());
         }
-        if std::env::var("DELTALINK_FAULT_AFTER").ok().as_deref() == Some(step_name(step)) {
-            // A real crash (for kill tests): the process dies with no unwinding or cleanup.
-            std::process::abort();
-        }
-        if std::env::var("DELTALINK_STOP_AFTER").ok().as_deref() == Some(step_name(step)) {
-            // A real freeze (for fencing tests): the process stops as SIGSTOP, a VM pause or a
-            // long GC would stop it, at a known step; SIGCONT wakes it up.
-            stop_self();
-        }
+        test_point(step_name(step));
         Ok(())
+    }
+}
+
+/// Where the kill and freeze tests stop a process: `DELTALINK_FAULT_AFTER=name` crashes it here
+/// (no unwinding, no cleanup), `DELTALINK_STOP_AFTER=name` freezes it here (SIGSTOP, as a VM
+/// pause or a long GC would; SIGCONT wakes it up). Names: the run's steps, and `maintain-leased`.
+pub(crate) fn test_point(name: &str) {
+    if std::env::var("DELTALINK_FAULT_AFTER").ok().as_deref() == Some(name) {
+        std::process::abort();
+    }
+    if std::env::var("DELTALINK_STOP_AFTER").ok().as_deref() == Some(name) {
+        stop_self();
     }
 }
 

@@ -20,6 +20,7 @@ use crate::config::display_uri;
 use crate::engine::Engine;
 use crate::store::consumer::ConsumerProgress;
 use crate::store::lake;
+use crate::store::lease::Fence;
 use crate::store::link::{self, Purged};
 use crate::store::tracker::Audit;
 use crate::util::time::now_ms;
@@ -40,6 +41,12 @@ pub struct MaintainOptions {
 
 /// A file whose deletion vector deletes this share of its rows or more is rewritten.
 pub const PURGE_FRACTION: f64 = 0.5;
+
+/// Files no commit references are vacuumed only once older than this, whatever retention the
+/// operator asks for: a writer's files exist before its commit refers to them (a run's link
+/// files; a tracker commit, which takes no lease), and an hour is far beyond any commit's
+/// write-to-commit time. Files a commit removed follow the retention alone.
+pub const MIN_VACUUM_RETENTION: Duration = Duration::from_secs(3600);
 
 /// Default [`MaintainOptions::clock_skew`].
 pub const DEFAULT_CLOCK_SKEW: Duration = Duration::from_secs(300);
@@ -141,7 +148,10 @@ async fn maintain_link(engine: &Engine, pipeline: &str, opts: &MaintainOptions) 
     }
     engine.refuse_if_read_only(&format!("maintenance of the link table of `{pipeline}`"))?;
     let lease = crate::store::lease::acquire(&engine.config, pipeline, "maintain").await?;
-    let result = execute(engine, table, subject, keep_from, opts).await;
+    // The table as of now, under the lease: one opened before it may predate a run's commit.
+    let table = lake::open_owned(&p.link_table, &engine.config.storage_options).await?.unwrap_or(table);
+    crate::engine::test_point("maintain-leased");
+    let result = execute(engine, table, subject, keep_from, Some(&lease.fence()), opts).await;
     lease.release().await;
     result.map(Some)
 }
@@ -154,7 +164,8 @@ async fn maintain_tracker(engine: &Engine, opts: &MaintainOptions) -> Result<Opt
         return plan(engine, &table, Subject::Tracker, None, opts).await.map(Some);
     }
     engine.refuse_if_read_only("maintenance of the tracker")?;
-    execute(engine, table, Subject::Tracker, None, opts).await.map(Some)
+    // No lease: tracker commits are compare-and-set, and the vacuum keeps young files.
+    execute(engine, table, Subject::Tracker, None, None, opts).await.map(Some)
 }
 
 /// Which table is maintained.
@@ -220,7 +231,18 @@ async fn plan(engine: &Engine, table: &DeltaTable, subject: Subject<'_>, keep_fr
     })
 }
 
-async fn execute(engine: &Engine, table: DeltaTable, subject: Subject<'_>, keep_from: Option<i64>, opts: &MaintainOptions) -> Result<TableUpkeep> {
+/// Purge, compact and vacuum; with `fence` (a link table's lease), each step only while the
+/// lease is still held: a process frozen past its lease must not commit over the runs of the
+/// process that took the pipeline over, nor vacuum against a log it no longer knows.
+async fn execute(
+    engine: &Engine,
+    table: DeltaTable,
+    subject: Subject<'_>,
+    keep_from: Option<i64>,
+    fence: Option<&Fence>,
+    opts: &MaintainOptions,
+) -> Result<TableUpkeep> {
+    let held = || fence.map_or(Ok(()), Fence::check);
     let what = subject.label();
     let before = Files::of(&table)?;
     let target = target_size(engine, opts);
@@ -232,10 +254,12 @@ async fn execute(engine: &Engine, table: DeltaTable, subject: Subject<'_>, keep_
             ("deltalink.operator".to_string(), serde_json::json!(audit.operator)),
         ])
     };
+    held()?;
     let (table, purge) = match subject {
         Subject::Link(_) => link::purge_deleted_rows(&table, PURGE_FRACTION, props()).await.wrap_err_with(|| format!("{what} ({uri})"))?,
         Subject::Tracker => (table, Purged::default()),
     };
+    held()?;
     let (table, compacted) = table
         .optimize()
         .with_target_size(std::num::NonZeroU64::new(target).unwrap_or(std::num::NonZeroU64::MIN))
@@ -244,6 +268,7 @@ async fn execute(engine: &Engine, table: DeltaTable, subject: Subject<'_>, keep_
         .wrap_err_with(|| format!("OPTIMIZE of the {what} ({uri}) failed; nothing was compacted"))?;
     let after = Files::of(&table)?;
     let retention = retention(&table, keep_from, opts).await?;
+    held()?;
     let (_, (vacuum_files, vacuum_bytes)) = vacuum(table, retention, true).await.wrap_err_with(|| format!("VACUUM of the {what} ({uri}) failed"))?;
     let upkeep = TableUpkeep {
         table: what,
@@ -279,24 +304,32 @@ async fn retention(table: &DeltaTable, keep_from: Option<i64>, opts: &MaintainOp
     Ok(base.max(since))
 }
 
-/// Vacuum (full: also files no commit references, which a run that died before its commit
-/// leaves), or only its dry run; the files deleted (or that would be) and their bytes.
+/// Vacuum, or only its dry run; the files deleted (or that would be) and their bytes. Files a
+/// commit removed go once older than `retention`. Files no commit references (a run that died
+/// before its commit leaves them) go too, but only once older than [`MIN_VACUUM_RETENTION`]
+/// as well: a writer's files exist before its commit refers to them.
 async fn vacuum(table: DeltaTable, retention: Duration, execute: bool) -> Result<(DeltaTable, (u64, u64))> {
-    let period = chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
-    let run = |table: DeltaTable, dry_run: bool| {
+    let passes = [(VacuumMode::Lite, retention), (VacuumMode::Full, retention.max(MIN_VACUUM_RETENTION))];
+    let run = |table: DeltaTable, mode: VacuumMode, retention: Duration, dry_run: bool| {
         table
             .vacuum()
-            .with_mode(VacuumMode::Full)
-            .with_retention_period(period)
+            .with_mode(mode)
+            .with_retention_period(chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX))
             .with_enforce_retention_duration(false)
             .with_dry_run(dry_run)
             .into_future()
     };
     let store = table.object_store();
-    let (table, planned) = run(table, true).await?;
+    let mut table = table;
+    let mut planned: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+    for (mode, r) in passes.clone() {
+        let (t, metrics) = run(table, mode, r, true).await?;
+        table = t;
+        planned.extend(metrics.files_deleted);
+    }
     // Owned paths and sizes summed after collecting: a future borrowing into the stream's
     // closures would not be `Send` for the console's task.
-    let paths: Vec<Path> = planned.files_deleted.iter().map(|p| Path::from(p.as_str())).collect();
+    let paths: Vec<Path> = planned.iter().map(|p| Path::from(p.as_str())).collect();
     let heads = paths.into_iter().map(move |path| {
         let store = store.clone();
         async move { store.head(&path).await.map(|m| m.size).unwrap_or(0) }
@@ -304,8 +337,13 @@ async fn vacuum(table: DeltaTable, retention: Duration, execute: bool) -> Result
     let sizes: Vec<u64> = futures::stream::iter(heads).buffer_unordered(16).collect().await;
     let bytes = sizes.iter().sum();
     if !execute {
-        return Ok((table, (planned.files_deleted.len() as u64, bytes)));
+        return Ok((table, (planned.len() as u64, bytes)));
     }
-    let (table, done) = run(table, false).await?;
-    Ok((table, (done.files_deleted.len() as u64, bytes)))
+    let mut deleted = 0u64;
+    for (mode, r) in passes {
+        let (t, metrics) = run(table, mode, r, false).await?;
+        table = t;
+        deleted += metrics.files_deleted.len() as u64;
+    }
+    Ok((table, (deleted, bytes)))
 }

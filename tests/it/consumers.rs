@@ -297,3 +297,36 @@ fn maintain_rewrites_files_whose_deletion_vectors_hide_most_rows_and_changes_no_
         assert_eq!((keys.len(), keys[&98]), (100, 4), "key 98 (row 99) changed by run 4");
     });
 }
+
+/// A full VACUUM deletes files no commit references (a run that died before its commit leaves
+/// them), but not young ones, whatever the retention: a writer's files exist before its commit
+/// refers to them, and the tracker takes commits from other processes without a lease.
+#[test]
+fn maintain_vacuums_old_unreferenced_files_but_never_young_ones() {
+    rt().block_on(async {
+        let lake = Lake::new();
+        let mut a = ModelTable::create(&lake.path("a"), true).await;
+        let engine = lake.engine(&consumer_config());
+        a.insert(&[Some(1), Some(2)]).await;
+        engine.run("p", &RunOptions::default()).await.expect("run");
+        let mut orphans = Vec::new();
+        for table in ["_deltalink/links/p", "_deltalink/tracker"] {
+            let young = lake.path(table).join("part-00000-young-not-yet-committed.parquet");
+            let old = lake.path(table).join("part-00000-old-never-committed.parquet");
+            for f in [&young, &old] {
+                std::fs::write(f, b"a writer's file").expect("write");
+            }
+            let two_hours_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(2 * 3600);
+            std::fs::File::options().write(true).open(&old).expect("open").set_modified(two_hours_ago).expect("mtime");
+            orphans.push((young, old));
+        }
+        let opts = MaintainOptions::dry_run().with_retention(std::time::Duration::ZERO).with_execute(true);
+        maintain(&engine, &["p".to_string()], true, &opts).await.expect("maintain");
+        for (young, old) in orphans {
+            assert!(young.exists(), "kept: {}", young.display());
+            assert!(!old.exists(), "vacuumed: {}", old.display());
+        }
+        let keys: Affected = link_keys(&engine, "p").await.into_keys().collect();
+        assert_eq!(keys, [1, 2].into_iter().collect::<Affected>());
+    });
+}

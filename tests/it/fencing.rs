@@ -388,3 +388,41 @@ fn an_upstream_removed_around_a_pending_run_does_not_hold_the_pipeline() {
         assert!(all.is_subset(&keys), "every key of a: {keys:?}");
     });
 }
+
+/// `maintain --execute` frozen right after taking the pipeline's lease and opening its link
+/// table (as a VM pause would freeze it), while another process takes the lease over and runs:
+/// woken, it must not purge, compact or vacuum against a log it no longer knows (or under a run
+/// committing meanwhile). It stops, and the link table holds every key once.
+#[test]
+fn a_maintenance_frozen_past_its_lease_commits_nothing_over_newer_runs() {
+    let (lake, mut a, engine, mut all) = rt().block_on(async {
+        let (lake, a, engine, all) = lake_with_unread_versions().await;
+        // Rewritten keys: link files with deletion vectors for maintenance to purge.
+        engine.run("p", &RunOptions::default()).await.expect("second run");
+        (lake, a, engine, all)
+    });
+    let cfg = lake.path("deltalink.toml");
+    let child = Command::new(env!("CARGO_BIN_EXE_deltalink"))
+        .args(["--config", cfg.to_str().expect("utf-8"), "maintain", "p", "--execute", "--retention", "1s"])
+        .env("DELTALINK_STOP_AFTER", "maintain-leased")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn deltalink maintain");
+    wait_until_stopped(child.id(), "maintain-leased");
+    rt().block_on(async {
+        wait_until_lease_looks_expired(&engine).await;
+        all.extend(a.random_commit(&mut seeded(19), 100).await);
+        all.extend(a.update_key(&a.rows.keys().copied().take(3).collect::<Vec<_>>(), 7).await);
+        engine.run("p", &RunOptions::default()).await.expect("a run by the process that took the lease over");
+    });
+    let (ok, stderr) = wake(child);
+    assert!(!ok && stderr.contains("lost its lease"), "the woken maintenance must stop: {stderr}");
+    rt().block_on(async {
+        let rows = link_rows(&engine, "p").await;
+        let keys: Affected = rows.iter().map(|(k, _)| k[0].parse::<i64>().expect("integer key")).collect();
+        assert_eq!((keys, rows.len()), (all.clone(), all.len()), "every key, once");
+        let history = engine.tracker().await.expect("t").history(5).await.expect("history");
+        assert!(history.iter().all(|h| h.action.as_deref() != Some("maintain")), "no maintenance on record: {history:?}");
+    });
+}
