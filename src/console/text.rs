@@ -71,6 +71,9 @@ pub fn run_summary(r: &RunReport) -> String {
             if r.null_key_rows > 0 {
                 s += &format!("; {} NULL-key rows skipped", thousands(r.null_key_rows));
             }
+            for j in &r.joined {
+                s += &format!("; joined {}: {} of {} files", j.upstream, j.files_read, j.files_total);
+            }
             s
         }
     }

@@ -1507,3 +1507,19 @@ fn last_run_cell_shows_a_write_made_by_another_process() {
     assert!(screen.contains("#7 6m12s ago, 1,516 keys"), "{screen}");
     assert!(screen.contains("never run"), "author_profiles has no write: {screen}");
 }
+
+/// A run's line in Activity says how much of each joined table it read (narrowing at work).
+#[test]
+fn a_runs_line_names_what_it_read_of_each_joined_table() {
+    let mut r = report("j", 4, 12);
+    r.joined.push(deltalink::engine::JoinedRead {
+        source: "a".into(),
+        upstream: "aff_large".into(),
+        pruned_on: vec!["sp_id".into()],
+        files_read: 20,
+        files_total: 200,
+        rows_read: 1_200,
+    });
+    let line = deltalink::console::text::run_summary(&r);
+    assert!(line.starts_with("run #4 written: 36 change rows → 12 keys") && line.ends_with("; joined aff_large: 20 of 200 files"), "{line}");
+}
