@@ -1,6 +1,7 @@
 //! The source tree's shape, kept by a test: layers import only downwards, no two files import
 //! each other (directly or through others), and no file grows past ~900 lines. The layers are
-//! drawn in README, *Layout*; `crate::` and `super::` paths (in `use` and inline) are the edges.
+//! drawn in README, *Layout*; `crate::`, `super::` and `self::` paths (in `use` and inline) are the
+//! edges, and so are a file's paths into its own child modules (`mod x;` … `x::f()`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -60,14 +61,18 @@ fn the_checker_names_an_upward_import_and_a_cycle() {
     write("lib.rs", "pub mod util;\npub mod store;\npub mod engine;\npub use engine::Engine;\n");
     write("util/mod.rs", "pub mod time;\n");
     write("util/time.rs", "// crate::engine in a comment is no import\nfn f() -> crate::Engine { todo!() }\n");
-    write("store/mod.rs", "pub mod a;\npub mod b;\n");
+    write("store/mod.rs", "pub mod a;\npub mod b;\nmod c;\npub struct S;\nfn g() { c::h() }\n");
+    write("store/c.rs", "use crate::store::S;\npub fn h() {}\n");
     write("store/a.rs", "use super::b::{self, B};\n");
     write("store/b.rs", "use crate::store::{a::A, lake};\nconst S: &str = \"crate::ops::x\";\n");
     write("engine/mod.rs", "use crate::store::a;\npub struct Engine;\n");
     let problems = check_tree(dir.path());
-    assert_eq!(problems.len(), 2, "{problems:#?}");
+    assert_eq!(problems.len(), 3, "{problems:#?}");
     assert!(problems[0].contains("util/time.rs") && problems[0].contains("engine/mod.rs") && problems[0].contains("upward"), "{}", problems[0]);
-    assert!(problems[1].contains("store/a.rs") && problems[1].contains("store/b.rs") && problems[1].contains("cycle"), "{}", problems[1]);
+    let cycle = |a: &str, b: &str| problems[1..].iter().any(|p| p.contains(a) && p.contains(b) && p.contains("cycle"));
+    assert!(cycle("store/a.rs", "store/b.rs"), "{problems:#?}");
+    // A parent calling into its child by the child's bare name, while the child imports the parent.
+    assert!(cycle("store/c.rs", "store/mod.rs"), "{problems:#?}");
 }
 
 /// Every problem of the tree under `src`, as sentences naming the files.
@@ -77,11 +82,15 @@ fn check_tree(src: &Path) -> Vec<String> {
         .filter(|f| !matches!(f.strip_prefix(src).ok().and_then(Path::to_str), Some("lib.rs" | "main.rs")))
         .map(|f| (module_path(src, &f), f))
         .collect();
-    let reexports = root_reexports(src);
+    let mut reexports = BTreeMap::from([(Vec::new(), module_reexports(&[], &std::fs::read_to_string(src.join("lib.rs")).unwrap_or_default()))]);
+    for (module, file) in &files {
+        reexports.insert(module.clone(), module_reexports(module, &std::fs::read_to_string(file).expect("read source")));
+    }
     let mut edges: BTreeMap<Vec<String>, BTreeSet<Vec<String>>> = BTreeMap::new();
     for (module, file) in &files {
         let text = std::fs::read_to_string(file).expect("read source");
-        for path in crate_paths(&strip_tests(&code_only(&text))) {
+        let code = strip_tests(&code_only(&text));
+        for path in crate_paths(&code, &child_modules(&code)) {
             let Some(target) = absolute(module, &path) else { continue };
             let target = resolve(&files, &reexports, &target);
             if let Some(t) = target.filter(|t| t != module) {
@@ -149,16 +158,23 @@ fn layer(module: &[String]) -> Option<usize> {
         .map(|(_, l)| *l)
 }
 
-/// Names the crate root re-exports (`pub use engine::Engine;` makes `crate::Engine` engine's).
-fn root_reexports(src: &Path) -> BTreeMap<String, Vec<String>> {
-    let text = std::fs::read_to_string(src.join("lib.rs")).unwrap_or_default();
+/// What a module re-exports (`pub use child::Engine;` in `engine/mod.rs`): name → the absolute
+/// path it stands for, so `crate::engine::Engine` lands in the file that defines it, not in the
+/// facade (a facade importing its children is no cycle with a sibling that uses the facade).
+fn module_reexports(module: &[String], text: &str) -> BTreeMap<String, Vec<String>> {
+    let code = strip_tests(&code_only(text));
+    let children = child_modules(&code);
     let mut out = BTreeMap::new();
-    for stmt in code_only(&text).split(';') {
-        let Some(tree) = stmt.trim().strip_prefix("pub use ") else { continue };
+    for stmt in code.split(';') {
+        let stmt = stmt.trim();
+        let Some(tree) = ["pub use ", "pub(crate) use "].iter().find_map(|p| stmt.rsplit_once(p).map(|(_, t)| t)) else { continue };
         for path in flatten_use(tree.trim()) {
-            if let Some((name, module)) = path.split_last() {
-                out.insert(name.clone(), module.to_vec());
-            }
+            let path = match path.first().map(String::as_str) {
+                Some(first) if children.iter().any(|c| c == first) => std::iter::once("self".to_string()).chain(path).collect(),
+                _ => path,
+            };
+            let (Some(name), Some(target)) = (path.last().cloned(), absolute(module, &path)) else { continue };
+            out.insert(name, target);
         }
     }
     out
@@ -240,8 +256,22 @@ fn strip_tests(code: &str) -> String {
     code.to_string()
 }
 
-/// Every `crate::`, `super::` and `self::` path: the leaves of `use` trees and inline paths.
-fn crate_paths(code: &str) -> Vec<Vec<String>> {
+/// The modules a file declares (`mod x;`, `pub mod x;`, `pub(crate) mod x;`; not inline `mod x { … }`).
+fn child_modules(code: &str) -> Vec<String> {
+    code.split(';')
+        .filter_map(|stmt| {
+            let words: Vec<&str> = stmt.split_whitespace().collect();
+            match words.as_slice() {
+                [.., "mod", name] if name.chars().all(|c| c.is_alphanumeric() || c == '_') => Some(name.to_string()),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+/// Every `crate::`, `super::` and `self::` path, and every path into one of the file's own
+/// `children` (as `self::child::…`): the leaves of `use` trees and inline paths.
+fn crate_paths(code: &str, children: &[String]) -> Vec<Vec<String>> {
     let mut paths = Vec::new();
     let mut rest = String::new();
     let mut i = 0;
@@ -258,9 +288,11 @@ fn crate_paths(code: &str) -> Vec<Vec<String>> {
         }
     }
     let bytes = rest.as_bytes();
-    for root in ["crate::", "super::", "self::"] {
+    let roots: Vec<String> =
+        ["crate", "super", "self"].iter().map(|r| r.to_string()).chain(children.iter().cloned()).map(|r| format!("{r}::")).collect();
+    for root in &roots {
         let mut at = 0;
-        while let Some(pos) = rest[at..].find(root) {
+        while let Some(pos) = rest[at..].find(root.as_str()) {
             let start = at + pos;
             at = start + root.len();
             if prev_is_ident(bytes, start) || (start >= 2 && &bytes[start - 2..start] == b"::") {
@@ -273,8 +305,14 @@ fn crate_paths(code: &str) -> Vec<Vec<String>> {
             paths.push(path);
         }
     }
-    paths.retain(|p| matches!(p.first().map(String::as_str), Some("crate" | "super" | "self")));
     paths
+        .into_iter()
+        .filter_map(|p| match p.first().map(String::as_str) {
+            Some("crate" | "super" | "self") => Some(p),
+            Some(first) if children.iter().any(|c| c == first) => Some(std::iter::once("self".to_string()).chain(p).collect()),
+            _ => None,
+        })
+        .collect()
 }
 
 /// The length of a `use …;` statement starting at `i`, if one does.
@@ -349,14 +387,27 @@ fn absolute(module: &[String], path: &[String]) -> Option<Vec<String>> {
     }
 }
 
-/// The module file a path lands in: its longest prefix that is a file of the tree, or a name
-/// the crate root re-exports.
-fn resolve(files: &BTreeMap<Vec<String>, PathBuf>, reexports: &BTreeMap<String, Vec<String>>, target: &[String]) -> Option<Vec<String>> {
-    let reexported = target.first().filter(|n| !files.contains_key(&vec![n.to_string()])).and_then(|n| reexports.get(n));
-    if let Some(module) = reexported {
-        return resolve(files, &BTreeMap::new(), module);
+/// The module file a path lands in: its longest prefix that is a file of the tree, followed
+/// through the re-exports of the module it lands in (the crate root's too).
+fn resolve(files: &BTreeMap<Vec<String>, PathBuf>, reexports: &BTreeMap<Vec<String>, BTreeMap<String, Vec<String>>>, target: &[String]) -> Option<Vec<String>> {
+    resolve_within(files, reexports, target, 8)
+}
+
+fn resolve_within(
+    files: &BTreeMap<Vec<String>, PathBuf>,
+    reexports: &BTreeMap<Vec<String>, BTreeMap<String, Vec<String>>>,
+    target: &[String],
+    hops: usize,
+) -> Option<Vec<String>> {
+    let landed = (1..=target.len()).rev().map(|n| target[..n].to_vec()).find(|p| files.contains_key(p)).unwrap_or_default();
+    let through = target.get(landed.len()).and_then(|name| reexports.get(&landed)?.get(name));
+    match through {
+        Some(path) if hops > 0 && path.as_slice() != target => {
+            let followed: Vec<String> = path.iter().chain(&target[landed.len() + 1..]).cloned().collect();
+            resolve_within(files, reexports, &followed, hops - 1).or(Some(landed).filter(|l| !l.is_empty()))
+        }
+        _ => Some(landed).filter(|l| !l.is_empty()),
     }
-    (1..=target.len()).rev().map(|n| target[..n].to_vec()).find(|p| files.contains_key(p))
 }
 
 /// Strongly connected components of two or more files (Tarjan), each sorted.

@@ -17,7 +17,7 @@ use deltalake::writer::RecordBatchWriter;
 use deltalake::{DeltaTable, ObjectStore, Path};
 
 use crate::store::cdf::CHANGE_TYPE;
-use crate::store::link::LinkWriteMetrics;
+use crate::store::link::columns::LinkWriteMetrics;
 
 use super::rows::{conform, spell_out, spelled_out};
 
@@ -156,10 +156,10 @@ pub(crate) fn link_file_properties(schema: &Schema) -> deltalake::parquet::file:
         .set_compression(Compression::SNAPPY)
         .set_max_row_group_row_count(Some(128 * 1024))
         .set_statistics_truncate_length(None);
-    for field in schema.fields().iter().filter(|f| !crate::store::link::is_link_column(f.name()) && f.name() != CHANGE_TYPE) {
+    for field in schema.fields().iter().filter(|f| !crate::store::link::columns::is_link_column(f.name()) && f.name() != CHANGE_TYPE) {
         properties = properties.set_column_dictionary_enabled(ColumnPath::from(field.name().as_str()), false);
     }
-    for list in [crate::store::link::UPSTREAMS_COL, crate::store::link::PROVENANCE_COL] {
+    for list in [crate::store::link::columns::UPSTREAMS_COL, crate::store::link::columns::PROVENANCE_COL] {
         let element = ColumnPath::new(vec![list.to_string(), "list".into(), "element".into()]);
         properties = properties.set_column_statistics_enabled(element, EnabledStatistics::None);
     }

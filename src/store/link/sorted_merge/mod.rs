@@ -41,7 +41,8 @@ use deltalake::arrow::datatypes::SchemaRef;
 use deltalake::kernel::transaction::CommitProperties;
 use deltalake::kernel::Action;
 
-use crate::store::link::{LinkWriteMetrics, deletion_vector};
+use crate::store::link::columns::LinkWriteMetrics;
+use crate::store::link::deletion_vector;
 
 use self::files::{ChangeImages, Uncommitted, commit, rows_per_file, write_change_data, write_data};
 use self::job::Job;
@@ -192,7 +193,7 @@ mod tests {
     use deltalake::arrow::compute::take_record_batch;
     use deltalake::arrow::datatypes::{DataType, Field, Schema};
     use deltalake::parquet::arrow::ArrowWriter;
-    use crate::store::link::PROVENANCE_COL;
+    use crate::store::link::columns::PROVENANCE_COL;
 
     /// Spark's truncated maximum (prefix + U+FFFD) widens above every string with that prefix,
     /// characters outside the basic plane included; other maxima stay as they are.

@@ -14,7 +14,7 @@ use deltalake::arrow::row::{RowConverter, SortField};
 use deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use deltalake::{ObjectStore, Path};
 
-use crate::store::link::{CREATED_COL, LAST_CHANGE_COL, PIPELINE_COL, PROVENANCE_COL, RUN_ID_COL, UPDATED_COL, UPSTREAMS_COL};
+use crate::store::link::columns::{CREATED_COL, LAST_CHANGE_COL, PIPELINE_COL, PROVENANCE_COL, RUN_ID_COL, UPDATED_COL, UPSTREAMS_COL};
 
 use super::layout::TargetFile;
 
