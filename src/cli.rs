@@ -532,26 +532,12 @@ async fn ack(engine: &Engine, pipeline: &str, consumer: &str, through: i64, exec
 
 
 fn print_run(r: &RunReport) {
-    let outcome = match r.outcome {
-        Outcome::NothingNew => "nothing new, nothing written".to_string(),
-        Outcome::Written => format!("run {} written", r.run_id.unwrap_or_default()),
-        Outcome::Recovered => format!("run {} recovered (tracker completed)", r.run_id.unwrap_or_default()),
-    };
-    println!("pipeline {}: {outcome} in {:.2}s", r.pipeline, r.duration.as_secs_f64());
+    println!("pipeline {}: {}", r.pipeline, crate::describe::run_summary(r));
     for u in &r.upstreams {
         println!("  {:<32} {}", u.upstream, crate::describe::read_range(u));
     }
     if r.outcome == Outcome::Written {
-        println!(
-            "  {} change rows → {} distinct keys ({} new, {} updated); {} NULL-key rows skipped; {} CDF scans; link MERGE {:.2}s",
-            r.change_rows,
-            r.distinct_keys,
-            r.keys_inserted,
-            r.keys_updated,
-            r.null_key_rows,
-            r.cdf_scans,
-            r.link_merge.as_secs_f64()
-        );
+        println!("  {} CDF scans; link MERGE {:.2}s", r.cdf_scans, r.link_merge.as_secs_f64());
         for j in &r.joined {
             println!("  joined {:<25} by `{}`: {}", j.upstream, j.source, crate::describe::joined_read(j));
         }

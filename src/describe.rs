@@ -1,8 +1,48 @@
 //! Words for plans, ranges, steps and reset targets, shared by the command line and the console
 //! so both say the same thing the same way.
 
-use crate::engine::{JoinedRead, ReadRangeView, Step, UpstreamRead};
+use crate::engine::{JoinedRead, Outcome, ReadRangeView, RunReport, Step, UpstreamRead};
 use crate::ops::reset::ResetTarget;
+
+/// 1234567 → "1,234,567".
+pub fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::with_capacity(s.len() + s.len() / 3);
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// One line saying what a run did, the same words in `run`'s output, `watch`'s and the
+/// console's Activity log: `run #7 written: 126 change rows → 42 keys (40 new, 2 updated) in 1.23s`.
+pub fn run_summary(r: &RunReport) -> String {
+    let run = r.run_id.map_or_else(|| "?".to_string(), |id| id.to_string());
+    let took = format!("{:.2}s", r.duration.as_secs_f64());
+    match r.outcome {
+        Outcome::NothingNew => format!("nothing new in {took}"),
+        Outcome::Recovered => format!("run #{run} recovered (tracker completed) in {took}"),
+        Outcome::Written => {
+            let mut s = format!(
+                "run #{run} written: {} change rows → {} keys ({} new, {} updated) in {took}",
+                thousands(r.change_rows),
+                thousands(r.distinct_keys),
+                thousands(r.keys_inserted),
+                thousands(r.keys_updated),
+            );
+            if r.null_key_rows > 0 {
+                s += &format!("; {} NULL-key rows skipped", thousands(r.null_key_rows));
+            }
+            for j in &r.joined {
+                s += &format!("; joined {}: {} of {} files", j.upstream, j.files_read, j.files_total);
+            }
+            s
+        }
+    }
+}
 
 /// What a run read of a table that a `sql` source joins.
 pub fn joined_read(j: &JoinedRead) -> String {

@@ -5,20 +5,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Local};
 
+use crate::describe::thousands;
 use crate::engine::{Outcome, RunReport};
-
-/// 1234567 → "1,234,567".
-pub fn thousands(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::with_capacity(s.len() + s.len() / 3);
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
 
 pub fn opt<T: ToString>(v: Option<T>) -> String {
     v.map_or_else(|| "-".to_string(), |v| v.to_string())
@@ -51,32 +39,6 @@ pub fn utc_text(ts: &str) -> String {
 
 pub fn clock(t: &DateTime<Local>) -> String {
     t.format("%H:%M:%S").to_string()
-}
-
-/// One line saying what a run did (Activity log, Pipelines view).
-pub fn run_summary(r: &RunReport) -> String {
-    match r.outcome {
-        Outcome::NothingNew => format!("nothing new in {}", seconds(r.duration)),
-        Outcome::Recovered => format!("run #{} recovered (tracker completed)", opt(r.run_id)),
-        Outcome::Written => {
-            let mut s = format!(
-                "run #{} written: {} change rows → {} keys ({} new, {} updated) in {}",
-                opt(r.run_id),
-                thousands(r.change_rows),
-                thousands(r.distinct_keys),
-                thousands(r.keys_inserted),
-                thousands(r.keys_updated),
-                seconds(r.duration)
-            );
-            if r.null_key_rows > 0 {
-                s += &format!("; {} NULL-key rows skipped", thousands(r.null_key_rows));
-            }
-            for j in &r.joined {
-                s += &format!("; joined {}: {} of {} files", j.upstream, j.files_read, j.files_total);
-            }
-            s
-        }
-    }
 }
 
 /// Short form for a table cell.

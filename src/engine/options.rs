@@ -22,6 +22,30 @@ pub enum Step {
     TrackerCommitted,
 }
 
+impl Step {
+    /// In the order a run passes them.
+    pub const ALL: [Step; 6] =
+        [Step::Pinned, Step::IntentRecorded, Step::ChangesRead, Step::LinkFilesWritten, Step::LinkCommitted, Step::TrackerCommitted];
+
+    /// Its place in [`Step::ALL`], from 1 (progress shown as "3/6").
+    pub fn number(self) -> usize {
+        Step::ALL.iter().position(|s| *s == self).map_or(0, |i| i + 1)
+    }
+
+    /// The short name logs and the test hooks (`DELTALINK_STOP_AFTER=intent`) use; the wording
+    /// for people is `describe::step_label`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Step::Pinned => "pinned",
+            Step::IntentRecorded => "intent",
+            Step::ChangesRead => "read",
+            Step::LinkFilesWritten => "files",
+            Step::LinkCommitted => "link",
+            Step::TrackerCommitted => "tracker",
+        }
+    }
+}
+
 /// Progress a run reports while it works (the console shows these).
 #[derive(Debug, Clone)]
 pub enum RunEvent {
@@ -65,14 +89,14 @@ impl RunOptions {
         Ok(())
     }
     pub(crate) fn reached(&self, pipeline: &str, step: Step) -> Result<()> {
-        tracing::info!(pipeline, step = step_name(step), "run step reached");
+        tracing::info!(pipeline, step = step.name(), "run step reached");
         if let Some(tx) = &self.events {
             let _ = tx.send(RunEvent::Step { pipeline: pipeline.into(), step });
         }
         if self.fail_after == Some(step) {
             return Err(Error::InjectedFault(format!("{step:?}")).into());
         }
-        test_point(step_name(step));
+        test_point(step.name());
         Ok(())
     }
 }
@@ -100,17 +124,6 @@ pub(crate) fn stop_self() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 pub(crate) fn stop_self() {
     tracing::warn!("DELTALINK_STOP_AFTER is only supported on Linux (glibc)");
-}
-
-pub fn step_name(step: Step) -> &'static str {
-    match step {
-        Step::Pinned => "pinned",
-        Step::IntentRecorded => "intent",
-        Step::ChangesRead => "read",
-        Step::LinkFilesWritten => "files",
-        Step::LinkCommitted => "link",
-        Step::TrackerCommitted => "tracker",
-    }
 }
 
 pub(crate) fn send(opts: &RunOptions, pipeline: &str, text: String) {

@@ -81,4 +81,17 @@ mod duration_tests {
         assert_eq!(human_seconds(3_600.0 * 3.0 + 300.0), "3h 05m");
         assert_eq!(human_seconds(86_400.0 * 8.0 + 3_600.0), "8d 01h");
     }
+
+    #[test]
+    fn instants_read_as_rfc3339_or_as_a_plain_date_and_time_in_utc() {
+        let at = |s: &str| parse_instant(s).map(|t| t.to_rfc3339());
+        assert_eq!(at("2025-01-31T12:00:00+02:00"), Ok("2025-01-31T10:00:00+00:00".into()), "an offset is honoured");
+        assert_eq!(at("2025-01-31T12:00:00Z"), Ok("2025-01-31T12:00:00+00:00".into()));
+        assert_eq!(at("2025-01-31 12:00"), Ok("2025-01-31T12:00:00+00:00".into()), "no zone: UTC, as the log's timestamps");
+        assert_eq!(at("2025-01-31 12:00:07"), Ok("2025-01-31T12:00:07+00:00".into()));
+        assert_eq!(at("2025-01-31T12:00"), Ok("2025-01-31T12:00:00+00:00".into()));
+        assert_eq!(at("2025-01-31"), Ok("2025-01-31T00:00:00+00:00".into()), "a plain date is its midnight");
+        assert!(at("31/01/2025").unwrap_err().contains("try 2025-01-31 12:00"));
+        assert!(at("2025-02-30").is_err(), "no such day");
+    }
 }

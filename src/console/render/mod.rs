@@ -127,29 +127,18 @@ fn tabs(f: &mut Frame, area: Rect, app: &App) {
     f.render_widget(tabs, area);
 }
 
-fn step_number(s: Step) -> usize {
-    match s {
-        Step::Pinned => 1,
-        Step::IntentRecorded => 2,
-        Step::ChangesRead => 3,
-        Step::LinkFilesWritten => 4,
-        Step::LinkCommitted => 5,
-        Step::TrackerCommitted => 6,
-    }
-}
-
 /// Progress of the running write: pipelines done plus the steps of the current one.
 fn gauge(f: &mut Frame, area: Rect, app: &App, task: &InFlight) {
-    const STEPS: f64 = 6.0;
-    let step = task.step.map_or(0, step_number);
-    let ratio = ((task.done as f64 + step as f64 / STEPS) / task.total.max(1) as f64).clamp(0.0, 1.0);
+    let steps = Step::ALL.len();
+    let step = task.step.map_or(0, Step::number);
+    let ratio = ((task.done as f64 + step as f64 / steps as f64) / task.total.max(1) as f64).clamp(0.0, 1.0);
     let secs = (app.now() - task.started).num_milliseconds().max(0) as f64 / 1000.0;
     let mut label = format!("{} {}", app.spinner(), task.label);
     if task.total > 1 {
         label += &format!(" {}/{}", task.done, task.total);
     }
     if let (Some(p), Some(s)) = (&task.current, task.step) {
-        label += &format!(" · {p}: {} ({step}/5)", crate::describe::step_label(s));
+        label += &format!(" · {p}: {} ({step}/{steps})", crate::describe::step_label(s));
     }
     label += &format!(" · {secs:.1}s · c cancels");
     let g = Gauge::default().gauge_style(app.theme.gauge).ratio(ratio).label(label);
@@ -181,7 +170,7 @@ fn summary(app: &App) -> String {
         "{} upstreams · {} pipelines · {} commits pending",
         st.upstreams.len(),
         st.pipelines.len(),
-        text::thousands(pending)
+        crate::describe::thousands(pending)
     );
     if broken > 0 {
         s += &format!(" · {broken} upstreams unreadable");

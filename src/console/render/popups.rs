@@ -16,7 +16,8 @@ use crate::console::state::form::{FormField, ResetForm};
 use crate::console::state::slot::Slot;
 use crate::console::state::replay::{ReplayField, ReplayForm};
 use crate::console::keys::{self, Binding, Context};
-use crate::console::text::{self, thousands};
+use crate::console::text;
+use crate::describe::thousands;
 use crate::console::theme::Theme;
 
 pub fn draw(f: &mut Frame, area: Rect, app: &App, popup: &Popup) {

@@ -296,7 +296,7 @@ impl App {
         match &result {
             Ok(r) => {
                 let level = if r.outcome == crate::engine::Outcome::NothingNew { Level::Info } else { Level::Ok };
-                self.log(level, format!("run {pipeline}: {}", text::run_summary(r)));
+                self.log(level, format!("run {pipeline}: {}", crate::describe::run_summary(r)));
             }
             Err(e) => self.log(Level::Error, format!("run {pipeline} failed: {e}")),
         }

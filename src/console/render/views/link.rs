@@ -7,7 +7,7 @@ use ratatui::Frame;
 use crate::store::link::LinkSort;
 
 use crate::console::state::app::App;
-use crate::console::text::thousands;
+use crate::describe::thousands;
 use crate::console::render::widgets::{error_text, longest, message, pane, table, TableSpec};
 
 fn link_sort_label(s: LinkSort) -> &'static str {

@@ -10,7 +10,8 @@ use crate::ops::health::HealthState;
 
 use crate::console::msg::View;
 use crate::console::state::app::App;
-use crate::console::text::{self, opt, thousands};
+use crate::console::text::{self, opt};
+use crate::describe::{run_summary, thousands};
 use crate::console::render::style::health_style;
 use crate::console::render::widgets::{filter_note, longest, pane, table, TableSpec};
 
@@ -237,7 +238,7 @@ fn pipeline_detail(f: &mut Frame, area: Rect, app: &App, p: &Pipeline) {
     }
     if let Some(last) = app.last_runs.get(&p.name) {
         let what = match &last.result {
-            Ok(r) => Span::styled(text::run_summary(r), t.ok),
+            Ok(r) => Span::styled(run_summary(r), t.ok),
             Err(e) => Span::styled(format!("FAILED: {e}"), t.error),
         };
         lines.push(Line::from(vec![Span::raw(format!("last run at {}: ", text::clock(&last.at))), what]));

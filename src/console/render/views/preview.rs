@@ -10,7 +10,7 @@ use crate::engine::Preview;
 use crate::console::msg::View;
 use crate::console::state::app::App;
 use crate::console::msg::PREVIEW_LIMIT;
-use crate::console::text::thousands;
+use crate::describe::thousands;
 use crate::console::render::widgets::{error_text, filter_note, longest, message, pane, table, TableSpec};
 
 pub(super) fn preview(f: &mut Frame, area: Rect, app: &App) {
