@@ -42,7 +42,7 @@ pub enum Error {
     #[error("unknown upstream `{name}`; configured upstreams: {known}")]
     UnknownUpstream { name: String, known: String },
 
-    #[error("pipeline `{pipeline}`: the tracker is at version {processed} of `{upstream}`, which is newer than its latest version {latest}\n  was the table re-created? fix: deltalink tracker reset {pipeline} --upstream {upstream} --to-latest (or --to-earliest to re-read it)")]
+    #[error("pipeline `{pipeline}`: the tracker is at version {processed} of `{upstream}`, which is newer than its latest version {latest}\n  was the table re-created? fix: deltalink tracker reset {pipeline} --upstream {upstream} --to-earliest reads the new table from its first version (nothing skipped); --to-latest would skip every key it holds now")]
     TrackerAhead { pipeline: String, upstream: String, processed: u64, latest: u64 },
 
     #[error("{what} is refused: deltalink runs with --read-only")]

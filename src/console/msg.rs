@@ -185,8 +185,9 @@ impl WriteOp {
         match self {
             WriteOp::Reset { plan, .. } if reset_rows(plan) > TYPED_CONFIRM_ROWS => Some(plan.pipeline.clone()),
             // Many keys re-emitted into the production link table reach every downstream reader.
-            WriteOp::Replay { replay, dry_run } if replay.into.is_none() && dry_run.distinct_keys > TYPED_CONFIRM_ROWS => {
-                Some(replay.pipeline.clone())
+            // The engine's dry run says whether `into` is that table (a path typed out to it is).
+            WriteOp::Replay { dry_run, .. } if dry_run.into_link_table && dry_run.distinct_keys > TYPED_CONFIRM_ROWS => {
+                Some(dry_run.pipeline.clone())
             }
             _ => None,
         }

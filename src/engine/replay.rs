@@ -87,6 +87,7 @@ impl Engine {
         let mut report = ReplayReport {
             pipeline: replay.pipeline.clone(),
             target: crate::config::display_uri(&plan.pipeline.link_table),
+            into_link_table: scratch.is_none(),
             upstreams: plan.reads.clone(),
             change_rows: affected.as_ref().map_or(0, |a| a.change_rows),
             distinct_keys: affected.as_ref().map_or(0, |a| a.distinct_keys),

@@ -160,6 +160,9 @@ pub struct Replay {
 pub struct ReplayReport {
     pub pipeline: String,
     pub target: String,
+    /// The target is the pipeline's own link table (left empty, or `--into` its path): every
+    /// downstream reader sees the keys, so the production guards apply.
+    pub into_link_table: bool,
     pub upstreams: Vec<UpstreamRead>,
     pub change_rows: u64,
     pub distinct_keys: u64,

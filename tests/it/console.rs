@@ -579,6 +579,7 @@ fn replay_report(keys: u64) -> ReplayReport {
     ReplayReport {
         pipeline: "enriched_publications".into(),
         target: "demo-lake/_deltalink/links/enriched_publications".into(),
+        into_link_table: true,
         upstreams: vec![UpstreamRead {
             upstream: "publications".into(),
             processed: Some(119),
@@ -859,6 +860,21 @@ fn replay_needs_a_dry_run_a_reason_and_a_typed_name_and_declining_returns_to_the
         _ => None,
     });
     assert!(into.is_some_and(|u| u.path().ends_with("scratch/check/")), "{asked:?}");
+
+    // The pipeline's own link table typed out as a path is still production: the engine's dry
+    // run says so, and the name must be typed.
+    let mut app = replay_form_app();
+    key(&mut app, KeyCode::Tab); // to → into
+    keys_typed(&mut app, "demo-lake/_deltalink/links/enriched_publications");
+    key(&mut app, KeyCode::Enter);
+    respond(&mut app, |job| match job {
+        Job::PlanReplay(r) => Some(Finished::ReplayPlan { pipeline: r.pipeline.clone(), result: Ok(replay_report(4_321)) }),
+        _ => None,
+    });
+    key(&mut app, KeyCode::Tab); // into → reason
+    keys_typed(&mut app, "same table, by its path");
+    key(&mut app, KeyCode::Enter);
+    assert_eq!(app.context(), Context::TypedConfirm, "into its own link table by path: type the name");
 }
 
 #[test]
@@ -1520,6 +1536,6 @@ fn a_runs_line_names_what_it_read_of_each_joined_table() {
         files_total: 200,
         rows_read: 1_200,
     });
-    let line = deltalink::console::text::run_summary(&r);
+    let line = deltalink::describe::run_summary(&r);
     assert!(line.starts_with("run #4 written: 36 change rows → 12 keys") && line.ends_with("; joined aff_large: 20 of 200 files"), "{line}");
 }

@@ -254,6 +254,8 @@ fn a_replay_into_the_pipelines_own_link_table_keeps_the_production_guards() {
         assert_eq!(keys, all, "no key of the crashed run's range is missing");
 
         let before = row_of(&engine, "p").await;
+        let dry = engine.replay(&replay(false)).await.expect("dry run");
+        assert!(dry.into_link_table, "the dry run says the path is the pipeline's own link table (the console's typed confirmation asks it)");
         let r = engine.replay(&replay(true)).await.expect("replay into its own link table");
         assert!(r.run_id > before.run_id, "a new run_id after every run: {r:?} vs {before:?}");
         assert_strictly_increasing(&link_commit_run_ids(&engine, "p").await, "replay");
