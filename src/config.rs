@@ -124,6 +124,14 @@ pub const DEFAULT_CONSUMER_MAX_LAG: Duration = Duration::from_secs(50 * 3_600);
 /// Default `[health] retention_margin`: an unread range this close to falling out of its
 /// upstream's retention is `at_risk` (a day leaves an on-call shift to act).
 pub const DEFAULT_RETENTION_MARGIN: Duration = Duration::from_secs(86_400);
+/// Default `[health] lag_growth_polls`: lag that grew at each of this many polls in a row is
+/// `lagging` even under `warn_lag` (a pipeline falling behind, caught before its SLO is).
+pub const DEFAULT_LAG_GROWTH_POLLS: usize = 5;
+/// The most polls `lag_growth_polls` may ask for (what a long-running process keeps).
+pub const MAX_LAG_GROWTH_POLLS: usize = 16;
+/// Default `[health] failing_after_runs`: the last run failed is `failing` (the next poll
+/// retries it; a success clears it).
+pub const DEFAULT_FAILING_AFTER_RUNS: u32 = 1;
 
 impl Pipeline {
     /// Distinct upstream names this pipeline reads, in first-listed order.
@@ -159,6 +167,11 @@ pub struct Config {
     /// An unread range with less than this left before its upstream's retention may remove it
     /// is `at_risk`.
     pub retention_margin: Duration,
+    /// Polls in a row at which lag grew for `lagging` under `warn_lag` (0: off). Judged by
+    /// long-running processes only (`watch`, the console): they keep the polls.
+    pub lag_growth_polls: usize,
+    /// Failed runs in a row (seen by this process) for `failing`.
+    pub failing_after_runs: u32,
     /// Where `watch` posts health transitions, if anywhere.
     pub alerts: Option<Alerts>,
 }
@@ -202,6 +215,8 @@ struct RawAlerts {
 #[serde(deny_unknown_fields)]
 struct RawHealth {
     retention_margin: Option<Spanned<String>>,
+    lag_growth_polls: Option<Spanned<i64>>,
+    failing_after_runs: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -357,6 +372,8 @@ impl Validator<'_> {
             pipelines,
             storage_options: self.storage(raw.storage)?,
             retention_margin: self.duration(raw.health.retention_margin.as_ref(), "health.retention_margin", DEFAULT_RETENTION_MARGIN)?,
+            lag_growth_polls: self.count(raw.health.lag_growth_polls.as_ref(), "health.lag_growth_polls", DEFAULT_LAG_GROWTH_POLLS as i64, 0, MAX_LAG_GROWTH_POLLS as i64)? as usize,
+            failing_after_runs: self.count(raw.health.failing_after_runs.as_ref(), "health.failing_after_runs", DEFAULT_FAILING_AFTER_RUNS.into(), 1, 100)? as u32,
             alerts: raw.alerts.map(|a| self.alerts(a)).transpose()?,
         })
     }
@@ -383,6 +400,16 @@ impl Validator<'_> {
             Ok(_) => Err(self.invalid(raw.span(), field, "must be more than zero\n  fix: a duration such as \"90s\", \"2h\" or \"26h\"")),
             Err(e) => Err(self.invalid(raw.span(), field, format!("{e}\n  fix: a whole number and a unit: s, m, h, d or w"))),
         }
+    }
+
+    /// A whole number of `field` within `min..=max`.
+    fn count(&self, raw: Option<&Spanned<i64>>, field: &str, default: i64, min: i64, max: i64) -> Result<i64, ConfigError> {
+        let Some(raw) = raw else { return Ok(default) };
+        let n = *raw.get_ref();
+        if (min..=max).contains(&n) {
+            return Ok(n);
+        }
+        Err(self.invalid(raw.span(), field, format!("{n} is out of range\n  fix: a whole number from {min} to {max} (default {default})")))
     }
 
     /// `warn_lag` and `max_lag` under `field` (a pipeline's or a consumer's); the warning must
@@ -678,6 +705,33 @@ mod tests {
         // A local lake does not care.
         let local = "[storage]\naws_conditional_put = \"disabled\"\n[tracker]\nuri = \"t\"\n";
         assert!(Config::parse_with_env(local, Path::new("/c/deltalink.toml"), &no_env).is_ok());
+    }
+
+    #[test]
+    fn health_settings_and_lag_objectives_are_checked_with_their_line_and_fix() {
+        let no_env = |_: &str| None;
+        let parse = |health: &str, pipeline: &str| {
+            let text = format!(
+                "[tracker]\nuri = \"t\"\n[health]\n{health}\n[upstreams.a]\nuri = \"a\"\n[pipelines.p]\nlink_table = \"l\"\nkey = [\"k\"]\n{pipeline}\n[[pipelines.p.sources]]\nupstream = \"a\"\nkeys = [\"k\"]\n"
+            );
+            Config::parse_with_env(&text, Path::new("/c/deltalink.toml"), &no_env).map_err(|e| e.to_string())
+        };
+        let ok = parse("", "").expect("defaults");
+        assert_eq!((ok.lag_growth_polls, ok.failing_after_runs, ok.retention_margin), (DEFAULT_LAG_GROWTH_POLLS, DEFAULT_FAILING_AFTER_RUNS, DEFAULT_RETENTION_MARGIN));
+        let set = parse("lag_growth_polls = 0\nfailing_after_runs = 3\nretention_margin = \"36h\"", "").expect("set");
+        assert_eq!((set.lag_growth_polls, set.failing_after_runs, set.retention_margin), (0, 3, Duration::from_secs(36 * 3_600)));
+        for (health, pipeline, want) in [
+            ("lag_growth_polls = 17", "", "deltalink.toml:4"),
+            ("lag_growth_polls = -1", "", "a whole number from 0 to 16"),
+            ("failing_after_runs = 0", "", "a whole number from 1 to 100"),
+            ("retention_margin = \"2 fortnights\"", "", "unknown unit"),
+            ("retention_margin = \"0s\"", "", "must be more than zero"),
+            ("", "warn_lag = \"3h\"\nmax_lag = \"2h\"", "warn_lag (10800s) is above max_lag (7200s)"),
+            ("", "warn_lag = \"soon\"", "pipelines.p.warn_lag"),
+        ] {
+            let e = parse(health, pipeline).expect_err(want);
+            assert!(e.contains(want) && e.contains("fix"), "{health} {pipeline}: {e}");
+        }
     }
 
     #[test]

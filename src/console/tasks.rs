@@ -102,7 +102,12 @@ async fn run_job(
     depth: ColorDepth,
 ) -> Finished {
     match job {
-        Job::Status => Finished::Status(status::status(engine).await.map_err(text)),
+        Job::Status => Finished::Status(
+            status::status(engine)
+                .await
+                .inspect(|st| status::observe(engine, st))
+                .map_err(text),
+        ),
         Job::Tracker => Finished::Tracker(load_tracker(engine).await.map_err(text)),
         Job::Preview { pipeline } => {
             let result = engine.preview(&pipeline, Some(PREVIEW_LIMIT)).await.map_err(text);

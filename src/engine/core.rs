@@ -32,6 +32,8 @@ pub struct Engine {
     pub tables: Arc<lake::TableCache>,
     /// Commit facts read by status's retention guard (commits never change once written).
     pub commits: Arc<lake::CommitCache>,
+    /// Lags seen by polls and how runs ended, for health's trends (see [`Observations`]).
+    pub observed: Arc<super::observe::Observations>,
     /// Target size of link-table files (see [`LinkMerge::target_file_size`]).
     pub link_file_size: u64,
     pub merge_strategy: MergeStrategy,
@@ -81,6 +83,7 @@ impl Engine {
             probes: Arc::default(),
             tables: Arc::default(),
             commits: Arc::default(),
+            observed: Arc::default(),
             link_file_size: DEFAULT_LINK_FILE_SIZE,
             merge_strategy: MergeStrategy::default(),
             cycle: None,

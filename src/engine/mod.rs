@@ -9,6 +9,7 @@ pub mod sqlmap;
 
 mod core;
 mod cycle;
+mod observe;
 mod options;
 mod plan;
 mod preview;
@@ -20,6 +21,7 @@ mod report;
 mod write;
 
 pub use self::core::{session, Engine, DEFAULT_LINK_FILE_SIZE};
-pub use self::options::{step_name, RunEvent, RunOptions, Step};
+pub use self::observe::{lag_versions, Observations, RunRecord, LAG_OBSERVATIONS};
+pub use self::options::{RunEvent, RunOptions, Step};
 pub(crate) use self::options::test_point;
 pub use self::report::{JoinedRead, Outcome, Preview, ReadRangeView, Replay, ReplayReport, RunReport, UpstreamRead};

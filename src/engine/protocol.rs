@@ -43,10 +43,24 @@ impl Engine {
     pub async fn run(&self, name: &str, opts: &RunOptions) -> Result<RunReport> {
         self.refuse_if_read_only(&format!("run of pipeline `{name}`"))?;
         self.config.pipeline(name)?;
-        let lease = crate::store::lease::acquire(&self.config, name, "run").await?;
-        let result = self.run_leased(name, opts, &lease.fence()).await;
-        lease.release().await;
+        let result = async {
+            let lease = crate::store::lease::acquire(&self.config, name, "run").await?;
+            let result = self.run_leased(name, opts, &lease.fence()).await;
+            lease.release().await;
+            result
+        }
+        .await;
+        self.observe_run(name, &result);
         result
+    }
+
+    /// Count the run's end for health (`failing` after failed runs), unless another process
+    /// held the pipeline: that run is someone else's, not a failure of this one.
+    fn observe_run(&self, name: &str, result: &Result<RunReport>) {
+        let busy = result.as_ref().err().is_some_and(|e| e.downcast_ref::<crate::store::lease::LeaseHeld>().is_some());
+        if !busy {
+            self.observed.record_run(name, result.as_ref().map(|_| ()).map_err(|e| format!("{e:#}")));
+        }
     }
 
     pub(crate) async fn run_leased(&self, name: &str, opts: &RunOptions, fence: &Fence) -> Result<RunReport> {

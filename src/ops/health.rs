@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::config::LagSlo;
+use crate::engine::RunRecord;
 use crate::util::time::human_seconds;
 
 /// A verdict, from good to bad (the order `worst` picks by).
@@ -18,14 +19,16 @@ pub enum HealthState {
     /// The operator paused it (`paused = true`): lag is not judged, retention and failures
     /// still are.
     Paused,
-    /// The oldest unread commit is older than `warn_lag`.
+    /// The oldest unread commit is older than `warn_lag`, or lag grew at each of the last
+    /// `lag_growth_polls` polls (a long-running process's trend).
     Lagging,
     /// The oldest unread commit is older than `max_lag`: the pipeline is not keeping up.
     Stalled,
     /// Unread commits are about to fall out of the upstream's retention (or a VACUUM may
     /// already have removed their files): keys would be lost.
     AtRisk,
-    /// The upstream cannot be read, or a run died after its intent and nothing recovers it.
+    /// The upstream cannot be read, a run died after its intent and nothing recovers it, or
+    /// the last `failing_after_runs` runs of this process failed.
     Failing,
 }
 
@@ -116,6 +119,19 @@ pub struct UpstreamFacts<'a> {
     pub run_in_progress: bool,
     /// The config pauses the pipeline.
     pub paused: bool,
+    /// Lag in versions at each poll of this process, oldest first (empty for a one-shot status).
+    pub lag_history: &'a [u64],
+    /// Polls in a row at which lag must grow to be `lagging` under `warn_lag` (0: off).
+    pub growth_polls: usize,
+}
+
+/// The last `growth_polls` polls' lags, oldest first, when each grew over the one before.
+fn growing(history: &[u64], growth_polls: usize) -> Option<&[u64]> {
+    if growth_polls == 0 || history.len() <= growth_polls {
+        return None;
+    }
+    let last = &history[history.len() - growth_polls - 1..];
+    last.windows(2).all(|w| w[1] > w[0]).then_some(last)
 }
 
 /// The verdict for one (pipeline, upstream), checked from worst to best.
@@ -142,6 +158,7 @@ pub fn assess_upstream(slo: &LagSlo, retention_margin: Duration, f: &UpstreamFac
             format!("paused in the config (pipelines.{}.paused = true): watch and run --all skip it and its lag is not judged; remove the line to resume", f.pipeline),
         );
     }
+    let trend = growing(f.lag_history, f.growth_polls);
     match (f.lag_seconds, f.lag_versions) {
         (Some(lag), _) if lag > slo.max.as_secs_f64() => Health::new(
             HealthState::Stalled,
@@ -162,6 +179,16 @@ pub fn assess_upstream(slo: &LagSlo, retention_margin: Duration, f: &UpstreamFac
             ),
         ),
         (_, Some(0)) => Health::default(),
+        _ if trend.is_some() => Health::new(
+            HealthState::Lagging,
+            format!(
+                "`{}`: lag grew at each of the last {} polls ({} versions), still under warn_lag {}; is the pipeline keeping up with its upstream?",
+                f.upstream,
+                f.growth_polls,
+                trend.unwrap_or_default().iter().map(u64::to_string).collect::<Vec<_>>().join(" → "),
+                human_seconds(slo.warn.as_secs_f64())
+            ),
+        ),
         (lag, _) if f.processed_version.is_none() => Health::new(
             HealthState::Ok,
             format!("`{}`: not run yet{}", f.upstream, lag.map_or(String::new(), |l| format!(" (oldest commit {} old)", human_seconds(l)))),
@@ -228,6 +255,21 @@ pub fn assess_consumer(slo: &LagSlo, f: &ConsumerFacts<'_>) -> Health {
     }
 }
 
+/// `failing` when the last `failing_after` runs of `pipeline` that this process saw failed.
+pub fn assess_runs(pipeline: &str, runs: &RunRecord, failing_after: u32) -> Option<Health> {
+    let n = runs.consecutive_failures;
+    (n >= failing_after.max(1)).then(|| {
+        let what = if n == 1 { "the last run failed".to_string() } else { format!("the last {n} runs failed") };
+        Health::new(
+            HealthState::Failing,
+            format!(
+                "{what}: {}; the next poll retries; `deltalink run {pipeline}` shows the whole error",
+                runs.last_error.as_deref().unwrap_or("(no message)")
+            ),
+        )
+    })
+}
+
 /// The worst of several verdicts (the first of equals): a pipeline's health.
 pub fn worst(healths: impl IntoIterator<Item = Health>) -> Health {
     healths.into_iter().fold(None, |acc: Option<Health>, h| match acc {
@@ -285,6 +327,33 @@ mod tests {
         assert_eq!(w.state, HealthState::AtRisk);
         assert!(w.reason.contains("from version 4 may already be unreadable"), "{}", w.reason);
         assert_eq!(worst([]), Health::default());
+    }
+
+    #[test]
+    fn lag_growing_poll_after_poll_is_lagging_before_warn_lag_and_failed_runs_are_failing() {
+        let at = |history: &[u64]| {
+            let f = UpstreamFacts { lag_history: history, growth_polls: 3, ..facts(60.0, None) };
+            assess_upstream(&SLO, MARGIN, &f)
+        };
+        assert_eq!(at(&[]).state, HealthState::Ok, "a one-shot status has no trend");
+        assert_eq!(at(&[1, 2, 3]).state, HealthState::Ok, "three polls are two growths, not three");
+        let grew = at(&[9, 1, 2, 3, 4]);
+        assert_eq!(grew.state, HealthState::Lagging);
+        assert!(grew.reason.contains("grew at each of the last 3 polls (1 → 2 → 3 → 4 versions)"), "{}", grew.reason);
+        assert_eq!(at(&[1, 2, 2, 4]).state, HealthState::Ok, "a poll without growth breaks the trend");
+        assert_eq!(at(&[1, 2, 3, 1]).state, HealthState::Ok, "caught up part of the way");
+        let off = UpstreamFacts { lag_history: &[1, 2, 3, 4, 5], growth_polls: 0, ..facts(60.0, None) };
+        assert_eq!(assess_upstream(&SLO, MARGIN, &off).state, HealthState::Ok, "0 turns the trend off");
+        let current = UpstreamFacts { lag_history: &[1, 2, 3, 4], growth_polls: 3, ..facts(0.0, None) };
+        assert_eq!(assess_upstream(&SLO, MARGIN, &current).state, HealthState::Ok, "current now: the trend is over");
+
+        let runs = |n: u32| RunRecord { consecutive_failures: n, last_error: Some("table not found".into()) };
+        assert_eq!(assess_runs("p", &runs(0), 1), None);
+        let failed = assess_runs("p", &runs(1), 1).expect("one failure is enough at 1");
+        assert_eq!(failed.state, HealthState::Failing);
+        assert!(failed.reason.starts_with("the last run failed: table not found;"), "{}", failed.reason);
+        assert_eq!(assess_runs("p", &runs(2), 3), None);
+        assert!(assess_runs("p", &runs(3), 3).expect("three").reason.starts_with("the last 3 runs failed"));
     }
 
     #[test]

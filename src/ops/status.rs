@@ -9,7 +9,7 @@ use color_eyre::eyre::Result;
 use futures::StreamExt;
 use serde::Serialize;
 
-use crate::config::{display_uri, Pipeline, StartFrom};
+use crate::config::{display_uri, Config, Pipeline, StartFrom};
 use crate::ops::health::{self, Health, UpstreamFacts};
 use crate::store::lake::{self, CommitCache, Retention};
 use crate::store::lease;
@@ -164,6 +164,18 @@ fn failed(name: &str, uri: String, error: String) -> UpstreamStatus {
     }
 }
 
+/// Record each (pipeline, upstream)'s lag in `st` as one poll of this process (the console's
+/// refresh; `watch` records its own polls), for health's "lag grew at each of the last polls".
+pub fn observe(engine: &Engine, st: &Status) {
+    for p in &st.pipelines {
+        for u in &p.upstreams {
+            if let Some(lag) = u.lag_versions {
+                engine.observed.record_lag(&p.name, &u.upstream, lag);
+            }
+        }
+    }
+}
+
 /// Gather the whole status: upstream probes and link counts run concurrently.
 pub async fn status(engine: &Engine) -> Result<Status> {
     status_at(engine, now_ms()).await
@@ -229,10 +241,14 @@ async fn pipeline_status(
             Some(table) => unread_guard(&engine.commits, table, first_unread(p, row), now).await,
             None => UnreadGuard::default(),
         };
-        ups.push(upstream_progress(p, engine.config.retention_margin, u, row, st, guard, run_in_progress));
+        let history = engine.observed.lag_history(&p.name, &u);
+        ups.push(upstream_progress(p, &engine.config, u, row, st, guard, run_in_progress, &history));
     }
     let consumers = consumers_status(p, link.as_ref().map(Option::as_ref), consumer_rows, now).await;
-    let health = health::worst(ups.iter().map(|u| u.health.clone()).chain(consumers.iter().map(|c| c.health.clone())));
+    let runs = health::assess_runs(&p.name, &engine.observed.runs(&p.name), engine.config.failing_after_runs);
+    let health = health::worst(
+        ups.iter().map(|u| u.health.clone()).chain(runs).chain(consumers.iter().map(|c| c.health.clone())),
+    );
     PipelineStatus {
         name: p.name.clone(),
         link_table: display_uri(&p.link_table),
@@ -289,21 +305,20 @@ async fn consumers_status(p: &Pipeline, link: Result<Option<&DeltaTable>, &Strin
 }
 
 /// One upstream's progress and verdict for pipeline `p`.
+#[allow(clippy::too_many_arguments)]
 fn upstream_progress(
     p: &Pipeline,
-    retention_margin: std::time::Duration,
+    config: &Config,
     upstream: String,
     row: Option<&TrackerRow>,
     st: Option<&UpstreamStatus>,
     guard: UnreadGuard,
     run_in_progress: bool,
+    lag_history: &[u64],
 ) -> PipelineUpstreamStatus {
     let processed = row.and_then(TrackerRow::processed);
     let latest = st.and_then(|s| s.latest_version);
-    let lag_versions = latest.map(|l| match processed {
-        Some(p) => (l as i64 - p).max(0) as u64,
-        None => l + 1,
-    });
+    let lag_versions = latest.map(|l| crate::engine::lag_versions(l, processed));
     let lag_seconds = if lag_versions == Some(0) { Some(0.0) } else { guard.lag_seconds };
     let retention_seconds_left = if lag_versions == Some(0) { None } else { guard.seconds_left };
     let pending_run_id = row.and_then(|r| r.pending_run_id);
@@ -319,8 +334,10 @@ fn upstream_progress(
         pending_run_id,
         run_in_progress,
         paused: p.paused,
+        lag_history,
+        growth_polls: config.lag_growth_polls,
     };
-    let health = health::assess_upstream(&p.slo, retention_margin, &facts);
+    let health = health::assess_upstream(&p.slo, config.retention_margin, &facts);
     PipelineUpstreamStatus {
         upstream,
         processed_version: processed,

@@ -55,7 +55,11 @@ impl Watcher {
                     };
                     latest.insert(u.clone(), version);
                 }
-                let processed = mine.iter().find(|r| r.upstream == u).and_then(|r| r.last_processed_version);
+                let processed = mine.iter().find(|r| r.upstream == u).and_then(|r| r.processed());
+                if let Some(v) = latest[&u] {
+                    // One observation per poll: health's "lag grew at each of the last N polls".
+                    self.engine.observed.record_lag(&p, &u, crate::engine::lag_versions(v as u64, processed));
+                }
                 moved |= latest[&u].is_some_and(|v| processed.is_none_or(|p| p < v));
             }
             if moved {

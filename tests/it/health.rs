@@ -128,6 +128,59 @@ fn small_retention_properties_and_a_vacuum_put_an_unread_range_at_risk() {
     });
 }
 
+/// A long-running process judges trends too: lag that grew at each of the last polls of
+/// `watch` is `lagging` while still under `warn_lag`, and runs that failed in a row are
+/// `failing` with their error until one succeeds. A one-shot status (a new process) has no
+/// polls and no runs to judge, so it sees neither.
+#[test]
+fn lag_growing_over_watch_polls_is_lagging_and_failed_runs_in_a_row_are_failing() {
+    rt().block_on(async {
+        let lake = Lake::new();
+        let mut a = ModelTable::create(&lake.path("a"), true).await;
+        a.insert(&[Some(1)]).await;
+        let config = format!(
+            "[health]\nlag_growth_polls = 3\nfailing_after_runs = 2\n{}",
+            with_slo(simple_config(&["a"], &[("p", &["a"])]), "1h", "6h")
+        );
+        let engine = lake.engine(&config);
+        engine.run("p", &RunOptions::default()).await.expect("first run");
+        let mut watcher = deltalink::ops::watch::Watcher::new(engine.clone(), vec![], std::time::Duration::from_secs(1));
+        let now = || async { status_at(&engine, now_ms()).await.expect("status") };
+        for k in 2..=4 {
+            a.insert(&[Some(k)]).await;
+            let (due, unreadable) = watcher.due().await.expect("poll");
+            assert_eq!((due, unreadable.len()), (vec!["p".to_string()], 0));
+        }
+        let (state, reason) = verdict(&now().await, "p");
+        assert_eq!(state, HealthState::Ok, "three polls are two growths: {reason}");
+        a.insert(&[Some(5)]).await;
+        watcher.due().await.expect("poll");
+        let (state, reason) = verdict(&now().await, "p");
+        assert_eq!(state, HealthState::Lagging, "{reason}");
+        assert!(reason.contains("`a`: lag grew at each of the last 3 polls (1 → 2 → 3 → 4 versions), still under warn_lag 1h 00m"), "{reason}");
+        let one_shot = lake.engine(&config);
+        assert_eq!(verdict(&status_at(&one_shot, now_ms()).await.expect("status"), "p").0, HealthState::Ok, "no polls, no trend");
+
+        engine.run("p", &RunOptions::default()).await.expect("catch up");
+        watcher.due().await.expect("poll");
+        assert_eq!(verdict(&now().await, "p"), (HealthState::Ok, "current".to_string()), "caught up: the trend is over");
+
+        a.insert(&[Some(6)]).await;
+        let failing = RunOptions::default().with_fault_after(Step::Pinned);
+        let _first = engine.run("p", &failing).await.expect_err("injected");
+        assert_eq!(verdict(&now().await, "p").0, HealthState::Ok, "one failed run of two allowed");
+        let error = format!("{:#}", engine.run("p", &failing).await.expect_err("injected"));
+        let (state, reason) = verdict(&now().await, "p");
+        assert_eq!(state, HealthState::Failing, "{reason}");
+        let first_line = error.lines().next().expect("an error line");
+        assert!(reason.starts_with(&format!("the last 2 runs failed: {first_line};")) && reason.contains("`deltalink run p`"), "{reason}");
+        assert_eq!(verdict(&status_at(&one_shot, now_ms()).await.expect("status"), "p").0, HealthState::Ok, "another process saw no failed run");
+
+        engine.run("p", &RunOptions::default()).await.expect("a run that succeeds");
+        assert_eq!(verdict(&now().await, "p"), (HealthState::Ok, "current".to_string()), "a success clears it");
+    });
+}
+
 /// A run that dies after its intent leaves the pipeline failing (nothing holds it) until a run
 /// recovers it; an upstream that cannot be read fails the pipelines reading it.
 #[test]

@@ -198,3 +198,36 @@ fn set_or_remove<M, T>(family: &Family<UpstreamLabels, M>, labels: &UpstreamLabe
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::Outcome;
+
+    /// The run series as a scrape shows them after one run that wrote and one that failed.
+    #[test]
+    fn runs_count_into_counters_a_histogram_and_the_last_success() {
+        let m = Metrics::new();
+        let written = RunReport {
+            run_id: Some(3),
+            change_rows: 120,
+            distinct_keys: 40,
+            duration: std::time::Duration::from_millis(1_500),
+            ..RunReport::new("p", Outcome::Written)
+        };
+        m.observe_run("p", &Ok(written), 1_700_000_000.0);
+        m.observe_run("p", &Err(color_eyre::eyre::eyre!("boom")), 1_700_000_060.0);
+        let text = m.encode().expect("encode");
+        for line in [
+            "deltalink_runs_total{pipeline=\"p\"} 2",
+            "deltalink_run_failures_total{pipeline=\"p\"} 1",
+            "deltalink_keys_written_total{pipeline=\"p\"} 40",
+            "deltalink_change_rows_read_total{pipeline=\"p\"} 120",
+            "deltalink_run_duration_seconds_count{pipeline=\"p\"} 1",
+            "deltalink_run_duration_seconds_sum{pipeline=\"p\"} 1.5",
+            "deltalink_last_success_timestamp_seconds{pipeline=\"p\"} 1700000000",
+        ] {
+            assert!(text.lines().any(|l| l.starts_with(line)), "missing `{line}` in:\n{text}");
+        }
+    }
+}
