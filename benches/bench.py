@@ -8,7 +8,9 @@ package (another writer), M pipelines of 2-8 upstreams each, then measures in th
   2. deltalink `status --json` (the console's refresh path);
   3. the baselines a data engineer would write instead, per pipeline over the same ranges: Python
      deltalake `load_cdf` + polars + `merge`, writing (a) the same link rows as deltalink (run_id,
-     change time, upstreams, provenance; checked equal at the end) and (b) the keys alone;
+     change time, upstreams, provenance; checked equal at the end), (b) the script a data engineer
+     writes for the original Spark design's link table (per key its last version, last change time
+     and upstreams, no provenance) and (c) the keys alone;
   4. the floor: a raw pyarrow scan of the key column of every data and change file.
 
 and prints a table of figures with ratios to the baseline and the floor.
@@ -43,9 +45,13 @@ def parse_args():
                         "leave tables below their default interval of 100 commits)")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--dir", default=None, help="lake folder (default: a temp dir, removed afterwards)")
+    p.add_argument("--from-lake", default=None,
+                   help="copy the upstream tables of a lake generated before with the same options "
+                        "(`--generate --dir D`) instead of generating them: repeated runs on one lake")
     p.add_argument("--bin", default=None, help="deltalink binary (default: target dir release build)")
-    p.add_argument("--python-baseline", choices=["keys", "same-output"], default=None, help=argparse.SUPPRESS)
-    p.add_argument("--generate", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--python-baseline", choices=["keys", "script", "same-output"], default=None, help=argparse.SUPPRESS)
+    p.add_argument("--generate", action="store_true",
+                   help="only generate the upstream tables into --dir (for --from-lake)")
     p.add_argument("--more-commits", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--floor", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--compare-links", action="store_true", help=argparse.SUPPRESS)
@@ -170,6 +176,44 @@ def baseline(lake, pipelines, state):
     return change_rows, keys, None
 
 
+def baseline_script(lake, pipelines, state):
+    """The script a data engineer writes for the original Spark design's link table (issue 23's
+    "keys-only script"): each upstream's change feed, key columns only (plus the version and
+    commit time load_cdf carries), grouped per key into its last version, last change time and
+    the list of upstreams; written, then MERGEd. No run_id or provenance."""
+    import polars as pl
+    from deltalake import DeltaTable, write_deltalake
+    change_rows = 0
+    keys = 0
+    merge_s = 0.0
+    cols = ["k", "_commit_version", "_commit_timestamp"]
+    for name, ups in pipelines.items():
+        frames = []
+        for u, t in new_changes(lake, name, ups, state, cols):
+            change_rows += t.num_rows
+            frames.append(pl.from_arrow(t).with_columns(
+                pl.col("_commit_version").cast(pl.Int64),
+                pl.col("_commit_timestamp").cast(pl.Datetime("us", "UTC")),
+                pl.lit(u).alias("upstream")))
+        if not frames:
+            continue
+        per_key = pl.concat(frames).drop_nulls("k").group_by("k").agg(
+            pl.col("_commit_version").max().alias("last_version"),
+            pl.col("_commit_timestamp").max().alias("last_change_ts"),
+            pl.col("upstream").unique().sort().alias("upstreams"))
+        keys += per_key.height
+        link = os.path.join(lake, "_baseline_script", name)
+        src = per_key.to_arrow()
+        t0 = time.perf_counter()
+        if not os.path.exists(os.path.join(link, "_delta_log")):
+            write_deltalake(link, src, configuration=CDF)
+        else:
+            DeltaTable(link).merge(src, "t.k = s.k", source_alias="s", target_alias="t") \
+                .when_matched_update_all().when_not_matched_insert_all().execute()
+        merge_s += time.perf_counter() - t0
+    return change_rows, keys, merge_s
+
+
 def baseline_same_output(lake, pipelines, state):
     """The same link table deltalink writes, done with load_cdf + polars + merge: per key the
     run_id, latest change time, the upstreams that caused it and per upstream its latest change
@@ -223,7 +267,7 @@ def baseline_same_output(lake, pipelines, state):
     return change_rows, keys, merge_s
 
 
-BASELINES = {"keys": baseline, "same-output": baseline_same_output}
+BASELINES = {"keys": baseline, "script": baseline_script, "same-output": baseline_same_output}
 
 
 def run_baseline_child(args):
@@ -307,7 +351,13 @@ def main():
     bin_ = deltalink_bin(args)
     with open(os.path.join(lake, "_bench_pipelines.json"), "w") as f:
         json.dump(pipelines, f)
-    gen_s, _, _ = timed(child(args, lake, "--generate"))
+    if args.from_lake:
+        t0 = time.perf_counter()
+        for t in tables:
+            shutil.copytree(os.path.join(args.from_lake, t), os.path.join(lake, t))
+        gen_s = time.perf_counter() - t0
+    else:
+        gen_s, _, _ = timed(child(args, lake, "--generate"))
     config = write_config(lake, tables, pipelines)
     # A twin of deltalink's state, for timing each pipeline's MERGE alone (see `phase`).
     solo_config = write_config(lake, tables, pipelines, state="_deltalink_solo", name="deltalink-solo.toml")
@@ -316,7 +366,7 @@ def main():
 
     env = dict(os.environ, DELTALINK_LOG="error")
     dl = [bin_, "--config", config]
-    baselines = {kind: child(args, lake, f"--python-baseline={kind}") for kind in ("same-output", "keys")}
+    baselines = {kind: child(args, lake, f"--python-baseline={kind}") for kind in ("same-output", "script", "keys")}
     results = {}
 
     def phase(name):
@@ -363,19 +413,20 @@ def main():
 
     print()
     print("baselines: same-output = load_cdf + polars + merge writing the same link rows as deltalink "
-          "(run_id, change time, upstreams, provenance); keys = load_cdf + polars unique + merge of the keys alone")
-    print(f"{'phase':<14} {'deltalink s':>11} {'same-output s':>13} {'ratio':>6} {'keys s':>7} {'ratio':>6} "
-          f"{'change rows':>12} {'keys':>9} {'rows/s':>10} {'keys/s':>9}")
+          "(run_id, change time, upstreams, provenance); script = the script a data engineer writes for the "
+          "Spark design's link table (per key last version, last change time, upstreams); keys = load_cdf + "
+          "polars unique + merge of the keys alone")
+    kinds = list(baselines)
+    print(f"{'phase':<14} {'deltalink s':>11} " + " ".join(f"{k + ' s':>13} {'ratio':>6}" for k in kinds)
+          + f" {'change rows':>12} {'keys':>9} {'rows/s':>10} {'keys/s':>9}")
     for name, r in results.items():
-        so, ko = r["same-output"], r["keys"]
-        print(f"{name:<14} {r['dl_s']:>11.2f} {so['s']:>13.2f} {r['dl_s'] / so['s']:>6.2f} {ko['s']:>7.2f} "
-              f"{r['dl_s'] / ko['s']:>6.2f} {r['rows']:>12,} {r['distinct']:>9,} {r['rows'] / r['dl_s']:>10,.0f} "
-              f"{r['distinct'] / r['dl_s']:>9,.0f}")
-    print(f"{'peak RSS MiB':<14} {'deltalink':>11} {'same-output':>13} {'ratio':>6} {'keys':>7} {'ratio':>6}")
+        print(f"{name:<14} {r['dl_s']:>11.2f} "
+              + " ".join(f"{r[k]['s']:>13.2f} {r['dl_s'] / r[k]['s']:>6.2f}" for k in kinds)
+              + f" {r['rows']:>12,} {r['distinct']:>9,} {r['rows'] / r['dl_s']:>10,.0f} {r['distinct'] / r['dl_s']:>9,.0f}")
+    print(f"{'peak RSS MiB':<14} {'deltalink':>11} " + " ".join(f"{k:>13} {'ratio':>6}" for k in kinds))
     for name, r in results.items():
-        so, ko = r["same-output"], r["keys"]
-        print(f"{name:<14} {r['dl_rss']:>11.0f} {so['rss']:>13.0f} {r['dl_rss'] / max(so['rss'], 1):>6.2f} "
-              f"{ko['rss']:>7.0f} {r['dl_rss'] / max(ko['rss'], 1):>6.2f}")
+        print(f"{name:<14} {r['dl_rss']:>11.0f} "
+              + " ".join(f"{r[k]['rss']:>13.0f} {r['dl_rss'] / max(r[k]['rss'], 1):>6.2f}" for k in kinds))
     for name, r in results.items():
         for kind in baselines:
             if (r["rows"], r["distinct"]) != (r[kind]["rows"], r[kind]["keys"]):
