@@ -150,11 +150,37 @@ def new_changes(lake, pipeline, upstreams, state, columns):
         state[(pipeline, u)] = latest
 
 
+def typed_changes(lake, pipeline, upstreams, state, columns):
+    """Per upstream with new commits, its change rows as a polars frame of `columns` with the
+    metadata columns typed alike across tables and an `upstream` column; and the rows read."""
+    import polars as pl
+    casts = {"_change_type": pl.String, "_commit_version": pl.Int64, "_commit_timestamp": pl.Datetime("us", "UTC")}
+    frames, rows = [], 0
+    for u, t in new_changes(lake, pipeline, upstreams, state, columns):
+        rows += t.num_rows
+        frames.append(pl.from_arrow(t).with_columns(
+            *[pl.col(c).cast(casts[c]) for c in columns if c in casts], pl.lit(u).alias("upstream")))
+    return frames, rows
+
+
+def write_or_merge(link, src, updated=None):
+    """Write `src` as the link table, or MERGE it on `k` (updating `updated` columns, default
+    all); the seconds it took."""
+    from deltalake import DeltaTable, write_deltalake
+    t0 = time.perf_counter()
+    if not os.path.exists(os.path.join(link, "_delta_log")):
+        write_deltalake(link, src, configuration=CDF)
+    else:
+        merge = DeltaTable(link).merge(src, "t.k = s.k", source_alias="s", target_alias="t")
+        merge = merge.when_matched_update({c: f"s.{c}" for c in updated}) if updated else merge.when_matched_update_all()
+        merge.when_not_matched_insert_all().execute()
+    return time.perf_counter() - t0
+
+
 def baseline(lake, pipelines, state):
     """What a data engineer writes instead, keys only: load_cdf + polars unique + merge, per
     pipeline. Less than deltalink writes (no run_id, change time, upstreams or provenance)."""
     import polars as pl
-    from deltalake import DeltaTable, write_deltalake
     change_rows = 0
     keys = 0
     for name, ups in pipelines.items():
@@ -166,13 +192,7 @@ def baseline(lake, pipelines, state):
             continue
         uniq = pl.concat(frames).drop_nulls().unique().with_columns(pl.lit(name).alias("pipeline_name"))
         keys += uniq.height
-        link = os.path.join(lake, "_baseline", name)
-        src = uniq.to_arrow()
-        if not os.path.exists(os.path.join(link, "_delta_log")):
-            write_deltalake(link, src, configuration=CDF)
-        else:
-            DeltaTable(link).merge(src, "t.k = s.k", source_alias="s", target_alias="t") \
-                .when_matched_update_all().when_not_matched_insert_all().execute()
+        write_or_merge(os.path.join(lake, "_baseline", name), uniq.to_arrow())
     return change_rows, keys, None
 
 
@@ -182,19 +202,12 @@ def baseline_script(lake, pipelines, state):
     commit time load_cdf carries), grouped per key into its last version, last change time and
     the list of upstreams; written, then MERGEd. No run_id or provenance."""
     import polars as pl
-    from deltalake import DeltaTable, write_deltalake
     change_rows = 0
     keys = 0
     merge_s = 0.0
-    cols = ["k", "_commit_version", "_commit_timestamp"]
     for name, ups in pipelines.items():
-        frames = []
-        for u, t in new_changes(lake, name, ups, state, cols):
-            change_rows += t.num_rows
-            frames.append(pl.from_arrow(t).with_columns(
-                pl.col("_commit_version").cast(pl.Int64),
-                pl.col("_commit_timestamp").cast(pl.Datetime("us", "UTC")),
-                pl.lit(u).alias("upstream")))
+        frames, rows = typed_changes(lake, name, ups, state, ["k", "_commit_version", "_commit_timestamp"])
+        change_rows += rows
         if not frames:
             continue
         per_key = pl.concat(frames).drop_nulls("k").group_by("k").agg(
@@ -202,15 +215,7 @@ def baseline_script(lake, pipelines, state):
             pl.col("_commit_timestamp").max().alias("last_change_ts"),
             pl.col("upstream").unique().sort().alias("upstreams"))
         keys += per_key.height
-        link = os.path.join(lake, "_baseline_script", name)
-        src = per_key.to_arrow()
-        t0 = time.perf_counter()
-        if not os.path.exists(os.path.join(link, "_delta_log")):
-            write_deltalake(link, src, configuration=CDF)
-        else:
-            DeltaTable(link).merge(src, "t.k = s.k", source_alias="s", target_alias="t") \
-                .when_matched_update_all().when_not_matched_insert_all().execute()
-        merge_s += time.perf_counter() - t0
+        merge_s += write_or_merge(os.path.join(lake, "_baseline_script", name), per_key.to_arrow())
     return change_rows, keys, merge_s
 
 
@@ -220,21 +225,14 @@ def baseline_same_output(lake, pipelines, state):
     (`upstream@version:change_type@commit time`), created_at kept on update."""
     import datetime
     import polars as pl
-    from deltalake import DeltaTable, write_deltalake
     change_rows = 0
     keys = 0
     merge_s = 0.0
     cols = ["k", "_change_type", "_commit_version", "_commit_timestamp"]
     now = datetime.datetime.now(datetime.timezone.utc)
     for name, ups in pipelines.items():
-        frames = []
-        for u, t in new_changes(lake, name, ups, state, cols):
-            change_rows += t.num_rows
-            frames.append(pl.from_arrow(t).with_columns(
-                pl.col("_change_type").cast(pl.String),
-                pl.col("_commit_version").cast(pl.Int64),
-                pl.col("_commit_timestamp").cast(pl.Datetime("us", "UTC")),
-                pl.lit(u).alias("upstream")))
+        frames, rows = typed_changes(lake, name, ups, state, cols)
+        change_rows += rows
         if not frames:
             continue
         run_id = state.get((name, "__run_id"), 0) + 1
@@ -254,16 +252,8 @@ def baseline_same_output(lake, pipelines, state):
             pl.lit(now).cast(pl.Datetime("us", "UTC")).alias("created_at"),
             pl.lit(now).cast(pl.Datetime("us", "UTC")).alias("updated_at"))
         keys += per_key.height
-        link = os.path.join(lake, "_baseline_same_output", name)
-        src = per_key.to_arrow()
-        t0 = time.perf_counter()
-        if not os.path.exists(os.path.join(link, "_delta_log")):
-            write_deltalake(link, src, configuration=CDF)
-        else:
-            updated = ["run_id", "last_change_ts", "upstreams", "provenance", "updated_at"]
-            DeltaTable(link).merge(src, "t.k = s.k", source_alias="s", target_alias="t") \
-                .when_matched_update({c: f"s.{c}" for c in updated}).when_not_matched_insert_all().execute()
-        merge_s += time.perf_counter() - t0
+        updated = ["run_id", "last_change_ts", "upstreams", "provenance", "updated_at"]
+        merge_s += write_or_merge(os.path.join(lake, "_baseline_same_output", name), per_key.to_arrow(), updated)
     return change_rows, keys, merge_s
 
 
