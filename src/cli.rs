@@ -148,6 +148,20 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Pause a pipeline: `watch` and `run --all` skip it, `run` refuses it, health says
+    /// `paused` (recorded in the tracker with the operator and reason; a run under way finishes).
+    Pause {
+        pipeline: String,
+        /// Why (shown in status and the console, and kept in the tracker's audit log).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Resume a paused pipeline.
+    Resume {
+        pipeline: String,
+        #[arg(long, default_value = "resumed")]
+        reason: String,
+    },
     /// Create (or reuse) the demo lake under DIR and open the console on it.
     Demo {
         #[arg(default_value = "demo-lake")]
@@ -485,8 +499,26 @@ async fn run_command(engine: &Engine, cmd: &Command) -> Result<()> {
             }
             Ok(())
         }
+        Command::Pause { pipeline, reason } => set_paused(engine, pipeline, true, reason).await,
+        Command::Resume { pipeline, reason } => set_paused(engine, pipeline, false, reason).await,
         Command::Demo { .. } => unreachable!("handled in dispatch"),
     }
+}
+
+async fn set_paused(engine: &Engine, pipeline: &str, paused: bool, reason: &str) -> Result<()> {
+    use crate::ops::pause::{set_paused, Paused};
+    match set_paused(engine, pipeline, paused, reason).await? {
+        Paused::Changed { run_in_progress } => {
+            let verb = if paused { "paused" } else { "resumed" };
+            println!("pipeline {pipeline}: {verb} (operator {}, reason: {reason})", crate::util::who::operator());
+            if paused && run_in_progress {
+                println!("  a run of it is under way and will finish; the next one is refused");
+            }
+        }
+        Paused::Already { pause: Some(p) } => println!("pipeline {pipeline}: already {}; nothing written", p.describe()),
+        Paused::Already { pause: None } => println!("pipeline {pipeline}: not paused; nothing written"),
+    }
+    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]

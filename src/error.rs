@@ -45,6 +45,9 @@ pub enum Error {
     #[error("pipeline `{pipeline}`: the tracker is at version {processed} of `{upstream}`, which is newer than its latest version {latest}\n  was the table re-created? fix: deltalink tracker reset {pipeline} --upstream {upstream} --to-earliest reads the new table from its first version (nothing skipped); --to-latest would skip every key it holds now")]
     TrackerAhead { pipeline: String, upstream: String, processed: u64, latest: u64 },
 
+    #[error("pipeline `{pipeline}` is {pause}; runs of it are refused until it is resumed (watch and run --all skip it)\n  fix: deltalink resume {pipeline} --reason TEXT  (resets, replays and maintenance work while it is paused)")]
+    Paused { pipeline: String, pause: String },
+
     #[error("{what} is refused: deltalink runs with --read-only")]
     ReadOnly { what: String },
 

@@ -109,7 +109,7 @@ static GLOBAL: &[Binding] = &[
     bind(
         &[key(':')],
         Command::Palette,
-        "command palette (:run :run-all :preview :link :reset :replay :theme :q)",
+        "command palette (:run :run-all :preview :link :reset :replay :pause :theme :q)",
         Some("cmd"),
     ),
     bind(&[code(KeyCode::F(5)), ctrl('r')], Command::Refresh, "refresh now", Some("refresh")),
@@ -150,6 +150,7 @@ static PIPELINES: &[Binding] = &[
     bind(&[key('r')], Command::RunSelected, "run the selected pipeline (asks first)", Some("run")),
     REPLAY,
     bind(&[key('m')], Command::Maintain, "maintain the link table: dry run (files before → after), then asks", None),
+    bind(&[key('z')], Command::Pause, "pause the selected pipeline, or resume it (asks first)", None),
     bind(&[code(KeyCode::Enter)], Command::Open, "toggle the detail pane", Some("details")),
     bind(&[key('/')], Command::Filter, "filter pipelines by name", Some("filter")),
 ];

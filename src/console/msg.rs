@@ -99,6 +99,8 @@ pub enum Command {
     Replay,
     /// Link-table upkeep of the pipeline in focus (dry run, then asks).
     Maintain,
+    /// Pause the pipeline in focus, or resume it when an operator paused it (asks first).
+    Pause,
     /// `y` in a confirmation popup.
     Confirm,
     /// Enter in a text input or the reset form.
@@ -114,7 +116,7 @@ pub enum Command {
 impl Command {
     /// Commands that lead to a write: disabled with --read-only and always confirmed.
     pub fn is_write(self) -> bool {
-        matches!(self, Command::RunSelected | Command::RunAll | Command::Reset | Command::Replay | Command::Maintain)
+        matches!(self, Command::RunSelected | Command::RunAll | Command::Reset | Command::Replay | Command::Maintain | Command::Pause)
     }
 }
 
@@ -156,6 +158,8 @@ pub enum WriteOp {
     Replay { replay: Replay, dry_run: ReplayReport },
     /// `plan` is the dry run the operator saw.
     Maintain { pipeline: String, plan: Vec<TableUpkeep> },
+    /// Pause (`paused`) or resume a pipeline, recorded in the tracker like `deltalink pause`.
+    Pause { pipeline: String, paused: bool, reason: String },
 }
 
 /// Resets moving more change rows than this (and replays into the production link table of
@@ -177,6 +181,8 @@ impl WriteOp {
                 dry_run.target
             ),
             WriteOp::Maintain { pipeline, .. } => format!("maintain the link table of {pipeline}"),
+            WriteOp::Pause { pipeline, paused: true, .. } => format!("pause {pipeline}"),
+            WriteOp::Pause { pipeline, paused: false, .. } => format!("resume {pipeline}"),
         }
     }
 
@@ -302,6 +308,7 @@ pub enum Finished {
     Replay { pipeline: String, result: Result<ReplayReport, String> },
     MaintainPlan { pipeline: String, result: Result<Vec<TableUpkeep>, String> },
     Maintained { pipeline: String, result: Result<Vec<TableUpkeep>, String> },
+    Paused { pipeline: String, paused: bool, result: Result<crate::ops::pause::Paused, String> },
     Run { pipeline: String, result: Result<RunReport, String> },
     RunAll,
     Theme(Result<Theme, String>),

@@ -135,6 +135,10 @@ async fn run_job(
             let result = maintain::maintain(engine, std::slice::from_ref(&pipeline), false, &opts).await.map_err(text);
             Finished::Maintained { pipeline, result }
         }
+        Job::Write(WriteOp::Pause { pipeline, paused, reason }) => {
+            let result = crate::ops::pause::set_paused(engine, &pipeline, paused, &reason).await.map_err(text);
+            Finished::Paused { pipeline, paused, result }
+        }
         Job::PendingRows { pipeline, ranges } => {
             let mut counts = Vec::with_capacity(ranges.len());
             for r in ranges {

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use color_eyre::eyre::{Result, eyre};
 
 use crate::config::{KeyMapping, Pipeline};
+use crate::store::pause::Pause;
 
 use super::core::{Cycle, Engine};
 use super::options::{RunEvent, RunOptions};
@@ -15,15 +16,27 @@ use super::report::RunReport;
 
 impl Engine {
 
-    /// The configured pipelines the operator has not paused: what "all" means.
+    /// The configured pipelines not paused in the config.
     pub fn unpaused_pipelines(&self) -> Vec<String> {
         self.config.pipelines.values().filter(|p| !p.paused).map(|p| p.name.clone()).collect()
     }
 
-    /// Run several pipelines (all not paused when `names` is empty), one after another.
+    /// The pipelines an operator paused (`deltalink pause`), with who, when and why.
+    pub async fn operator_pauses(&self) -> Result<HashMap<String, Pause>> {
+        let rows = self.tracker().await?.pause_rows(None).await?;
+        Ok(self.config.pipelines.keys().filter_map(|p| Some((p.clone(), Pause::find(&rows, p)?))).collect())
+    }
+
+    /// Run several pipelines, one after another; when `names` is empty, every pipeline paused
+    /// neither in the config nor by an operator (`run --all`).
     pub async fn run_many(&self, names: &[String], opts: &RunOptions) -> Vec<(String, Result<RunReport>)> {
-        let names: Vec<String> =
-            if names.is_empty() { self.unpaused_pipelines() } else { names.to_vec() };
+        let names: Vec<String> = if names.is_empty() {
+            // Unreadable pauses are not a reason to run nothing: each run checks its own.
+            let paused = self.operator_pauses().await.unwrap_or_default();
+            self.unpaused_pipelines().into_iter().filter(|p| !paused.contains_key(p)).collect()
+        } else {
+            names.to_vec()
+        };
         let mut readers: HashMap<String, usize> = HashMap::new();
         for n in &names {
             if let Ok(p) = self.config.pipeline(n) {

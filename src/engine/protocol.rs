@@ -29,6 +29,7 @@ use crate::config::Pipeline;
 use crate::store::cdf;
 use crate::store::lake;
 use crate::store::lease::Fence;
+use crate::store::pause::Pause;
 use crate::store::link::{self, WriteKind};
 use crate::store::tracker::{Audit, RowWrite, Tracker, TrackerRow};
 
@@ -55,9 +56,13 @@ impl Engine {
     }
 
     /// Count the run's end for health (`failing` after failed runs), unless another process
-    /// held the pipeline: that run is someone else's, not a failure of this one.
+    /// held the pipeline (that run is someone else's, not a failure of this one) or an operator
+    /// paused it (health says `paused`).
     fn observe_run(&self, name: &str, result: &Result<RunReport>) {
-        let busy = result.as_ref().err().is_some_and(|e| e.downcast_ref::<crate::store::lease::LeaseHeld>().is_some());
+        let busy = result.as_ref().err().is_some_and(|e| {
+            e.downcast_ref::<crate::store::lease::LeaseHeld>().is_some()
+                || matches!(e.downcast_ref::<crate::Error>(), Some(crate::Error::Paused { .. }))
+        });
         if !busy {
             self.observed.record_run(name, result.as_ref().map(|_| ()).map_err(|e| format!("{e:#}")));
         }
@@ -68,6 +73,10 @@ impl Engine {
         let scans_before = self.scans.get();
         let pipeline = self.config.pipeline(name)?.clone();
         let mut tracker = self.tracker().await?;
+        // Checked under the lease: a pause committed before this run took it stops the run.
+        if let Some(pause) = Pause::find(&tracker.pause_rows(Some(name)).await?, name) {
+            return Err(crate::Error::Paused { pipeline: name.to_string(), pause: pause.describe() }.into());
+        }
         let rows = configured_rows(&pipeline, tracker.rows(Some(name)).await?);
         let link = lake::open_owned(&pipeline.link_table, self.storage()).await?;
         let committed = match &link {

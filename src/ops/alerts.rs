@@ -186,6 +186,7 @@ mod tests {
                 upstreams: vec![],
                 consumers: vec![],
                 health: Health { state: *state, reason: format!("{name} is {}", state.word()) },
+                pause: None,
             })
             .collect();
         Status { upstreams: vec![], pipelines }

@@ -16,8 +16,8 @@ use crate::util::time::human_seconds;
 pub enum HealthState {
     /// Current, or behind by less than `warn_lag`.
     Ok,
-    /// The operator paused it (`paused = true`): lag is not judged, retention and failures
-    /// still are.
+    /// The operator paused it (`deltalink pause`, or `paused = true` in the config): lag is not
+    /// judged, retention and failures still are.
     Paused,
     /// The oldest unread commit is older than `warn_lag`, or lag grew at each of the last
     /// `lag_growth_polls` polls (a long-running process's trend).
@@ -119,6 +119,8 @@ pub struct UpstreamFacts<'a> {
     pub run_in_progress: bool,
     /// The config pauses the pipeline.
     pub paused: bool,
+    /// An operator paused it (`deltalink pause`): who, when and why, in words.
+    pub operator_pause: Option<&'a str>,
     /// Lag in versions at each poll of this process, oldest first (empty for a one-shot status).
     pub lag_history: &'a [u64],
     /// Polls in a row at which lag must grow to be `lagging` under `warn_lag` (0: off).
@@ -151,6 +153,12 @@ pub fn assess_upstream(slo: &LagSlo, retention_margin: Duration, f: &UpstreamFac
     }
     if let Some(left) = f.retention_seconds_left.filter(|l| *l < retention_margin.as_secs_f64()) {
         return Health::new(HealthState::AtRisk, at_risk_reason(f, left, retention_margin));
+    }
+    if let Some(pause) = f.operator_pause {
+        return Health::new(
+            HealthState::Paused,
+            format!("{pause}; watch and run skip it and its lag is not judged; `deltalink resume {}` resumes it", f.pipeline),
+        );
     }
     if f.paused {
         return Health::new(
@@ -315,6 +323,10 @@ mod tests {
         assert_eq!(at(&paused), HealthState::Paused, "a paused pipeline's lag is not judged");
         let paused_at_risk = UpstreamFacts { paused: true, ..facts(60.0, Some(10.0)) };
         assert_eq!(at(&paused_at_risk), HealthState::AtRisk, "but keys about to be lost still are");
+        let held = UpstreamFacts { operator_pause: Some("paused by alice: upstream rebuilt"), ..facts(7.0 * 3_600.0, None) };
+        let h = assess_upstream(&SLO, MARGIN, &held);
+        assert_eq!(h.state, HealthState::Paused);
+        assert!(h.reason.starts_with("paused by alice: upstream rebuilt; "), "{}", h.reason);
         assert_eq!(HealthState::Paused.severity(), Severity::Ok);
         let broken = UpstreamFacts { error: Some("permission denied\nmore"), ..facts(0.0, None) };
         let h = assess_upstream(&SLO, MARGIN, &broken);

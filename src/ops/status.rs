@@ -15,6 +15,7 @@ use crate::store::lake::{self, CommitCache, Retention};
 use crate::store::lease;
 use crate::store::consumer::{self, ConsumerProgress};
 use crate::store::link;
+use crate::store::pause::Pause;
 use crate::engine::Engine;
 use crate::store::tracker::TrackerRow;
 use crate::util::time::{format_ms, human_seconds, now_ms};
@@ -86,6 +87,9 @@ pub struct PipelineStatus {
     pub consumers: Vec<ConsumerStatus>,
     /// The worst of its upstreams' and consumers' verdicts.
     pub health: Health,
+    /// An operator's pause in force (`deltalink pause`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pause: Option<Pause>,
 }
 
 /// End-to-end freshness: what waits in the link table for one consumer.
@@ -199,22 +203,25 @@ pub async fn status_at(engine: &Engine, now: i64) -> Result<Status> {
     let tracker = engine.tracker().await?;
     let rows = Arc::new(tracker.rows(None).await?);
     let consumer_rows = Arc::new(tracker.consumer_rows(None).await?);
+    let pause_rows = Arc::new(tracker.pause_rows(None).await?);
     let by_name: Arc<HashMap<String, UpstreamStatus>> =
         Arc::new(upstreams.iter().map(|u| (u.name.clone(), u.clone())).collect());
     let pipelines = engine.config.pipelines.values().cloned().map(|p| {
         let (engine, rows, by_name, tables) = (engine.clone(), rows.clone(), by_name.clone(), tables.clone());
-        let consumer_rows = consumer_rows.clone();
-        async move { pipeline_status(&engine, &p, &rows, &consumer_rows, &by_name, &tables, now).await }
+        let (consumer_rows, pause) = (consumer_rows.clone(), Pause::find(&pause_rows, &p.name));
+        async move { pipeline_status(&engine, &p, &rows, &consumer_rows, pause, &by_name, &tables, now).await }
     });
     let pipelines = futures::stream::iter(pipelines).buffered(PROBE_CONCURRENCY).collect::<Vec<_>>().await;
     Ok(Status { upstreams, pipelines })
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn pipeline_status(
     engine: &Engine,
     p: &Pipeline,
     rows: &[TrackerRow],
     consumer_rows: &[TrackerRow],
+    pause: Option<Pause>,
     upstreams: &HashMap<String, UpstreamStatus>,
     tables: &HashMap<String, Probe>,
     now: i64,
@@ -242,7 +249,8 @@ async fn pipeline_status(
             None => UnreadGuard::default(),
         };
         let history = engine.observed.lag_history(&p.name, &u);
-        ups.push(upstream_progress(p, &engine.config, u, row, st, guard, run_in_progress, &history));
+        let judged = Judged { run_in_progress, lag_history: &history, operator_pause: pause.as_ref().map(Pause::describe) };
+        ups.push(upstream_progress(p, &engine.config, u, row, st, guard, &judged));
     }
     let consumers = consumers_status(p, link.as_ref().map(Option::as_ref), consumer_rows, now).await;
     let runs = health::assess_runs(&p.name, &engine.observed.runs(&p.name), engine.config.failing_after_runs);
@@ -259,7 +267,15 @@ async fn pipeline_status(
         upstreams: ups,
         consumers,
         health,
+        pause,
     }
+}
+
+/// What a pipeline's upstream verdicts share beyond the tracker row and the probe.
+struct Judged<'a> {
+    run_in_progress: bool,
+    lag_history: &'a [u64],
+    operator_pause: Option<String>,
 }
 
 /// Each consumer of `p`: what waits for it in the latest link table (`link`, or why it could
@@ -305,7 +321,6 @@ async fn consumers_status(p: &Pipeline, link: Result<Option<&DeltaTable>, &Strin
 }
 
 /// One upstream's progress and verdict for pipeline `p`.
-#[allow(clippy::too_many_arguments)]
 fn upstream_progress(
     p: &Pipeline,
     config: &Config,
@@ -313,8 +328,7 @@ fn upstream_progress(
     row: Option<&TrackerRow>,
     st: Option<&UpstreamStatus>,
     guard: UnreadGuard,
-    run_in_progress: bool,
-    lag_history: &[u64],
+    judged: &Judged<'_>,
 ) -> PipelineUpstreamStatus {
     let processed = row.and_then(TrackerRow::processed);
     let latest = st.and_then(|s| s.latest_version);
@@ -332,9 +346,10 @@ fn upstream_progress(
         retention_seconds_left,
         retention_note: guard.note.as_deref(),
         pending_run_id,
-        run_in_progress,
+        run_in_progress: judged.run_in_progress,
         paused: p.paused,
-        lag_history,
+        operator_pause: judged.operator_pause.as_deref(),
+        lag_history: judged.lag_history,
         growth_polls: config.lag_growth_polls,
     };
     let health = health::assess_upstream(&p.slo, config.retention_margin, &facts);

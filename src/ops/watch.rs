@@ -9,6 +9,7 @@ use std::time::Duration;
 use color_eyre::eyre::Result;
 
 use crate::engine::{Engine, RunOptions, RunReport};
+use crate::store::pause::Pause;
 
 /// Polls upstreams and runs pipelines whose upstreams moved.
 pub struct Watcher {
@@ -31,17 +32,22 @@ impl Watcher {
         Ok(self.engine.probes.probe(name, &u.uri, &self.engine.config.storage_options, &self.engine.commits).await?.latest)
     }
 
-    /// Pipelines with an upstream ahead of the tracker (or an unfinished run), and the
-    /// upstreams whose version could not be read. An unreadable upstream holds back nothing
+    /// Pipelines not paused by an operator with an upstream ahead of the tracker (or an
+    /// unfinished run), and the upstreams whose version could not be read. An unreadable upstream holds back nothing
     /// else: its pipelines still run when another of their upstreams moved (the run then
     /// names the problem and its fix), and the other pipelines run as usual.
     pub async fn due(&mut self) -> Result<(Vec<String>, Vec<(String, color_eyre::Report)>)> {
-        let rows = self.engine.tracker().await?.rows(None).await?;
+        let tracker = self.engine.tracker().await?;
+        let (rows, pauses) = (tracker.rows(None).await?, tracker.pause_rows(None).await?);
         let mut latest: HashMap<String, Option<i64>> = HashMap::new();
         let mut unreadable = Vec::new();
         let (mut due, pipelines) = (Vec::new(), self.pipelines.clone());
         for p in pipelines {
             let pipeline = self.engine.config.pipeline(&p)?.clone();
+            // Paused by an operator: not run, and its lag not observed (not judged while paused).
+            if Pause::find(&pauses, &p).is_some() {
+                continue;
+            }
             let mine: Vec<_> = rows.iter().filter(|r| r.pipeline_name == p).collect();
             let mut moved = mine.iter().any(|r| r.pending_run_id.is_some());
             for u in pipeline.upstream_names() {

@@ -83,6 +83,15 @@ pub fn is_consumer_row(upstream: &str) -> bool {
     upstream.starts_with(CONSUMER_ROW_PREFIX)
 }
 
+/// The `upstream` of a pipeline's pause row (see `store::pause`).
+pub const PAUSE_ROW: &str = "@pause";
+
+/// Rows that record something other than an upstream's progress (consumers, pauses): their
+/// `upstream` starts with `@`, which config refuses in upstream names.
+fn is_control_row(upstream: &str) -> bool {
+    upstream.starts_with('@')
+}
+
 const COLUMNS: [(&str, Kind); 10] = [
     ("pipeline_name", Kind::Str),
     ("upstream", Kind::Str),
@@ -283,10 +292,15 @@ impl Tracker {
         Ok(())
     }
 
-    /// All (pipeline, upstream) rows, or those of one pipeline (consumers' rows are not among
-    /// them: see [`Tracker::consumer_rows`]).
+    /// All (pipeline, upstream) rows, or those of one pipeline (consumers' and pauses' rows are
+    /// not among them: see [`Tracker::consumer_rows`] and [`Tracker::pause_rows`]).
     pub async fn rows(&self, pipeline: Option<&str>) -> Result<Vec<TrackerRow>> {
-        Ok(self.all_rows(pipeline).await?.into_iter().filter(|r| !is_consumer_row(&r.upstream)).collect())
+        Ok(self.all_rows(pipeline).await?.into_iter().filter(|r| !is_control_row(&r.upstream)).collect())
+    }
+
+    /// The pause rows (of one pipeline), paused or resumed (see `store::pause`).
+    pub async fn pause_rows(&self, pipeline: Option<&str>) -> Result<Vec<TrackerRow>> {
+        Ok(self.all_rows(pipeline).await?.into_iter().filter(|r| r.upstream == PAUSE_ROW).collect())
     }
 
     /// The progress rows of downstream consumers (of one pipeline), kept beside the upstream
@@ -506,6 +520,7 @@ fn check_writes(base: &[TrackerRow], writes: &[RowWrite], audit: &Audit) -> Chec
                     "the tracker row of {} is now {}, not {} as read",
                     match w.row.upstream.strip_prefix(CONSUMER_ROW_PREFIX) {
                         Some(consumer) => format!("consumer `{consumer}`"),
+                        None if w.row.upstream == PAUSE_ROW => "the pipeline's pause".to_string(),
                         None => format!("upstream `{}`", w.row.upstream),
                     },
                     describe_row(current(w)),

@@ -1,6 +1,7 @@
 //! Alert webhooks as a receiver sees them: `watch` with `[alerts]` posts exactly one message
 //! when a pipeline's health gets worse and one when it recovers, across many polls; a failed
-//! delivery is retried; the other pipelines stay quiet.
+//! delivery is retried; the other pipelines stay quiet; a webhook that always fails is given up
+//! after its attempts and never stops a run.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
@@ -27,8 +28,8 @@ struct Received {
     body: Value,
 }
 
-/// A webhook receiver on loopback that answers 500 to its first request and 200 after.
-fn receiver() -> (String, mpsc::Receiver<Received>) {
+/// A webhook receiver on loopback that answers 500 to its first `failures` requests and 200 after.
+fn receiver(failures: usize) -> (String, mpsc::Receiver<Received>) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
     let (tx, rx) = mpsc::channel();
@@ -50,7 +51,7 @@ fn receiver() -> (String, mpsc::Receiver<Received>) {
             if reader.read_exact(&mut body).is_err() {
                 continue;
             }
-            let answered = if n == 0 { 500 } else { 200 };
+            let answered = if n < failures { 500 } else { 200 };
             let _ = write!(stream, "HTTP/1.1 {answered} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
             let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
             if tx.send(Received { answered, body }).is_err() {
@@ -61,24 +62,35 @@ fn receiver() -> (String, mpsc::Receiver<Received>) {
     (url, rx)
 }
 
-#[test]
-fn watch_posts_one_message_per_health_transition_and_retries_a_failed_delivery() {
-    let lake = Lake::new();
-    let (url, inbox) = receiver();
-    let config = simple_config(&["a", "b"], &[("p", &["a"]), ("q", &["b"])]) + &format!("[alerts]\nwebhook = \"{url}\"\n");
-    rt().block_on(two_pipelines_run_once(&lake, &config));
+type Lines<R> = std::io::Lines<BufReader<R>>;
+
+/// `deltalink watch --interval 1s` on the lake, once it said where alerts go: the process, its
+/// stderr and stdout lines.
+fn watch(lake: &Lake) -> (Reaped, Lines<std::process::ChildStderr>, Lines<std::process::ChildStdout>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_deltalink"))
         .arg("--config")
         .arg(lake.path("deltalink.toml"))
         .args(["watch", "--interval", "1s"])
-        .stdout(Stdio::null())
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("start watch");
     let mut stderr = BufReader::new(child.stderr.take().expect("stderr")).lines();
-    let _watch = Reaped(child);
+    let stdout = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let watch = Reaped(child);
     let set_up: Vec<String> = stderr.by_ref().take(2).map(|l| l.expect("line")).collect();
     assert!(set_up.iter().any(|l| l.starts_with("alerts: health transitions go to 127.0.0.1")), "{set_up:?}");
+    (watch, stderr, stdout)
+}
+
+#[test]
+fn watch_posts_one_message_per_health_transition_and_retries_a_failed_delivery() {
+    let lake = Lake::new();
+    let (url, inbox) = receiver(1);
+    let config = simple_config(&["a", "b"], &[("p", &["a"]), ("q", &["b"])]) + &format!("[alerts]\nwebhook = \"{url}\"\n");
+    rt().block_on(two_pipelines_run_once(&lake, &config));
+    let (_watch, mut stderr, _stdout) = watch(&lake);
 
     // Upstream b disappears: q is failing; p is not touched.
     std::fs::rename(lake.path("b"), lake.path("b-moved")).expect("move b away");
@@ -104,4 +116,33 @@ fn watch_posts_one_message_per_health_transition_and_retries_a_failed_delivery()
     assert_eq!((back.answered, back.body["pipeline"].as_str(), back.body["event"].as_str()), (200, Some("q"), Some("recovered")));
     assert_eq!((back.body["state"].as_str(), back.body["previous"].as_str()), (Some("ok"), Some("failing")));
     assert!(inbox.recv_timeout(Duration::from_secs(3)).is_err(), "nothing more: p never changed, q is ok");
+}
+
+/// A receiver that answers 500 to everything: the transition is tried three times, given up with
+/// a message that says what to check, not retried on later polls — and the pipelines keep running.
+#[test]
+fn a_webhook_that_always_fails_is_given_up_and_never_stops_a_run() {
+    let lake = Lake::new();
+    let (url, inbox) = receiver(usize::MAX);
+    let config = simple_config(&["a", "b"], &[("p", &["a"]), ("q", &["b"])]) + &format!("[alerts]\nwebhook = \"{url}\"\n");
+    let (mut a, _b) = rt().block_on(two_pipelines_run_once(&lake, &config));
+    let (_watch, mut stderr, mut stdout) = watch(&lake);
+
+    std::fs::rename(lake.path("b"), lake.path("b-moved")).expect("move b away");
+    for attempt in 1..=3 {
+        let got = inbox.recv_timeout(Duration::from_secs(60)).unwrap_or_else(|_| panic!("attempt {attempt}"));
+        assert_eq!((got.answered, got.body["pipeline"].as_str(), got.body["state"].as_str()), (500, Some("q"), Some("failing")));
+    }
+    let given_up = stderr
+        .by_ref()
+        .map(|l| l.expect("line"))
+        .find(|l| l.starts_with("alert for pipeline `q` (failing) not delivered"))
+        .expect("watch says it gave the alert up");
+    assert!(given_up.contains("after 3 attempts: HTTP 500") && !given_up.contains("/hook"), "no URL (it may carry a token): {given_up}");
+
+    // Meanwhile runs go on: a commit to `a` is picked up by the next poll.
+    rt().block_on(a.insert(&[Some(7)]));
+    let ran = stdout.by_ref().map(|l| l.expect("line")).find(|l| l.starts_with("pipeline p: run #")).expect("p runs");
+    assert!(ran.contains("written: 1 change rows → 1 keys"), "{ran}");
+    assert!(inbox.recv_timeout(Duration::from_secs(3)).is_err(), "the given-up alert is not sent again on later polls");
 }

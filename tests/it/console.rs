@@ -157,6 +157,7 @@ fn pipeline(
         health: Health::default(),
         upstreams: ups,
         consumers: vec![],
+        pause: None,
     }
 }
 
@@ -822,6 +823,64 @@ fn maintain_shows_its_dry_run_and_writes_only_when_confirmed() {
     key(&mut read_only, KeyCode::Char('2'));
     key(&mut read_only, KeyCode::Char('m'));
     assert!(read_only.drain_requests().is_empty(), "read-only: not even the dry run");
+}
+
+/// `z` pauses the selected pipeline after a y/n; once the status shows the operator's pause, `z`
+/// offers to resume it; `:pause NAME REASON` records the typed reason; read-only refuses both.
+#[test]
+fn z_pauses_then_resumes_the_selected_pipeline_and_the_palette_takes_a_reason() {
+    use deltalink::console::msg::WriteOp;
+    let pause_of = |requests: &[Request]| -> Vec<(String, bool, String)> {
+        requests
+            .iter()
+            .filter_map(|r| match r {
+                Request::Spawn { job: Job::Write(WriteOp::Pause { pipeline, paused, reason }), .. } => Some((pipeline.clone(), *paused, reason.clone())),
+                _ => None,
+            })
+            .collect()
+    };
+    let mut app = app();
+    keys_typed(&mut app, "2j");
+    key(&mut app, KeyCode::Char('z'));
+    assert_eq!(app.context(), Context::Confirm);
+    let screen = render(&app, 100, 30);
+    assert!(screen.contains("Pause pipeline enriched_publications?") && screen.contains("a run under way finishes"), "{screen}");
+    key(&mut app, KeyCode::Char('n'));
+    assert!(pause_of(&app.drain_requests()).is_empty(), "declined: nothing written");
+    let mut paused = status();
+    let p = paused.pipelines.iter_mut().find(|p| p.name == "enriched_publications").expect("pipeline");
+    p.pause = Some(deltalink::store::pause::Pause { by: "amy".into(), at_ms: None, at: Some("2025-03-01T12:00:00Z".into()), reason: "INC-7".into() });
+    p.health = Health { state: health::HealthState::Paused, reason: "paused by amy at 2025-03-01T12:00:00Z: INC-7".into() };
+    key(&mut app, KeyCode::Char('z'));
+    key(&mut app, KeyCode::Char('y'));
+    // The engine pauses it, and the status the console reloads after the write shows the pause.
+    let requests = respond(&mut app, |job| match job {
+        Job::Write(WriteOp::Pause { pipeline, paused, .. }) => {
+            Some(Finished::Paused { pipeline: pipeline.clone(), paused: *paused, result: Ok(deltalink::ops::pause::Paused::Changed { run_in_progress: false }) })
+        }
+        _ => None,
+    });
+    assert_eq!(pause_of(&requests), [("enriched_publications".to_string(), true, "paused from the console".to_string())]);
+    respond(&mut app, |job| matches!(job, Job::Status).then(|| Finished::Status(Ok(paused.clone()))));
+    let screen = render(&app, 100, 30);
+    assert!(screen.contains("› enriched_publications   paused"), "the health column says it in a word:\n{screen}");
+    key(&mut app, KeyCode::Char('z'));
+    let screen = render(&app, 100, 30);
+    assert!(screen.contains("Resume pipeline enriched_publications?") && screen.contains("It is paused by amy at 2025-03-01T12:00:00Z: INC-7."), "{screen}");
+    key(&mut app, KeyCode::Char('y'));
+    assert_eq!(pause_of(&app.drain_requests()), [("enriched_publications".to_string(), false, "resumed from the console".to_string())]);
+
+    key(&mut app, KeyCode::Char(':'));
+    keys_typed(&mut app, "pause spmaster_profiles upstream rebuild INC-9");
+    key(&mut app, KeyCode::Enter);
+    key(&mut app, KeyCode::Char('y'));
+    assert_eq!(pause_of(&app.drain_requests()), [("spmaster_profiles".to_string(), true, "upstream rebuild INC-9".to_string())]);
+
+    let mut read_only = app_with(true);
+    key(&mut read_only, KeyCode::Char('2'));
+    key(&mut read_only, KeyCode::Char('z'));
+    assert_ne!(read_only.context(), Context::Confirm, "read-only: not even asked");
+    assert!(pause_of(&read_only.drain_requests()).is_empty());
 }
 
 #[test]

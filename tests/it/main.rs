@@ -15,6 +15,7 @@ mod health;
 mod joins;
 mod metrics;
 mod operator;
+mod pause;
 mod properties;
 mod readers;
 // The S3 tests need the `s3` feature (the README's test command enables `all-stores`).

@@ -216,3 +216,30 @@ fn the_readme_alert_rules_pass_promtool() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && text.contains("SUCCESS: 2 rules found"), "{text}{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// `/readyz` is what a Kubernetes readiness probe asks: 503 with the reason while the tracker
+/// cannot be read (here: its newest commit corrupted), 200 again once it can, and `/healthz`
+/// stays 200 throughout (the process is alive; restarting it would not help).
+#[test]
+fn readyz_is_503_while_the_tracker_cannot_be_read_and_200_again_after() {
+    let lake = lake_with_a_lagging_pipeline();
+    let (_watch, addr) = start_watch(&lake.path("deltalink.toml"));
+    assert_eq!(http_get(&addr, "/readyz").expect("readyz").0, 200);
+
+    let log = lake.path("_deltalink/tracker/_delta_log");
+    let newest = std::fs::read_dir(&log)
+        .expect("tracker log")
+        .filter_map(|e| Some(e.ok()?.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .max()
+        .expect("a tracker commit");
+    let commit = std::fs::read(&newest).expect("read the newest tracker commit");
+    std::fs::write(&newest, b"{ not json").expect("corrupt it");
+    let (code, body) = http_get(&addr, "/readyz").expect("readyz");
+    assert_eq!(code, 503, "{body}");
+    assert!(body.starts_with("not ready: the tracker cannot be read: "), "{body}");
+    assert_eq!(http_get(&addr, "/healthz").expect("healthz"), (200, "ok\n".to_string()));
+
+    std::fs::write(&newest, commit).expect("restore it");
+    assert_eq!(http_get(&addr, "/readyz").expect("readyz").0, 200);
+}

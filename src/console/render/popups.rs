@@ -156,6 +156,21 @@ fn confirm_lines(app: &App, c: &Confirm) -> Vec<Line<'static>> {
             }
             l
         }
+        WriteOp::Pause { pipeline, paused: true, reason } => vec![
+            Line::styled(format!("Pause pipeline {pipeline}?"), t.title),
+            Line::raw(format!("reason: {reason}")),
+            Line::raw("watch and run --all skip it and runs of it are refused until it is resumed;"),
+            Line::raw("a run under way finishes. Resets, replays and maintenance still work."),
+            Line::raw("Recorded in the tracker with your name (deltalink resume, or z again, resumes it)."),
+        ],
+        WriteOp::Pause { pipeline, paused: false, .. } => {
+            let by = app.operator_pause(pipeline).map_or(String::new(), |p| format!("It is {}.", p.describe()));
+            vec![
+                Line::styled(format!("Resume pipeline {pipeline}?"), t.title),
+                Line::raw(by),
+                Line::raw("The next poll of watch (or run) reads what it missed meanwhile."),
+            ]
+        }
         WriteOp::Maintain { pipeline, plan } => {
             let mut l = vec![Line::styled(format!("Maintain the link table of {pipeline}?"), t.title), Line::raw("")];
             l.extend(plan.iter().flat_map(|u| crate::describe::table_upkeep(u).lines().map(|s| Line::raw(s.to_string())).collect::<Vec<_>>()));

@@ -66,6 +66,7 @@ impl App {
             Command::Reset => self.reset_selected(),
             Command::Replay => self.replay_focused(),
             Command::Maintain => self.maintain_focused(),
+            Command::Pause => self.pause_focused(),
             _ => {}
         }
     }
@@ -333,6 +334,28 @@ impl App {
         }
     }
 
+    /// `z`: pause the focused pipeline, or resume it when the last status showed an operator's
+    /// pause (the engine re-checks: pausing a paused pipeline writes nothing).
+    pub(crate) fn pause_focused(&mut self) {
+        if self.refuse_read_only("pausing a pipeline") {
+            return;
+        }
+        let Some(pipeline) = self.focused_pipeline() else { return self.flash(Level::Warn, "no pipeline selected") };
+        let pause = self.operator_pause(&pipeline).is_none();
+        self.propose_pause(&pipeline, pause, None);
+    }
+
+    /// Ask to pause (`pause`) or resume `pipeline`; `reason` defaults to where it came from.
+    pub(crate) fn propose_pause(&mut self, pipeline: &str, pause: bool, reason: Option<String>) {
+        let reason = reason.unwrap_or_else(|| if pause { "paused from the console" } else { "resumed from the console" }.to_string());
+        self.propose(WriteOp::Pause { pipeline: pipeline.to_string(), paused: pause, reason }, None);
+    }
+
+    /// The operator's pause of `pipeline` the last status showed.
+    pub fn operator_pause(&self, pipeline: &str) -> Option<&crate::store::pause::Pause> {
+        self.status.value.as_ref()?.pipelines.iter().find(|p| p.name == pipeline)?.pause.as_ref()
+    }
+
     /// Every write goes through here: it becomes a confirmation popup, never a task.
     pub(crate) fn propose(&mut self, op: WriteOp, form: Option<Popup>) {
         let typed = op.typed_confirmation().map(|_| String::new());
@@ -372,8 +395,8 @@ impl App {
         }
         let label = op.describe();
         let total = match op {
-            WriteOp::RunAll => self.config.pipelines.values().filter(|p| !p.paused).count(),
-            WriteOp::Run(_) | WriteOp::Reset { .. } | WriteOp::Replay { .. } | WriteOp::Maintain { .. } => 1,
+            WriteOp::RunAll => self.config.pipelines.values().filter(|p| !p.paused && self.operator_pause(&p.name).is_none()).count(),
+            WriteOp::Run(_) | WriteOp::Reset { .. } | WriteOp::Replay { .. } | WriteOp::Maintain { .. } | WriteOp::Pause { .. } => 1,
         };
         self.log(Level::Info, format!("started: {label}"));
         let id = self.spawn(Job::Write(op), label);
@@ -544,6 +567,12 @@ impl App {
                     self.open_replay_form(p, words.next());
                 }
             }
+            (verb @ ("pause" | "resume"), Some(p)) => {
+                if !self.refuse_read_only("pausing a pipeline") && self.known_pipeline(p) {
+                    let reason: Vec<&str> = words.collect();
+                    self.propose_pause(p, verb == "pause", (!reason.is_empty()).then(|| reason.join(" ")));
+                }
+            }
             ("theme", Some(t)) => {
                 self.spawn(Job::Theme(t.to_string()), format!("theme {t}"));
             }
@@ -551,7 +580,7 @@ impl App {
             ("help", _) => self.popup = Some(Popup::Help { scroll: 0 }),
             _ => self.flash(
                 Level::Error,
-                format!("unknown command `{line}`: try :run NAME, :run-all, :preview NAME, :link NAME, :reset NAME, :replay NAME, :theme NAME, :q"),
+                format!("unknown command `{line}`: try :run NAME, :run-all, :preview NAME, :link NAME, :reset NAME, :replay NAME, :pause NAME [REASON], :resume NAME, :theme NAME, :q"),
             ),
         }
     }

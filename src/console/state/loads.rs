@@ -200,6 +200,20 @@ impl App {
                 }
                 self.after_write(&pipeline);
             }
+            Finished::Paused { pipeline, paused, result } => {
+                use crate::ops::pause::Paused;
+                let verb = if paused { "paused" } else { "resumed" };
+                match result {
+                    Ok(Paused::Changed { run_in_progress: true }) if paused => self.log(
+                        Level::Ok,
+                        format!("{pipeline}: paused (in the audit trail); the run under way finishes, the next is refused"),
+                    ),
+                    Ok(Paused::Changed { .. }) => self.log(Level::Ok, format!("{pipeline}: {verb} (recorded in the audit trail)")),
+                    Ok(Paused::Already { .. }) => self.log(Level::Info, format!("{pipeline}: already {verb}; nothing written")),
+                    Err(e) => self.log(Level::Error, format!("{} {pipeline} failed: {e}", if paused { "pause" } else { "resume" })),
+                }
+                self.after_write(&pipeline);
+            }
             Finished::ReplayPlan { pipeline, result } => self.dry_run_loaded(id, pipeline, result, Popup::replay_form),
             Finished::PendingRows { pipeline, counts } => {
                 if self.pending_rows.counts.loading == Some(id) && self.pending_rows.pipeline == pipeline {
