@@ -274,6 +274,39 @@ fn a_tracker_ahead_of_a_recreated_upstream_is_refused() {
     });
 }
 
+/// In a cycle (`run --all`, `watch`: upstreams pinned once for every pipeline), a re-created
+/// upstream is refused for each pipeline that reads it, and the cycle's other pipelines run.
+#[test]
+fn a_recreated_upstream_in_a_cycle_refuses_its_readers_and_the_others_run() {
+    rt().block_on(async {
+        let lake = Lake::new();
+        let engine = lake.engine(&simple_config(&["a", "b"], &[("p", &["a"]), ("q", &["b"]), ("r", &["a"])]));
+        let mut a = ModelTable::create(&lake.path("a"), true).await;
+        a.insert(&[Some(1)]).await;
+        a.insert(&[Some(2)]).await;
+        let mut b = ModelTable::create(&lake.path("b"), true).await;
+        b.insert(&[Some(1)]).await;
+        for (name, r) in engine.run_many(&[], &RunOptions::default()).await {
+            r.unwrap_or_else(|e| panic!("first cycle, {name}: {e:#}"));
+        }
+        std::fs::remove_dir_all(lake.path("a")).expect("drop table");
+        ModelTable::create(&lake.path("a"), true).await.insert(&[Some(7)]).await;
+        b.insert(&[Some(5)]).await;
+        let results = engine.run_many(&[], &RunOptions::default()).await;
+        for (name, r) in &results {
+            match name.as_str() {
+                "q" => assert_eq!(r.as_ref().expect("q reads only b").distinct_keys, 1),
+                _ => {
+                    let e = format!("{:#}", r.as_ref().expect_err("a reader of the re-created table"));
+                    assert!(e.contains(&format!("pipeline `{name}`: the tracker is at version 2 of `a`, which is newer than its latest version 1")), "{e}");
+                    assert!(e.contains(&format!("tracker reset {name} --upstream a --to-earliest")), "{e}");
+                }
+            }
+        }
+        assert_eq!(results.len(), 3);
+    });
+}
+
 /// An upstream `(row_id LONG, k INT)` with CDF, holding `keys`.
 async fn int_keyed_table(dir: &std::path::Path, keys: &[i32]) {
     std::fs::create_dir_all(dir).expect("mkdir");

@@ -197,6 +197,78 @@ fn acks_refuse_going_back_and_runs_that_do_not_exist_and_a_rewind_redelivers_on_
     });
 }
 
+/// The reads `consume` prints are pasted into a Python session as they are.
+const PASTE_READS: &str = r#"
+import json, sys
+import polars as pl
+from deltalake import DeltaTable, QueryBuilder
+reads = json.loads(sys.argv[1])
+print(json.dumps({
+    "polars": sorted(eval(reads["polars"])["k"].to_list()),
+    "deltalake": sorted(eval(reads["deltalake"]).column("k").to_pylist()),
+}))
+"#;
+
+fn deltalink_cli(config: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_deltalink")).arg("--config").arg(config).args(args).env("NO_COLOR", "1").output().expect("spawn deltalink")
+}
+
+fn cli_ok(config: &Path, args: &[&str]) -> String {
+    let out = deltalink_cli(config, args);
+    assert!(out.status.success(), "deltalink {args:?}:\n{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// From the binary, as a downstream team uses it: the polars and deltalake reads that `consume`
+/// prints, run as printed, return exactly the keys the batch's runs changed (the upstream
+/// model's oracle); `ack`, then `ack --rewind` (a dry run that counts the keys delivered again,
+/// refused without a reason, then on record) hands those keys out again.
+#[test]
+fn the_printed_reads_return_the_batch_and_ack_rewind_works_from_the_binary() {
+    let Some(py) = crate::readers::python() else {
+        eprintln!("SKIPPED: set DELTALINK_PYTHON to a python with deltalake + polars (.ci/run does)");
+        return;
+    };
+    let rt = rt();
+    let lake = Lake::new();
+    let engine = lake.engine(&consumer_config());
+    let config = lake.path("deltalink.toml");
+    let mut a = rt.block_on(ModelTable::create(&lake.path("a"), true));
+    let mut rng = seeded(23);
+    let first = rt.block_on(commits(&mut a, &mut rng, 3));
+    cli_ok(&config, &["run", "p"]);
+
+    let batch: serde_json::Value = serde_json::from_str(&cli_ok(&config, &["consume", "p", "--consumer", "daily_job", "--json"])).expect("consume --json");
+    assert_eq!((batch["after_run_id"].as_i64(), batch["through_run_id"].as_i64()), (Some(0), Some(1)), "{batch}");
+    let out = Command::new(&py).args(["-c", PASTE_READS, &batch["reads"].to_string()]).output().expect("run python");
+    assert!(out.status.success(), "the printed reads do not run:\n{}", String::from_utf8_lossy(&out.stderr));
+    let read: serde_json::Value = serde_json::from_slice(&out.stdout).expect("python output");
+    let expected: Vec<i64> = first.iter().copied().collect();
+    assert_eq!(read["polars"], serde_json::json!(expected), "the polars read");
+    assert_eq!(read["deltalake"], serde_json::json!(expected), "the deltalake read");
+    assert_eq!(batch["keys"].as_u64(), Some(expected.len() as u64));
+
+    assert_eq!(cli_ok(&config, &["ack", "p", "--consumer", "daily_job", "--through-run", "1"]).trim(), "consumer daily_job of p: acked through run 1 (was 0)");
+    let second = rt.block_on(commits(&mut a, &mut rng, 2));
+    cli_ok(&config, &["run", "p"]);
+    cli_ok(&config, &["ack", "p", "--consumer", "daily_job", "--through-run", "2"]);
+
+    // Back to run 0 (a dry run): every key of runs 1 and 2 would be delivered again.
+    let dry = cli_ok(&config, &["ack", "p", "--consumer", "daily_job", "--through-run", "0", "--rewind"]);
+    assert!(dry.starts_with(&format!("DRY RUN: consumer daily_job of p: acked run 2 → 0; {} keys of runs 1..=2 will be delivered again", first.union(&second).count())), "{dry}");
+    let no_reason = deltalink_cli(&config, &["ack", "p", "--consumer", "daily_job", "--through-run", "0", "--rewind", "--execute"]);
+    assert!(!no_reason.status.success() && String::from_utf8_lossy(&no_reason.stderr).contains("a rewind needs --reason"), "{}", String::from_utf8_lossy(&no_reason.stderr));
+    let back: serde_json::Value = serde_json::from_str(&cli_ok(&config, &["consume", "p", "--consumer", "daily_job", "--json"])).expect("consume");
+    assert_eq!(back["keys"].as_u64(), Some(0), "the refused rewind wrote nothing");
+    let done = cli_ok(&config, &["ack", "p", "--consumer", "daily_job", "--through-run", "1", "--rewind", "--execute", "--reason", "lost run 2's output"]);
+    assert!(done.starts_with(&format!("REWOUND: consumer daily_job of p: acked run 2 → 1; {} keys of runs 2..=2", second.len())), "{done}");
+    let redelivered: serde_json::Value = serde_json::from_str(&cli_ok(&config, &["consume", "p", "--consumer", "daily_job", "--json"])).expect("consume");
+    assert_eq!((redelivered["after_run_id"].as_i64(), redelivered["through_run_id"].as_i64(), redelivered["keys"].as_u64()), (Some(1), Some(2), Some(second.len() as u64)));
+    let history = rt.block_on(async { engine.tracker().await?.history(50).await }).expect("history");
+    let rewind = history.iter().find(|h| h.action.as_deref() == Some("ack-rewind")).expect("the rewind is audited");
+    assert_eq!(rewind.reason.as_deref(), Some("lost run 2's output"));
+}
+
 #[test]
 fn maintain_compacts_and_vacuums_but_keeps_what_a_consumer_is_reading() {
     let rt = rt();

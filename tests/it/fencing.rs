@@ -196,6 +196,33 @@ fn a_tracker_write_over_a_row_changed_since_it_was_read_is_refused() {
     });
 }
 
+/// A stale intent: the tracker says run 1 is pending with pin 8, but the link table's commit of
+/// run 1 pinned version 6 (another writer's). It is never trusted: the intent is abandoned and a
+/// new run with a new run_id reads on from the processed version, once.
+#[test]
+fn an_intent_whose_run_id_the_link_table_committed_with_other_pins_is_abandoned_for_a_new_run() {
+    rt().block_on(async {
+        let (_lake, _a, engine, _) = lake_with_unread_versions().await;
+        let read = row_of(&engine, "p").await;
+        assert_eq!((read.last_processed_version, read.run_id), (Some(6), Some(1)));
+        let mut stale = read.clone();
+        stale.pending_run_id = Some(1);
+        stale.pending_version = Some(8);
+        let mut tracker = engine.tracker().await.expect("tracker");
+        tracker.upsert(&[RowWrite::new(stale, Some(read))], &Audit::new("run-intent", "p")).await.expect("write the stale intent");
+
+        let report = engine.run("p", &RunOptions::default()).await.expect("run");
+        assert_eq!((report.run_id, report.resumed), (Some(2), false), "a new run, not a resumed run 1");
+        let range = report.upstreams[0].range.expect("a range is read");
+        assert_eq!((range.from, range.to), (7, 9), "from the processed version on, to the latest: not the stale pin");
+        let row = row_of(&engine, "p").await;
+        assert_eq!((row.last_processed_version, row.run_id, row.pending_run_id, row.pending_version), (Some(9), Some(2), None, None));
+        assert_eq!(link_commit_run_ids(&engine, "p").await, vec![1, 2], "run 1 is not written again");
+        let again = engine.run("p", &RunOptions::default()).await.expect("a run after it");
+        assert_eq!(again.outcome, deltalink::engine::Outcome::NothingNew);
+    });
+}
+
 /// Reproduction 2 of issue 18: a `start = "latest"` pipeline's first run dies after its
 /// intent; the restart must record the pin and read nothing, not all history.
 #[test]
