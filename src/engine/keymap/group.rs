@@ -131,10 +131,14 @@ impl Shard {
         }
     }
 
-    /// Whether the key whose hash `hash` computes is this shard's (with one shard, every key
-    /// is, and no hash is computed: the inline grouping of a cycle's runs pays nothing).
-    fn owns(&self, hash: impl FnOnce() -> u64) -> bool {
-        self.count == 1 || (hash() >> 40) as usize & (self.count - 1) == self.index
+    /// Whether the key of hash `h` is this shard's (with one shard, every key is).
+    fn owns(&self, h: u64) -> bool {
+        self.count == 1 || (h >> 40) as usize & (self.count - 1) == self.index
+    }
+
+    /// The rows of a batch this shard folds: those whose key is not NULL and hashes to it.
+    fn rows(&self, hashes: &[u64], null: impl Fn(usize) -> bool) -> Vec<u32> {
+        (0..hashes.len()).filter(|&i| !null(i) && self.owns(hashes[i])).map(|i| i as u32).collect()
     }
 }
 
@@ -329,9 +333,9 @@ impl Grouper {
 
         let n = batch.num_rows();
         // Every shard sees every row; the first counts them (and the NULL keys).
-        let counts = self.shard.index == 0;
-        if counts {
+        if self.shard.index == 0 {
             self.change_rows += n as u64;
+            self.null_key_rows += (0..n).filter(|&i| null_key(i)).count() as u64;
         }
         let shard = self.shard;
         // One commit time per (upstream, version): rows of a version come together, so a
@@ -349,30 +353,27 @@ impl Grouper {
                 let k = cast(&key_columns[0], &DataType::Int64)?;
                 let k = k.as_primitive::<Int64Type>();
                 let values = k.values();
+                // Each key hashed once; a shard walks only its own rows (prefetching for the
+                // others' keys spent memory bandwidth on lines it never used).
+                let hashes: Vec<u64> = values.iter().map(|v| IntKeyTable::hash(*v)).collect();
+                let mine = shard.rows(&hashes, |i| k.is_null(i));
                 // Each lookup chases up to three cache misses: slot, entry, the key's last
                 // overflow hit. Each is started a stage ahead of the next, once the one it
-                // depends on has landed. A NULL key's value holds some number: prefetching for
-                // it is harmless.
+                // depends on has landed.
                 const AHEAD: usize = 8;
-                for i in 0..n {
-                    if let Some(ahead) = values.get(i + 3 * AHEAD) {
-                        table.prefetch_slot(*ahead);
+                for (at, &i) in mine.iter().enumerate() {
+                    if let Some(&ahead) = mine.get(at + 3 * AHEAD) {
+                        table.prefetch_slot(hashes[ahead as usize]);
                     }
-                    if let Some(ahead) = values.get(i + 2 * AHEAD) {
-                        table.prefetch_entry(*ahead);
+                    if let Some(&ahead) = mine.get(at + 2 * AHEAD) {
+                        table.prefetch_entry(hashes[ahead as usize]);
                     }
-                    if let Some((_, entry)) = values.get(i + AHEAD).and_then(|k| table.peek(*k)) {
+                    if let Some((_, entry)) = mine.get(at + AHEAD).and_then(|&ahead| table.peek(hashes[ahead as usize])) {
                         prefetch(overflow, entry.last);
                     }
-                    if k.is_null(i) {
-                        self.null_key_rows += u64::from(counts);
-                        continue;
-                    }
-                    if !shard.owns(|| IntKeyTable::hash(values[i])) {
-                        continue;
-                    }
+                    let i = i as usize;
                     let mut fresh = false;
-                    let entry = table.upsert(values[i], || {
+                    let entry = table.upsert(values[i], hashes[i], || {
                         fresh = true;
                         KeyEntry::new(upstream, packed(i), ts_at(i))
                     })?;
@@ -384,25 +385,20 @@ impl Grouper {
             Some(KeyMap::Rows(converter, table)) => {
                 let rows = converter.convert_columns(&key_columns)?;
                 let hashes: Vec<u64> = (0..n).map(|i| RowKeyTable::hash(rows.row(i).as_ref())).collect();
+                let mine = shard.rows(&hashes, null_key);
                 // As for integer keys: slot, then key and entry, then the key's last overflow
                 // hit, each started a stage ahead of the one that needs it.
                 const AHEAD: usize = 8;
-                for i in 0..n {
-                    if let Some(ahead) = hashes.get(i + 3 * AHEAD) {
-                        table.prefetch_slot(*ahead);
+                for (at, &i) in mine.iter().enumerate() {
+                    if let Some(&ahead) = mine.get(at + 3 * AHEAD) {
+                        table.prefetch_slot(hashes[ahead as usize]);
                     }
-                    if let Some(entry) = hashes.get(i + 2 * AHEAD).and_then(|h| table.prefetch_key(*h)) {
+                    if let Some(entry) = mine.get(at + 2 * AHEAD).and_then(|&ahead| table.prefetch_key(hashes[ahead as usize])) {
                         prefetch(overflow, entry.last);
                     }
-                    if null_key(i) {
-                        self.null_key_rows += u64::from(counts);
-                        continue;
-                    }
+                    let i = i as usize;
                     let row = rows.row(i);
                     let h = hashes[i];
-                    if !shard.owns(|| h) {
-                        continue;
-                    }
                     let mut fresh = false;
                     let entry = table.upsert(row.as_ref(), h, || {
                         fresh = true;
@@ -422,10 +418,7 @@ impl Grouper {
         let keys = match self.keys {
             None => SortedKeys::default(),
             Some(KeyMap::Int(table)) => {
-                let IntKeyTable { slots, entries: mut v } = table;
-                drop(slots);
-                v.sort_unstable_by_key(|(k, _)| *k);
-                let (keys, entries) = v.into_iter().unzip();
+                let (keys, entries) = table.into_sorted();
                 SortedKeys { keys: SortedKeyValues::Int(keys), entries }
             }
             Some(KeyMap::Rows(converter, table)) => {
