@@ -377,8 +377,10 @@ impl IntKeyTable {
         }
         let mut packed: Vec<u64> = entries.iter().enumerate().map(|(i, (k, _))| ((k - min) as u64) << 32 | i as u64).collect();
         radix_sort_high_half(&mut packed, 128 - span.leading_zeros());
-        let keys = packed.iter().map(|p| min + (p >> 32) as i64).collect();
         let sorted = packed.iter().map(|p| entries[*p as u32 as usize].1).collect();
+        drop(entries);
+        // In place (same size): no third vector at the peak.
+        let keys = packed.into_iter().map(|p| min + (p >> 32) as i64).collect();
         (keys, sorted)
     }
 }
