@@ -418,6 +418,39 @@ fn an_upstream_removed_around_a_pending_run_does_not_hold_the_pipeline() {
     });
 }
 
+/// An upstream added to a pipeline while a run of it is pending (it died after its intent): the
+/// redone run keeps its run_id and the intent's pin, reads the new upstream from its start, and
+/// every key of both lands once; the next run finds nothing new.
+#[test]
+fn an_upstream_added_around_a_pending_run_is_read_by_the_redone_run() {
+    rt().block_on(async {
+        let lake = Lake::new();
+        let mut a = ModelTable::create(&lake.path("a"), true).await;
+        let mut b = ModelTable::create(&lake.path("b"), true).await;
+        let mut all = a.insert(&[Some(1), Some(2)]).await;
+        all.extend(b.insert(&[Some(3), Some(4)]).await);
+        let only_a = lake.engine(&fenced_config(&["a", "b"], &[("p", &["a"])]));
+        let e = only_a.run("p", &RunOptions::default().with_fault_after(Step::IntentRecorded)).await.expect_err("crash");
+        assert!(format!("{e:#}").contains("injected fault"), "{e:#}");
+        let pinned = row_of(&only_a, "p").await;
+        assert_eq!((pinned.pending_run_id, pinned.pending_version), (Some(1), Some(1)));
+        // Committed after the pin: the redone run must not read it (the pin holds), the next does.
+        let later = a.insert(&[Some(9)]).await;
+
+        let both = lake.engine(&fenced_config(&["a", "b"], &[("p", &["a", "b"])]));
+        let redone = both.run("p", &RunOptions::default()).await.expect("redone run");
+        assert_eq!((redone.run_id, redone.resumed), (Some(1), true), "{redone:?}");
+        let ranges: Vec<(String, Option<(u64, u64)>)> =
+            redone.upstreams.iter().map(|u| (u.upstream.clone(), u.range.map(|r| (r.from, r.to)))).collect();
+        assert_eq!(ranges, [("a".to_string(), Some((0, 1))), ("b".to_string(), Some((0, 1)))], "a to its pin, b from its start");
+        let keys: Affected = link_keys(&both, "p").await.into_keys().collect();
+        assert_eq!(keys, all, "a's keys up to the pin and b's keys, once");
+        let next = both.run("p", &RunOptions::default()).await.expect("next run");
+        assert_eq!((next.run_id, next.distinct_keys), (Some(2), later.len() as u64), "only what a committed after the pin");
+        assert_eq!(both.run("p", &RunOptions::default()).await.expect("then").outcome, deltalink::engine::Outcome::NothingNew);
+    });
+}
+
 /// `maintain --execute` frozen right after taking the pipeline's lease and opening its link
 /// table (as a VM pause would freeze it), while another process takes the lease over and runs:
 /// woken, it must not purge, compact or vacuum against a log it no longer knows (or under a run
