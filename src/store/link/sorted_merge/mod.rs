@@ -232,11 +232,14 @@ mod tests {
             Field::new(PROVENANCE_COL, lists.data_type().clone(), true),
         ]));
         let written = RecordBatch::try_new(schema.clone(), vec![Arc::new(Int64Array::from_iter_values(0..rows as i64)), Arc::new(lists)])?;
-        let file = tempfile::tempfile()?;
         let properties = deltalake::parquet::file::properties::WriterProperties::builder().set_max_row_group_row_count(Some(3_000)).build();
-        let mut writer = ArrowWriter::try_new(file.try_clone()?, schema.clone(), Some(properties))?;
+        let mut writer = ArrowWriter::try_new(Vec::new(), schema.clone(), Some(properties))?;
         writer.write(&written)?;
-        writer.close()?;
+        // Read back as a run reads a link file: its bytes fetched from the store.
+        let store: Arc<dyn deltalake::ObjectStore> = Arc::new(deltalake::logstore::object_store::memory::InMemory::new());
+        let path = deltalake::Path::from("link.parquet");
+        deltalake::logstore::object_store::ObjectStoreExt::put(&store, &path, writer.into_inner()?.into()).await?;
+        let file = fetch(&store, &path).await?;
 
         let touched: Vec<u32> = (0..rows as u32).filter(|i| i % 3 == 0 || (2_990..3_010).contains(i)).collect();
         let pre = read_rows(file, &schema, &touched, rows).await?;

@@ -23,24 +23,30 @@ pub(crate) const UPDATED: [&str; 5] = [RUN_ID_COL, LAST_CHANGE_COL, UPSTREAMS_CO
 
 /// Rows `rows` (sorted row indices of a data file of `total` rows), cast to `schema`.
 pub(crate) async fn read_rows(
-    bytes: impl deltalake::parquet::file::reader::ChunkReader + 'static,
+    bytes: impl deltalake::parquet::file::reader::ChunkReader + Clone + 'static,
     schema: &SchemaRef,
     rows: &[u32],
     total: usize,
 ) -> Result<RecordBatch> {
-    use deltalake::parquet::arrow::arrow_reader::RowSelection;
-    let mut mask = vec![false; total];
-    for &r in rows {
-        mask[r as usize] = true;
-    }
-    let selection = RowSelection::from_filters(&[mask.into()]);
-    let schema = schema.clone();
+    let (schema, rows) = (schema.clone(), rows.to_vec());
     tokio::task::spawn_blocking(move || {
-        // A batch of selected rows decodes every row up to its last one: at the few percent of
-        // a file a run touches, 64k selected rows would decode most of the file at once.
-        let builder = dictionary_list_reader(bytes)?.with_batch_size(4 * 1024).with_row_selection(selection);
-        let batches = builder.build()?.collect::<std::result::Result<Vec<_>, _>>()?;
-        let parts = batches.iter().map(|b| conform_keeping_dictionaries(b, &schema)).collect::<Result<Vec<_>>>()?;
+        let metadata = dictionary_list_metadata(&bytes)?;
+        let mut parts = Vec::new();
+        for (group, selection) in row_group_selections(metadata.metadata(), &rows, total) {
+            // A batch of selected rows decodes every row up to its last one: at the few percent
+            // of a file a run touches, 64k selected rows would decode most of the file at once.
+            // One row group at a time: a batch spanning two has two dictionaries, and the
+            // reader then spells its strings out and hashes them into a new one (profiled: a
+            // twentieth of an incremental run).
+            let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(bytes.clone(), metadata.clone())
+                .with_row_groups(vec![group])
+                .with_row_selection(selection)
+                .with_batch_size(4 * 1024)
+                .build()?;
+            for batch in reader {
+                parts.push(conform_keeping_dictionaries(&batch?, &schema)?);
+            }
+        }
         let Some(first) = parts.first() else { return Ok(RecordBatch::new_empty(schema)) };
         Ok::<_, color_eyre::Report>(concat_batches(&first.schema(), &parts)?)
     })
@@ -48,24 +54,51 @@ pub(crate) async fn read_rows(
     .wrap_err("cannot decode a link-table file's touched rows")
 }
 
+/// Per row group holding some of `rows` (sorted indices into a file of `total` rows), that
+/// group and the selection of those rows within it.
+fn row_group_selections(
+    metadata: &deltalake::parquet::file::metadata::ParquetMetaData,
+    rows: &[u32],
+    total: usize,
+) -> Vec<(usize, deltalake::parquet::arrow::arrow_reader::RowSelection)> {
+    use deltalake::parquet::arrow::arrow_reader::RowSelection;
+    let mut out = Vec::new();
+    let (mut start, mut at) = (0usize, 0usize);
+    for (group, meta) in metadata.row_groups().iter().enumerate() {
+        let end = (start + meta.num_rows().max(0) as usize).min(total.max(start));
+        let first = at;
+        while at < rows.len() && (rows[at] as usize) < end {
+            at += 1;
+        }
+        if at > first {
+            let mut mask = vec![false; end - start];
+            for &r in &rows[first..at] {
+                mask[r as usize - start] = true;
+            }
+            out.push((group, RowSelection::from_filters(&[mask.into()])));
+        }
+        start = end;
+    }
+    out
+}
+
 /// A reader of a link file whose lists of strings (the upstreams and provenance) decode as
 /// lists of dictionary-encoded strings where the file stores them so: a touched row's
 /// provenance is then a few indices into the row group's dictionary instead of its strings
 /// (they go out again as change data's pre-images only, spelled out a slice at a time). A
 /// file whose schema takes no such hint is read as it is.
-pub(crate) fn dictionary_list_reader<R>(bytes: R) -> Result<ParquetRecordBatchReaderBuilder<R>>
+fn dictionary_list_metadata<R>(bytes: &R) -> Result<deltalake::parquet::arrow::arrow_reader::ArrowReaderMetadata>
 where
     R: deltalake::parquet::file::reader::ChunkReader + 'static,
 {
     use deltalake::parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
-    let plain = ArrowReaderMetadata::load(&bytes, ArrowReaderOptions::new())?;
+    let plain = ArrowReaderMetadata::load(bytes, ArrowReaderOptions::new())?;
     let fields: Vec<Field> = plain.schema().fields().iter().map(|f| f.as_ref().clone().with_data_type(dictionary_list(f.data_type()))).collect();
     let hinted = Arc::new(Schema::new_with_metadata(fields, plain.schema().metadata().clone()));
-    let metadata = match ArrowReaderMetadata::try_new(plain.metadata().clone(), ArrowReaderOptions::new().with_schema(hinted)) {
+    Ok(match ArrowReaderMetadata::try_new(plain.metadata().clone(), ArrowReaderOptions::new().with_schema(hinted)) {
         Ok(hinted) => hinted,
         Err(_) => plain,
-    };
-    Ok(ParquetRecordBatchReaderBuilder::new_with_metadata(bytes, metadata))
+    })
 }
 
 /// `List<Utf8>` as `List<Dictionary<Int32, Utf8>>` (the item field kept); other types as they are.
