@@ -232,11 +232,20 @@ pub fn main() -> Result<()> {
     let theme = if stderr_colour() { color_eyre::config::Theme::dark() } else { color_eyre::config::Theme::new() };
     color_eyre::config::HookBuilder::default().theme(theme).install()?;
     let cli = Cli::parse();
+    if opens_console(&cli) {
+        // Before the runtime starts: its threads inherit it.
+        crate::util::cpu::leave_a_core_to_the_terminal();
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .wrap_err("cannot start the tokio runtime")?;
     runtime.block_on(dispatch(cli))
+}
+
+/// Whether the command opens the console (no subcommand, or `demo` without `--no-console`).
+fn opens_console(cli: &Cli) -> bool {
+    matches!(&cli.command, None | Some(Command::Demo { no_console: false, .. }))
 }
 
 /// Warnings, and delta-rs's errors except its transaction log's: a concurrent commit is logged
