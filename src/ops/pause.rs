@@ -44,6 +44,5 @@ pub async fn set_paused(engine: &Engine, pipeline: &str, paused: bool, reason: &
         ),
         _ => e,
     })?;
-    let run_in_progress = matches!(lease::current(&engine.config, pipeline).await, Ok(Some(holder)) if !holder.expired());
-    Ok(Paused::Changed { run_in_progress })
+    Ok(Paused::Changed { run_in_progress: lease::held(&engine.config, pipeline).await })
 }

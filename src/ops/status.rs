@@ -238,8 +238,7 @@ async fn pipeline_status(
     let mine: Vec<&TrackerRow> = rows.iter().filter(|r| r.pipeline_name == p.name).collect();
     let pending = mine.iter().any(|r| r.pending_run_id.is_some());
     // A pending intent is a run in progress while a live lease holds the pipeline.
-    let run_in_progress = pending
-        && matches!(lease::current(&engine.config, &p.name).await, Ok(Some(holder)) if !holder.expired());
+    let run_in_progress = pending && lease::held(&engine.config, &p.name).await;
     let mut ups = Vec::new();
     for u in p.upstream_names() {
         let row = mine.iter().find(|r| r.upstream == u).copied();

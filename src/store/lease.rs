@@ -280,6 +280,12 @@ pub async fn current(config: &Config, pipeline: &str) -> Result<Option<LeaseHold
     Ok(newest(&store, pipeline).await?.and_then(|(_, holder)| holder))
 }
 
+/// Whether a live lease holds `pipeline` now (a holder that is neither released nor silent
+/// past its TTL); `false` when the lease cannot be read.
+pub async fn held(config: &Config, pipeline: &str) -> bool {
+    matches!(current(config, pipeline).await, Ok(Some(holder)) if !holder.expired())
+}
+
 /// The newest lease generation of `pipeline` (`None` before its first lease).
 pub async fn current_generation(config: &Config, pipeline: &str) -> Result<Option<u64>> {
     let store = store_for(config).await?;

@@ -13,9 +13,7 @@ use crate::util::time::format_ms;
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Pause {
     pub by: String,
-    /// When it was paused (ms since epoch).
-    #[serde(skip)]
-    pub at_ms: Option<i64>,
+    /// When it was paused.
     pub at: Option<String>,
     pub reason: String,
 }
@@ -26,7 +24,6 @@ impl Pause {
         let row = pause_row(rows, pipeline)?;
         (row.last_processed_version == Some(1)).then(|| Pause {
             by: row.updated_by.clone().unwrap_or_else(|| "?".into()),
-            at_ms: row.updated_at,
             at: row.updated_at.and_then(format_ms),
             reason: row.note.clone().unwrap_or_default(),
         })

@@ -258,7 +258,7 @@ impl Job {
         for file in files {
             let bytes = fetch(&self.store, &file.path).await?;
             let deleted = file.deleted_rows(&self.store).await?;
-            let Some((pairs, file_rows)) = self.join_keys(bytes.clone(), incoming_keys.clone()).await? else { return Ok(None) };
+            let Some(pairs) = self.join_keys(bytes.clone(), incoming_keys.clone()).await? else { return Ok(None) };
             let mut rows: Vec<u32> = Vec::new();
             for (i, j) in pairs.into_iter().filter(|(i, _)| !deleted.contains(u64::from(*i))) {
                 matched[j as usize] = Some((touched.len(), rows.len()));
@@ -267,7 +267,7 @@ impl Job {
             if rows.is_empty() {
                 continue;
             }
-            let pre = read_rows(bytes, schema, &rows, file_rows).await?;
+            let pre = read_rows(bytes, schema, &rows).await?;
             touched.push(Marked { file, deleted, rows, pre });
         }
 
@@ -312,10 +312,10 @@ impl Job {
         Ok(Some(out))
     }
 
-    /// The (file row, incoming row) pairs of the keys a sorted link file shares with `incoming`,
-    /// and the file's row count: its key columns read and joined a batch at a time (read whole
-    /// they were megabytes per file in flight). `None` when the file is not sorted by key.
-    async fn join_keys<R>(self: &Arc<Self>, bytes: R, incoming: Arc<SortedKeys>) -> Result<Option<(Vec<(u32, u32)>, usize)>>
+    /// The (file row, incoming row) pairs of the keys a sorted link file shares with `incoming`:
+    /// its key columns read and joined a batch at a time (read whole they were megabytes per
+    /// file in flight). `None` when the file is not sorted by key.
+    async fn join_keys<R>(self: &Arc<Self>, bytes: R, incoming: Arc<SortedKeys>) -> Result<Option<Vec<(u32, u32)>>>
     where
         R: deltalake::parquet::file::reader::ChunkReader + Send + 'static,
     {
@@ -341,7 +341,7 @@ impl Job {
                 (file_rows, from) = (file_rows + batch.num_rows(), next);
                 previous = Some(keys);
             }
-            Ok::<_, color_eyre::Report>(Some((pairs, file_rows)))
+            Ok::<_, color_eyre::Report>(Some(pairs))
         })
         .await?
         .wrap_err("cannot decode a link-table file's keys")

@@ -242,7 +242,7 @@ mod tests {
         let file = fetch(&store, &path).await?;
 
         let touched: Vec<u32> = (0..rows as u32).filter(|i| i % 3 == 0 || (2_990..3_010).contains(i)).collect();
-        let pre = read_rows(file, &schema, &touched, rows).await?;
+        let pre = read_rows(file, &schema, &touched).await?;
         let DataType::List(item) = pre.column(1).data_type() else { panic!("provenance read as {}", pre.column(1).data_type()) };
         assert!(matches!(item.data_type(), DataType::Dictionary(..)), "provenance elements read as {}", item.data_type());
         let expected = take_record_batch(&written, &UInt32Array::from(touched))?;

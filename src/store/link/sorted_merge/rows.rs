@@ -21,18 +21,17 @@ use super::layout::TargetFile;
 /// Columns a MERGE overwrites on a touched key; the others (pipeline, key, created_at) stay.
 pub(crate) const UPDATED: [&str; 5] = [RUN_ID_COL, LAST_CHANGE_COL, UPSTREAMS_COL, PROVENANCE_COL, UPDATED_COL];
 
-/// Rows `rows` (sorted row indices of a data file of `total` rows), cast to `schema`.
+/// Rows `rows` (sorted row indices of a data file), cast to `schema`.
 pub(crate) async fn read_rows(
     bytes: impl deltalake::parquet::file::reader::ChunkReader + Clone + 'static,
     schema: &SchemaRef,
     rows: &[u32],
-    total: usize,
 ) -> Result<RecordBatch> {
     let (schema, rows) = (schema.clone(), rows.to_vec());
     tokio::task::spawn_blocking(move || {
         let metadata = dictionary_list_metadata(&bytes)?;
         let mut parts = Vec::new();
-        for (group, selection) in row_group_selections(metadata.metadata(), &rows, total) {
+        for (group, selection) in row_group_selections(metadata.metadata(), &rows) {
             // A batch of selected rows decodes every row up to its last one: at the few percent
             // of a file a run touches, 64k selected rows would decode most of the file at once.
             // One row group at a time: a batch spanning two has two dictionaries, and the
@@ -54,18 +53,17 @@ pub(crate) async fn read_rows(
     .wrap_err("cannot decode a link-table file's touched rows")
 }
 
-/// Per row group holding some of `rows` (sorted indices into a file of `total` rows), that
-/// group and the selection of those rows within it.
+/// Per row group holding some of `rows` (sorted indices into the file), that group and the
+/// selection of those rows within it.
 fn row_group_selections(
     metadata: &deltalake::parquet::file::metadata::ParquetMetaData,
     rows: &[u32],
-    total: usize,
 ) -> Vec<(usize, deltalake::parquet::arrow::arrow_reader::RowSelection)> {
     use deltalake::parquet::arrow::arrow_reader::RowSelection;
     let mut out = Vec::new();
     let (mut start, mut at) = (0usize, 0usize);
     for (group, meta) in metadata.row_groups().iter().enumerate() {
-        let end = (start + meta.num_rows().max(0) as usize).min(total.max(start));
+        let end = start + meta.num_rows().max(0) as usize;
         let first = at;
         while at < rows.len() && (rows[at] as usize) < end {
             at += 1;
