@@ -6,27 +6,14 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
-use crate::common::{rt, simple_config, Lake, ModelTable};
+use crate::common::{deltalink_as, log_commits, rt, simple_config, succeeded, Lake, ModelTable};
 
 fn deltalink(config: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_deltalink"))
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .env("USER", "cli-tester")
-        .env("NO_COLOR", "1")
-        .env("RUST_BACKTRACE", "0")
-        .output()
-        .expect("spawn deltalink")
-}
-
-fn ok(out: &Output, what: &str) -> String {
-    assert!(out.status.success(), "{what} failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    deltalink_as("cli-tester", config, args)
 }
 
 fn json(out: &Output, what: &str) -> Value {
-    serde_json::from_str(&ok(out, what)).unwrap_or_else(|e| panic!("{what}: not JSON ({e})"))
+    serde_json::from_str(&succeeded(out, what)).unwrap_or_else(|e| panic!("{what}: not JSON ({e})"))
 }
 
 fn demo_lake(dir: &Path) -> PathBuf {
@@ -34,12 +21,7 @@ fn demo_lake(dir: &Path) -> PathBuf {
         .args(["demo", dir.to_str().expect("utf-8"), "--no-console", "--commits", "20"])
         .output()
         .expect("spawn deltalink demo");
-    PathBuf::from(ok(&out, "demo").trim())
-}
-
-/// Number of commits in a table's log: a dry run must not add one.
-fn log_len(table: &Path) -> usize {
-    std::fs::read_dir(table.join("_delta_log")).map_or(0, |d| d.filter(|e| e.as_ref().is_ok_and(|e| e.path().extension().is_some_and(|x| x == "json"))).count())
+    PathBuf::from(succeeded(&out, "demo").trim())
 }
 
 #[test]
@@ -78,10 +60,10 @@ fn the_cli_on_the_demo_lake_status_runs_races_resets_and_replays() {
     assert!(!behind.is_empty() && behind.iter().all(|n| *n > 0), "every upstream has unread change rows: {behind:?}");
 
     // preview --json writes nothing and names provenance.
-    let before = log_len(&tracker);
+    let before = log_commits(&tracker);
     let preview = json(&deltalink(&config, &["preview", "institution_rollup", "--json", "--limit", "3"]), "preview");
     assert!(preview["distinct_keys"].as_u64() > Some(0), "{preview}");
-    assert_eq!(log_len(&tracker), before, "preview writes nothing");
+    assert_eq!(log_commits(&tracker), before, "preview writes nothing");
 
     // Two processes run everything at once: every pipeline is written exactly once; the
     // loser of a pipeline's lease says who holds it.
@@ -115,7 +97,7 @@ fn the_cli_on_the_demo_lake_status_runs_races_resets_and_replays() {
     written.sort();
     // A pipeline whose lease the other process held is caught up by the rerun below instead.
     assert!(written.windows(2).all(|w| w[0] != w[1]), "a pipeline written twice: {written:?}");
-    ok(&deltalink(&config, &["run", "--all"]), "catch-up run");
+    succeeded(&deltalink(&config, &["run", "--all"]), "catch-up run");
     let status = json(&deltalink(&config, &["status", "--json"]), "status after runs");
     let caught_up = json(&deltalink(&config, &["status", "--json", "--count-rows"]), "status --count-rows after runs");
     for p in caught_up["pipelines"].as_array().expect("pipelines") {
@@ -132,14 +114,14 @@ fn the_cli_on_the_demo_lake_status_runs_races_resets_and_replays() {
 
     // tracker reset: a dry run prints the impact and writes nothing; --read-only refuses to
     // execute; --execute records the reason and the operator.
-    let before = log_len(&tracker);
+    let before = log_commits(&tracker);
     let dry = deltalink(&config, &["tracker", "reset", "enriched_publications", "--shift-by", "-2"]);
-    let (impact, note) = (ok(&dry, "reset dry run"), String::from_utf8_lossy(&dry.stderr));
+    let (impact, note) = (succeeded(&dry, "reset dry run"), String::from_utf8_lossy(&dry.stderr));
     assert!(impact.contains("re-reads 2 commits") && note.contains("DRY RUN"), "{impact}\n{note}");
     let ro = deltalink(&config, &["--read-only", "tracker", "reset", "enriched_publications", "--shift-by", "-2", "--execute", "--reason", "x"]);
     assert!(!ro.status.success() && String::from_utf8_lossy(&ro.stderr).contains("--read-only"), "{ro:?}");
-    assert_eq!(log_len(&tracker), before, "dry run and read-only refusal write nothing");
-    ok(&deltalink(&config, &["tracker", "reset", "enriched_publications", "--shift-by", "-2", "--execute", "--reason", "cli test"]), "reset");
+    assert_eq!(log_commits(&tracker), before, "dry run and read-only refusal write nothing");
+    succeeded(&deltalink(&config, &["tracker", "reset", "enriched_publications", "--shift-by", "-2", "--execute", "--reason", "cli test"]), "reset");
     let shown = json(&deltalink(&config, &["tracker", "show", "enriched_publications", "--json"]), "tracker show");
     let last = &shown["history"][0];
     assert_eq!((last["action"].as_str(), last["reason"].as_str(), last["operator"].as_str()), (Some("reset"), Some("cli test"), Some("cli-tester")), "{last}");
@@ -149,11 +131,11 @@ fn the_cli_on_the_demo_lake_status_runs_races_resets_and_replays() {
 
     // replay: a dry run by default.
     let links = dir.path().join("_deltalink/links/enriched_publications");
-    let before = log_len(&links);
+    let before = log_commits(&links);
     let replay = deltalink(&config, &["replay", "enriched_publications", "--from-version", "0"]);
-    let said = format!("{}{}", ok(&replay, "replay dry run"), String::from_utf8_lossy(&replay.stderr));
+    let said = format!("{}{}", succeeded(&replay, "replay dry run"), String::from_utf8_lossy(&replay.stderr));
     assert!(said.contains("DRY RUN"), "{said}");
-    assert_eq!(log_len(&links), before, "a replay dry run writes nothing");
+    assert_eq!(log_commits(&links), before, "a replay dry run writes nothing");
 
     // The demo's downstream consumer: consume (the JSON contract), ack, the words for people.
     let batch = json(&deltalink(&config, &["consume", "enriched_publications", "--consumer", "search_index", "--json"]), "consume");
@@ -162,15 +144,15 @@ fn the_cli_on_the_demo_lake_status_runs_races_resets_and_replays() {
     }
     assert!(batch["keys"].as_u64().unwrap_or(0) > 0 && batch["reads"]["spark_sql"].as_str().is_some_and(|s| s.contains("VERSION AS OF")), "{batch}");
     let through = batch["through_run_id"].to_string();
-    let acked = ok(&deltalink(&config, &["ack", "enriched_publications", "--consumer", "search_index", "--through-run", &through]), "ack");
+    let acked = succeeded(&deltalink(&config, &["ack", "enriched_publications", "--consumer", "search_index", "--through-run", &through]), "ack");
     assert!(acked.contains(&format!("acked through run {through}")), "{acked}");
-    let shown = ok(&deltalink(&config, &["status"]), "status");
+    let shown = succeeded(&deltalink(&config, &["status"]), "status");
     assert!(shown.contains("consumer search_index") && shown.contains("caught up"), "{shown}");
-    let nothing = ok(&deltalink(&config, &["consume", "enriched_publications", "--consumer", "search_index"]), "consume again");
+    let nothing = succeeded(&deltalink(&config, &["consume", "enriched_publications", "--consumer", "search_index"]), "consume again");
     assert!(nothing.contains("nothing new"), "{nothing}");
     let typo = deltalink(&config, &["ack", "enriched_publications", "--consumer", "serch_index", "--through-run", "1"]);
     assert!(String::from_utf8_lossy(&typo.stderr).contains("declared: search_index"), "{typo:?}");
-    let upkeep = ok(&deltalink(&config, &["maintain", "enriched_publications"]), "maintain dry run");
+    let upkeep = succeeded(&deltalink(&config, &["maintain", "enriched_publications"]), "maintain dry run");
     assert!(upkeep.contains("DRY RUN") && upkeep.contains("link table of enriched_publications"), "{upkeep}");
 }
 

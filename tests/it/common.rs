@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 use std::sync::Arc;
 
 use deltalake::arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
@@ -372,4 +373,30 @@ pub async fn two_pipelines_run_once(lake: &Lake, config: &str) -> (ModelTable, M
         result.unwrap_or_else(|e| panic!("first run of {name}: {e:#}"));
     }
     (a, b)
+}
+
+/// `deltalink --config CONFIG ARGS…` run by operator `user` (as the audit log records it), with
+/// no colour and no backtrace: what a person at a shell or a cron job would see.
+pub fn deltalink_as(user: &str, config: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_deltalink"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env("USER", user)
+        .env("NO_COLOR", "1")
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .expect("spawn deltalink")
+}
+
+/// The stdout of a command that must have succeeded (its stdout and stderr shown if not).
+pub fn succeeded(out: &Output, what: &str) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{what} failed:\n{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    stdout
+}
+
+/// Number of commits in a table's log.
+pub fn log_commits(table: &Path) -> usize {
+    std::fs::read_dir(table.join("_delta_log")).map_or(0, |d| d.filter(|e| e.as_ref().is_ok_and(|e| e.path().extension().is_some_and(|x| x == "json"))).count())
 }

@@ -849,7 +849,7 @@ fn z_pauses_then_resumes_the_selected_pipeline_and_the_palette_takes_a_reason() 
     assert!(pause_of(&app.drain_requests()).is_empty(), "declined: nothing written");
     let mut paused = status();
     let p = paused.pipelines.iter_mut().find(|p| p.name == "enriched_publications").expect("pipeline");
-    p.pause = Some(deltalink::store::pause::Pause { by: "amy".into(), at_ms: None, at: Some("2025-03-01T12:00:00Z".into()), reason: "INC-7".into() });
+    p.pause = Some(deltalink::store::pause::Pause { by: "amy".into(), at: Some("2025-03-01T12:00:00Z".into()), reason: "INC-7".into() });
     p.health = Health { state: health::HealthState::Paused, reason: "paused by amy at 2025-03-01T12:00:00Z: INC-7".into() };
     key(&mut app, KeyCode::Char('z'));
     key(&mut app, KeyCode::Char('y'));

@@ -210,13 +210,11 @@ print(json.dumps({
 "#;
 
 fn deltalink_cli(config: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_deltalink")).arg("--config").arg(config).args(args).env("NO_COLOR", "1").output().expect("spawn deltalink")
+    deltalink_as("daily-job", config, args)
 }
 
 fn cli_ok(config: &Path, args: &[&str]) -> String {
-    let out = deltalink_cli(config, args);
-    assert!(out.status.success(), "deltalink {args:?}:\n{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    succeeded(&deltalink_cli(config, args), &format!("deltalink {args:?}"))
 }
 
 /// From the binary, as a downstream team uses it: the polars and deltalake reads that `consume`

@@ -3,7 +3,7 @@
 //! fix, `status --json` and `status --check` say `paused`; `deltalink resume` lets it catch up.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -14,15 +14,7 @@ use deltalink::ops::watch::Watcher;
 use crate::common::*;
 
 fn deltalink(config: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_deltalink"))
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .env("USER", "oncall-amy")
-        .env("NO_COLOR", "1")
-        .env("RUST_BACKTRACE", "0")
-        .output()
-        .expect("spawn deltalink")
+    deltalink_as("oncall-amy", config, args)
 }
 
 fn stdout(out: &Output) -> String {
@@ -33,11 +25,6 @@ fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-fn succeeded(out: &Output, what: &str) -> String {
-    assert!(out.status.success(), "{what} failed:\n{}{}", stdout(out), stderr(out));
-    stdout(out)
-}
-
 fn status_json(config: &Path) -> Value {
     let out = deltalink(config, &["status", "--json"]);
     serde_json::from_str(&succeeded(&out, "status --json")).expect("status --json is JSON")
@@ -45,13 +32,6 @@ fn status_json(config: &Path) -> Value {
 
 fn pipeline<'a>(status: &'a Value, name: &str) -> &'a Value {
     status["pipelines"].as_array().expect("pipelines").iter().find(|p| p["name"] == name).expect("pipeline in status")
-}
-
-fn tracker_commits(lake: &Lake) -> usize {
-    std::fs::read_dir(lake.path("_deltalink/tracker/_delta_log"))
-        .expect("tracker log")
-        .filter(|e| e.as_ref().is_ok_and(|e| e.path().extension().is_some_and(|x| x == "json")))
-        .count()
 }
 
 #[test]
@@ -69,10 +49,10 @@ fn a_paused_pipeline_is_skipped_and_refused_until_resumed_and_status_says_who_an
 
     let paused = succeeded(&deltalink(&config, &["pause", "q", "--reason", "upstream a is being rebuilt"]), "pause");
     assert_eq!(paused.trim(), "pipeline q: paused (operator oncall-amy, reason: upstream a is being rebuilt)");
-    let commits = tracker_commits(&lake);
+    let commits = log_commits(&lake.path("_deltalink/tracker"));
     let again = succeeded(&deltalink(&config, &["pause", "q", "--reason", "twice"]), "pause again");
     assert!(again.starts_with("pipeline q: already paused by oncall-amy at ") && again.contains(": upstream a is being rebuilt; nothing written"), "{again}");
-    assert_eq!(tracker_commits(&lake), commits, "pausing a paused pipeline writes nothing");
+    assert_eq!(log_commits(&lake.path("_deltalink/tracker")), commits, "pausing a paused pipeline writes nothing");
 
     rt().block_on(a.insert(&[Some(2)]));
     let ran = succeeded(&deltalink(&config, &["run", "--all", "--json"]), "run --all");
