@@ -44,6 +44,9 @@ def parse_args():
                    help="write a checkpoint every N commits (0: none, as Python deltalake and delta-rs "
                         "leave tables below their default interval of 100 commits)")
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--key-span", type=int, default=None,
+                   help="draw the key column from 0..N (default: 2 x rows, keys close together as an "
+                        "identity column's; e.g. 2**40 for keys spread thin, which deltalink groups by hashing)")
     p.add_argument("--dir", default=None, help="lake folder (default: a temp dir, removed afterwards)")
     p.add_argument("--from-lake", default=None,
                    help="copy the upstream tables of a lake generated before with the same options "
@@ -69,17 +72,17 @@ def deltalink_bin(args):
 CDF = {"delta.enableChangeDataFeed": "true"}
 
 
-def gen_table(uri, rng, rows, commits, first_id, checkpoint_every=10):
+def gen_table(uri, rng, rows, commits, first_id, checkpoint_every=10, key_span=None):
     import pyarrow as pa
     from deltalake import write_deltalake
     ids = pa.array(range(first_id, first_id + rows), pa.int64())
-    keys = pa.array([rng.randrange(rows * 2) for _ in range(rows)], pa.int64())
+    keys = pa.array([rng.randrange(key_span or rows * 2) for _ in range(rows)], pa.int64())
     payload = pa.array([f"p{i}" for i in range(rows)], pa.string())
     write_deltalake(uri, pa.table({"id": ids, "k": keys, "payload": payload}), configuration=CDF)
-    apply_commits(uri, rng, commits, rows, checkpoint_every)
+    apply_commits(uri, rng, commits, rows, checkpoint_every, key_span)
 
 
-def apply_commits(uri, rng, commits, rows, checkpoint_every=10):
+def apply_commits(uri, rng, commits, rows, checkpoint_every=10, key_span=None):
     import pyarrow as pa
     from deltalake import DeltaTable, write_deltalake
     dt = DeltaTable(uri)
@@ -90,7 +93,7 @@ def apply_commits(uri, rng, commits, rows, checkpoint_every=10):
             start = 10_000_000 + rng.randrange(10_000_000) * 100
             t = pa.table({
                 "id": pa.array(range(start, start + n), pa.int64()),
-                "k": pa.array([rng.randrange(rows * 2) for _ in range(n)], pa.int64()),
+                "k": pa.array([rng.randrange(key_span or rows * 2) for _ in range(n)], pa.int64()),
                 "payload": pa.array(["new"] * n, pa.string()),
             })
             write_deltalake(uri, t, mode="append")
@@ -304,7 +307,7 @@ def child(args, lake, flag):
     return [sys.executable, __file__, flag, "--dir", lake, "--tables", str(args.tables), "--pipelines",
             str(args.pipelines), "--rows", str(args.rows), "--commits", str(args.commits),
             "--incremental-commits", str(args.incremental_commits), "--seed", str(args.seed),
-            "--checkpoint-every", str(args.checkpoint_every)]
+            "--checkpoint-every", str(args.checkpoint_every)] + (["--key-span", str(args.key_span)] if args.key_span else [])
 
 
 def layout(args):
@@ -321,12 +324,12 @@ def main():
     rng, tables, pipelines = layout(args)
     if args.generate:
         for i, t in enumerate(tables):
-            gen_table(os.path.join(args.dir, t), rng, args.rows, args.commits, i * 10_000_000, args.checkpoint_every)
+            gen_table(os.path.join(args.dir, t), rng, args.rows, args.commits, i * 10_000_000, args.checkpoint_every, args.key_span)
         return
     if args.more_commits:
         rng = random.Random(args.seed + 1)
         for t in tables:
-            apply_commits(os.path.join(args.dir, t), rng, args.incremental_commits, args.rows, args.checkpoint_every)
+            apply_commits(os.path.join(args.dir, t), rng, args.incremental_commits, args.rows, args.checkpoint_every, args.key_span)
         return
     if args.compare_links:
         return print(compare_links(args.dir, pipelines))

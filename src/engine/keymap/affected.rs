@@ -6,7 +6,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use color_eyre::eyre::{Result, eyre};
-use deltalake::arrow::array::RecordBatch;
+use deltalake::arrow::array::{ArrayRef, RecordBatch};
+use deltalake::arrow::buffer::ScalarBuffer;
 use deltalake::arrow::datatypes::Field;
 
 use crate::util::arrow::{display_value, timestamp_type};
@@ -15,7 +16,9 @@ use super::provenance::{CommitTimes, ProvenanceTexts, change_type_of, provenance
 use super::table::{Overflow, SortedKeyValues, SortedKeys, prefetch};
 
 /// The keys a run affects, grouped per key (and per upstream within a key), before anything is
-/// written. Entries are sorted by key.
+/// written: sorted runs of distinct keys, one per grouping shard (a key is in one run only).
+/// The runs are read merged in key order; they are not merged into one copy (for millions of
+/// keys that copy was a tenth of a second on one core, with every other core idle).
 pub struct AffectedKeys {
     pub key: Vec<String>,
     pub change_rows: u64,
@@ -25,10 +28,21 @@ pub struct AffectedKeys {
     pub(crate) upstreams: Vec<String>,
     /// Key fields as written (string encodings read as plain `Utf8`).
     pub(crate) key_fields: Vec<Field>,
-    pub(crate) keys: SortedKeys,
-    pub(crate) overflow: Overflow,
+    pub(crate) runs: Vec<KeyRun>,
     /// Commit time (epoch µs) of each (upstream, version) seen: provenance says when too.
     pub(crate) commit_ts: HashMap<(u16, i64), i64>,
+}
+
+/// One shard's keys, sorted, with the overflow arena their further hits are chained in.
+pub(crate) struct KeyRun {
+    pub(crate) keys: SortedKeys,
+    pub(crate) overflow: Overflow,
+}
+
+impl KeyRun {
+    fn len(&self) -> usize {
+        self.keys.entries.len()
+    }
 }
 
 impl std::fmt::Debug for AffectedKeys {
@@ -42,6 +56,30 @@ impl std::fmt::Debug for AffectedKeys {
     }
 }
 
+/// Key ranges of each run that one part of [`AffectedKeys::per_key_batch`] builds.
+type PartRanges = Vec<std::ops::Range<usize>>;
+
+/// What one part of the link rows holds before the parts are put together: per key its last
+/// change time (`i64::MIN` for none, the nulls are set afterwards) and where its hits end
+/// (counted from the part's first hit) are written in place; the hits' upstream and provenance
+/// ids are the part's own. A provenance text outside the numbered ones is `-(i + 1)`, `i`
+/// indexing `missing`: the texts are numbered once the parts are done, in key order.
+/// A part's key ranges (one per run) and the slots of the whole batch's per-key vectors its
+/// keys fill.
+struct Slots<'a> {
+    ranges: &'a [std::ops::Range<usize>],
+    ts: &'a mut [i64],
+    ends: &'a mut [i32],
+    ints: Option<&'a mut [i64]>,
+}
+
+#[derive(Default)]
+struct PartIds {
+    upstream_ids: Vec<i32>,
+    provenance_ids: Vec<i32>,
+    missing: Vec<(u16, i64)>,
+}
+
 impl AffectedKeys {
     /// One row per distinct non-null key, sorted by key: the link-table write's source. Columns: the key,
     /// `last_change_ts`, `upstreams` and `provenance` (`upstream@version:change_type@commit time`).
@@ -50,47 +88,140 @@ impl AffectedKeys {
         tokio::task::spawn_blocking(move || self.per_key_batch()).await?
     }
 
+    /// Whether key `i` of run `a` sorts before key `j` of run `b` (runs of one grouping hold
+    /// keys of one kind; see `group::merge_shards`).
+    fn less(&self, (a, i): (usize, usize), (b, j): (usize, usize)) -> bool {
+        match (&self.runs[a].keys.keys, &self.runs[b].keys.keys) {
+            (SortedKeyValues::Int(x), SortedKeyValues::Int(y)) => x[i] < y[j],
+            (SortedKeyValues::Rows(_, x), SortedKeyValues::Rows(_, y)) => x.get(i) < y.get(j),
+            _ => false,
+        }
+    }
+
+    /// `each(run, index)` for the keys of `ranges` (one range per run) in key order, while it
+    /// returns true.
+    fn in_key_order(&self, ranges: &[std::ops::Range<usize>], mut each: impl FnMut(usize, usize) -> bool) {
+        let mut heads: Vec<usize> = ranges.iter().map(|r| r.start).collect();
+        loop {
+            let mut best: Option<usize> = None;
+            for (r, range) in ranges.iter().enumerate() {
+                if heads[r] < range.end && best.is_none_or(|b| self.less((r, heads[r]), (b, heads[b]))) {
+                    best = Some(r);
+                }
+            }
+            let Some(r) = best else { return };
+            if !each(r, heads[r]) {
+                return;
+            }
+            heads[r] += 1;
+        }
+    }
+
+    /// The runs' key ranges split into `parts` parts of about equal size, in key order: cut at
+    /// quantiles of the largest run, each other run cut where those keys would go.
+    fn split(&self, parts: usize) -> Vec<PartRanges> {
+        let Some(largest) = (0..self.runs.len()).max_by_key(|&r| self.runs[r].len()) else { return vec![Vec::new()] };
+        let cut = |p: usize| -> Vec<usize> {
+            if p == 0 {
+                return vec![0; self.runs.len()];
+            }
+            if p == parts {
+                return self.runs.iter().map(KeyRun::len).collect();
+            }
+            let pivot = (largest, self.runs[largest].len() * p / parts);
+            // The first key of each run that does not sort before the pivot.
+            (0..self.runs.len())
+                .map(|r| if r == largest { pivot.1 } else { partition_point(self.runs[r].len(), |i| self.less((r, i), pivot)) })
+                .collect()
+        };
+        let cuts: Vec<Vec<usize>> = (0..=parts).map(cut).collect();
+        cuts.windows(2).map(|w| w[0].iter().zip(&w[1]).map(|(a, b)| *a..*b).collect()).collect()
+    }
+
     /// The `upstreams` and `provenance` lists hold dictionary indices: a run's millions of keys
     /// share a few names and provenance texts, and the texts spelled out per key were most of
     /// a large run's peak memory. Writers spell them out a file's slice at a time (see
     /// `link::sorted_merge::conform`).
+    ///
+    /// Large runs are built in parts over the cores, each a contiguous range of keys (one
+    /// core walking 3M keys' hits and writing their ids left the other idle for a sixth of a
+    /// from-scratch run).
     fn per_key_batch(&self) -> Result<RecordBatch> {
         use deltalake::arrow::array::{ArrayRef, DictionaryArray, Int32Array, ListArray, TimestampMicrosecondArray};
-        use deltalake::arrow::buffer::{OffsetBuffer, ScalarBuffer};
+        use deltalake::arrow::buffer::{NullBuffer, OffsetBuffer};
         use deltalake::arrow::datatypes::Int32Type;
         let n = self.distinct_keys as usize;
-        let mut text = String::new();
-        let mut last_ts: Vec<Option<i64>> = Vec::with_capacity(n);
-        // A key's hits are its inline one plus those in the overflow arena.
-        let hits = n + self.overflow.0.len();
+        // A key's hits are its inline one plus those in its run's overflow arena.
+        let hits = n + self.runs.iter().map(|r| r.overflow.0.len()).sum::<usize>();
+        if i32::try_from(hits).is_err() {
+            return Err(eyre!("a run's keys have over 2^31 upstream hits; run the pipeline over a smaller version range"));
+        }
         let stamps = self.commit_times();
         let mut texts = ProvenanceTexts::new(&stamps, &self.upstreams);
-        let mut offsets: Vec<i32> = Vec::with_capacity(n + 1);
+        let parts = if n < 1 << 18 { 1 } else { std::thread::available_parallelism().map_or(1, |c| c.get()).clamp(1, 4) };
+        let ranges = self.split(parts);
+        let mut last_ts = vec![0i64; n];
+        let mut offsets = vec![0i32; n + 1];
+        // Integer keys are written in place too; row-encoded ones come back per part.
+        let int_keys = self.runs.first().is_some_and(|r| matches!(r.keys.keys, SortedKeyValues::Int(_)));
+        let mut ints = vec![0i64; if int_keys { n } else { 0 }];
+        let mut keys: Vec<Vec<ArrayRef>> = Vec::with_capacity(ranges.len());
+        let mut ids: Vec<PartIds> = Vec::with_capacity(ranges.len());
+        {
+            // Each part writes its keys' slots of `last_ts` and `offsets`.
+            let mut ts_rest = last_ts.as_mut_slice();
+            let mut ends_rest = &mut offsets[1..];
+            let mut ints_rest = ints.as_mut_slice();
+            let mut work = Vec::with_capacity(ranges.len());
+            for part in &ranges {
+                let len: usize = part.iter().map(|r| r.len()).sum();
+                let (ts, rest) = std::mem::take(&mut ts_rest).split_at_mut(len);
+                let (ends, rest_ends) = std::mem::take(&mut ends_rest).split_at_mut(len);
+                let (part_ints, rest_ints) = std::mem::take(&mut ints_rest).split_at_mut(if int_keys { len } else { 0 });
+                (ts_rest, ends_rest, ints_rest) = (rest, rest_ends, rest_ints);
+                work.push(Slots { ranges: part, ts, ends, ints: int_keys.then_some(part_ints) });
+            }
+            let texts = &texts;
+            let built: Vec<Result<(Vec<ArrayRef>, PartIds)>> = std::thread::scope(|scope| {
+                let mut work = work.into_iter();
+                let first = work.next();
+                let others: Vec<_> = work.map(|slots| scope.spawn(move || self.build_part(slots, texts))).collect();
+                let mut built = vec![first.map_or_else(|| Ok((Vec::new(), PartIds::default())), |slots| self.build_part(slots, texts))];
+                for handle in others {
+                    built.push(handle.join().unwrap_or_else(|_| Err(eyre!("building the link rows failed: a worker thread panicked"))));
+                }
+                built
+            });
+            for part in built {
+                let (k, i) = part?;
+                keys.push(k);
+                ids.push(i);
+            }
+        }
+        // Parts counted their hits from zero: move each past the parts before it, and number
+        // the provenance texts they could not.
         let mut upstream_ids: Vec<i32> = Vec::with_capacity(hits);
         let mut provenance_ids: Vec<i32> = Vec::with_capacity(hits);
-        offsets.push(0);
-        const AHEAD: usize = 16;
-        let entries = &self.keys.entries;
-        for (i, entry) in entries.iter().enumerate() {
-            if let Some(ahead) = entries.get(i + AHEAD) {
-                prefetch(&self.overflow, ahead.next);
-                prefetch(&self.overflow, ahead.last);
+        let mut at = 0usize;
+        let mut text = String::new();
+        for (part, part_ids) in ranges.iter().zip(ids) {
+            let len: usize = part.iter().map(|r| r.len()).sum();
+            let base = upstream_ids.len() as i32;
+            if base > 0 {
+                offsets[at + 1..=at + len].iter_mut().for_each(|o| *o += base);
             }
-            last_ts.push(entry.last_ts());
-            for hit in entry.hits(&self.overflow) {
-                upstream_ids.push(i32::from(hit.upstream));
-                let id = match texts.index(hit.upstream, hit.packed) {
-                    Some(id) => id,
-                    None => {
-                        let stamp = stamps.get(hit.upstream, hit.packed >> 3);
-                        provenance_text(&mut text, &self.upstreams[hit.upstream as usize], hit.packed, stamp);
-                        texts.add(&text)
-                    }
-                };
-                provenance_ids.push(id);
-            }
-            let end = i32::try_from(upstream_ids.len()).map_err(|_| eyre!("a run's keys have over 2^31 upstream hits"))?;
-            offsets.push(end);
+            at += len;
+            let numbered: Vec<i32> = part_ids
+                .missing
+                .iter()
+                .map(|&(upstream, packed)| {
+                    let stamp = stamps.get(upstream, packed >> 3);
+                    provenance_text(&mut text, &self.upstreams[upstream as usize], packed, stamp);
+                    texts.add(&text)
+                })
+                .collect();
+            upstream_ids.extend_from_slice(&part_ids.upstream_ids);
+            provenance_ids.extend(part_ids.provenance_ids.iter().map(|&id| if id < 0 { numbered[(-id - 1) as usize] } else { id }));
         }
         let offsets = OffsetBuffer::new(ScalarBuffer::from(offsets));
         let list = |ids: Vec<i32>, values: Vec<&str>| -> Result<ArrayRef> {
@@ -98,9 +229,15 @@ impl AffectedKeys {
             let item = Arc::new(Field::new("element", dictionary.data_type().clone(), true));
             Ok(Arc::new(ListArray::try_new(item, offsets.clone(), Arc::new(dictionary), None)?))
         };
-        let mut columns = self.key_columns(0..n)?;
+        let mut columns = if int_keys {
+            let ints: ArrayRef = Arc::new(deltalake::arrow::array::Int64Array::new(ScalarBuffer::from(ints), None));
+            vec![deltalake::arrow::compute::cast(&ints, self.key_fields[0].data_type())?]
+        } else {
+            concat_parts(keys, self.key_fields.len())?
+        };
         let mut fields = self.key_fields.clone();
-        columns.push(Arc::new(TimestampMicrosecondArray::from(last_ts).with_timezone("UTC")) as ArrayRef);
+        let known = last_ts.iter().any(|t| *t == i64::MIN).then(|| NullBuffer::from_iter(last_ts.iter().map(|t| *t != i64::MIN)));
+        columns.push(Arc::new(TimestampMicrosecondArray::new(ScalarBuffer::from(last_ts), known).with_timezone("UTC")) as ArrayRef);
         fields.push(Field::new("last_change_ts", timestamp_type(), true));
         columns.push(list(upstream_ids, self.upstreams.iter().map(String::as_str).collect())?);
         columns.push(list(provenance_ids, texts.all.iter().map(String::as_str).collect())?);
@@ -110,17 +247,67 @@ impl AffectedKeys {
         Ok(RecordBatch::try_new(Arc::new(deltalake::arrow::datatypes::Schema::new(fields)), columns)?)
     }
 
-    /// Key columns of the sorted entries in `range`, in the key's arrow types.
-    fn key_columns(&self, range: std::ops::Range<usize>) -> Result<Vec<deltalake::arrow::array::ArrayRef>> {
+    /// One part of the link rows (see [`PartIds`]): its keys' last change times, hit ends and
+    /// (integer) keys written into its slots, its row-encoded keys' columns returned, with its
+    /// hits' ids.
+    fn build_part(&self, slots: Slots<'_>, texts: &ProvenanceTexts) -> Result<(Vec<ArrayRef>, PartIds)> {
+        let Slots { ranges: part, ts, ends, mut ints } = slots;
+        let mut ids = PartIds::default();
+        let mut order: Vec<(usize, usize)> = Vec::with_capacity(if ints.is_some() { 0 } else { ts.len() });
+        const AHEAD: usize = 16;
+        let mut k = 0;
+        self.in_key_order(part, |r, i| {
+            let run = &self.runs[r];
+            if let Some(ahead) = run.keys.entries.get(i + AHEAD) {
+                prefetch(&run.overflow, ahead.next);
+                prefetch(&run.overflow, ahead.last);
+            }
+            let entry = &run.keys.entries[i];
+            ts[k] = entry.last_ts;
+            for hit in entry.hits(&run.overflow) {
+                ids.upstream_ids.push(i32::from(hit.upstream));
+                let id = texts.index(hit.upstream, hit.packed).unwrap_or_else(|| {
+                    ids.missing.push((hit.upstream, hit.packed));
+                    -(ids.missing.len() as i32)
+                });
+                ids.provenance_ids.push(id);
+            }
+            ends[k] = ids.upstream_ids.len() as i32;
+            match (&mut ints, &run.keys.keys) {
+                (Some(ints), SortedKeyValues::Int(keys)) => ints[k] = keys[i],
+                _ => order.push((r, i)),
+            }
+            k += 1;
+            true
+        });
+        if ints.is_some() {
+            return Ok((Vec::new(), ids));
+        }
+        Ok((self.key_columns(&order)?, ids))
+    }
+
+    /// Key columns of the keys at `order` (run, index), in the key's arrow types.
+    fn key_columns(&self, order: &[(usize, usize)]) -> Result<Vec<ArrayRef>> {
         use deltalake::arrow::array::Int64Array;
-        match &self.keys.keys {
-            SortedKeyValues::Int(v) => {
-                let ints: deltalake::arrow::array::ArrayRef = Arc::new(Int64Array::from_iter_values(v[range].iter().copied()));
+        let Some(first) = self.runs.first() else {
+            return Ok(self.key_fields.iter().map(|f| deltalake::arrow::array::new_empty_array(f.data_type())).collect());
+        };
+        match &first.keys.keys {
+            SortedKeyValues::Int(_) => {
+                let value = |&(r, i): &(usize, usize)| match &self.runs[r].keys.keys {
+                    SortedKeyValues::Int(v) => v[i],
+                    SortedKeyValues::Rows(..) => 0,
+                };
+                let ints: ArrayRef = Arc::new(Int64Array::from_iter_values(order.iter().map(value)));
                 Ok(vec![deltalake::arrow::compute::cast(&ints, self.key_fields[0].data_type())?])
             }
-            SortedKeyValues::Rows(converter, keys) => {
+            SortedKeyValues::Rows(converter, _) => {
                 let parser = converter.parser();
-                Ok(converter.convert_rows(range.map(|i| parser.parse(keys.get(i))))?)
+                let rows = order.iter().filter_map(|&(r, i)| match &self.runs[r].keys.keys {
+                    SortedKeyValues::Rows(_, keys) => Some(parser.parse(keys.get(i))),
+                    SortedKeyValues::Int(_) => None,
+                });
+                Ok(converter.convert_rows(rows)?)
             }
         }
     }
@@ -151,21 +338,24 @@ impl AffectedKeys {
     /// then upstream; at most `limit` of them.
     pub fn preview_rows(&self, limit: Option<usize>) -> Result<Vec<PreviewRow>> {
         let limit = limit.unwrap_or(usize::MAX);
-        let mut wanted = 0;
+        let mut wanted: Vec<(usize, usize)> = Vec::new();
         let mut rows = 0;
-        for entry in &self.keys.entries {
+        let whole: Vec<std::ops::Range<usize>> = self.runs.iter().map(|r| 0..r.len()).collect();
+        self.in_key_order(&whole, |r, i| {
             if rows >= limit {
-                break;
+                return false;
             }
-            rows += entry.hits(&self.overflow).count();
-            wanted += 1;
-        }
-        let columns = self.key_columns(0..wanted)?;
+            rows += self.runs[r].keys.entries[i].hits(&self.runs[r].overflow).count();
+            wanted.push((r, i));
+            true
+        });
+        let columns = self.key_columns(&wanted)?;
         let stamps = self.commit_times();
         let mut out = Vec::new();
-        for (i, entry) in self.keys.entries.iter().take(wanted).enumerate() {
-            let key: Vec<String> = columns.iter().map(|c| display_value(c.as_ref(), i)).collect();
-            for hit in entry.hits(&self.overflow) {
+        for (at, &(r, i)) in wanted.iter().enumerate() {
+            let key: Vec<String> = columns.iter().map(|c| display_value(c.as_ref(), at)).collect();
+            let run = &self.runs[r];
+            for hit in run.keys.entries[i].hits(&run.overflow) {
                 if out.len() >= limit {
                     break;
                 }
@@ -181,6 +371,33 @@ impl AffectedKeys {
         }
         Ok(out)
     }
+}
+
+/// The first index in `0..len` for which `below` is false (`below` holds for a prefix).
+fn partition_point(len: usize, below: impl Fn(usize) -> bool) -> usize {
+    let (mut lo, mut hi) = (0, len);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if below(mid) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    lo
+}
+
+/// The parts' key columns put together in part order (a single part's are taken as they are).
+fn concat_parts(mut parts: Vec<Vec<ArrayRef>>, columns: usize) -> Result<Vec<ArrayRef>> {
+    if parts.len() == 1 {
+        return Ok(parts.pop().unwrap_or_default());
+    }
+    (0..columns)
+        .map(|c| {
+            let arrays: Vec<&dyn Array> = parts.iter().filter_map(|p| p.get(c)).map(|a| a.as_ref()).collect();
+            Ok(deltalake::arrow::compute::concat(&arrays)?)
+        })
+        .collect()
 }
 
 /// One affected key as preview shows it: which upstream commit caused it.

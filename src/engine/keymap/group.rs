@@ -11,10 +11,10 @@ use deltalake::arrow::array::RecordBatch;
 use deltalake::arrow::datatypes::{DataType, Field, Int64Type};
 use deltalake::datafusion::prelude::DataFrame;
 
-use super::affected::AffectedKeys;
+use super::affected::{AffectedKeys, KeyRun};
 use super::project::change_ts_type;
 use super::provenance::change_ranks;
-use super::table::{IntKeyTable, KeyEntry, KeyMap, NO_HIT, Overflow, RowKeyTable, RowKeys, SortedKeyValues, SortedKeys, prefetch};
+use super::table::{BLOCK_BITS, DenseKeyTable, IntKeyTable, KeyEntry, KeyMap, Overflow, RowKeyTable, SortedKeyValues, SortedKeys, prefetch};
 
 /// Group projected change rows per key. `changes` holds one frame (a union of
 /// [`project_source`] frames) per upstream. The rows are streamed into one hash map keyed by
@@ -136,115 +136,69 @@ impl Shard {
         self.count == 1 || (h >> 40) as usize & (self.count - 1) == self.index
     }
 
-    /// The rows of a batch this shard folds: those whose key is not NULL and hashes to it.
-    fn rows(&self, hashes: &[u64], null: impl Fn(usize) -> bool) -> Vec<u32> {
-        (0..hashes.len()).filter(|&i| !null(i) && self.owns(hashes[i])).map(|i| i as u32).collect()
+    /// The rows of a batch of `n` this shard folds: those whose key is not NULL and whose
+    /// owner hash (`owner(row)`, asked only when there are several shards) is its.
+    fn rows(&self, n: usize, owner: impl Fn(usize) -> u64, null: impl Fn(usize) -> bool) -> Vec<u32> {
+        (0..n).filter(|&i| !null(i) && self.owns(owner(i))).map(|i| i as u32).collect()
     }
 }
 
-/// The shards' grouped keys as one run's: their sorted keys merged in order, their overflow
-/// arenas one after another (each shard's hit indices moved past the arenas before it).
+/// The shards' grouped keys as one run's: their sorted runs side by side (read merged in key
+/// order, see [`AffectedKeys`]), their counts summed.
 pub(crate) fn merge_shards(parts: Vec<AffectedKeys>) -> Result<AffectedKeys> {
     let mut parts = parts.into_iter();
     let Some(mut merged) = parts.next() else { return Err(eyre!("grouping produced no shard")) };
-    let mut others: Vec<AffectedKeys> = parts.collect();
-    if others.is_empty() {
-        return Ok(merged);
-    }
-    let mut runs: Vec<(SortedKeys, u32)> = Vec::with_capacity(others.len() + 1);
-    let arena = |len: usize| u32::try_from(len).ok().filter(|l| *l < NO_HIT);
-    let too_many = || eyre!("a run affects more keys than one grouping holds; run the pipeline over a smaller version range");
-    for part in &mut others {
-        let offset = arena(merged.overflow.0.len()).ok_or_else(too_many)?;
+    for part in parts {
         merged.change_rows += part.change_rows;
         merged.null_key_rows += part.null_key_rows;
         merged.distinct_keys += part.distinct_keys;
-        merged.commit_ts.extend(part.commit_ts.drain());
-        merged.overflow.0.extend(part.overflow.0.drain(..).map(|(hit, next)| (hit, shifted(next, offset))));
-        arena(merged.overflow.0.len()).ok_or_else(too_many)?;
-        runs.push((std::mem::take(&mut part.keys), offset));
+        merged.commit_ts.extend(part.commit_ts);
+        merged.runs.extend(part.runs);
     }
-    runs.insert(0, (std::mem::take(&mut merged.keys), 0));
     // A shard that saw no key has no key kind of its own: leave it out.
-    runs.retain(|(k, _)| !k.entries.is_empty());
-    merged.keys = match runs.first().map(|(k, _)| &k.keys) {
-        None => SortedKeys::default(),
-        Some(SortedKeyValues::Int(_)) => {
-            let mut ints = Vec::with_capacity(runs.len());
-            for (k, offset) in runs {
-                match k.keys {
-                    SortedKeyValues::Int(keys) => ints.push((keys, k.entries, offset)),
-                    SortedKeyValues::Rows(..) => return Err(eyre!("grouping shards disagree on the key's type")),
-                }
-            }
-            let runs: Vec<&[i64]> = ints.iter().map(|(keys, ..)| keys.as_slice()).collect();
-            let lens: Vec<usize> = runs.iter().map(|r| r.len()).collect();
-            let total = lens.iter().sum();
-            let (mut keys, mut entries) = (Vec::with_capacity(total), Vec::with_capacity(total));
-            merge_in_order(&lens, |(a, i), (b, j)| runs[a][i] < runs[b][j], |r, i| {
-                keys.push(ints[r].0[i]);
-                entries.push(shifted_entry(ints[r].1[i], ints[r].2));
-            });
-            SortedKeys { keys: SortedKeyValues::Int(keys), entries }
-        }
-        Some(SortedKeyValues::Rows(..)) => {
-            let mut rows = Vec::with_capacity(runs.len());
-            let mut converter = None;
-            for (k, offset) in runs {
-                match k.keys {
-                    SortedKeyValues::Rows(c, keys) => {
-                        converter.get_or_insert(c);
-                        rows.push((keys, k.entries, offset));
-                    }
-                    SortedKeyValues::Int(_) => return Err(eyre!("grouping shards disagree on the key's type")),
-                }
-            }
-            let converter = converter.ok_or_else(|| eyre!("grouping shards lost the key's encoding"))?;
-            let runs: Vec<&RowKeys> = rows.iter().map(|(keys, ..)| keys).collect();
-            let lens: Vec<usize> = runs.iter().map(|r| r.len()).collect();
-            let total = lens.iter().sum();
-            let mut keys = RowKeys::with_capacity(total, runs.iter().map(|k| k.bytes.len()).sum());
-            let mut entries = Vec::with_capacity(total);
-            merge_in_order(&lens, |(a, i), (b, j)| runs[a].get(i) < runs[b].get(j), |r, i| {
-                keys.push(runs[r].get(i));
-                entries.push(shifted_entry(rows[r].1[i], rows[r].2));
-            });
-            SortedKeys { keys: SortedKeyValues::Rows(converter, keys), entries }
-        }
-    };
+    merged.runs.retain(|r| !r.keys.entries.is_empty());
+    let ints = merged.runs.iter().filter(|r| matches!(r.keys.keys, SortedKeyValues::Int(_))).count();
+    if ints != 0 && ints != merged.runs.len() {
+        return Err(eyre!("grouping shards disagree on the key's type"));
+    }
     Ok(merged)
 }
 
-/// An overflow index moved by `offset` (none stays none).
-pub(crate) fn shifted(at: u32, offset: u32) -> u32 {
-    if at == NO_HIT {
-        NO_HIT
-    } else {
-        at + offset
-    }
-}
-
-/// Sorted runs of distinct keys (of `lens` keys each) merged: `each(run, index)` for every
-/// key, in key order (no order vector: for 10M keys it was 160 MB). `less((a, i), (b, j))`:
-/// whether key `i` of run `a` sorts before key `j` of run `b`.
-pub(crate) fn merge_in_order(lens: &[usize], less: impl Fn((usize, usize), (usize, usize)) -> bool, mut each: impl FnMut(usize, usize)) {
-    let mut heads = vec![0usize; lens.len()];
-    loop {
-        let mut best: Option<usize> = None;
-        for (r, len) in lens.iter().enumerate() {
-            if heads[r] < *len && best.is_none_or(|b| less((r, heads[r]), (b, heads[b]))) {
-                best = Some(r);
-            }
+/// Fold the rows `mine` of a batch into a direct table: `Err(at)` when the key of row
+/// `mine[at]` lies too far from the others (that row and those after it are not folded).
+/// `hit(row)`: the row's packed change and commit time.
+fn fold_direct(
+    table: &mut DenseKeyTable,
+    overflow: &mut Overflow,
+    values: &[i64],
+    mine: &[u32],
+    upstream: u16,
+    hit: impl Fn(usize) -> (i64, i64),
+) -> std::result::Result<(), usize> {
+    // Two cache misses at most: the entry, then the key's last overflow hit, each started
+    // a stage ahead of the one that needs it.
+    const AHEAD: usize = 8;
+    for (at, &i) in mine.iter().enumerate() {
+        if let Some(&ahead) = mine.get(at + 2 * AHEAD) {
+            table.prefetch(values[ahead as usize]);
         }
-        let Some(r) = best else { break };
-        each(r, heads[r]);
-        heads[r] += 1;
+        if let Some(entry) = mine.get(at + AHEAD).and_then(|&ahead| table.peek(values[ahead as usize])) {
+            prefetch(overflow, entry.last);
+        }
+        let i = i as usize;
+        let (packed, ts) = hit(i);
+        let mut fresh = false;
+        let Some(entry) = table.upsert(values[i], || {
+            fresh = true;
+            KeyEntry::new(upstream, packed, ts)
+        }) else {
+            return Err(at);
+        };
+        if !fresh {
+            entry.add(overflow, upstream, packed, ts);
+        }
     }
-}
-
-/// A shard's entry with its overflow indices moved by the shard's offset in the merged arena.
-pub(crate) fn shifted_entry(entry: KeyEntry, offset: u32) -> KeyEntry {
-    KeyEntry { next: shifted(entry.next, offset), last: shifted(entry.last, offset), ..entry }
+    Ok(())
 }
 
 pub(crate) struct Grouper {
@@ -296,7 +250,7 @@ impl Grouper {
             .map(|f| Field::new(f.name(), plain_strings(f.data_type()), true))
             .collect();
         self.keys = Some(if self.nkeys == 1 && is_small_int(fields[0].data_type()) {
-            KeyMap::Int(IntKeyTable::default())
+            KeyMap::Direct(DenseKeyTable::default())
         } else {
             let sort = fields.iter().map(|f| SortField::new(f.data_type().clone())).collect();
             KeyMap::Rows(RowConverter::new(sort)?, RowKeyTable::default())
@@ -349,14 +303,30 @@ impl Grouper {
         }
         let overflow = &mut self.overflow;
         match self.keys.as_mut() {
-            Some(KeyMap::Int(table)) => {
+            Some(KeyMap::Direct(_) | KeyMap::Int(_)) => {
                 let k = cast(&key_columns[0], &DataType::Int64)?;
                 let k = k.as_primitive::<Int64Type>();
                 let values = k.values();
+                // Shards own integer keys by block (see `DenseKeyTable`), so that each shard's
+                // direct table allocates only the blocks it fills, whichever table it ends with.
+                let mine = shard.rows(n, |i| IntKeyTable::hash(values[i] >> BLOCK_BITS), |i| k.is_null(i));
+                let mut from = 0;
+                if let Some(KeyMap::Direct(table)) = self.keys.as_mut() {
+                    match fold_direct(table, overflow, values, &mine, upstream, |i| (packed(i), ts_at(i))) {
+                        Ok(()) => return Ok(()),
+                        Err(at) => from = at,
+                    }
+                    // Keys too spread out to address directly: the rest of the run is hashed.
+                    if let Some(KeyMap::Direct(table)) = self.keys.take() {
+                        tracing::debug!(shard = shard.index, keys = table.len(), "keys too spread out to address directly: hashing them");
+                        self.keys = Some(KeyMap::Int(table.into_hashed()?));
+                    }
+                }
+                let Some(KeyMap::Int(table)) = self.keys.as_mut() else { return Ok(()) };
+                let mine = &mine[from..];
                 // Each key hashed once; a shard walks only its own rows (prefetching for the
                 // others' keys spent memory bandwidth on lines it never used).
                 let hashes: Vec<u64> = values.iter().map(|v| IntKeyTable::hash(*v)).collect();
-                let mine = shard.rows(&hashes, |i| k.is_null(i));
                 // Each lookup chases up to three cache misses: slot, entry, the key's last
                 // overflow hit. Each is started a stage ahead of the next, once the one it
                 // depends on has landed.
@@ -385,7 +355,7 @@ impl Grouper {
             Some(KeyMap::Rows(converter, table)) => {
                 let rows = converter.convert_columns(&key_columns)?;
                 let hashes: Vec<u64> = (0..n).map(|i| RowKeyTable::hash(rows.row(i).as_ref())).collect();
-                let mine = shard.rows(&hashes, null_key);
+                let mine = shard.rows(n, |i| hashes[i], null_key);
                 // As for integer keys: slot, then key and entry, then the key's last overflow
                 // hit, each started a stage ahead of the one that needs it.
                 const AHEAD: usize = 8;
@@ -417,6 +387,10 @@ impl Grouper {
     fn finish(self, key: &[String], upstreams: Vec<String>) -> Result<AffectedKeys> {
         let keys = match self.keys {
             None => SortedKeys::default(),
+            Some(KeyMap::Direct(table)) => {
+                let (keys, entries) = table.into_sorted();
+                SortedKeys { keys: SortedKeyValues::Int(keys), entries }
+            }
             Some(KeyMap::Int(table)) => {
                 let (keys, entries) = table.into_sorted();
                 SortedKeys { keys: SortedKeyValues::Int(keys), entries }
@@ -427,6 +401,7 @@ impl Grouper {
             }
         };
         let distinct_keys = keys.entries.len() as u64;
+        let runs = vec![KeyRun { keys, overflow: self.overflow }];
         // Without any row the key types are unknown; nothing is written then.
         let key_fields = self.key_fields.unwrap_or_else(|| key.iter().map(|k| Field::new(k, DataType::Int64, true)).collect());
         Ok(AffectedKeys {
@@ -436,8 +411,7 @@ impl Grouper {
             distinct_keys,
             upstreams,
             key_fields,
-            keys,
-            overflow: self.overflow,
+            runs,
             commit_ts: self.commit_ts,
         })
     }

@@ -420,7 +420,7 @@ impl Job {
 /// Key columns to merge-join: a single integer key as its values (no row encoding of each of a
 /// link file's keys, 64k-row batch by batch), others as row encodings.
 pub(crate) enum SortedKeys {
-    Int(Vec<i64>),
+    Int(deltalake::arrow::buffer::ScalarBuffer<i64>),
     Rows(deltalake::arrow::row::Rows),
 }
 

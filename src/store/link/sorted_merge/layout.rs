@@ -9,6 +9,7 @@ use std::sync::Arc;
 use color_eyre::eyre::Result;
 use deltalake::arrow::array::{ArrayRef, RecordBatch, StringArray};
 use deltalake::arrow::compute::cast;
+use deltalake::arrow::buffer::ScalarBuffer;
 use deltalake::arrow::datatypes::{DataType, Int64Type};
 use deltalake::kernel::{Add, AddCDCFile, DeletionVectorDescriptor, Remove};
 use deltalake::{DeltaTable, ObjectStore, Path};
@@ -254,7 +255,7 @@ pub(crate) fn loose_bounds(stats: Option<String>) -> Option<String> {
 }
 
 /// The incoming rows' first key column as sorted i64s, when it is an integer column.
-pub(crate) fn first_int_keys(incoming: &RecordBatch, index: usize) -> Result<Option<Vec<i64>>> {
+pub(crate) fn first_int_keys(incoming: &RecordBatch, index: usize) -> Result<Option<ScalarBuffer<i64>>> {
     int_values(incoming.column(index))
 }
 
@@ -270,7 +271,7 @@ pub(crate) enum KeyBound {
 /// The run's first key column, sorted (see [`sorted_and_unique`]), by which link files' key
 /// ranges route and prune: integers as i64s, strings as they are.
 pub(crate) enum FirstKeys {
-    Int(Vec<i64>),
+    Int(ScalarBuffer<i64>),
     Text(StringArray),
 }
 
@@ -364,10 +365,11 @@ pub(crate) fn text_upper_bound(max: &str) -> Option<String> {
 }
 
 /// A signed integer column's values as i64s (a NULL's slot reads as whatever it holds).
-pub(crate) fn int_values(column: &ArrayRef) -> Result<Option<Vec<i64>>> {
+pub(crate) fn int_values(column: &ArrayRef) -> Result<Option<ScalarBuffer<i64>>> {
     if !matches!(column.data_type(), DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64) {
         return Ok(None);
     }
     let ints = cast(column, &DataType::Int64)?;
-    Ok(Some(ints.as_primitive::<Int64Type>().values().to_vec()))
+    // Shared, not copied (an i64 column is not cast either).
+    Ok(Some(ints.as_primitive::<Int64Type>().values().clone()))
 }

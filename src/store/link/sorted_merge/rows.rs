@@ -200,6 +200,11 @@ pub(crate) fn merge_by_key(
 /// cast to the table's types (a `sql` source may return another type) the order can change, or
 /// two keys can become one: the latter is refused, since a MERGE cannot apply both.
 pub(crate) fn sorted_and_unique(incoming: RecordBatch, key_index: &[usize]) -> Result<RecordBatch> {
+    if let [single] = key_index {
+        if ascends_strictly(incoming.column(*single)) == Some(true) {
+            return Ok(incoming);
+        }
+    }
     let columns: Vec<ArrayRef> = key_index.iter().map(|&i| incoming.column(i).clone()).collect();
     let converter = RowConverter::new(columns.iter().map(|c| SortField::new(c.data_type().clone())).collect())?;
     let rows = converter.convert_columns(&columns)?;
@@ -217,6 +222,28 @@ pub(crate) fn sorted_and_unique(incoming: RecordBatch, key_index: &[usize]) -> R
         ));
     }
     Ok(take_record_batch(&incoming, &UInt32Array::from(order))?)
+}
+
+/// Whether a key column without NULLs ascends strictly, compared as values (as the row
+/// format orders them: integers by value, strings by bytes); `None` for other columns. A run's
+/// keys come so: row-encoding 3M of them only to compare them took ~0.07 s on one core.
+fn ascends_strictly(column: &ArrayRef) -> Option<bool> {
+    use deltalake::arrow::datatypes::{Int32Type, Int64Type};
+    fn strictly<T: PartialOrd>(v: &[T]) -> bool {
+        v.windows(2).all(|w| w[0] < w[1])
+    }
+    if column.null_count() > 0 {
+        return None;
+    }
+    match column.data_type() {
+        DataType::Int64 => Some(strictly(column.as_primitive::<Int64Type>().values())),
+        DataType::Int32 => Some(strictly(column.as_primitive::<Int32Type>().values())),
+        DataType::Utf8 => {
+            let s = column.as_string::<i32>();
+            Some((1..s.len()).all(|i| s.value(i - 1) < s.value(i)))
+        }
+        _ => None,
+    }
 }
 
 /// A data file's rows that its deletion vector (if any) does not delete, cast to `schema`.
@@ -427,16 +454,24 @@ pub(crate) fn incoming_rows(
     per_key: &RecordBatch,
 ) -> Result<RecordBatch> {
     use deltalake::arrow::array::{Int64Array, TimestampMicrosecondArray};
+    use deltalake::arrow::buffer::{Buffer, OffsetBuffer, ScalarBuffer};
     let n = per_key.num_rows();
     let mut fields = Vec::new();
+    // The run's constant columns, built as buffers (from a vector of `n` string references,
+    // the pipeline's name alone took ~0.05 s for 3M keys); both times share one.
+    let now: ScalarBuffer<i64> = ScalarBuffer::from(vec![now_us; n]);
     let columns = table_schema
         .fields()
         .iter()
         .map(|f| {
             let column: ArrayRef = match f.name().as_str() {
-                PIPELINE_COL => Arc::new(StringArray::from(vec![pipeline; n])),
-                RUN_ID_COL => Arc::new(Int64Array::from(vec![run_id; n])),
-                CREATED_COL | UPDATED_COL => Arc::new(TimestampMicrosecondArray::from(vec![now_us; n]).with_timezone("UTC")),
+                PIPELINE_COL => Arc::new(StringArray::new(
+                    OffsetBuffer::from_lengths(std::iter::repeat_n(pipeline.len(), n)),
+                    Buffer::from_vec(pipeline.repeat(n).into_bytes()),
+                    None,
+                )),
+                RUN_ID_COL => Arc::new(Int64Array::new(ScalarBuffer::from(vec![run_id; n]), None)),
+                CREATED_COL | UPDATED_COL => Arc::new(TimestampMicrosecondArray::new(now.clone(), None).with_timezone("UTC")),
                 name => match per_key.column_by_name(name) {
                     Some(c) => c.clone(),
                     None => new_null_array(f.data_type(), n),
