@@ -189,7 +189,7 @@ impl Engine {
         if frames.is_empty() {
             return Ok(None);
         }
-        let affected = keymap::group_changes(frames, &plan.pipeline.key, self.grouping_cores())
+        let affected = keymap::group_changes(frames, &plan.pipeline.key, self.grouping_cores(), rows_read_at_least(plan))
             .await
             .map_err(|e| explain(e, plan))?;
         Ok(Some(affected))
@@ -388,4 +388,17 @@ pub(crate) fn union_by_name(frames: Vec<DataFrame>) -> Result<Option<DataFrame>>
     let mut it = frames.into_iter();
     let Some(first) = it.next() else { return Ok(None) };
     Ok(Some(it.try_fold(first, |acc, f| acc.union_by_name(f))?))
+}
+
+/// Change rows a run reads at least, as far as the upstreams' snapshots tell: an upstream read
+/// from its first version (or from a snapshot) brings every live row of its pinned version.
+/// Reads of later ranges count nothing (their size is not in the snapshot).
+fn rows_read_at_least(plan: &Plan) -> usize {
+    let from_the_start = |range: ReadRange| matches!(range, ReadRange::Changes { start: 0, .. } | ReadRange::SnapshotThenChanges { .. });
+    plan.reads
+        .iter()
+        .filter(|read| read.range.map(ReadRangeView::to_range).is_some_and(from_the_start))
+        .filter_map(|read| plan.tables.get(&read.upstream)?.snapshot().ok())
+        .map(|snapshot| snapshot.log_data().iter().filter_map(|file| file.num_records()).sum::<usize>())
+        .sum()
 }

@@ -25,7 +25,10 @@ use super::table::{BLOCK_BITS, DenseKeyTable, IntKeyTable, KeyEntry, KeyMap, Ove
 /// `cores` is how many cores this grouping may keep busy: the key space is split into that
 /// many shards (rounded down to a power of two, at most 4), each folded, and sorted, on a
 /// thread of its own.
-pub async fn group_changes(mut changes: Vec<(String, DataFrame)>, key: &[String], cores: usize) -> Result<AffectedKeys> {
+///
+/// `expected_rows`: at least how many change rows the frames hold, where the caller knows (0
+/// when not; see [`Expected`]).
+pub async fn group_changes(mut changes: Vec<(String, DataFrame)>, key: &[String], cores: usize, expected_rows: usize) -> Result<AffectedKeys> {
     // Folded in lexical order of upstream (see `KeyEntry`).
     changes.sort_by(|a, b| a.0.cmp(&b.0));
     let mut upstreams: Vec<String> = changes.iter().map(|(u, _)| u.clone()).collect();
@@ -42,9 +45,10 @@ pub async fn group_changes(mut changes: Vec<(String, DataFrame)>, key: &[String]
     }))
     .await?;
     let count = Shard::count(cores);
+    let expected = Expected { rows_per_shard: expected_rows / count };
     let affected = match count {
-        1 => group_here(streams, key, upstreams).await?,
-        _ => group_in_shards(streams, key, upstreams, count).await?,
+        1 => group_here(streams, key, upstreams, expected).await?,
+        _ => group_in_shards(streams, key, upstreams, count, expected).await?,
     };
     tracing::info!(rows = affected.change_rows, keys = affected.distinct_keys, "change rows grouped");
     Ok(affected)
@@ -55,9 +59,9 @@ pub(crate) type ChangeStreams = Vec<(String, deltalake::datafusion::physical_pla
 /// Fold every batch on this task as it arrives; sort on a blocking thread (sorting millions of
 /// keys is long CPU work: off the async workers, which also drive the timers the console's
 /// frames wait on).
-pub(crate) async fn group_here(streams: ChangeStreams, key: &[String], upstreams: Vec<String>) -> Result<AffectedKeys> {
+pub(crate) async fn group_here(streams: ChangeStreams, key: &[String], upstreams: Vec<String>, expected: Expected) -> Result<AffectedKeys> {
     use futures::StreamExt;
-    let mut grouper = Grouper::new(key.len(), Shard { index: 0, count: 1 });
+    let mut grouper = Grouper::new(key.len(), Shard { index: 0, count: 1 }, expected);
     for (upstream, mut stream) in streams {
         let index = upstreams.binary_search(&upstream).unwrap_or(0) as u16;
         while let Some(batch) = stream.next().await {
@@ -74,7 +78,13 @@ pub(crate) async fn group_here(streams: ChangeStreams, key: &[String], upstreams
 /// One grouper per shard of the key space, each folding and sorting on a thread of its own:
 /// every shard sees every batch and keeps the keys that hash to it. Profiled: a single
 /// grouper kept one core busy while the scans left the other mostly idle.
-pub(crate) async fn group_in_shards(streams: ChangeStreams, key: &[String], upstreams: Vec<String>, count: usize) -> Result<AffectedKeys> {
+pub(crate) async fn group_in_shards(
+    streams: ChangeStreams,
+    key: &[String],
+    upstreams: Vec<String>,
+    count: usize,
+    expected: Expected,
+) -> Result<AffectedKeys> {
     use futures::StreamExt;
     let mut batches = Vec::with_capacity(count);
     let mut shards = Vec::with_capacity(count);
@@ -82,7 +92,7 @@ pub(crate) async fn group_in_shards(streams: ChangeStreams, key: &[String], upst
         let (tx, mut rx) = tokio::sync::mpsc::channel::<(u16, RecordBatch)>(4);
         let (key, upstreams) = (key.to_vec(), upstreams.clone());
         shards.push(tokio::task::spawn_blocking(move || {
-            let mut grouper = Grouper::new(key.len(), Shard { index, count });
+            let mut grouper = Grouper::new(key.len(), Shard { index, count }, expected);
             while let Some((upstream, batch)) = rx.blocking_recv() {
                 let name = upstreams.get(usize::from(upstream)).map_or("?", String::as_str);
                 grouper
@@ -112,9 +122,19 @@ pub(crate) async fn group_in_shards(streams: ChangeStreams, key: &[String], upst
     merge_shards(parts)
 }
 
-/// One of the parts of the key space that grouping splits a run's keys into, by a few bits of
-/// the key's hash that neither table's probing relies on (they pick neither the home slot nor
-/// hashbrown's tag byte; the integer table's tag loses them, which only costs a rare compare).
+/// How large a grouping's run is expected to be: change rows it holds at least (0 when unknown:
+/// a CDF scan's plan carries no row count; the engine knows that a run reading an upstream from
+/// its first version reads at least its live rows). A direct table may spend up to what a hash
+/// table would for that many keys before its keys have filled its blocks (see `DenseKeyTable`).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Expected {
+    pub(crate) rows_per_shard: usize,
+}
+
+/// One of the parts of the key space that grouping splits a run's keys into, by a few high
+/// bits of a hash: of the key's block of 128 for an integer key (a shard's direct table then
+/// allocates only its own blocks), of the row-encoded key otherwise (bits the row table's
+/// probing does not rely on: they pick neither the home slot nor the slot's tag).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Shard {
     pub(crate) index: usize,
@@ -203,6 +223,7 @@ fn fold_direct(
 
 pub(crate) struct Grouper {
     pub(crate) shard: Shard,
+    pub(crate) expected: Expected,
     pub(crate) nkeys: usize,
     pub(crate) key_fields: Option<Vec<Field>>,
     pub(crate) keys: Option<KeyMap>,
@@ -228,9 +249,10 @@ pub(crate) fn plain_strings(t: &DataType) -> DataType {
 }
 
 impl Grouper {
-    fn new(nkeys: usize, shard: Shard) -> Self {
+    fn new(nkeys: usize, shard: Shard, expected: Expected) -> Self {
         Grouper {
             shard,
+            expected,
             nkeys,
             key_fields: None,
             keys: None,
@@ -250,7 +272,7 @@ impl Grouper {
             .map(|f| Field::new(f.name(), plain_strings(f.data_type()), true))
             .collect();
         self.keys = Some(if self.nkeys == 1 && is_small_int(fields[0].data_type()) {
-            KeyMap::Direct(DenseKeyTable::default())
+            KeyMap::Direct(DenseKeyTable::expecting(self.expected.rows_per_shard))
         } else {
             let sort = fields.iter().map(|f| SortField::new(f.data_type().clone())).collect();
             KeyMap::Rows(RowConverter::new(sort)?, RowKeyTable::default())
