@@ -411,3 +411,71 @@ pub struct PreviewRow {
     pub commit_time: Option<String>,
     pub change_rows: u64,
 }
+
+#[cfg(test)]
+mod tests {
+    use deltalake::arrow::array::{AsArray, Int64Array, StringArray, TimestampMicrosecondArray};
+    use deltalake::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+    use deltalake::datafusion::prelude::{DataFrame, SessionContext};
+
+    use super::*;
+
+    /// Link rows of a run large enough to be built in parts, from two shards' runs of string
+    /// keys, against an oracle written out per key: every key once, in order, with its
+    /// upstreams and provenance texts — those of a version without a commit time too (numbered
+    /// after the parts).
+    #[tokio::test]
+    async fn link_rows_built_in_parts_match_an_oracle_key_by_key() -> Result<()> {
+        const KEYS: usize = 300_000;
+        let ts = 1_790_000_000_000_000i64;
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Utf8, true),
+            Field::new("_change_type", DataType::Utf8, true),
+            Field::new("_commit_version", DataType::Int64, true),
+            Field::new("_commit_timestamp", DataType::Timestamp(TimeUnit::Microsecond, None), true),
+        ]));
+        let frame = |rows: Vec<(usize, &str, i64, Option<i64>)>| -> Result<DataFrame> {
+            let batch = RecordBatch::try_new(schema.clone(), vec![
+                Arc::new(StringArray::from_iter_values(rows.iter().map(|r| format!("k{:07}", r.0)))),
+                Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.1))),
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.2))),
+                Arc::new(TimestampMicrosecondArray::from_iter(rows.iter().map(|r| r.3))),
+            ])?;
+            Ok(SessionContext::new().read_batch(batch)?)
+        };
+        // Upstream `a` inserts every key (in a scrambled order); `b` updates every third, in a
+        // version with a commit time or, every fifth of those, in one without.
+        let a: Vec<_> = (0..KEYS).map(|i| (i * 7_919 % KEYS, "insert", 1, Some(ts))).collect();
+        let b: Vec<_> = (0..KEYS).step_by(3).map(|i| if i % 5 == 0 { (i, "update_postimage", 3, None) } else { (i, "update_postimage", 2, Some(ts + 1_000_000)) }).collect();
+        let changes = vec![("b".to_string(), frame(b)?), ("a".to_string(), frame(a)?)];
+        let affected = Arc::new(super::super::group_changes(changes, &["k".to_string()], 2, 0).await?);
+        assert!(affected.runs.len() > 1, "two shards' runs");
+        let rows = affected.clone().per_key().await?;
+
+        let list = DataType::List(Arc::new(Field::new("element", DataType::Utf8, true)));
+        let spelled = |name: &str| deltalake::arrow::compute::cast(rows.column_by_name(name).expect(name), &list);
+        let (upstreams, provenance) = (spelled("upstreams")?, spelled("provenance")?);
+        let (upstreams, provenance) = (upstreams.as_list::<i32>(), provenance.as_list::<i32>());
+        let keys = rows.column(0).as_string::<i32>();
+        let texts = |l: &deltalake::arrow::array::ListArray, i: usize| -> Vec<String> {
+            l.value(i).as_string::<i32>().iter().map(|v| v.unwrap_or_default().to_string()).collect()
+        };
+        let stamp = |us: i64| crate::util::time::format_ms(us / 1000).unwrap_or_default();
+        assert_eq!(rows.num_rows(), KEYS);
+        for i in 0..KEYS {
+            assert_eq!(keys.value(i), format!("k{i:07}"), "keys in order, each once");
+            let mut expected_upstreams = vec!["a".to_string()];
+            let mut expected_provenance = vec![format!("a@1:insert@{}", stamp(ts))];
+            if i % 3 == 0 {
+                expected_upstreams.push("b".into());
+                expected_provenance.push(match i % 5 {
+                    0 => "b@3:update_postimage".to_string(),
+                    _ => format!("b@2:update_postimage@{}", stamp(ts + 1_000_000)),
+                });
+            }
+            assert_eq!(texts(upstreams, i), expected_upstreams, "key {i}");
+            assert_eq!(texts(provenance, i), expected_provenance, "key {i}");
+        }
+        Ok(())
+    }
+}
