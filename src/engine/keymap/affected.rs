@@ -259,19 +259,18 @@ impl AffectedKeys {
         self.in_key_order(part, |r, i| {
             let run = &self.runs[r];
             if let Some(ahead) = run.keys.entries.get(i + AHEAD) {
-                prefetch(&run.overflow, ahead.next);
-                prefetch(&run.overflow, ahead.last);
+                prefetch(&run.overflow, ahead.earlier);
             }
             let entry = &run.keys.entries[i];
             ts[k] = entry.last_ts;
-            for hit in entry.hits(&run.overflow) {
+            entry.for_each_hit(&run.overflow, |hit| {
                 ids.upstream_ids.push(i32::from(hit.upstream));
                 let id = texts.index(hit.upstream, hit.packed).unwrap_or_else(|| {
                     ids.missing.push((hit.upstream, hit.packed));
                     -(ids.missing.len() as i32)
                 });
                 ids.provenance_ids.push(id);
-            }
+            });
             ends[k] = ids.upstream_ids.len() as i32;
             match (&mut ints, &run.keys.keys) {
                 (Some(ints), SortedKeyValues::Int(keys)) => ints[k] = keys[i],
@@ -345,7 +344,7 @@ impl AffectedKeys {
             if rows >= limit {
                 return false;
             }
-            rows += self.runs[r].keys.entries[i].hits(&self.runs[r].overflow).count();
+            rows += self.runs[r].keys.entries[i].hit_count(&self.runs[r].overflow);
             wanted.push((r, i));
             true
         });
@@ -355,9 +354,9 @@ impl AffectedKeys {
         for (at, &(r, i)) in wanted.iter().enumerate() {
             let key: Vec<String> = columns.iter().map(|c| display_value(c.as_ref(), at)).collect();
             let run = &self.runs[r];
-            for hit in run.keys.entries[i].hits(&run.overflow) {
+            run.keys.entries[i].for_each_hit(&run.overflow, |hit| {
                 if out.len() >= limit {
-                    break;
+                    return;
                 }
                 out.push(PreviewRow {
                     key: key.clone(),
@@ -367,7 +366,7 @@ impl AffectedKeys {
                     commit_time: stamps.get(hit.upstream, hit.packed >> 3).map(str::to_string),
                     change_rows: u64::from(hit.rows),
                 });
-            }
+            });
         }
         Ok(out)
     }

@@ -14,7 +14,7 @@ use deltalake::datafusion::prelude::DataFrame;
 use super::affected::{AffectedKeys, KeyRun};
 use super::project::change_ts_type;
 use super::provenance::change_ranks;
-use super::table::{BLOCK_BITS, DenseKeyTable, IntKeyTable, KeyEntry, KeyMap, Overflow, RowKeyTable, SortedKeyValues, SortedKeys, prefetch};
+use super::table::{BLOCK_BITS, DenseKeyTable, IntKeyTable, KeyEntry, KeyMap, Overflow, RowKeyTable, SortedKeyValues, SortedKeys};
 
 /// Group projected change rows per key. `changes` holds one frame (a union of
 /// [`project_source`] frames) per upstream. The rows are streamed into one hash map keyed by
@@ -347,19 +347,16 @@ impl Grouper {
                 // Each key hashed once; a shard walks only its own rows (prefetching for the
                 // others' keys spent memory bandwidth on lines it never used).
                 let hashes: Vec<u64> = values.iter().map(|v| IntKeyTable::hash(*v)).collect();
-                // Each lookup chases up to three cache misses: slot, entry, the key's last
-                // overflow hit. Each is started a stage ahead of the next, once the one it
-                // depends on has landed.
+                // Each lookup chases two cache misses: slot, then entry (a row never reads the
+                // overflow arena, see `KeyEntry`). Each is started a stage ahead of the next,
+                // once the one it depends on has landed.
                 const AHEAD: usize = 8;
                 for (at, &i) in mine.iter().enumerate() {
-                    if let Some(&ahead) = mine.get(at + 3 * AHEAD) {
+                    if let Some(&ahead) = mine.get(at + 2 * AHEAD) {
                         table.prefetch_slot(hashes[ahead as usize]);
                     }
-                    if let Some(&ahead) = mine.get(at + 2 * AHEAD) {
+                    if let Some(&ahead) = mine.get(at + AHEAD) {
                         table.prefetch_entry(hashes[ahead as usize]);
-                    }
-                    if let Some((_, entry)) = mine.get(at + AHEAD).and_then(|&ahead| table.peek(hashes[ahead as usize])) {
-                        prefetch(overflow, entry.last);
                     }
                     let i = i as usize;
                     let mut fresh = false;
@@ -376,15 +373,15 @@ impl Grouper {
                 let rows = converter.convert_columns(&key_columns)?;
                 let hashes: Vec<u64> = (0..n).map(|i| RowKeyTable::hash(rows.row(i).as_ref())).collect();
                 let mine = shard.rows(n, |i| hashes[i], null_key);
-                // As for integer keys: slot, then key and entry, then the key's last overflow
-                // hit, each started a stage ahead of the one that needs it.
+                // As for integer keys: slot, then key and entry, each started a stage ahead of
+                // the one that needs it.
                 const AHEAD: usize = 8;
                 for (at, &i) in mine.iter().enumerate() {
-                    if let Some(&ahead) = mine.get(at + 3 * AHEAD) {
+                    if let Some(&ahead) = mine.get(at + 2 * AHEAD) {
                         table.prefetch_slot(hashes[ahead as usize]);
                     }
-                    if let Some(entry) = mine.get(at + 2 * AHEAD).and_then(|&ahead| table.prefetch_key(hashes[ahead as usize])) {
-                        prefetch(overflow, entry.last);
+                    if let Some(&ahead) = mine.get(at + AHEAD) {
+                        table.prefetch_key(hashes[ahead as usize]);
                     }
                     let i = i as usize;
                     let row = rows.row(i);
