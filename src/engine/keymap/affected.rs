@@ -160,6 +160,7 @@ impl AffectedKeys {
         let mut texts = ProvenanceTexts::new(&stamps, &self.upstreams);
         let parts = if n < 1 << 18 { 1 } else { std::thread::available_parallelism().map_or(1, |c| c.get()).clamp(1, 4) };
         let ranges = self.split(parts);
+        let part_lens: Vec<usize> = ranges.iter().map(|part| part.iter().map(|r| r.len()).sum()).collect();
         let mut last_ts = vec![0i64; n];
         let mut offsets = vec![0i32; n + 1];
         // Integer keys are written in place too; row-encoded ones come back per part.
@@ -173,8 +174,7 @@ impl AffectedKeys {
             let mut ends_rest = &mut offsets[1..];
             let mut ints_rest = ints.as_mut_slice();
             let mut work = Vec::with_capacity(ranges.len());
-            for part in &ranges {
-                let len: usize = part.iter().map(|r| r.len()).sum();
+            for (part, &len) in ranges.iter().zip(&part_lens) {
                 let (ts, rest) = std::mem::take(&mut ts_rest).split_at_mut(len);
                 let (ends, rest_ends) = std::mem::take(&mut ends_rest).split_at_mut(len);
                 let (part_ints, rest_ints) = std::mem::take(&mut ints_rest).split_at_mut(if int_keys { len } else { 0 });
@@ -204,8 +204,7 @@ impl AffectedKeys {
         let mut provenance_ids: Vec<i32> = Vec::with_capacity(hits);
         let mut at = 0usize;
         let mut text = String::new();
-        for (part, part_ids) in ranges.iter().zip(ids) {
-            let len: usize = part.iter().map(|r| r.len()).sum();
+        for (&len, part_ids) in part_lens.iter().zip(ids) {
             let base = upstream_ids.len() as i32;
             if base > 0 {
                 offsets[at + 1..=at + len].iter_mut().for_each(|o| *o += base);

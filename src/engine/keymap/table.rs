@@ -194,11 +194,11 @@ impl RowKeyTable {
         }
     }
 
-    /// The entry the home slot of a key of hash `h` points at, if any, after starting to load
-    /// that key's bytes (where most lookups end; the caller still compares). Reads the home
-    /// slot: call it after [`Self::prefetch_slot`] had time to land.
+    /// Start loading the key bytes and the entry that the home slot of a key of hash `h`
+    /// points at (where most lookups end; the caller still compares); `None` when the slot is
+    /// empty. Reads the home slot: call it after [`Self::prefetch_slot`] had time to land.
     #[inline]
-    pub(crate) fn prefetch_key(&self, h: u64) -> Option<&KeyEntry> {
+    pub(crate) fn prefetch_key(&self, h: u64) -> Option<()> {
         if self.slots.is_empty() {
             return None;
         }
@@ -206,9 +206,8 @@ impl RowKeyTable {
         let index = IntKeyTable::index(slot);
         let start = if index == 0 { 0 } else { *self.keys.ends.get(index - 1)? };
         prefetch_address(self.keys.bytes.get(start)?);
-        let entry = self.entries.get(index)?;
-        prefetch_address(entry);
-        Some(entry)
+        prefetch_address(self.entries.get(index)?);
+        Some(())
     }
 
     /// Double the slots (at least 1024) and move every taken one (see [`IntKeyTable::grow`]).
