@@ -68,18 +68,37 @@ async fn commits(a: &mut ModelTable, rng: &mut rand::rngs::SmallRng, n: usize) -
     changed
 }
 
+/// A lake with the consumer pipeline over one model upstream, for the tests that run a
+/// downstream job's Python reads; `None` (said on stderr) without a Python that has deltalake
+/// and polars. `_lake` keeps the lake's folder for as long as the test holds it.
+struct JobLake {
+    py: String,
+    rt: tokio::runtime::Runtime,
+    _lake: Lake,
+    engine: deltalink::Engine,
+    config: std::path::PathBuf,
+    a: ModelTable,
+    rng: rand::rngs::SmallRng,
+}
+
+impl JobLake {
+    fn open(seed: u64) -> Option<Self> {
+        let Some(py) = crate::readers::python() else {
+            eprintln!("SKIPPED: set DELTALINK_PYTHON to a python with deltalake + polars (.ci/run does)");
+            return None;
+        };
+        let rt = rt();
+        let lake = Lake::new();
+        let engine = lake.engine(&consumer_config());
+        let config = lake.path("deltalink.toml");
+        let a = rt.block_on(ModelTable::create(&lake.path("a"), true));
+        Some(JobLake { py, rt, _lake: lake, engine, config, a, rng: seeded(seed) })
+    }
+}
+
 #[test]
 fn a_downstream_job_processes_every_change_once_while_runs_land_between_consume_and_read() {
-    let Some(py) = crate::readers::python() else {
-        eprintln!("SKIPPED: set DELTALINK_PYTHON to a python with deltalake + polars (.ci/run does)");
-        return;
-    };
-    let rt = rt();
-    let lake = Lake::new();
-    let engine = lake.engine(&consumer_config());
-    let config = lake.path("deltalink.toml");
-    let mut a = rt.block_on(ModelTable::create(&lake.path("a"), true));
-    let mut rng = seeded(22);
+    let Some(JobLake { py, rt, _lake, engine, config, mut a, mut rng }) = JobLake::open(22) else { return };
     // The oracle: run_id -> keys its commits changed.
     let mut runs: BTreeMap<i64, Affected> = BTreeMap::new();
     let mut delivered: Vec<(i64, i64)> = Vec::new();
@@ -223,16 +242,7 @@ fn cli_ok(config: &Path, args: &[&str]) -> String {
 /// refused without a reason, then on record) hands those keys out again.
 #[test]
 fn the_printed_reads_return_the_batch_and_ack_rewind_works_from_the_binary() {
-    let Some(py) = crate::readers::python() else {
-        eprintln!("SKIPPED: set DELTALINK_PYTHON to a python with deltalake + polars (.ci/run does)");
-        return;
-    };
-    let rt = rt();
-    let lake = Lake::new();
-    let engine = lake.engine(&consumer_config());
-    let config = lake.path("deltalink.toml");
-    let mut a = rt.block_on(ModelTable::create(&lake.path("a"), true));
-    let mut rng = seeded(23);
+    let Some(JobLake { py, rt, _lake, engine, config, mut a, mut rng }) = JobLake::open(23) else { return };
     let first = rt.block_on(commits(&mut a, &mut rng, 3));
     cli_ok(&config, &["run", "p"]);
 
