@@ -89,10 +89,10 @@ impl AffectedKeys {
     }
 
     /// Whether key `i` of run `a` sorts before key `j` of run `b` (runs of one grouping hold
-    /// keys of one kind; see `group::merge_shards`).
+    /// keys of one kind: the kind `group::Preparer` fixed on the run's first batch).
     fn less(&self, (a, i): (usize, usize), (b, j): (usize, usize)) -> bool {
         match (&self.runs[a].keys.keys, &self.runs[b].keys.keys) {
-            (SortedKeyValues::Int(x), SortedKeyValues::Int(y)) => x[i] < y[j],
+            (SortedKeyValues::Int(x), SortedKeyValues::Int(y)) => x.get(i) < y.get(j),
             (SortedKeyValues::Rows(_, x), SortedKeyValues::Rows(_, y)) => x.get(i) < y.get(j),
             _ => false,
         }
@@ -272,7 +272,7 @@ impl AffectedKeys {
             });
             ends[k] = ids.upstream_ids.len() as i32;
             match (&mut ints, &run.keys.keys) {
-                (Some(ints), SortedKeyValues::Int(keys)) => ints[k] = keys[i],
+                (Some(ints), SortedKeyValues::Int(keys)) => ints[k] = keys.get(i),
                 _ => order.push((r, i)),
             }
             k += 1;
@@ -293,7 +293,7 @@ impl AffectedKeys {
         match &first.keys.keys {
             SortedKeyValues::Int(_) => {
                 let value = |&(r, i): &(usize, usize)| match &self.runs[r].keys.keys {
-                    SortedKeyValues::Int(v) => v[i],
+                    SortedKeyValues::Int(v) => v.get(i),
                     SortedKeyValues::Rows(..) => 0,
                 };
                 let ints: ArrayRef = Arc::new(Int64Array::from_iter_values(order.iter().map(value)));

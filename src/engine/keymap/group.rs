@@ -1,10 +1,13 @@
 //! Grouping change rows into keys: one streaming pass per source, in shards over the cores
 //! for large reads, merged in key order.
 
-use deltalake::arrow::array::Array;
-use color_eyre::eyre::WrapErr;
-use deltalake::arrow::array::AsArray;
 use std::collections::HashMap;
+use std::sync::Arc;
+
+use color_eyre::eyre::WrapErr;
+use deltalake::arrow::array::{Array, AsArray, Int64Array, TimestampMicrosecondArray};
+use deltalake::arrow::buffer::ScalarBuffer;
+use deltalake::arrow::row::{RowConverter, Rows};
 
 use color_eyre::eyre::{Result, eyre};
 use deltalake::arrow::array::RecordBatch;
@@ -14,7 +17,7 @@ use deltalake::datafusion::prelude::DataFrame;
 use super::affected::{AffectedKeys, KeyRun};
 use super::project::change_ts_type;
 use super::provenance::change_ranks;
-use super::table::{BLOCK_BITS, DenseKeyTable, IntKeyTable, KeyEntry, KeyMap, Overflow, RowKeyTable, SortedKeyValues, SortedKeys};
+use super::table::{BLOCK_BITS, DenseKeyTable, IntKeyTable, IntKeys, KeyEntry, KeyMap, Overflow, RowKeyTable, SortedEntries, SortedKeyValues, SortedKeys};
 
 /// Group projected change rows per key. `changes` holds one frame (a union of
 /// [`project_source`] frames) per upstream. The rows are streamed into one hash map keyed by
@@ -56,28 +59,31 @@ pub async fn group_changes(mut changes: Vec<(String, DataFrame)>, key: &[String]
 
 pub(crate) type ChangeStreams = Vec<(String, deltalake::datafusion::physical_plan::SendableRecordBatchStream)>;
 
-/// Fold every batch on this task as it arrives; sort on a blocking thread (sorting millions of
-/// keys is long CPU work: off the async workers, which also drive the timers the console's
-/// frames wait on).
+/// Prepare and fold every batch on this task as it arrives; sort on a blocking thread (sorting
+/// millions of keys is long CPU work: off the async workers, which also drive the timers the
+/// console's frames wait on).
 pub(crate) async fn group_here(streams: ChangeStreams, key: &[String], upstreams: Vec<String>, expected: Expected) -> Result<AffectedKeys> {
     use futures::StreamExt;
-    let mut grouper = Grouper::new(key.len(), Shard { index: 0, count: 1 }, expected);
+    let mut preparer = Preparer::new(key, 1);
+    let mut grouper = Grouper::new(Shard { index: 0 }, expected);
     for (upstream, mut stream) in streams {
         let index = upstreams.binary_search(&upstream).unwrap_or(0) as u16;
         while let Some(batch) = stream.next().await {
             let batch = batch.wrap_err_with(|| format!("reading the change rows of upstream `{upstream}` failed"))?;
-            grouper
-                .fold(index, &batch)
-                .wrap_err_with(|| format!("grouping the change rows of upstream `{upstream}` by key failed"))?;
+            let grouping = || format!("grouping the change rows of upstream `{upstream}` by key failed");
+            if let Some(prepared) = preparer.prepare(index, &batch).wrap_err_with(grouping)? {
+                grouper.fold(&prepared).wrap_err_with(grouping)?;
+            }
         }
     }
-    let key = key.to_vec();
-    tokio::task::spawn_blocking(move || grouper.finish(&key, upstreams)).await?
+    tokio::task::spawn_blocking(move || preparer.finish(upstreams, vec![grouper.finish()])).await?
 }
 
-/// One grouper per shard of the key space, each folding and sorting on a thread of its own:
-/// every shard sees every batch and keeps the keys that hash to it. Profiled: a single
-/// grouper kept one core busy while the scans left the other mostly idle.
+/// One grouper per shard of the key space, each folding and sorting on a thread of its own.
+/// Each batch is prepared once, here, for every shard (profiled: with each shard casting,
+/// ranking and hashing every row of every batch and keeping its own, that work was a sixth of
+/// a from-scratch run's CPU, twice over). Profiled before: a single grouper kept one core busy
+/// while the scans left the other mostly idle.
 pub(crate) async fn group_in_shards(
     streams: ChangeStreams,
     key: &[String],
@@ -89,37 +95,45 @@ pub(crate) async fn group_in_shards(
     let mut batches = Vec::with_capacity(count);
     let mut shards = Vec::with_capacity(count);
     for index in 0..count {
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<(u16, RecordBatch)>(4);
-        let (key, upstreams) = (key.to_vec(), upstreams.clone());
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Arc<Prepared>>(4);
+        let upstreams = upstreams.clone();
         shards.push(tokio::task::spawn_blocking(move || {
-            let mut grouper = Grouper::new(key.len(), Shard { index, count }, expected);
-            while let Some((upstream, batch)) = rx.blocking_recv() {
-                let name = upstreams.get(usize::from(upstream)).map_or("?", String::as_str);
+            let mut grouper = Grouper::new(Shard { index }, expected);
+            while let Some(batch) = rx.blocking_recv() {
+                let name = upstreams.get(usize::from(batch.upstream)).map_or("?", String::as_str);
                 grouper
-                    .fold(upstream, &batch)
+                    .fold(&batch)
                     .wrap_err_with(|| format!("grouping the change rows of upstream `{name}` by key failed"))?;
             }
-            grouper.finish(&key, upstreams)
+            Ok::<_, color_eyre::Report>(grouper.finish())
         }));
         batches.push(tx);
     }
+    let mut preparer = Preparer::new(key, count);
     'read: for (upstream, mut stream) in streams {
         let index = upstreams.binary_search(&upstream).unwrap_or(0) as u16;
         while let Some(batch) = stream.next().await {
             let batch = batch.wrap_err_with(|| format!("reading the change rows of upstream `{upstream}` failed"))?;
+            let Some(prepared) = preparer
+                .prepare(index, &batch)
+                .wrap_err_with(|| format!("grouping the change rows of upstream `{upstream}` by key failed"))?
+            else {
+                continue;
+            };
+            let prepared = Arc::new(prepared);
             for tx in &batches {
-                if tx.send((index, batch.clone())).await.is_err() {
+                if tx.send(prepared.clone()).await.is_err() {
                     break 'read; // that shard failed: its error is reported below
                 }
             }
         }
     }
     drop(batches);
-    let mut parts = Vec::with_capacity(count);
+    let mut runs = Vec::with_capacity(count);
     for shard in shards {
-        parts.push(shard.await??);
+        runs.push(shard.await??);
     }
-    merge_shards(parts)
+    preparer.finish(upstreams, runs)
 }
 
 /// How large a grouping's run is expected to be: change rows it holds at least (0 when unknown:
@@ -138,7 +152,6 @@ pub(crate) struct Expected {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Shard {
     pub(crate) index: usize,
-    pub(crate) count: usize,
 }
 
 impl Shard {
@@ -151,37 +164,35 @@ impl Shard {
         }
     }
 
-    /// Whether the key of hash `h` is this shard's (with one shard, every key is).
-    fn owns(&self, h: u64) -> bool {
-        self.count == 1 || (h >> 40) as usize & (self.count - 1) == self.index
-    }
-
-    /// The rows of a batch of `n` this shard folds: those whose key is not NULL and whose
-    /// owner hash (`owner(row)`, asked only when there are several shards) is its.
-    fn rows(&self, n: usize, owner: impl Fn(usize) -> u64, null: impl Fn(usize) -> bool) -> Vec<u32> {
-        (0..n).filter(|&i| !null(i) && self.owns(owner(i))).map(|i| i as u32).collect()
+    /// The shard of `count` that owns the key of hash `h`.
+    fn owner(h: u64, count: usize) -> usize {
+        (h >> 40) as usize & (count - 1)
     }
 }
 
-/// The shards' grouped keys as one run's: their sorted runs side by side (read merged in key
-/// order, see [`AffectedKeys`]), their counts summed.
-pub(crate) fn merge_shards(parts: Vec<AffectedKeys>) -> Result<AffectedKeys> {
-    let mut parts = parts.into_iter();
-    let Some(mut merged) = parts.next() else { return Err(eyre!("grouping produced no shard")) };
-    for part in parts {
-        merged.change_rows += part.change_rows;
-        merged.null_key_rows += part.null_key_rows;
-        merged.distinct_keys += part.distinct_keys;
-        merged.commit_ts.extend(part.commit_ts);
-        merged.runs.extend(part.runs);
+/// The owner of no row: its key is NULL.
+const NO_OWNER: u8 = u8::MAX;
+
+/// Each row's shard by `owner(row)`, [`NO_OWNER`] for a NULL key; and how many rows have a
+/// NULL key.
+fn owners(n: usize, owner: impl Fn(usize) -> usize, null: impl Fn(usize) -> bool) -> (Vec<u8>, u64) {
+    let owners: Vec<u8> = (0..n).map(|i| if null(i) { NO_OWNER } else { owner(i) as u8 }).collect();
+    let nulls = owners.iter().filter(|&&o| o == NO_OWNER).count() as u64;
+    (owners, nulls)
+}
+
+/// The rows that `shard` owns, in order. Written without a branch on the owner (a filter
+/// mispredicted it about every other row with two shards: profiled, a tenth of a run's CPU).
+fn rows_of(owners: &[u8], shard: usize) -> Vec<u32> {
+    let shard = shard as u8;
+    let mut rows = vec![0u32; owners.len()];
+    let mut len = 0;
+    for (i, &owner) in owners.iter().enumerate() {
+        rows[len] = i as u32;
+        len += usize::from(owner == shard);
     }
-    // A shard that saw no key has no key kind of its own: leave it out.
-    merged.runs.retain(|r| !r.keys.entries.is_empty());
-    let ints = merged.runs.iter().filter(|r| matches!(r.keys.keys, SortedKeyValues::Int(_))).count();
-    if ints != 0 && ints != merged.runs.len() {
-        return Err(eyre!("grouping shards disagree on the key's type"));
-    }
-    Ok(merged)
+    rows.truncate(len);
+    rows
 }
 
 /// Fold the rows `mine` of a batch into a direct table: `Err(at)` when the key of row
@@ -219,16 +230,168 @@ fn fold_direct(
     Ok(())
 }
 
+/// A batch of projected change rows as the shards fold it, prepared once for all of them. The
+/// columns are the batch's own (cast only where their type differs): what is added per row is
+/// two bytes, a rank and an owner.
+pub(crate) struct Prepared {
+    pub(crate) upstream: u16,
+    pub(crate) keys: PreparedKeys,
+    /// Per row: the rank of its change type (see [`change_ranks`]).
+    pub(crate) ranks: Vec<u8>,
+    pub(crate) version: Int64Array,
+    pub(crate) ts: TimestampMicrosecondArray,
+    /// Per row: the shard that folds it (see [`owners`]).
+    pub(crate) owners: Vec<u8>,
+}
+
+impl Prepared {
+    /// Row `i`'s version and change type packed (see [`KeyEntry`]).
+    fn packed(&self, i: usize) -> i64 {
+        let version = if self.version.is_null(i) { 0 } else { self.version.value(i) };
+        version * 8 + i64::from(self.ranks[i])
+    }
+
+    /// Row `i`'s commit time (µs), `i64::MIN` when none is known.
+    fn ts(&self, i: usize) -> i64 {
+        if self.ts.is_null(i) { i64::MIN } else { self.ts.value(i) }
+    }
+}
+
+pub(crate) enum PreparedKeys {
+    /// A single integer key, as `i64` (NULL rows are owned by no shard).
+    Int(ScalarBuffer<i64>),
+    /// Keys row-encoded by the run's one converter, with their hashes.
+    Rows { converter: Arc<RowConverter>, rows: Rows, hashes: Vec<u64> },
+}
+
+/// Turns a run's batches of change rows into [`Prepared`] ones, and counts what every shard
+/// would otherwise count again: rows, NULL keys, commit times.
+pub(crate) struct Preparer {
+    key: Vec<String>,
+    shards: usize,
+    /// The key's types, fixed by the first batch; later batches (another source may type the
+    /// key differently, e.g. a `sql` source) are cast to them.
+    key_fields: Option<Vec<Field>>,
+    /// The row encoding of keys that are not a single integer.
+    converter: Option<Arc<RowConverter>>,
+    change_rows: u64,
+    null_key_rows: u64,
+    commit_ts: HashMap<(u16, i64), i64>,
+}
+
+impl Preparer {
+    fn new(key: &[String], shards: usize) -> Self {
+        Preparer {
+            key: key.to_vec(),
+            shards,
+            key_fields: None,
+            converter: None,
+            change_rows: 0,
+            null_key_rows: 0,
+            commit_ts: HashMap::new(),
+        }
+    }
+
+    fn init(&mut self, batch: &RecordBatch) -> Result<Vec<Field>> {
+        use deltalake::arrow::row::SortField;
+        let nkeys = self.key.len();
+        let fields: Vec<Field> = batch.schema().fields()[..nkeys]
+            .iter()
+            .map(|f| Field::new(f.name(), plain_strings(f.data_type()), true))
+            .collect();
+        if nkeys != 1 || !is_small_int(fields[0].data_type()) {
+            let sort = fields.iter().map(|f| SortField::new(f.data_type().clone())).collect();
+            self.converter = Some(Arc::new(RowConverter::new(sort)?));
+        }
+        self.key_fields = Some(fields.clone());
+        Ok(fields)
+    }
+
+    /// One batch of projected change rows (key columns, change type, version, timestamp) as
+    /// the shards fold it; `None` when it has no row.
+    fn prepare(&mut self, upstream: u16, batch: &RecordBatch) -> Result<Option<Prepared>> {
+        use deltalake::arrow::compute::cast;
+        use deltalake::arrow::datatypes::TimestampMicrosecondType;
+        let n = batch.num_rows();
+        if n == 0 {
+            return Ok(None);
+        }
+        let fields = match &self.key_fields {
+            Some(fields) => fields.clone(),
+            None => self.init(batch)?,
+        };
+        let nkeys = fields.len();
+        let key_columns = batch.columns()[..nkeys]
+            .iter()
+            .zip(&fields)
+            .map(|(c, f)| if c.data_type() == f.data_type() { Ok(c.clone()) } else { cast(c, f.data_type()) })
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let ranks = change_ranks(batch.column(nkeys))?;
+        let version = cast(batch.column(nkeys + 1), &DataType::Int64)?.as_primitive::<Int64Type>().clone();
+        let ts = cast(batch.column(nkeys + 2), &change_ts_type())?.as_primitive::<TimestampMicrosecondType>().clone();
+        self.note_commit_times(upstream, &version, &ts);
+        let count = self.shards;
+        let (keys, (owners, nulls)) = match &self.converter {
+            None => {
+                let k = cast(&key_columns[0], &DataType::Int64)?;
+                let k = k.as_primitive::<Int64Type>();
+                let values = k.values();
+                // Shards own integer keys by block (see `DenseKeyTable`), so that each shard's
+                // direct table allocates only the blocks it fills, whichever table it ends with.
+                let owners = owners(n, |i| Shard::owner(IntKeyTable::hash(values[i] >> BLOCK_BITS), count), |i| k.is_null(i));
+                (PreparedKeys::Int(values.clone()), owners)
+            }
+            Some(converter) => {
+                let rows = converter.convert_columns(&key_columns)?;
+                let hashes: Vec<u64> = (0..n).map(|i| RowKeyTable::hash(rows.row(i).as_ref())).collect();
+                let owners = owners(n, |i| Shard::owner(hashes[i], count), |i| key_columns.iter().any(|c| c.is_null(i)));
+                (PreparedKeys::Rows { converter: converter.clone(), rows, hashes }, owners)
+            }
+        };
+        self.change_rows += n as u64;
+        self.null_key_rows += nulls;
+        Ok(Some(Prepared { upstream, keys, ranks, version, ts, owners }))
+    }
+
+    /// One commit time per (upstream, version): rows of a version come together, so a compare
+    /// per row and an insert per version.
+    fn note_commit_times(&mut self, upstream: u16, version: &Int64Array, ts: &TimestampMicrosecondArray) {
+        let mut seen: Option<i64> = None;
+        for i in (0..version.len()).filter(|&i| !version.is_null(i) && !ts.is_null(i)) {
+            if seen != Some(version.value(i)) {
+                seen = Some(version.value(i));
+                self.commit_ts.entry((upstream, version.value(i))).or_insert(ts.value(i));
+            }
+        }
+    }
+
+    /// The run's grouped keys: the shards' sorted runs side by side (read merged in key order,
+    /// see [`AffectedKeys`]), with what was counted here.
+    fn finish(self, upstreams: Vec<String>, runs: Vec<KeyRun>) -> Result<AffectedKeys> {
+        let distinct_keys = runs.iter().map(|r| r.keys.entries.len() as u64).sum();
+        // A shard that saw no key has no key kind of its own: leave it out.
+        let runs = runs.into_iter().filter(|r| !r.keys.entries.is_empty()).collect();
+        // Without any row the key types are unknown; nothing is written then.
+        let key_fields = self.key_fields.unwrap_or_else(|| self.key.iter().map(|k| Field::new(k, DataType::Int64, true)).collect());
+        Ok(AffectedKeys {
+            key: self.key,
+            change_rows: self.change_rows,
+            null_key_rows: self.null_key_rows,
+            distinct_keys,
+            upstreams,
+            key_fields,
+            runs,
+            commit_ts: self.commit_ts,
+        })
+    }
+}
+
+/// One shard's keys while a run's batches are folded.
 pub(crate) struct Grouper {
     pub(crate) shard: Shard,
     pub(crate) expected: Expected,
-    pub(crate) nkeys: usize,
-    pub(crate) key_fields: Option<Vec<Field>>,
     pub(crate) keys: Option<KeyMap>,
     pub(crate) overflow: Overflow,
-    pub(crate) change_rows: u64,
-    pub(crate) null_key_rows: u64,
-    pub(crate) commit_ts: HashMap<(u16, i64), i64>,
 }
 
 /// A single integer key of a type that converts to i64 without loss.
@@ -247,132 +410,62 @@ pub(crate) fn plain_strings(t: &DataType) -> DataType {
 }
 
 impl Grouper {
-    fn new(nkeys: usize, shard: Shard, expected: Expected) -> Self {
-        Grouper {
-            shard,
-            expected,
-            nkeys,
-            key_fields: None,
-            keys: None,
-            overflow: Overflow::default(),
-            change_rows: 0,
-            null_key_rows: 0,
-            commit_ts: HashMap::new(),
-        }
+    fn new(shard: Shard, expected: Expected) -> Self {
+        Grouper { shard, expected, keys: None, overflow: Overflow::default() }
     }
 
-    /// Fix the key types on the first batch; later batches (another source may type the key
-    /// differently, e.g. a `sql` source) are cast to them.
-    fn init(&mut self, batch: &RecordBatch) -> Result<()> {
-        use deltalake::arrow::row::{RowConverter, SortField};
-        let fields: Vec<Field> = batch.schema().fields()[..self.nkeys]
-            .iter()
-            .map(|f| Field::new(f.name(), plain_strings(f.data_type()), true))
-            .collect();
-        self.keys = Some(if self.nkeys == 1 && is_small_int(fields[0].data_type()) {
-            KeyMap::Direct(DenseKeyTable::expecting(self.expected.rows_per_shard))
-        } else {
-            let sort = fields.iter().map(|f| SortField::new(f.data_type().clone())).collect();
-            KeyMap::Rows(RowConverter::new(sort)?, RowKeyTable::default())
-        });
-        self.key_fields = Some(fields);
-        Ok(())
-    }
-
-    /// Fold one batch of projected change rows (key columns, change type, version, timestamp).
-    fn fold(&mut self, upstream: u16, batch: &RecordBatch) -> Result<()> {
-        use deltalake::arrow::compute::cast;
-        use deltalake::arrow::datatypes::TimestampMicrosecondType;
-        if batch.num_rows() == 0 {
+    /// Fold this shard's rows of a prepared batch.
+    fn fold(&mut self, batch: &Prepared) -> Result<()> {
+        let mine = rows_of(&batch.owners, self.shard.index);
+        if mine.is_empty() {
             return Ok(());
         }
-        if self.keys.is_none() {
-            self.init(batch)?;
-        }
-        let nkeys = self.nkeys;
-        let fields = self.key_fields.as_ref().map(Vec::as_slice).unwrap_or_default();
-        let key_columns = batch.columns()[..nkeys]
-            .iter()
-            .zip(fields)
-            .map(|(c, f)| if c.data_type() == f.data_type() { Ok(c.clone()) } else { cast(c, f.data_type()) })
-            .collect::<std::result::Result<Vec<_>, _>>()?;
-        let ranks = change_ranks(batch.column(nkeys))?;
-        let version = cast(batch.column(nkeys + 1), &DataType::Int64)?;
-        let version = version.as_primitive::<Int64Type>();
-        let ts = cast(batch.column(nkeys + 2), &change_ts_type())?;
-        let ts = ts.as_primitive::<TimestampMicrosecondType>();
-        let packed = |i: usize| if version.is_null(i) { 0 } else { version.value(i) * 8 } + i64::from(ranks[i]);
-        let ts_at = |i: usize| if ts.is_null(i) { i64::MIN } else { ts.value(i) };
-        let null_key = |i: usize| key_columns.iter().any(|c| c.is_null(i));
-
-        let n = batch.num_rows();
-        // Every shard sees every row; the first counts them (and the NULL keys).
-        if self.shard.index == 0 {
-            self.change_rows += n as u64;
-            self.null_key_rows += (0..n).filter(|&i| null_key(i)).count() as u64;
-        }
-        let shard = self.shard;
-        // One commit time per (upstream, version): rows of a version come together, so a
-        // compare per row and an insert per version.
-        let mut seen: Option<i64> = None;
-        for i in (0..n).filter(|&i| !version.is_null(i) && !ts.is_null(i)) {
-            if seen != Some(version.value(i)) {
-                seen = Some(version.value(i));
-                self.commit_ts.entry((upstream, version.value(i))).or_insert(ts.value(i));
-            }
-        }
+        let upstream = batch.upstream;
         let overflow = &mut self.overflow;
-        match self.keys.as_mut() {
-            Some(KeyMap::Direct(_) | KeyMap::Int(_)) => {
-                let k = cast(&key_columns[0], &DataType::Int64)?;
-                let k = k.as_primitive::<Int64Type>();
-                let values = k.values();
-                // Shards own integer keys by block (see `DenseKeyTable`), so that each shard's
-                // direct table allocates only the blocks it fills, whichever table it ends with.
-                let mine = shard.rows(n, |i| IntKeyTable::hash(values[i] >> BLOCK_BITS), |i| k.is_null(i));
+        match &batch.keys {
+            PreparedKeys::Int(values) => {
+                let expected = self.expected;
                 let mut from = 0;
-                if let Some(KeyMap::Direct(table)) = self.keys.as_mut() {
-                    match fold_direct(table, overflow, values, &mine, upstream, |i| (packed(i), ts_at(i))) {
+                if let KeyMap::Direct(table) = self.keys.get_or_insert_with(|| KeyMap::Direct(DenseKeyTable::expecting(expected.rows_per_shard))) {
+                    match fold_direct(table, overflow, values, &mine, upstream, |i| (batch.packed(i), batch.ts(i))) {
                         Ok(()) => return Ok(()),
                         Err(at) => from = at,
                     }
                     // Keys too spread out to address directly: the rest of the run is hashed.
                     if let Some(KeyMap::Direct(table)) = self.keys.take() {
-                        tracing::debug!(shard = shard.index, keys = table.len(), "keys too spread out to address directly: hashing them");
+                        tracing::debug!(shard = self.shard.index, keys = table.len(), "keys too spread out to address directly: hashing them");
                         self.keys = Some(KeyMap::Int(table.into_hashed()?));
                     }
                 }
-                let Some(KeyMap::Int(table)) = self.keys.as_mut() else { return Ok(()) };
+                let Some(KeyMap::Int(table)) = self.keys.as_mut() else { return Err(eyre!("an integer key met a grouping of row-encoded keys")) };
                 let mine = &mine[from..];
-                // Each key hashed once; a shard walks only its own rows (prefetching for the
-                // others' keys spent memory bandwidth on lines it never used).
-                let hashes: Vec<u64> = values.iter().map(|v| IntKeyTable::hash(*v)).collect();
+                // Each of this shard's keys hashed once (by position in `mine`).
+                let hashes: Vec<u64> = mine.iter().map(|&i| IntKeyTable::hash(values[i as usize])).collect();
                 // Each lookup chases two cache misses: slot, then entry (a row never reads the
                 // overflow arena, see `KeyEntry`). Each is started a stage ahead of the next,
                 // once the one it depends on has landed.
                 const AHEAD: usize = 8;
                 for (at, &i) in mine.iter().enumerate() {
-                    if let Some(&ahead) = mine.get(at + 2 * AHEAD) {
-                        table.prefetch_slot(hashes[ahead as usize]);
+                    if let Some(&h) = hashes.get(at + 2 * AHEAD) {
+                        table.prefetch_slot(h);
                     }
-                    if let Some(&ahead) = mine.get(at + AHEAD) {
-                        table.prefetch_entry(hashes[ahead as usize]);
+                    if let Some(&h) = hashes.get(at + AHEAD) {
+                        table.prefetch_entry(h);
                     }
                     let i = i as usize;
                     let mut fresh = false;
-                    let entry = table.upsert(values[i], hashes[i], || {
+                    let entry = table.upsert(values[i], hashes[at], || {
                         fresh = true;
-                        KeyEntry::new(upstream, packed(i), ts_at(i))
+                        KeyEntry::new(upstream, batch.packed(i), batch.ts(i))
                     })?;
                     if !fresh {
-                        entry.add(overflow, upstream, packed(i), ts_at(i));
+                        entry.add(overflow, upstream, batch.packed(i), batch.ts(i));
                     }
                 }
             }
-            Some(KeyMap::Rows(converter, table)) => {
-                let rows = converter.convert_columns(&key_columns)?;
-                let hashes: Vec<u64> = (0..n).map(|i| RowKeyTable::hash(rows.row(i).as_ref())).collect();
-                let mine = shard.rows(n, |i| hashes[i], null_key);
+            PreparedKeys::Rows { converter, rows, hashes } => {
+                let keys = self.keys.get_or_insert_with(|| KeyMap::Rows(converter.clone(), RowKeyTable::default()));
+                let KeyMap::Rows(_, table) = keys else { return Err(eyre!("a row-encoded key met a grouping of integer keys")) };
                 // As for integer keys: slot, then key and entry, each started a stage ahead of
                 // the one that needs it.
                 const AHEAD: usize = 8;
@@ -384,24 +477,22 @@ impl Grouper {
                         table.prefetch_key(hashes[ahead as usize]);
                     }
                     let i = i as usize;
-                    let row = rows.row(i);
-                    let h = hashes[i];
                     let mut fresh = false;
-                    let entry = table.upsert(row.as_ref(), h, || {
+                    let entry = table.upsert(rows.row(i).as_ref(), hashes[i], || {
                         fresh = true;
-                        KeyEntry::new(upstream, packed(i), ts_at(i))
+                        KeyEntry::new(upstream, batch.packed(i), batch.ts(i))
                     })?;
                     if !fresh {
-                        entry.add(overflow, upstream, packed(i), ts_at(i));
+                        entry.add(overflow, upstream, batch.packed(i), batch.ts(i));
                     }
                 }
             }
-            None => {}
         }
         Ok(())
     }
 
-    fn finish(self, key: &[String], upstreams: Vec<String>) -> Result<AffectedKeys> {
+    /// This shard's keys, sorted.
+    fn finish(self) -> KeyRun {
         let keys = match self.keys {
             None => SortedKeys::default(),
             Some(KeyMap::Direct(table)) => {
@@ -410,26 +501,13 @@ impl Grouper {
             }
             Some(KeyMap::Int(table)) => {
                 let (keys, entries) = table.into_sorted();
-                SortedKeys { keys: SortedKeyValues::Int(keys), entries }
+                SortedKeys { keys: SortedKeyValues::Int(IntKeys::Plain(keys)), entries: SortedEntries::Flat(entries) }
             }
             Some(KeyMap::Rows(converter, table)) => {
                 let (keys, entries) = table.into_sorted();
-                SortedKeys { keys: SortedKeyValues::Rows(converter, keys), entries }
+                SortedKeys { keys: SortedKeyValues::Rows(converter, keys), entries: SortedEntries::Flat(entries) }
             }
         };
-        let distinct_keys = keys.entries.len() as u64;
-        let runs = vec![KeyRun { keys, overflow: self.overflow }];
-        // Without any row the key types are unknown; nothing is written then.
-        let key_fields = self.key_fields.unwrap_or_else(|| key.iter().map(|k| Field::new(k, DataType::Int64, true)).collect());
-        Ok(AffectedKeys {
-            key: key.to_vec(),
-            change_rows: self.change_rows,
-            null_key_rows: self.null_key_rows,
-            distinct_keys,
-            upstreams,
-            key_fields,
-            runs,
-            commit_ts: self.commit_ts,
-        })
+        KeyRun { keys, overflow: self.overflow }
     }
 }

@@ -112,20 +112,22 @@ pub(crate) fn push_decimal(text: &mut String, v: i64) {
     text.extend(digits[at..].iter().map(|d| char::from(*d)));
 }
 
-/// Rank of each row's change type (see [`CHANGE_TYPE_RANKS`]).
+/// Rank of each row's change type (see [`CHANGE_TYPE_RANKS`]). A dictionary-encoded column
+/// (as CDF scans read `_change_type`) is ranked through its few values, not spelled out per row.
 pub(crate) fn change_ranks(column: &deltalake::arrow::array::ArrayRef) -> Result<Vec<u8>> {
+    if let Some(dictionary) = column.as_any_dictionary_opt() {
+        let value_ranks = change_ranks(dictionary.values())?;
+        let keys = dictionary.normalized_keys();
+        return Ok((0..column.len()).map(|i| if column.is_null(i) { 7 } else { value_ranks.get(keys[i]).copied().unwrap_or(7) }).collect());
+    }
     let plain = match column.data_type() {
         DataType::Utf8 => column.clone(),
         _ => deltalake::arrow::compute::cast(column, &DataType::Utf8)?,
     };
     let names = plain.as_string::<i32>();
-    Ok((0..names.len())
-        .map(|i| {
-            if names.is_null(i) {
-                return 7;
-            }
-            let name = names.value(i);
-            CHANGE_TYPE_RANKS.iter().position(|t| *t == name).map_or(7, |r| r as u8)
-        })
-        .collect())
+    Ok((0..names.len()).map(|i| if names.is_null(i) { 7 } else { rank_of(names.value(i)) }).collect())
+}
+
+fn rank_of(name: &str) -> u8 {
+    CHANGE_TYPE_RANKS.iter().position(|t| *t == name).map_or(7, |r| r as u8)
 }
