@@ -351,6 +351,10 @@ def main():
         gen_s = time.perf_counter() - t0
     else:
         gen_s, _, _ = timed(child(args, lake, "--generate"))
+    # The new lake's pages written out before anything is timed: a copy of the heavy-churn lake
+    # leaves 2.3 GB dirty, which the kernel writes back about 30 s later, during whichever
+    # phase (deltalink's or a baseline's) runs then.
+    os.sync()
     config = write_config(lake, tables, pipelines)
     # A twin of deltalink's state, for timing each pipeline's MERGE alone (see `phase`).
     solo_config = write_config(lake, tables, pipelines, state="_deltalink_solo", name="deltalink-solo.toml")

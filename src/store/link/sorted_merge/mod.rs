@@ -249,4 +249,52 @@ mod tests {
         assert_eq!(conform(&pre, &schema)?, expected);
         Ok(())
     }
+
+    /// A run's constant columns travel as one-value dictionaries and spell out, a slice at a
+    /// time, to exactly the plain columns of the table's schema; conformed for mixing with a
+    /// file's rows, they are spelled out while the lists stay dictionary-encoded.
+    #[test]
+    fn constant_columns_spell_out_to_the_tables_types_slice_by_slice() -> Result<()> {
+        use crate::store::link::columns::{CREATED_COL, PIPELINE_COL, RUN_ID_COL, UPSTREAMS_COL};
+        use deltalake::arrow::array::{ArrayRef, AsArray, DictionaryArray, Int32Array, ListArray, StringArray};
+        use deltalake::arrow::buffer::OffsetBuffer;
+        use deltalake::arrow::datatypes::{Int32Type, TimeUnit, TimestampMicrosecondType};
+        let n = 50_000usize;
+        let strings = DataType::List(Arc::new(Field::new("element", DataType::Utf8, true)));
+        let timestamp = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+        let table = Arc::new(Schema::new(vec![
+            Field::new(PIPELINE_COL, DataType::Utf8, false),
+            Field::new("k", DataType::Int64, true),
+            Field::new(RUN_ID_COL, DataType::Int64, false),
+            Field::new(UPSTREAMS_COL, strings, true),
+            Field::new(CREATED_COL, timestamp, true),
+        ]));
+        let ids = DictionaryArray::<Int32Type>::try_new(Int32Array::from_iter_values((0..n as i32).map(|i| i % 2)), Arc::new(StringArray::from(vec!["a", "b"])))?;
+        let item = Arc::new(Field::new("element", ids.data_type().clone(), true));
+        let upstreams = ListArray::try_new(item, OffsetBuffer::from_lengths(std::iter::repeat_n(1, n)), Arc::new(ids), None)?;
+        let per_key = RecordBatch::try_from_iter([
+            ("k", Arc::new(Int64Array::from_iter_values(0..n as i64)) as ArrayRef),
+            (UPSTREAMS_COL, Arc::new(upstreams)),
+        ])?;
+        let incoming = incoming_rows(&table, "orders", 7, 1_700_000_000_000_000, &per_key)?;
+        assert!(matches!(incoming.column(0).data_type(), DataType::Dictionary(..)), "the pipeline name travels as a dictionary");
+
+        for (at, len) in [(0, 8_192), (8_192, 8_192), (49_990, 10)] {
+            let slice = conform(&incoming.slice(at, len), &table)?;
+            assert_eq!(slice.schema(), table);
+            assert!(slice.column(0).as_string::<i32>().iter().all(|p| p == Some("orders")));
+            assert!(slice.column(2).as_primitive::<deltalake::arrow::datatypes::Int64Type>().values().iter().all(|r| *r == 7));
+            let created = slice.column(4).as_primitive::<TimestampMicrosecondType>();
+            assert!(created.values().iter().all(|t| *t == 1_700_000_000_000_000) && created.null_count() == 0);
+            let keys = slice.column(1).as_primitive::<deltalake::arrow::datatypes::Int64Type>();
+            assert_eq!(keys.values().to_vec(), (at as i64..(at + len) as i64).collect::<Vec<_>>());
+        }
+
+        let mixed = conform_keeping_dictionaries(&incoming, &table)?;
+        assert_eq!(mixed.column(0).data_type(), &DataType::Utf8, "constants are spelled out for mixing");
+        assert_eq!(mixed.column(2).data_type(), &DataType::Int64);
+        let DataType::List(item) = mixed.column(3).data_type() else { panic!("upstreams as {}", mixed.column(3).data_type()) };
+        assert!(matches!(item.data_type(), DataType::Dictionary(..)), "lists stay dictionary-encoded");
+        Ok(())
+    }
 }
