@@ -81,9 +81,9 @@ pub(crate) async fn group_here(streams: ChangeStreams, key: &[String], upstreams
 
 /// One grouper per shard of the key space, each folding and sorting on a thread of its own.
 /// Each batch is prepared once, here, for every shard (profiled: with each shard casting,
-/// ranking and hashing every row of every batch and keeping its own, that work was a sixth of
-/// a from-scratch run's CPU, twice over). Profiled before: a single grouper kept one core busy
-/// while the scans left the other mostly idle.
+/// ranking and hashing every row of every batch and keeping its own, that work was an eighth
+/// of a from-scratch run's CPU, the two shards together). Profiled before: a single grouper
+/// kept one core busy while the scans left the other mostly idle.
 pub(crate) async fn group_in_shards(
     streams: ChangeStreams,
     key: &[String],
