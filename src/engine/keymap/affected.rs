@@ -59,13 +59,9 @@ impl std::fmt::Debug for AffectedKeys {
 /// Key ranges of each run that one part of [`AffectedKeys::per_key_batch`] builds.
 type PartRanges = Vec<std::ops::Range<usize>>;
 
-/// What one part of the link rows holds before the parts are put together: per key its last
-/// change time (`i64::MIN` for none, the nulls are set afterwards) and where its hits end
-/// (counted from the part's first hit) are written in place; the hits' upstream and provenance
-/// ids are the part's own. A provenance text outside the numbered ones is `-(i + 1)`, `i`
-/// indexing `missing`: the texts are numbered once the parts are done, in key order.
 /// A part's key ranges (one per run) and the slots of the whole batch's per-key vectors its
-/// keys fill.
+/// keys fill: per key its last change time (`i64::MIN` for none, the nulls are set afterwards),
+/// where its hits end (counted from the part's first hit) and, for an integer key, the key.
 struct Slots<'a> {
     ranges: &'a [std::ops::Range<usize>],
     ts: &'a mut [i64],
@@ -73,6 +69,9 @@ struct Slots<'a> {
     ints: Option<&'a mut [i64]>,
 }
 
+/// The ids of one part's hits, before the parts are put together. A provenance text outside
+/// the numbered ones is `-(i + 1)`, `i` indexing `missing`: the texts are numbered once the
+/// parts are done, in key order.
 #[derive(Default)]
 struct PartIds {
     upstream_ids: Vec<i32>,
@@ -147,7 +146,7 @@ impl AffectedKeys {
     /// core walking 3M keys' hits and writing their ids left the other idle for a sixth of a
     /// from-scratch run).
     fn per_key_batch(&self) -> Result<RecordBatch> {
-        use deltalake::arrow::array::{ArrayRef, DictionaryArray, Int32Array, ListArray, TimestampMicrosecondArray};
+        use deltalake::arrow::array::{DictionaryArray, Int32Array, ListArray, TimestampMicrosecondArray};
         use deltalake::arrow::buffer::{NullBuffer, OffsetBuffer};
         use deltalake::arrow::datatypes::Int32Type;
         let n = self.distinct_keys as usize;

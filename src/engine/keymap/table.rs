@@ -450,13 +450,10 @@ impl DenseKeyTable {
     /// lies too far from the others for direct addressing to pay.
     pub(crate) fn upsert(&mut self, key: i64, new: impl FnOnce() -> KeyEntry) -> Option<&mut KeyEntry> {
         let (chunk, at) = self.slot(key)?;
-        let fresh = self.chunks[chunk][at].current.rows == 0;
-        if fresh {
-            self.len += 1;
-        }
         let entry = &mut self.chunks[chunk][at];
-        if fresh {
+        if entry.current.rows == 0 {
             *entry = new();
+            self.len += 1;
         }
         Some(entry)
     }
