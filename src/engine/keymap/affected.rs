@@ -84,7 +84,13 @@ impl AffectedKeys {
     /// `last_change_ts`, `upstreams` and `provenance` (`upstream@version:change_type@commit time`).
     /// Built on a blocking thread: long CPU work for millions of keys.
     pub async fn per_key(self: Arc<Self>) -> Result<RecordBatch> {
-        tokio::task::spawn_blocking(move || self.per_key_batch()).await?
+        tokio::task::spawn_blocking(move || {
+            let rows = self.per_key_batch();
+            // The key tables are freed off the path to the first write.
+            drop_in_background(self);
+            rows
+        })
+        .await?
     }
 
     /// Whether key `i` of run `a` sorts before key `j` of run `b` (runs of one grouping hold
@@ -198,12 +204,13 @@ impl AffectedKeys {
             }
         }
         // Parts counted their hits from zero: move each past the parts before it, and number
-        // the provenance texts they could not.
-        let mut upstream_ids: Vec<i32> = Vec::with_capacity(hits);
-        let mut provenance_ids: Vec<i32> = Vec::with_capacity(hits);
+        // the provenance texts they could not. The first part's ids are extended in place
+        // (growing a mapping moves its pages, not its bytes), the others copied after them.
+        let mut upstream_ids: Vec<i32> = Vec::new();
+        let mut provenance_ids: Vec<i32> = Vec::new();
         let mut at = 0usize;
         let mut text = String::new();
-        for (&len, part_ids) in part_lens.iter().zip(ids) {
+        for (&len, mut part_ids) in part_lens.iter().zip(ids) {
             let base = upstream_ids.len() as i32;
             if base > 0 {
                 offsets[at + 1..=at + len].iter_mut().for_each(|o| *o += base);
@@ -218,8 +225,18 @@ impl AffectedKeys {
                     texts.add(&text)
                 })
                 .collect();
-            upstream_ids.extend_from_slice(&part_ids.upstream_ids);
-            provenance_ids.extend(part_ids.provenance_ids.iter().map(|&id| if id < 0 { numbered[(-id - 1) as usize] } else { id }));
+            let resolve = |id: i32| if id < 0 { numbered[(-id - 1) as usize] } else { id };
+            if upstream_ids.is_empty() {
+                part_ids.provenance_ids.iter_mut().for_each(|id| *id = resolve(*id));
+                upstream_ids = std::mem::take(&mut part_ids.upstream_ids);
+                provenance_ids = std::mem::take(&mut part_ids.provenance_ids);
+                upstream_ids.reserve_exact(hits - upstream_ids.len());
+                provenance_ids.reserve_exact(hits - provenance_ids.len());
+            } else {
+                upstream_ids.extend_from_slice(&part_ids.upstream_ids);
+                provenance_ids.extend(part_ids.provenance_ids.iter().map(|&id| resolve(id)));
+            }
+            drop_in_background(part_ids);
         }
         let offsets = OffsetBuffer::new(ScalarBuffer::from(offsets));
         let list = |ids: Vec<i32>, values: Vec<&str>| -> Result<ArrayRef> {
@@ -227,6 +244,13 @@ impl AffectedKeys {
             let item = Arc::new(Field::new("element", dictionary.data_type().clone(), true));
             Ok(Arc::new(ListArray::try_new(item, offsets.clone(), Arc::new(dictionary), None)?))
         };
+        // The two lists side by side: checking that every id is in its dictionary is a pass
+        // over millions of ids each.
+        let (upstreams, provenance) = std::thread::scope(|scope| {
+            let upstreams = scope.spawn(|| list(upstream_ids, self.upstreams.iter().map(String::as_str).collect()));
+            let provenance = list(provenance_ids, texts.all.iter().map(String::as_str).collect());
+            (upstreams.join().unwrap_or_else(|_| Err(eyre!("building the link rows failed: a worker thread panicked"))), provenance)
+        });
         let mut columns = if int_keys {
             let ints: ArrayRef = Arc::new(deltalake::arrow::array::Int64Array::new(ScalarBuffer::from(ints), None));
             vec![deltalake::arrow::compute::cast(&ints, self.key_fields[0].data_type())?]
@@ -237,8 +261,8 @@ impl AffectedKeys {
         let known = last_ts.iter().any(|t| *t == i64::MIN).then(|| NullBuffer::from_iter(last_ts.iter().map(|t| *t != i64::MIN)));
         columns.push(Arc::new(TimestampMicrosecondArray::new(ScalarBuffer::from(last_ts), known).with_timezone("UTC")) as ArrayRef);
         fields.push(Field::new("last_change_ts", timestamp_type(), true));
-        columns.push(list(upstream_ids, self.upstreams.iter().map(String::as_str).collect())?);
-        columns.push(list(provenance_ids, texts.all.iter().map(String::as_str).collect())?);
+        columns.push(upstreams?);
+        columns.push(provenance?);
         for name in ["upstreams", "provenance"] {
             fields.push(Field::new(name, columns[fields.len()].data_type().clone(), true));
         }
@@ -409,6 +433,14 @@ pub struct PreviewRow {
     pub change_rows: u64,
 }
 
+/// Frees `value` on a thread of its own: a run's key tables and id vectors are hundreds of
+/// megabytes, and unmapping them took ~10 ms of the serial stretch between building the link
+/// rows and writing them (profiled on the heavy-churn lake).
+fn drop_in_background<T: Send + 'static>(value: T) {
+    // When no thread can be started, the failed spawn drops its closure, and `value` with it.
+    let _ = std::thread::Builder::new().name("deltalink-free".into()).spawn(move || drop(value));
+}
+
 #[cfg(test)]
 mod tests {
     use deltalake::arrow::array::{AsArray, Int64Array, StringArray, TimestampMicrosecondArray};
@@ -476,3 +508,4 @@ mod tests {
         Ok(())
     }
 }
+
