@@ -28,12 +28,18 @@ impl Engine {
         let prior: HashMap<String, TrackerRow> = rows.iter().map(|r| (r.upstream.clone(), r.clone())).collect();
         let pending_run = rows.iter().filter_map(|r| r.pending_run_id).max().filter(|_| resume);
         let names = pipeline.upstream_names();
-        let opened = futures::future::try_join_all(names.iter().map(|n| self.open_pinned(n, prior.get(n), pending_run))).await?;
-        let mut reads = Vec::new();
-        let mut tables = HashMap::new();
-        for (name, (table, read)) in names.iter().zip(opened) {
+        // Each upstream opened, its range decided and checked concurrently: the range's log is
+        // listed and its commits read, a few milliseconds per upstream.
+        let planned = futures::future::try_join_all(names.iter().map(|n| async {
+            let (table, read) = self.open_pinned(n, prior.get(n), pending_run).await?;
             let read = decide_range(pipeline, &table, read).await?;
             check_readable(&read, &table).await?;
+            Ok::<_, color_eyre::Report>((table, read))
+        }))
+        .await?;
+        let mut reads = Vec::new();
+        let mut tables = HashMap::new();
+        for (name, (table, read)) in names.iter().zip(planned) {
             reads.push(read);
             tables.insert(name.clone(), table);
         }
