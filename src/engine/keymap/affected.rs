@@ -152,7 +152,7 @@ impl AffectedKeys {
     /// core walking 3M keys' hits and writing their ids left the other idle for a sixth of a
     /// from-scratch run).
     fn per_key_batch(&self) -> Result<RecordBatch> {
-        use deltalake::arrow::array::{DictionaryArray, Int32Array, ListArray, TimestampMicrosecondArray};
+        use deltalake::arrow::array::{Int32Array, ListArray, TimestampMicrosecondArray};
         use deltalake::arrow::buffer::{NullBuffer, OffsetBuffer};
         use deltalake::arrow::datatypes::Int32Type;
         let n = self.distinct_keys as usize;
@@ -240,12 +240,12 @@ impl AffectedKeys {
         }
         let offsets = OffsetBuffer::new(ScalarBuffer::from(offsets));
         let list = |ids: Vec<i32>, values: Vec<&str>| -> Result<ArrayRef> {
-            let dictionary = DictionaryArray::<Int32Type>::try_new(Int32Array::from(ids), Arc::new(deltalake::arrow::array::StringArray::from(values)))?;
+            let dictionary = crate::util::arrow::dictionary_of::<Int32Type>(Int32Array::from(ids), Arc::new(deltalake::arrow::array::StringArray::from(values)))?;
             let item = Arc::new(Field::new("element", dictionary.data_type().clone(), true));
             Ok(Arc::new(ListArray::try_new(item, offsets.clone(), Arc::new(dictionary), None)?))
         };
-        // The two lists side by side: checking that every id is in its dictionary is a pass
-        // over millions of ids each.
+        // The two lists side by side: each checks that its ids are in its dictionary, a pass
+        // over millions of them.
         let (upstreams, provenance) = std::thread::scope(|scope| {
             let upstreams = scope.spawn(|| list(upstream_ids, self.upstreams.iter().map(String::as_str).collect()));
             let provenance = list(provenance_ids, texts.all.iter().map(String::as_str).collect());

@@ -459,7 +459,7 @@ pub(crate) fn incoming_rows(
     now_us: i64,
     per_key: &RecordBatch,
 ) -> Result<RecordBatch> {
-    use deltalake::arrow::array::{DictionaryArray, Int8Array, Int64Array, TimestampMicrosecondArray};
+    use deltalake::arrow::array::{Int8Array, Int64Array, TimestampMicrosecondArray};
     use deltalake::arrow::buffer::ScalarBuffer;
     use deltalake::arrow::datatypes::Int8Type;
     let n = per_key.num_rows();
@@ -470,7 +470,7 @@ pub(crate) fn incoming_rows(
     // pages for 3M keys, faulted in while one core built them (profiled: ~0.03 s of a
     // from-scratch run on the heavy-churn lake).
     let zeros = Int8Array::new(ScalarBuffer::from(vec![0i8; n]), None);
-    let constant = |value: ArrayRef| -> Result<ArrayRef> { Ok(Arc::new(DictionaryArray::<Int8Type>::try_new(zeros.clone(), value)?)) };
+    let constant = |value: ArrayRef| -> Result<ArrayRef> { Ok(Arc::new(crate::util::arrow::dictionary_of::<Int8Type>(zeros.clone(), value)?)) };
     let columns = table_schema
         .fields()
         .iter()
