@@ -30,16 +30,18 @@ impl Engine {
         let names = pipeline.upstream_names();
         // Each upstream opened, its range decided and checked concurrently: the range's log is
         // listed and its commits read, a few milliseconds per upstream.
-        let planned = futures::future::try_join_all(names.iter().map(|n| async {
+        // A failure is reported for the first upstream in the config's order that has one.
+        let planned = futures::future::join_all(names.iter().map(|n| async {
             let (table, read) = self.open_pinned(n, prior.get(n), pending_run).await?;
             let read = decide_range(pipeline, &table, read).await?;
             check_readable(&read, &table).await?;
             Ok::<_, color_eyre::Report>((table, read))
         }))
-        .await?;
+        .await;
         let mut reads = Vec::new();
         let mut tables = HashMap::new();
-        for (name, (table, read)) in names.iter().zip(planned) {
+        for (name, planned) in names.iter().zip(planned) {
+            let (table, read) = planned?;
             reads.push(read);
             tables.insert(name.clone(), table);
         }
@@ -68,20 +70,15 @@ impl Engine {
         })
     }
 
-    /// The link table, as opened when planning, or now (it is created after the intent).
-    pub(crate) async fn planned_link_table(&self, plan: &Plan) -> Result<Option<DeltaTable>> {
-        match &plan.link {
-            Some(t) => Ok(Some(t.clone())),
-            None => lake::open_owned(&plan.pipeline.link_table, self.storage()).await,
-        }
-    }
-
-    /// Key column types: the link table's when it exists, else the `keys` sources' (the widest
+    /// Key column types: the link table's when it existed at planning, else the `keys` sources' (the widest
     /// integer where they differ in width, as the link table will be created); `None` for a
     /// pipeline of `sql` sources only (their output types are used).
-    pub(crate) async fn arrow_key_types(&self, plan: &Plan) -> Result<Option<Vec<DataType>>> {
-        if let Some(t) = self.planned_link_table(plan).await? {
-            return link::arrow_key_types(&t, &plan.pipeline.key).map(Some);
+    pub(crate) fn arrow_key_types(&self, plan: &Plan) -> Result<Option<Vec<DataType>>> {
+        // The link table as planned, not as now: a run reads while its intent creates a new
+        // table, and the types must not depend on which comes first (the keys are cast to the
+        // table's types when written either way).
+        if let Some(t) = &plan.link {
+            return link::arrow_key_types(t, &plan.pipeline.key).map(Some);
         }
         let mut widest: Option<Vec<DataType>> = None;
         for source in &plan.pipeline.sources {

@@ -110,15 +110,30 @@ impl Engine {
             opts.passed(name, Step::IntentRecorded).await
         };
         // The changes are read while the intent is committed: the read writes nothing and its
-        // versions are pinned, and the intent is durable before any link file is written (the
-        // join ends only when both have). Measured: the intent's commit (and its retry when
+        // versions are pinned, and the intent is durable before any link file is written (both
+        // have ended before the run goes on). Measured: the intent's commit (and its retry when
         // another pipeline's intent took the tracker version) held back the read by 20-80 ms.
         let read = async {
             let heavy = self.heavy_turn().await?;
             let ctx = session();
             Ok::<_, color_eyre::Report>((heavy, self.read_keys(&ctx, &plan).await?))
         };
-        let ((), (heavy, affected)) = tokio::try_join!(record_intent, read)?;
+        // An intent that fails ends the run at once; a read that ends first (done or failed)
+        // waits for the intent, whose error comes first: the intent is settled either way, as it
+        // was when it came before the read.
+        let (heavy, affected) = {
+            tokio::pin!(record_intent, read);
+            tokio::select! {
+                intent = &mut record_intent => {
+                    intent?;
+                    read.await?
+                }
+                read = &mut read => {
+                    record_intent.await?;
+                    read?
+                }
+            }
+        };
         opts.passed(name, Step::ChangesRead).await?;
         report.change_rows = affected.as_ref().map_or(0, |a| a.change_rows);
         report.null_key_rows = affected.as_ref().map_or(0, |a| a.null_key_rows);

@@ -144,7 +144,7 @@ impl Engine {
 
     /// Read every source's change rows for the plan and group them per key.
     pub(crate) async fn read_keys(&self, ctx: &SessionContext, plan: &Plan) -> Result<Option<AffectedKeys>> {
-        let key_types = self.arrow_key_types(plan).await?;
+        let key_types = self.arrow_key_types(plan)?;
         // Upstreams are planned (and shared reads collected) concurrently: planning a CDF scan
         // reads the range's commits, ~0.1 s per upstream when done one after another.
         let reads = plan.reads.iter().filter_map(|read| {
