@@ -28,9 +28,9 @@ impl Engine {
         let prior: HashMap<String, TrackerRow> = rows.iter().map(|r| (r.upstream.clone(), r.clone())).collect();
         let pending_run = rows.iter().filter_map(|r| r.pending_run_id).max().filter(|_| resume);
         let names = pipeline.upstream_names();
-        // Each upstream opened, its range decided and checked concurrently: the range's log is
-        // listed and its commits read, a few milliseconds per upstream.
-        // A failure is reported for the first upstream in the config's order that has one.
+        // Each upstream opened, its range decided and checked concurrently (the range's log is
+        // listed and its commits read, a few milliseconds per upstream); a failure is reported
+        // for the first upstream in the config's order that has one.
         let planned = futures::future::join_all(names.iter().map(|n| async {
             let (table, read) = self.open_pinned(n, prior.get(n), pending_run).await?;
             let read = decide_range(pipeline, &table, read).await?;
@@ -70,9 +70,9 @@ impl Engine {
         })
     }
 
-    /// Key column types: the link table's when it existed at planning, else the `keys` sources' (the widest
-    /// integer where they differ in width, as the link table will be created); `None` for a
-    /// pipeline of `sql` sources only (their output types are used).
+    /// Key column types: the link table's when it existed at planning, else the `keys` sources'
+    /// (the widest integer where they differ in width, as the link table will be created);
+    /// `None` for a pipeline of `sql` sources only (their output types are used).
     pub(crate) fn arrow_key_types(&self, plan: &Plan) -> Result<Option<Vec<DataType>>> {
         // The link table as planned, not as now: a run reads while its intent creates a new
         // table, and the types must not depend on which comes first (the keys are cast to the

@@ -170,10 +170,11 @@ impl Shard {
 /// The owner of no row: its key is NULL.
 const NO_OWNER: u8 = u8::MAX;
 
-/// Each row's shard by `owner(row)`, [`NO_OWNER`] for a NULL key; and how many rows have a
-/// NULL key.
-fn owners(n: usize, owner: impl Fn(usize) -> usize, null: impl Fn(usize) -> bool) -> (Vec<u8>, u64) {
-    let owners: Vec<u8> = (0..n).map(|i| if null(i) { NO_OWNER } else { owner(i) as u8 }).collect();
+/// Each row's shard of `count` by `owner(row)` (not asked with one shard: an integer key's
+/// owner costs a hash the fold does not use), [`NO_OWNER`] for a NULL key; and how many rows
+/// have a NULL key.
+fn owners(n: usize, count: usize, owner: impl Fn(usize) -> usize, null: impl Fn(usize) -> bool) -> (Vec<u8>, u64) {
+    let owners: Vec<u8> = (0..n).map(|i| if null(i) { NO_OWNER } else if count == 1 { 0 } else { owner(i) as u8 }).collect();
     let nulls = owners.iter().filter(|&&o| o == NO_OWNER).count() as u64;
     (owners, nulls)
 }
@@ -336,13 +337,13 @@ impl Preparer {
                 let values = k.values();
                 // Shards own integer keys by block (see `DenseKeyTable`), so that each shard's
                 // direct table allocates only the blocks it fills, whichever table it ends with.
-                let owners = owners(n, |i| Shard::owner(IntKeyTable::hash(values[i] >> BLOCK_BITS), count), |i| k.is_null(i));
+                let owners = owners(n, count, |i| Shard::owner(IntKeyTable::hash(values[i] >> BLOCK_BITS), count), |i| k.is_null(i));
                 (PreparedKeys::Int(values.clone()), owners)
             }
             Some(converter) => {
                 let rows = converter.convert_columns(&key_columns)?;
                 let hashes: Vec<u64> = (0..n).map(|i| RowKeyTable::hash(rows.row(i).as_ref())).collect();
-                let owners = owners(n, |i| Shard::owner(hashes[i], count), |i| key_columns.iter().any(|c| c.is_null(i)));
+                let owners = owners(n, count, |i| Shard::owner(hashes[i], count), |i| key_columns.iter().any(|c| c.is_null(i)));
                 (PreparedKeys::Rows { converter: converter.clone(), rows, hashes }, owners)
             }
         };
