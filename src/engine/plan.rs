@@ -114,9 +114,9 @@ pub(crate) struct Plan {
     pub(crate) reads: Vec<UpstreamRead>,
     pub(crate) tables: HashMap<String, DeltaTable>,
     pub(crate) prior: HashMap<String, TrackerRow>,
-    /// The link table as opened when planning (`None`: not created yet, or a replay): a run
-    /// holds the pipeline's lease, so nothing else writes it meanwhile, and opening it again
-    /// at every step reloaded its log four more times per run.
+    /// The link table as opened when planning (`None`: not created yet, or a replay), or as
+    /// the run's intent created it: a run holds the pipeline's lease, so nothing else writes
+    /// it meanwhile, and opening it again at every step reloaded its log four more times per run.
     pub(crate) link: Option<DeltaTable>,
     /// The last run committed into `link` as opened (its application transaction).
     pub(crate) link_committed: Option<i64>,

@@ -91,7 +91,7 @@ impl Engine {
             PendingRun::None | PendingRun::Abandoned => false,
             PendingRun::NotCommitted => true,
         };
-        let plan = self.plan(&pipeline, &rows, link, committed, resume).await?;
+        let mut plan = self.plan(&pipeline, &rows, link, committed, resume).await?;
         opts.passed(name, Step::Pinned).await?;
         let mut report =
             RunReport { resumed: plan.resumed, upstreams: plan.reads.clone(), ..RunReport::new(name, Outcome::NothingNew) };
@@ -106,8 +106,15 @@ impl Engine {
         let record_intent = async {
             tracker.upsert(&writes_over(&intent, |u| plan.prior.get(u).cloned()), &audit("run-intent", &plan).fenced(fence)).await?;
             // Created even by a run without keys, so a missing link table later means lost data.
-            self.link_table_for(&plan, None).await?;
-            opts.passed(name, Step::IntentRecorded).await
+            let link = self.link_table_for(&plan, None).await?;
+            // Handed on to the write (see below): opening it again there, after the read, held
+            // back the first link file by ~8 ms.
+            let committed = match &plan.link {
+                Some(_) => plan.link_committed,
+                None => link::committed_run_id(&link, name).await?,
+            };
+            opts.passed(name, Step::IntentRecorded).await?;
+            Ok::<_, color_eyre::Report>((link, committed))
         };
         // The changes are read while the intent is committed: the read writes nothing and its
         // versions are pinned, and the intent is durable before any link file is written (both
@@ -121,19 +128,22 @@ impl Engine {
         // An intent that fails ends the run at once; a read that ends first (done or failed)
         // waits for the intent, whose error comes first: the intent is settled either way, as it
         // was when it came before the read.
-        let (heavy, affected) = {
+        let ((heavy, affected), (link, link_committed)) = {
             tokio::pin!(record_intent, read);
             tokio::select! {
                 intent = &mut record_intent => {
-                    intent?;
-                    read.await?
+                    let intent = intent?;
+                    (read.await?, intent)
                 }
                 read = &mut read => {
-                    record_intent.await?;
-                    read?
+                    let intent = record_intent.await?;
+                    (read?, intent)
                 }
             }
         };
+        // The link table as the intent left it: this run holds the lease, so it is the table
+        // the write builds on (see `Plan::link`).
+        (plan.link, plan.link_committed) = (Some(link), link_committed);
         opts.passed(name, Step::ChangesRead).await?;
         report.change_rows = affected.as_ref().map_or(0, |a| a.change_rows);
         report.null_key_rows = affected.as_ref().map_or(0, |a| a.null_key_rows);
