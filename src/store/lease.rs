@@ -25,7 +25,7 @@
 //! still carries their token.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
@@ -137,11 +137,19 @@ struct Holding {
     confirmed: Mutex<Instant>,
     lost: AtomicBool,
     ttl: Duration,
+    /// Heartbeats still to fail as if the store were unreachable (see
+    /// [`Lease::fail_next_heartbeats`]).
+    injected_failures: AtomicUsize,
 }
 
 impl Holding {
     fn new(confirmed: Instant, ttl: Duration) -> Self {
-        Holding { confirmed: Mutex::new(confirmed), lost: AtomicBool::new(false), ttl }
+        Holding { confirmed: Mutex::new(confirmed), lost: AtomicBool::new(false), ttl, injected_failures: AtomicUsize::new(0) }
+    }
+
+    /// Whether this heartbeat is to fail (one injected failure used up).
+    fn injected_failure(&self) -> bool {
+        self.injected_failures.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok()
     }
 
     fn valid_for(&self) -> Duration {
@@ -453,6 +461,11 @@ fn spawn_heartbeat(store: Arc<dyn ObjectStore>, generation: Generation, mut me: 
         loop {
             tokio::time::sleep(wait).await;
             let started = Instant::now();
+            if holding.injected_failure() {
+                tracing::warn!(pipeline = generation.pipeline, "lease heartbeat failed (injected); retrying");
+                wait = every / 3;
+                continue;
+            }
             match holds(&store, &generation, &me).await {
                 Ok(true) => {}
                 Ok(false) => {
@@ -512,6 +525,19 @@ impl Lease {
     /// The fencing token of this holding, for the commits made under it.
     pub fn fence(&self) -> Fence {
         Fence { pipeline: self.generation.pipeline.clone(), generation: self.generation.number, holding: self.holding.clone() }
+    }
+
+    /// Fault injection for tests: this lease's next `n` heartbeats fail as they would with
+    /// the store unreachable.
+    #[doc(hidden)]
+    pub fn fail_next_heartbeats(&self, n: usize) {
+        self.holding.injected_failures.store(n, Ordering::SeqCst);
+    }
+
+    /// Injected heartbeat failures not used up yet (see [`Lease::fail_next_heartbeats`]).
+    #[doc(hidden)]
+    pub fn heartbeat_failures_pending(&self) -> usize {
+        self.holding.injected_failures.load(Ordering::SeqCst)
     }
 
     pub async fn release(mut self) {

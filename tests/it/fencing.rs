@@ -371,6 +371,80 @@ fn a_holder_with_a_skewed_clock_is_taken_over_only_once_silent() {
     });
 }
 
+/// Poll until `lease`'s injected heartbeat failures are used up and then a heartbeat has
+/// rewritten its object (its `heartbeat_ms` past `before`).
+async fn wait_for_a_heartbeat_after_the_failures(engine: &deltalink::Engine, lease: &deltalink::store::lease::Lease, before: i64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let beat = deltalink::store::lease::current(&engine.config, "p").await.expect("lease").map_or(0, |h| h.heartbeat_ms);
+        if lease.heartbeat_failures_pending() == 0 && beat > before {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no heartbeat landed after the injected failures");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A heartbeat that fails (the store unreachable for a moment) is retried sooner than the next
+/// regular one: three failures in a row starting at the first beat would leave the lease
+/// unconfirmed past its 3/4-TTL validity at the regular pace (a beat every quarter TTL), but
+/// the retries confirm it in time, so the holder still holds it well after that validity.
+#[test]
+fn a_failed_heartbeat_is_retried_in_time_and_the_holder_keeps_its_lease() {
+    use deltalink::store::lease::{acquire, current};
+    rt().block_on(async {
+        let lake = Lake::new();
+        ModelTable::create(&lake.path("a"), true).await;
+        let engine = lake.engine(&fenced_config(&["a"], &[("p", &["a"])]));
+        let acquired = Instant::now();
+        let lease = acquire(&engine.config, "p", "run").await.expect("lease");
+        let fence = lease.fence();
+        let first_beat = current(&engine.config, "p").await.expect("lease").expect("held").heartbeat_ms;
+        lease.fail_next_heartbeats(3);
+        wait_for_a_heartbeat_after_the_failures(&engine, &lease, first_beat).await;
+        // Past the validity the first confirmation gave (3/4 of the 2 s TTL): only a retried
+        // heartbeat can have kept the holding.
+        while acquired.elapsed() < Duration::from_millis(1_700) {
+            fence.check().expect("held while its heartbeats are retried");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        fence.check().expect("still held after the validity of its first heartbeat");
+        let e = format!("{:#}", acquire(&engine.config, "p", "contender").await.err().expect("busy"));
+        assert!(e.contains("is busy"), "{e}");
+        lease.release().await;
+    });
+}
+
+/// Heartbeats failing for longer than the holding's validity: the holder counts itself out
+/// (its next commit is refused) and a heartbeat that lands after that does not revive the
+/// holding; once silent, another process takes the lease over.
+#[test]
+fn a_heartbeat_that_lands_after_the_lease_lapsed_does_not_revive_it() {
+    use deltalink::store::lease::{acquire, current, current_generation};
+    rt().block_on(async {
+        let lake = Lake::new();
+        ModelTable::create(&lake.path("a"), true).await;
+        let engine = lake.engine(&fenced_config(&["a"], &[("p", &["a"])]));
+        let lease = acquire(&engine.config, "p", "run").await.expect("lease");
+        let fence = lease.fence();
+        let first_beat = current(&engine.config, "p").await.expect("lease").expect("held").heartbeat_ms;
+        // A first beat after 0.5 s, then retries every 1/6 s: ten failures last ~2 s, past
+        // the 1.5 s validity.
+        lease.fail_next_heartbeats(10);
+        wait_for_a_heartbeat_after_the_failures(&engine, &lease, first_beat).await;
+        let e = fence.check().expect_err("lapsed while its heartbeats failed").to_string();
+        assert!(e.contains("lost its lease") && e.contains("generation 0"), "{e}");
+        // The late heartbeat rewrote the object, but nothing follows it: it looks expired a
+        // TTL later, and is taken over after being watched unchanged for another.
+        wait_until_lease_looks_expired(&engine).await;
+        let contender = acquire(&engine.config, "p", "contender").await.expect("taken over once silent for its TTL");
+        assert_eq!(current_generation(&engine.config, "p").await.expect("generation"), Some(1));
+        fence.check().expect_err("a takeover does not revive the old holding");
+        contender.release().await;
+        lease.release().await;
+    });
+}
+
 /// `preview` resolves a pending run first, as the next run will: after a run that died once its
 /// link commit landed, the next run only completes the tracker, so the preview shows nothing
 /// of that run's range — and then exactly what landed since.
