@@ -4,7 +4,8 @@
 Generates (fixed seed) a lake of N CDF-enabled upstream tables written by the Python `deltalake`
 package (another writer), M pipelines of 2-8 upstreams each, then measures in the same run:
 
-  1. deltalink `run --all` from scratch and incrementally (wall time, change rows/s, keys/s, peak RSS);
+  1. deltalink `run --all` from scratch and incrementally (wall time, change rows/s, keys/s, peak RSS),
+     each phase `--trials` times from the same state, alternating with the baselines (medians);
   2. deltalink `status --json` (the console's refresh path);
   3. the baselines a data engineer would write instead, per pipeline over the same ranges: Python
      deltalake `load_cdf` + polars + `merge`, writing (a) the same link rows as deltalink (run_id,
@@ -24,6 +25,7 @@ import json
 import os
 import random
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -51,6 +53,8 @@ def parse_args():
     p.add_argument("--from-lake", default=None,
                    help="copy the upstream tables of a lake generated before with the same options "
                         "(`--generate --dir D`) instead of generating them: repeated runs on one lake")
+    p.add_argument("--trials", type=int, default=3,
+                   help="timed trials per phase, each from the same state (figures are their medians)")
     p.add_argument("--bin", default=None, help="deltalink binary (default: target dir release build)")
     p.add_argument("--python-baseline", choices=["keys", "script", "same-output"], default=None, help=argparse.SUPPRESS)
     p.add_argument("--generate", action="store_true",
@@ -366,6 +370,44 @@ def main():
     baselines = {kind: child(args, lake, f"--python-baseline={kind}") for kind in ("same-output", "script", "keys")}
     results = {}
 
+    # Everything a phase writes: deltalink's state and each baseline's link tables and state.
+    written = ["_deltalink", "_baseline", "_baseline_script", "_baseline_same_output"] + \
+        [f"_baseline_state_{kind}.json" for kind in baselines]
+    start = os.path.join(lake, "_trial_start")
+
+    def keep_start():
+        shutil.rmtree(start, ignore_errors=True)
+        os.makedirs(start)
+        for w in written:
+            src = os.path.join(lake, w)
+            if os.path.isdir(src):
+                shutil.copytree(src, os.path.join(start, w))
+            elif os.path.exists(src):
+                shutil.copy2(src, os.path.join(start, w))
+
+    def back_to_start():
+        for w in written:
+            dst = os.path.join(lake, w)
+            shutil.rmtree(dst, ignore_errors=True) if os.path.isdir(dst) else (os.path.exists(dst) and os.remove(dst))
+            src = os.path.join(start, w)
+            if os.path.isdir(src):
+                shutil.copytree(src, dst)
+            elif os.path.exists(src):
+                shutil.copy2(src, dst)
+        # Copies written out before anything is timed (see the lake copy above).
+        os.sync()
+
+    def trial():
+        s, rss, out = timed(dl + ["run", "--all", "--json"], env)
+        reports = json.loads(out)
+        r = dict(dl_s=s, dl_rss=rss, rows=sum(r["change_rows"] for r in reports),
+                 distinct=sum(r["distinct_keys"] for r in reports), merge_s=sum(r["link_merge"] for r in reports))
+        for kind, cmd in baselines.items():
+            bs, brss, bout = timed(cmd)
+            b = json.loads(bout)
+            r[kind] = dict(s=bs, rss=brss, rows=b["change_rows"], keys=b["keys"], merge_s=b["merge_s"])
+        return r
+
     def phase(name):
         # The same run, one pipeline at a time on a copy of the state: the MERGE timed as the
         # baseline's is (one pipeline's merge with the whole machine), beside the run of all
@@ -378,15 +420,24 @@ def main():
         for p in pipelines:
             _, _, out = timed([bin_, "--config", solo_config, "run", p, "--json"], env)
             solo_merge_s += sum(r["link_merge"] for r in json.loads(out))
-        s, rss, out = timed(dl + ["run", "--all", "--json"], env)
-        reports = json.loads(out)
-        r = dict(dl_s=s, dl_rss=rss, rows=sum(r["change_rows"] for r in reports),
-                 distinct=sum(r["distinct_keys"] for r in reports), merge_s=sum(r["link_merge"] for r in reports),
-                 solo_merge_s=solo_merge_s)
-        for kind, cmd in baselines.items():
-            bs, brss, bout = timed(cmd)
-            b = json.loads(bout)
-            r[kind] = dict(s=bs, rss=brss, rows=b["change_rows"], keys=b["keys"], merge_s=b["merge_s"])
+        # `--trials` pairs, each from the same state, deltalink and then every baseline: times
+        # vary from run to run by more than the margins the ratios are judged by, so each
+        # figure is the median of its trials, each ratio the median of its trials' ratios (the
+        # "median of three pairs" issue 23 measured by), peak RSS the highest of the trials.
+        keep_start()
+        trials = []
+        for i in range(args.trials):
+            if i:
+                back_to_start()
+            trials.append(trial())
+        med = statistics.median
+        r = dict(trials[-1], dl_s=med(t["dl_s"] for t in trials), dl_rss=max(t["dl_rss"] for t in trials),
+                 merge_s=med(t["merge_s"] for t in trials), solo_merge_s=solo_merge_s, trials=trials)
+        for kind in baselines:
+            r[kind] = dict(trials[-1][kind], s=med(t[kind]["s"] for t in trials), rss=max(t[kind]["rss"] for t in trials),
+                           merge_s=med(t[kind]["merge_s"] or 0.0 for t in trials) if trials[-1][kind]["merge_s"] is not None else None,
+                           ratio=med(t["dl_s"] / t[kind]["s"] for t in trials),
+                           ratios=[t["dl_s"] / t[kind]["s"] for t in trials])
         results[name] = r
 
     # The CDF read part alone: `preview` plans, reads and groups exactly like a run, and writes
@@ -419,8 +470,12 @@ def main():
     # Three decimals: the issue's bar is a ratio of 0.25, and two decimals print 0.254 as 0.25.
     for name, r in results.items():
         print(f"{name:<14} {r['dl_s']:>11.3f} "
-              + " ".join(f"{r[k]['s']:>13.3f} {r['dl_s'] / r[k]['s']:>6.3f}" for k in kinds)
+              + " ".join(f"{r[k]['s']:>13.3f} {r[k]['ratio']:>6.3f}" for k in kinds)
               + f" {r['rows']:>12,} {r['distinct']:>9,} {r['rows'] / r['dl_s']:>10,.0f} {r['distinct'] / r['dl_s']:>9,.0f}")
+    print(f"each figure above: the median of {args.trials} trials from the same state; per trial:")
+    for name, r in results.items():
+        print(f"  {name:<12} deltalink s " + ", ".join(f"{t['dl_s']:.3f}" for t in r["trials"]) + "; "
+              + "; ".join(f"ratio to {k} " + ", ".join(f"{x:.3f}" for x in r[k]["ratios"]) for k in kinds))
     print(f"{'peak RSS MiB':<14} {'deltalink':>11} " + " ".join(f"{k:>13} {'ratio':>6}" for k in kinds))
     for name, r in results.items():
         print(f"{name:<14} {r['dl_rss']:>11.0f} "
