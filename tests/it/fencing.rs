@@ -371,6 +371,19 @@ fn a_holder_with_a_skewed_clock_is_taken_over_only_once_silent() {
     });
 }
 
+/// A lake with upstream `a` and pipeline `p` (2 s lease TTL), `p`'s lease taken; when it was
+/// asked for, and the heartbeat time its lease object was created with.
+async fn leased_lake() -> (Lake, deltalink::Engine, deltalink::store::lease::Lease, Instant, i64) {
+    use deltalink::store::lease::{acquire, current};
+    let lake = Lake::new();
+    ModelTable::create(&lake.path("a"), true).await;
+    let engine = lake.engine(&fenced_config(&["a"], &[("p", &["a"])]));
+    let asked = Instant::now();
+    let lease = acquire(&engine.config, "p", "run").await.expect("lease");
+    let first_beat = current(&engine.config, "p").await.expect("lease").expect("held").heartbeat_ms;
+    (lake, engine, lease, asked, first_beat)
+}
+
 /// Poll until `lease`'s injected heartbeat failures are used up and then a heartbeat has
 /// rewritten its object (its `heartbeat_ms` past `before`).
 async fn wait_for_a_heartbeat_after_the_failures(engine: &deltalink::Engine, lease: &deltalink::store::lease::Lease, before: i64) {
@@ -391,15 +404,10 @@ async fn wait_for_a_heartbeat_after_the_failures(engine: &deltalink::Engine, lea
 /// the retries confirm it in time, so the holder still holds it well after that validity.
 #[test]
 fn a_failed_heartbeat_is_retried_in_time_and_the_holder_keeps_its_lease() {
-    use deltalink::store::lease::{acquire, current};
+    use deltalink::store::lease::acquire;
     rt().block_on(async {
-        let lake = Lake::new();
-        ModelTable::create(&lake.path("a"), true).await;
-        let engine = lake.engine(&fenced_config(&["a"], &[("p", &["a"])]));
-        let acquired = Instant::now();
-        let lease = acquire(&engine.config, "p", "run").await.expect("lease");
+        let (_lake, engine, lease, acquired, first_beat) = leased_lake().await;
         let fence = lease.fence();
-        let first_beat = current(&engine.config, "p").await.expect("lease").expect("held").heartbeat_ms;
         lease.fail_next_heartbeats(3);
         wait_for_a_heartbeat_after_the_failures(&engine, &lease, first_beat).await;
         // Past the validity the first confirmation gave (3/4 of the 2 s TTL): only a retried
@@ -420,14 +428,10 @@ fn a_failed_heartbeat_is_retried_in_time_and_the_holder_keeps_its_lease() {
 /// holding; once silent, another process takes the lease over.
 #[test]
 fn a_heartbeat_that_lands_after_the_lease_lapsed_does_not_revive_it() {
-    use deltalink::store::lease::{acquire, current, current_generation};
+    use deltalink::store::lease::{acquire, current_generation};
     rt().block_on(async {
-        let lake = Lake::new();
-        ModelTable::create(&lake.path("a"), true).await;
-        let engine = lake.engine(&fenced_config(&["a"], &[("p", &["a"])]));
-        let lease = acquire(&engine.config, "p", "run").await.expect("lease");
+        let (_lake, engine, lease, _, first_beat) = leased_lake().await;
         let fence = lease.fence();
-        let first_beat = current(&engine.config, "p").await.expect("lease").expect("held").heartbeat_ms;
         // A first beat after 0.5 s, then retries every 1/6 s: ten failures last ~2 s, past
         // the 1.5 s validity.
         lease.fail_next_heartbeats(10);
